@@ -1,0 +1,111 @@
+# ur: the Triton Ur agent.  See README.md.
+#
+#   make                 build/ur-agent and the tools (static binaries)
+#   make check           build and run every test (installs test deps if root)
+#   make check SAN=1     the same, with ASan + UBSan, in build-san/
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make clean
+
+CXX      ?= g++
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+SAN      ?=
+VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+ifeq ($(SAN),1)
+BUILD    := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+STATIC   :=
+else
+BUILD    := build
+SANFLAGS :=
+STATIC   := -static
+endif
+
+# Warnings are errors in CI (CI=true) and whenever WERROR=1.
+ifneq ($(filter true 1,$(CI) $(WERROR)),)
+WFLAGS   := -Wall -Wextra -Werror
+else
+WFLAGS   := -Wall -Wextra
+endif
+
+OPT      ?= -O2 -g
+CXXFLAGS += -std=c++17 $(OPT) $(WFLAGS) $(SANFLAGS) -MMD -MP -I. \
+            -DUR_VERSION='"$(VERSION)"'
+LDFLAGS  += $(SANFLAGS)
+
+JSON_SRC  := $(wildcard json/*.cpp)
+AMQP_SRC  := $(wildcard amqp/*.cpp)
+UR_SRC    := $(filter-out src/main.cpp,$(wildcard src/*.cpp))
+TOOL_DIRS := $(patsubst tools/%/main.cpp,%,$(wildcard tools/*/main.cpp))
+TOOLLIB_SRC := $(filter-out %/main.cpp,$(wildcard tools/*/*.cpp))
+TEST_SRC  := $(wildcard tests/*_test.cpp) tests/doctest_main.cpp
+
+obj = $(patsubst %.cpp,$(BUILD)/obj/%.o,$(1))
+
+LIBJSON  := $(BUILD)/lib/libjson.a
+LIBAMQP  := $(BUILD)/lib/libamqp.a
+LIBUR    := $(BUILD)/lib/libur.a
+LIBTOOLS := $(BUILD)/lib/libtools.a
+LIBS     := $(LIBUR) $(LIBTOOLS) $(LIBAMQP) $(LIBJSON)
+
+AGENT    := $(BUILD)/ur-agent
+TOOLS    := $(addprefix $(BUILD)/,$(TOOL_DIRS))
+UNIT     := $(BUILD)/tests/unit
+
+.PHONY: all check unit bench demo fuzz install clean deps
+all: $(AGENT) $(TOOLS)
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c -o $@ $<
+
+define archive
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	$(AR) rcs $@ $^
+endef
+
+$(LIBJSON):  $(call obj,$(JSON_SRC))    ; $(archive)
+$(LIBAMQP):  $(call obj,$(AMQP_SRC))    ; $(archive)
+$(LIBUR):    $(call obj,$(UR_SRC))      ; $(archive)
+$(LIBTOOLS): $(call obj,$(TOOLLIB_SRC)) ; $(archive)
+
+$(AGENT): $(call obj,src/main.cpp) $(LIBS)
+	$(CXX) $(STATIC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%: $(BUILD)/obj/tools/%/main.o $(LIBS)
+	$(CXX) $(STATIC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(UNIT): $(call obj,$(TEST_SRC)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lpthread
+
+unit: $(UNIT)
+
+deps:
+	@tools/install-deps
+
+check: deps all $(UNIT)
+	@BUILD=$(BUILD) tests/run
+
+bench:
+	@echo "make bench: not implemented yet (see issue 'make bench')" >&2; exit 1
+
+demo:
+	@echo "make demo: not implemented yet (see issue 'urctl and make demo')" >&2; exit 1
+
+fuzz:
+	@echo "make fuzz: not implemented yet (see issue 'Hardening')" >&2; exit 1
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 -s $(AGENT) $(DESTDIR)$(PREFIX)/sbin/ur-agent
+	for t in $(filter-out %/fake-broker,$(TOOLS)); do \
+	    install -m 0755 -s $$t $(DESTDIR)$(PREFIX)/bin/; done
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,5 @@
+#include <cstdio>
+int main() {
+    std::fprintf(stderr, "ur-agent: not implemented yet\n");
+    return 1;
+}
