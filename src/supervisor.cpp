@@ -76,6 +76,7 @@ Supervisor::~Supervisor() {
     for (auto& jp : jobs_) {
         Job& job = *jp;
         if (!job.reaped) {
+            ::kill(job.pid, SIGKILL);  // see signal_group()
             ::killpg(job.pid, SIGKILL);
             // Blocking is bounded: the child was just sent SIGKILL.
             while (::waitpid(job.pid, nullptr, 0) < 0 && errno == EINTR) {
@@ -326,6 +327,12 @@ void Supervisor::signal_group(Job& job, int sig) {
     // may have some.  Otherwise there is nothing left to signal.
     if (job.reaped && !job.pipes_open())
         return;
+    // Until the child has called setsid() it is still in our process
+    // group and killpg(pid) misses it; kill(pid) reaches it (it cannot have
+    // children yet, and its signals stay pending until it has reset their
+    // dispositions).  An unreaped pid cannot have been reused.
+    if (!job.reaped)
+        ::kill(job.pid, sig);
     ::killpg(job.pid, sig);
     job.signalled = true;
     if (sig == SIGKILL) {
