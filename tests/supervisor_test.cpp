@@ -8,6 +8,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -442,10 +445,22 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: the child inherits no fd and default sig
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     ::sigprocmask(SIG_BLOCK, &usr1, &old_mask);
+#if defined(SYS_rt_sigaction) && (defined(__x86_64__) || defined(__aarch64__))
+    // Regression (seen under `make check`): signals 32 and 33, reserved by
+    // glibc, inherited as ignored by the agent and passed on, because
+    // glibc's sigaction() refuses to reset them.
+    char old_rt[64] = {}, ign_rt[64] = {};
+    void* sig_ign = reinterpret_cast<void*>(SIG_IGN);
+    std::memcpy(ign_rt, &sig_ign, sizeof sig_ign);  // the handler comes first here
+    REQUIRE(::syscall(SYS_rt_sigaction, 32, ign_rt, old_rt, size_t{8}) == 0);
+#endif
 
     JobResult fds = run_one(sup, file("fds", "/bin/sh", {"-c", "ls /proc/$$/fd"}));
     JobResult status = run_one(sup, file("status", "/bin/cat", {"/proc/self/status"}));
 
+#if defined(SYS_rt_sigaction) && (defined(__x86_64__) || defined(__aarch64__))
+    ::syscall(SYS_rt_sigaction, 32, old_rt, nullptr, size_t{8});
+#endif
     ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     ::sigaction(SIGPIPE, &old_pipe, nullptr);
     ::close(leak);
