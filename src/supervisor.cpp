@@ -163,7 +163,7 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
                 read_stream(job.err_fd, job.err);
             } else if (p.fd == job.exec_fd) {
                 read_exec_status(job);
-                continue;
+                break;
             } else {
                 continue;
             }
@@ -325,6 +325,10 @@ void Supervisor::signal_group(Job& job, int sig) {
     // After the leader was reaped, its pid is kept from reuse only while
     // its process group has members; pipes still open are the sign that it
     // may have some.  Otherwise there is nothing left to signal.
+    if (sig == SIGKILL) {
+        job.killed = true;
+        job.kill_at = kNever;
+    }
     if (job.reaped && !job.pipes_open())
         return;
     // Until the child has called setsid() it is still in our process
@@ -335,10 +339,6 @@ void Supervisor::signal_group(Job& job, int sig) {
         ::kill(job.pid, sig);
     ::killpg(job.pid, sig);
     job.signalled = true;
-    if (sig == SIGKILL) {
-        job.killed = true;
-        job.kill_at = kNever;
-    }
 }
 
 uint64_t Supervisor::next_deadline() const {
