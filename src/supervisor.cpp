@@ -34,6 +34,12 @@ uint64_t add_ms(uint64_t now, uint64_t delta) {
     return delta > kNever - now ? kNever : now + delta;
 }
 
+// How a job's program is named in messages: a Script's file name is ours
+// and means nothing to the requester.
+std::string display_name(const JobSpec& spec) {
+    return spec.kind == JobSpec::Kind::Script ? "the script" : spec.script;
+}
+
 }  // namespace
 
 struct Supervisor::Job {
@@ -129,7 +135,7 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     if (!spawn(job->exe, job->spec.args, job->spec.env, child, err, error)) {
         if (!job->script_path.empty())
             ::unlink(job->script_path.c_str());
-        return not_started(126, "cannot start " + job->spec.script + ": " + error);
+        return not_started(126, "cannot start " + display_name(job->spec) + ": " + error);
     }
     job->pid = child.pid;
     job->out_fd = child.out_fd;
@@ -298,7 +304,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         r.exit_status = 1;  // stopped/continued are not requested from waitpid
     }
     if (job.exec_errno != 0) {
-        std::string name = job.spec.kind == JobSpec::Kind::Script ? "the script" : job.spec.script;
+        std::string name = display_name(job.spec);
         std::string why;
         struct stat sb;
         if (job.exec_errno == ENOEXEC) {

@@ -353,6 +353,20 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a missing file is 127, a directory 126")
     CHECK(r.err.data == "ur-agent: cannot execute " + noexec + ": Permission denied\n");
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, delivered as a result") {
+    opt.work_dir = tmp.path + "/never-made";  // init() not called
+    Supervisor sup(opt);
+    REQUIRE(sup.start(script("nowhere", "#!/bin/sh\necho hi\n"), now_ms()));
+    std::vector<JobResult> out = sup.take_finished();
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].id == "nowhere");
+    CHECK(out[0].exit_status == 126);
+    CHECK(out[0].pid == -1);
+    CHECK(out[0].err.data.rfind("ur-agent: cannot write the script: cannot create a script file in ", 0) == 0);
+    CHECK(sup.running() == 0);
+    CHECK(sup.next_deadline() == UINT64_MAX);
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: output past the cap is truncated, the child never blocks") {
     Supervisor sup(opt);
     std::string error;
