@@ -214,6 +214,26 @@ TEST_CASE("strings decode every escape")
     CHECK(parsed("\"\xF4\x8F\xBF\xBF\xED\x9F\xBF\xEE\x80\x80\"").is_string());
 }
 
+TEST_CASE("string scanning finds special bytes at every word offset")
+{
+    // The string scanner reads 8 bytes at a time; put each kind of special
+    // byte at each offset relative to a word.
+    for (size_t len = 1; len < 24; ++len) {
+        for (size_t at = 0; at < len; ++at) {
+            CAPTURE(len);
+            CAPTURE(at);
+            std::string head(at, 'a'), tail(len - at - 1, 'b');
+            REQUIRE(parsed("\"" + head + "\\n" + tail + "\"").as_string() == head + "\n" + tail);
+            REQUIRE(parsed("\"" + head + "\xC3\xA9" + tail + "\"").as_string() == head + "\xC3\xA9" + tail);
+            REQUIRE(parsed("[\"" + head + "\"," + std::string(tail.size(), ' ') + "1]").as_array().size() == 2);
+            json::ParseError err = rejected("\"" + head + "\x1f" + tail + "\"");
+            REQUIRE(err.column == at + 2);
+            err = rejected("\"" + head + "\xFF" + tail + "\"");
+            REQUIRE(err.column == at + 2);
+        }
+    }
+}
+
 TEST_CASE("duplicate keys: last value wins, first position kept")
 {
     Value v = parsed(R"({"a":1,"b":2,"a":3})");
