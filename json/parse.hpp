@@ -1,0 +1,55 @@
+// Strict RFC 8259 JSON reader.
+//
+// Accepts exactly one JSON value with optional surrounding whitespace
+// (space, tab, CR, LF).  Rejects: empty input, trailing commas, comments,
+// NaN/Infinity, leading zeros, '+' signs, single quotes, unescaped control
+// characters in strings, ill-formed UTF-8 in strings (overlong forms,
+// encoded surrogates, code points above U+10FFFF, truncated sequences,
+// stray continuation bytes), lone surrogate \u escapes, numbers whose
+// magnitude overflows a double, and anything after the value.
+//
+// Numbers without fraction or exponent that fit in int64 become Int; all
+// others become Double, correctly rounded (values below the smallest
+// subnormal become 0 of the same sign).  A duplicate object key keeps one
+// member: at the position of its first occurrence, with the last value
+// (what JavaScript's JSON.parse does).
+//
+// The parser is iterative: nesting depth costs heap, not stack, and is
+// bounded by ParseOptions::max_depth.
+#ifndef UR_JSON_PARSE_HPP
+#define UR_JSON_PARSE_HPP
+
+#include "json/value.hpp"
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace json {
+
+struct ParseOptions {
+    // Arrays and objects nested deeper than this are rejected ("[[1]]" has
+    // depth 2; a scalar has depth 0).
+    size_t max_depth = 256;
+    // Inputs longer than this many bytes are rejected before parsing.
+    size_t max_size = 64u << 20;
+};
+
+struct ParseError {
+    // Where the problem was found: line is 1-based (counting LF), column is
+    // the 1-based *byte* offset within that line (not characters: a
+    // multi-byte UTF-8 character advances it by its length).
+    size_t line = 0, column = 0;
+    std::string reason;
+    // "line 3, column 17: expected ',' or '}' after object member"
+    std::string to_string() const;
+};
+
+// Parses text into out.  On success returns true and replaces out; on
+// failure returns false, fills err and leaves out unchanged.
+bool parse(std::string_view text, Value& out, ParseError& err,
+           const ParseOptions& opt = {});
+
+}  // namespace json
+
+#endif

@@ -1,0 +1,50 @@
+// Internal: word-at-a-time byte classification for the string hot loops
+// (parser, writer, UTF-8 sanitizer).  Each test looks at 8 bytes loaded
+// with memcpy (no alignment or aliasing assumptions) and answers only
+// "does any byte of this word match"; the caller then finds the byte with
+// a plain loop.  Every predicate here is exact as a yes/no answer (the
+// classic "haszero"/"hasless" bit tricks; the borrow that can misreport
+// *which* byte matched cannot make a word without a match look matching).
+#ifndef UR_JSON_SCAN_HPP
+#define UR_JSON_SCAN_HPP
+
+#include <cstdint>
+#include <cstring>
+
+namespace json::detail {
+
+constexpr uint64_t kOnes = 0x0101010101010101ull;
+constexpr uint64_t kHighs = 0x8080808080808080ull;
+
+inline uint64_t load8(const void* p)
+{
+    uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    return w;
+}
+
+// Nonzero iff some byte of w is below n (n <= 128).
+inline uint64_t has_less(uint64_t w, unsigned n)
+{
+    return (w - kOnes * n) & ~w & kHighs;
+}
+
+// Nonzero iff some byte of w equals b.
+inline uint64_t has_byte(uint64_t w, unsigned char b)
+{
+    return has_less(w ^ (kOnes * b), 1);
+}
+
+// Nonzero iff some byte of w is >= 0x80.
+inline uint64_t has_high(uint64_t w) { return w & kHighs; }
+
+// Nonzero iff some byte of w must be escaped in a JSON string: '"', '\\'
+// or a control character below 0x20.
+inline uint64_t needs_escape(uint64_t w)
+{
+    return has_byte(w, '"') | has_byte(w, '\\') | has_less(w, 0x20);
+}
+
+}  // namespace json::detail
+
+#endif

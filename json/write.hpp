@@ -1,0 +1,28 @@
+// Compact JSON writer.
+//
+// Integers are written as integers; doubles in the shortest form that reads
+// back to the same double, always with a '.' or an exponent so that they
+// read back as doubles (1.0 -> "1.0", -0.0 -> "-0.0", 1e308 -> "1e+308").
+// NaN and infinities have no JSON form and are written as null.  Strings
+// must be valid UTF-8 (see string_from_bytes); they are copied as is apart
+// from the escapes JSON requires.
+#ifndef UR_JSON_WRITE_HPP
+#define UR_JSON_WRITE_HPP
+
+#include "json/value.hpp"
+
+#include <string>
+#include <string_view>
+
+namespace json {
+
+std::string write(const Value& v);
+// Appends v to out.  Recursion depth is the value's nesting depth.
+void write(const Value& v, std::string& out);
+// Appends utf8 as a quoted JSON string: '"' and '\\' escaped, control
+// characters as \b \f \n \r \t or \u00XX, everything else unchanged.
+void append_quoted(std::string& out, std::string_view utf8);
+
+}  // namespace json
+
+#endif

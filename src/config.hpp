@@ -1,0 +1,64 @@
+// The agent's configuration: defaults, then the environment (AMQP_*), then
+// command-line flags.  Parsing is pure (no I/O except --password-file), so
+// it is unit-tested directly.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "src/log.hpp"
+
+namespace ur {
+
+struct BrokerAddress {
+    std::string host;
+    uint16_t port = 5672;
+};
+
+struct Config {
+    std::vector<BrokerAddress> brokers;       // tried in turn
+    std::string login = "guest";
+    std::string password = "guest";           // never logged
+    std::string vhost = "/";
+    unsigned heartbeat_s = 30;
+    unsigned connect_timeout_s = 10;
+    std::string sysinfo_cmd = "/usr/bin/sysinfo";
+    std::string sysinfo_file;                 // when set, read instead of running sysinfo_cmd
+    std::string state_dir = "/tmp";
+    std::string work_dir;                     // private script directory; default <state-dir>/.ur-agent-work
+    std::string setup_file = "/var/lib/setup.json";
+    unsigned sysinfo_interval_s = 60;
+    std::string reboot_cmd;
+    unsigned max_concurrency = 16;
+    uint64_t max_output = 5u << 20;
+    unsigned default_timeout_s = 3600;        // 0 = none
+    unsigned shutdown_grace_s = 10;
+    uint64_t max_pending_bytes = 64u << 20;
+    log::Level log_level = log::Level::Info;
+};
+
+// The platform's reboot command (illumos vs Linux).
+std::string default_reboot_cmd();
+
+enum class ConfigStatus {
+    Ok,     // run the agent
+    Exit,   // --help / --version: `output` holds the text for stdout, exit 0
+    Error,  // `error` holds a one-line message; print it with usage, exit 2
+};
+
+using Getenv = std::function<const char*(const char*)>;
+
+// Fills `cfg` from `getenv` and argv.  On Error, `error` says which flag or
+// variable is wrong and why, never quoting a password.
+ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& getenv,
+                          Config& cfg, std::string& output, std::string& error);
+
+// The --help text.
+std::string usage_text();
+
+// Parses "HOST[:PORT][,HOST[:PORT]...]" ("[v6addr]:port" for IPv6).
+bool parse_brokers(const std::string& spec, uint16_t default_port,
+                   std::vector<BrokerAddress>& out, std::string& error);
+
+}  // namespace ur

@@ -1,0 +1,199 @@
+#include "src/spawn.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+extern char** environ;
+
+namespace ur {
+
+namespace {
+
+// Makes a pipe whose both ends are close-on-exec (the child dup2()s the end
+// it needs, which clears the flag on the copy).
+bool make_pipe(int fds[2]) {
+#if defined(__APPLE__)
+    if (::pipe(fds) != 0)
+        return false;
+    ::fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    ::fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    return true;
+#else
+    return ::pipe2(fds, O_CLOEXEC) == 0;
+#endif
+}
+
+bool set_nonblocking(int fd) {
+    int fl = ::fcntl(fd, F_GETFL);
+    return fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+}
+
+void close_fd(int& fd) {
+    if (fd >= 0)
+        ::close(fd);
+    fd = -1;
+}
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+#define UR_HAVE_CLOSEFROM 1
+#elif defined(__sun) || defined(__FreeBSD__) || defined(__OpenBSD__)
+#define UR_HAVE_CLOSEFROM 1
+#endif
+
+#ifdef NSIG
+constexpr int kSignalCount = NSIG;
+#else
+constexpr int kSignalCount = 65;
+#endif
+
+// Reports `err` on the exec-status pipe and exits.  Runs in the child after
+// fork(): async-signal-safe calls only.
+[[noreturn]] void child_fail(int report_fd, int err) {
+    ssize_t n;
+    do {
+        n = ::write(report_fd, &err, sizeof err);
+    } while (n < 0 && errno == EINTR);
+    ::_exit(exec_failure_status(err));
+}
+
+// Everything between fork() and execve(), in the child.  Only
+// async-signal-safe calls: no allocation, no locks, no stdio.
+[[noreturn]] void child_exec(const char* path, char* const* argv, char* const* envp,
+                             int in_fd, int out_fd, int err_fd, int report_fd,
+                             long open_max) {
+    // Default dispositions first: signals are blocked (see spawn()), so no
+    // handler of the agent can run in the child before this.  An ignored
+    // SIGPIPE would otherwise survive exec.
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < kSignalCount; ++sig)
+        ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for SIGKILL/SIGSTOP and reserved ones
+
+    if (::setsid() < 0)
+        child_fail(report_fd, errno);
+
+    // Move our four fds above 3 first so that the dup2()s below cannot
+    // overwrite one of them (the agent may run with 0-2 closed, in which
+    // case pipe() hands out small numbers).
+    int fds[4] = {in_fd, out_fd, err_fd, report_fd};
+    for (int& fd : fds) {
+        if (fd < 4) {
+            int moved = ::fcntl(fd, F_DUPFD, 4);
+            if (moved < 0)
+                child_fail(report_fd, errno);
+            fd = moved;
+        }
+    }
+    report_fd = fds[3];
+    for (int target = 0; target < 4; ++target) {
+        int r;
+        do {
+            r = ::dup2(fds[target], target);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+            child_fail(report_fd, errno);
+    }
+    report_fd = 3;
+    // dup2 cleared close-on-exec; the report pipe needs it back so that a
+    // successful exec closes it (that EOF is what the parent waits for).
+    if (::fcntl(3, F_SETFD, FD_CLOEXEC) != 0)
+        child_fail(report_fd, errno);
+#ifdef UR_HAVE_CLOSEFROM
+    ::closefrom(4);
+#else
+    for (long fd = 4; fd < open_max; ++fd)
+        ::close(static_cast<int>(fd));
+#endif
+    (void)open_max;
+
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+
+    ::execve(path, argv, envp);
+    child_fail(report_fd, errno);
+}
+
+}  // namespace
+
+int exec_failure_status(int err) {
+    return (err == ENOENT || err == ENOTDIR) ? 127 : 126;
+}
+
+bool spawn(const std::string& path, const std::vector<std::string>& args,
+           const std::optional<std::vector<std::string>>& env,
+           SpawnedChild& child, int& err, std::string& error) {
+    // Everything the child needs is built before fork(): the child may not
+    // allocate.
+    std::vector<char*> argv;
+    argv.reserve(args.size() + 2);
+    argv.push_back(const_cast<char*>(path.c_str()));
+    for (const std::string& a : args)
+        argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::vector<char*> envv;
+    if (env) {
+        envv.reserve(env->size() + 1);
+        for (const std::string& e : *env)
+            envv.push_back(const_cast<char*>(e.c_str()));
+        envv.push_back(nullptr);
+    }
+    char* const* envp = env ? envv.data() : environ;
+    long open_max = ::sysconf(_SC_OPEN_MAX);
+    if (open_max < 0 || open_max > 65536)
+        open_max = 65536;
+
+    int out[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
+    int devnull = -1;
+    auto fail = [&](const char* what) {
+        err = errno;
+        error = std::string(what) + ": " + std::strerror(err);
+        close_fd(out[0]); close_fd(out[1]);
+        close_fd(errp[0]); close_fd(errp[1]);
+        close_fd(rep[0]); close_fd(rep[1]);
+        close_fd(devnull);
+        return false;
+    };
+    if (!make_pipe(out) || !make_pipe(errp) || !make_pipe(rep))
+        return fail("pipe");
+    do {
+        devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    } while (devnull < 0 && errno == EINTR);
+    if (devnull < 0)
+        return fail("open /dev/null");
+    if (!set_nonblocking(out[0]) || !set_nonblocking(errp[0]) || !set_nonblocking(rep[0]))
+        return fail("fcntl O_NONBLOCK");
+
+    // Block every signal across fork() so that the child cannot run one of
+    // the agent's handlers before it has reset them.
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = ::fork();
+    if (pid == 0)
+        child_exec(path.c_str(), argv.data(), envp, devnull, out[1], errp[1], rep[1],
+                   open_max);
+    int fork_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (pid < 0) {
+        errno = fork_errno;
+        return fail("fork");
+    }
+    close_fd(out[1]);
+    close_fd(errp[1]);
+    close_fd(rep[1]);
+    close_fd(devnull);
+    child.pid = pid;
+    child.out_fd = out[0];
+    child.err_fd = errp[0];
+    child.exec_fd = rep[0];
+    return true;
+}
+
+}  // namespace ur

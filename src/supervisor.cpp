@@ -1,0 +1,405 @@
+#include "src/supervisor.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "src/spawn.hpp"
+#include "src/work_dir.hpp"
+
+namespace ur {
+
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+// Reads per fd per handle() call: bounds the time one chatty child can hold
+// the loop (poll() is level-triggered, the rest is read on the next pass).
+constexpr int kReadsPerPass = 16;
+constexpr uint64_t kNever = UINT64_MAX;
+
+enum class JobState { Starting, Running, Exited, Draining, Done };
+
+void close_fd(int& fd) {
+    if (fd >= 0)
+        ::close(fd);
+    fd = -1;
+}
+
+uint64_t add_ms(uint64_t now, uint64_t delta) {
+    return delta > kNever - now ? kNever : now + delta;
+}
+
+}  // namespace
+
+struct Supervisor::Job {
+    Job(JobSpec s, const SupervisorOptions& opt)
+        : spec(std::move(s)),
+          out(spec.max_output, opt.tail_keep),
+          err(spec.max_output, opt.tail_keep) {}
+
+    JobSpec spec;
+    JobState state = JobState::Starting;
+    std::string exe;            // path given to execve
+    std::string script_path;    // Script jobs: our file, removed once the child exited
+    pid_t pid = -1;             // also the process-group id (setsid)
+    int out_fd = -1, err_fd = -1, exec_fd = -1;
+    OutputCapture out, err;
+
+    unsigned char exec_buf[sizeof(int)] = {};
+    size_t exec_len = 0;
+    int exec_errno = 0;         // set when the child reported a failed exec
+
+    uint64_t started_ms = 0;
+    uint64_t exited_ms = 0;
+    uint64_t timeout_at = kNever;
+    uint64_t kill_at = kNever;  // SIGKILL the group then (after a SIGTERM)
+    uint64_t grace_at = kNever; // Draining: give up on the pipes then
+
+    bool reaped = false;
+    bool status_lost = false;   // someone else reaped our child (ECHILD)
+    int wait_status = 0;
+    bool timed_out = false;
+    bool signalled = false;     // we sent a signal to the group
+    bool killed = false;        // ... and it was SIGKILL
+
+    bool pipes_open() const { return out_fd >= 0 || err_fd >= 0; }
+};
+
+Supervisor::Supervisor(SupervisorOptions opt) : opt_(std::move(opt)), buf_(kReadChunk) {}
+
+Supervisor::~Supervisor() {
+    for (auto& jp : jobs_) {
+        Job& job = *jp;
+        if (!job.reaped) {
+            ::killpg(job.pid, SIGKILL);
+            // Blocking is bounded: the child was just sent SIGKILL.
+            while (::waitpid(job.pid, nullptr, 0) < 0 && errno == EINTR) {
+            }
+        } else if (job.pipes_open()) {
+            ::killpg(job.pid, SIGKILL);
+        }
+        close_fd(job.out_fd);
+        close_fd(job.err_fd);
+        close_fd(job.exec_fd);
+        if (!job.script_path.empty())
+            ::unlink(job.script_path.c_str());
+    }
+}
+
+bool Supervisor::init(std::string& error) {
+    return prepare_work_dir(opt_.work_dir, error);
+}
+
+bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
+    for (const auto& jp : jobs_)
+        if (jp->spec.id == spec.id)
+            return false;
+    auto job = std::make_unique<Job>(std::move(spec), opt_);
+    job->started_ms = now_ms;
+
+    // A job that cannot even be started is finished at once, with the
+    // reason on its stderr.
+    auto not_started = [&](int status, const std::string& why) {
+        JobResult r;
+        r.id = job->spec.id;
+        r.exit_status = status;
+        std::string msg = "ur-agent: " + why + "\n";
+        r.err.data = msg;
+        r.err.total = msg.size();
+        finished_.push_back(std::move(r));
+        return true;
+    };
+
+    std::string error;
+    if (job->spec.kind == JobSpec::Kind::Script) {
+        if (!write_script_file(opt_.work_dir, job->spec.script, job->script_path, error))
+            return not_started(126, "cannot write the script: " + error);
+        job->exe = job->script_path;
+    } else {
+        job->exe = job->spec.script;
+    }
+    SpawnedChild child;
+    int err = 0;
+    if (!spawn(job->exe, job->spec.args, job->spec.env, child, err, error)) {
+        if (!job->script_path.empty())
+            ::unlink(job->script_path.c_str());
+        return not_started(126, "cannot start " + job->spec.script + ": " + error);
+    }
+    job->pid = child.pid;
+    job->out_fd = child.out_fd;
+    job->err_fd = child.err_fd;
+    job->exec_fd = child.exec_fd;
+    if (job->spec.timeout_ms > 0)
+        job->timeout_at = add_ms(now_ms, job->spec.timeout_ms);
+    jobs_.push_back(std::move(job));
+    return true;
+}
+
+void Supervisor::add_pollfds(std::vector<pollfd>& fds) const {
+    for (const auto& jp : jobs_) {
+        for (int fd : {jp->out_fd, jp->err_fd, jp->exec_fd})
+            if (fd >= 0)
+                fds.push_back(pollfd{fd, POLLIN, 0});
+    }
+}
+
+void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
+    for (const pollfd& p : fds) {
+        if (p.fd < 0 || p.revents == 0)
+            continue;
+        for (auto& jp : jobs_) {
+            Job& job = *jp;
+            if (job.state == JobState::Done)
+                continue;
+            if (p.fd == job.out_fd) {
+                read_stream(job.out_fd, job.out);
+            } else if (p.fd == job.err_fd) {
+                read_stream(job.err_fd, job.err);
+            } else if (p.fd == job.exec_fd) {
+                read_exec_status(job);
+                continue;
+            } else {
+                continue;
+            }
+            finish_if_complete(job, now_ms);
+            break;
+        }
+    }
+    remove_done();
+}
+
+// Reads what the pipe holds (up to kReadsPerPass chunks).  At EOF, or on a
+// read error, closes the fd and sets it to -1.  The fd is non-blocking, so
+// a stale pollfd entry costs one EAGAIN.
+void Supervisor::read_stream(int& fd, OutputCapture& cap) {
+    for (int i = 0; i < kReadsPerPass && fd >= 0; ++i) {
+        ssize_t n = ::read(fd, buf_.data(), buf_.size());
+        if (n > 0) {
+            cap.append(buf_.data(), static_cast<size_t>(n));
+            if (static_cast<size_t>(n) < buf_.size())
+                return;  // drained for now
+        } else if (n == 0) {
+            close_fd(fd);
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return;
+        } else {
+            close_fd(fd);  // EIO and the like: nothing more will come
+        }
+    }
+}
+
+// The exec-status pipe: EOF alone means exec succeeded; sizeof(int) bytes
+// first are the errno of a failed exec.
+void Supervisor::read_exec_status(Job& job) {
+    while (job.exec_fd >= 0) {
+        ssize_t n = ::read(job.exec_fd, job.exec_buf + job.exec_len,
+                           sizeof job.exec_buf - job.exec_len);
+        if (n > 0) {
+            job.exec_len += static_cast<size_t>(n);
+            if (job.exec_len == sizeof job.exec_buf) {
+                std::memcpy(&job.exec_errno, job.exec_buf, sizeof job.exec_errno);
+                if (job.exec_errno == 0)
+                    job.exec_errno = EINVAL;  // a failure with no reason is still a failure
+                close_fd(job.exec_fd);
+            }
+        } else if (n == 0) {
+            close_fd(job.exec_fd);
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return;
+        } else {
+            close_fd(job.exec_fd);
+        }
+    }
+    if (job.state == JobState::Starting)
+        job.state = JobState::Running;
+}
+
+void Supervisor::reap(uint64_t now_ms) {
+    for (auto& jp : jobs_) {
+        Job& job = *jp;
+        if (job.reaped)
+            continue;
+        int st = 0;
+        pid_t r;
+        do {
+            r = ::waitpid(job.pid, &st, WNOHANG);
+        } while (r < 0 && errno == EINTR);
+        if (r == 0)
+            continue;
+        if (r < 0)
+            job.status_lost = true;  // ECHILD: reaped behind our back
+        job.reaped = true;
+        job.wait_status = st;
+        job.exited_ms = now_ms;
+        // The child is gone, so its end of the exec-status pipe is closed
+        // and the whole report is readable now.
+        read_exec_status(job);
+        job.state = JobState::Exited;
+        if (!job.script_path.empty()) {
+            ::unlink(job.script_path.c_str());
+            job.script_path.clear();
+        }
+        finish_if_complete(job, now_ms);
+    }
+    remove_done();
+}
+
+// Exited/Draining -> Done once both output pipes reached EOF; Exited ->
+// Draining (with the pipe-grace deadline) while they have not.
+void Supervisor::finish_if_complete(Job& job, uint64_t now_ms) {
+    if (job.state != JobState::Exited && job.state != JobState::Draining)
+        return;
+    if (!job.pipes_open()) {
+        complete(job, now_ms);
+    } else if (job.state == JobState::Exited) {
+        job.state = JobState::Draining;
+        job.grace_at = add_ms(job.exited_ms, opt_.pipe_grace_ms);
+    }
+}
+
+void Supervisor::complete(Job& job, uint64_t now_ms) {
+    JobResult r;
+    r.id = job.spec.id;
+    r.pid = job.pid;
+    r.timed_out = job.timed_out;
+    r.pipes_abandoned = job.pipes_open();
+    if (r.pipes_abandoned && job.signalled) {
+        // A group we signalled still holds the pipes: finish it off rather
+        // than leave a timed-out tree behind.
+        ::killpg(job.pid, SIGKILL);
+    }
+    close_fd(job.out_fd);
+    close_fd(job.err_fd);
+    close_fd(job.exec_fd);
+    r.duration_ms = now_ms >= job.started_ms ? now_ms - job.started_ms : 0;
+    r.out = job.out.finish();
+    r.err = job.err.finish();
+
+    int st = job.wait_status;
+    if (job.status_lost) {
+        r.exit_status = 1;
+        r.err.data += "\nur-agent: exit status lost (the child was reaped elsewhere)\n";
+    } else if (WIFEXITED(st)) {
+        r.exit_status = WEXITSTATUS(st);
+    } else if (WIFSIGNALED(st)) {
+        r.signal = WTERMSIG(st);
+        r.exit_status = 128 + r.signal;
+    } else {
+        r.exit_status = 1;  // stopped/continued are not requested from waitpid
+    }
+    if (job.exec_errno != 0) {
+        std::string name = job.spec.kind == JobSpec::Kind::Script ? "the script" : job.spec.script;
+        std::string why;
+        struct stat sb;
+        if (job.exec_errno == ENOEXEC) {
+            why = "not an executable (a script needs a #! line)";
+        } else if (job.exec_errno == EACCES && ::stat(job.exe.c_str(), &sb) == 0 &&
+                   S_ISDIR(sb.st_mode)) {
+            why = std::strerror(EISDIR);
+        } else {
+            why = std::strerror(job.exec_errno);
+        }
+        std::string msg = "ur-agent: cannot execute " + name + ": " + why + "\n";
+        r.err.data += msg;
+        r.err.total += msg.size();
+    }
+    if (!job.script_path.empty()) {
+        ::unlink(job.script_path.c_str());
+        job.script_path.clear();
+    }
+    job.state = JobState::Done;
+    finished_.push_back(std::move(r));
+}
+
+void Supervisor::signal_group(Job& job, int sig) {
+    // After the leader was reaped, its pid is kept from reuse only while
+    // its process group has members; pipes still open are the sign that it
+    // may have some.  Otherwise there is nothing left to signal.
+    if (job.reaped && !job.pipes_open())
+        return;
+    ::killpg(job.pid, sig);
+    job.signalled = true;
+    if (sig == SIGKILL) {
+        job.killed = true;
+        job.kill_at = kNever;
+    }
+}
+
+uint64_t Supervisor::next_deadline() const {
+    uint64_t next = kNever;
+    for (const auto& jp : jobs_) {
+        const Job& job = *jp;
+        if (job.state == JobState::Done)
+            continue;
+        if (!job.reaped && !job.timed_out)
+            next = std::min(next, job.timeout_at);
+        if (!job.killed)
+            next = std::min(next, job.kill_at);
+        if (job.state == JobState::Draining)
+            next = std::min(next, job.grace_at);
+    }
+    return next;
+}
+
+void Supervisor::tick(uint64_t now_ms) {
+    for (auto& jp : jobs_) {
+        Job& job = *jp;
+        if (job.state == JobState::Done)
+            continue;
+        if (!job.reaped && !job.timed_out && job.timeout_at <= now_ms) {
+            job.timed_out = true;
+            signal_group(job, SIGTERM);
+            job.kill_at = std::min(job.kill_at, add_ms(now_ms, opt_.kill_grace_ms));
+        }
+        if (!job.killed && job.kill_at <= now_ms)
+            signal_group(job, SIGKILL);
+        if (job.state == JobState::Draining && job.grace_at <= now_ms)
+            complete(job, now_ms);
+    }
+    remove_done();
+}
+
+std::vector<JobResult> Supervisor::take_finished() {
+    std::vector<JobResult> out;
+    out.swap(finished_);
+    return out;
+}
+
+size_t Supervisor::running() const {
+    return jobs_.size();
+}
+
+void Supervisor::terminate_all(uint64_t now_ms) {
+    for (auto& jp : jobs_) {
+        Job& job = *jp;
+        if (job.state == JobState::Done || job.killed)
+            continue;
+        signal_group(job, SIGTERM);
+        job.kill_at = std::min(job.kill_at, add_ms(now_ms, opt_.kill_grace_ms));
+    }
+}
+
+void Supervisor::kill_all() {
+    for (auto& jp : jobs_)
+        if (jp->state != JobState::Done)
+            signal_group(*jp, SIGKILL);
+}
+
+void Supervisor::remove_done() {
+    jobs_.erase(std::remove_if(jobs_.begin(), jobs_.end(),
+                               [](const std::unique_ptr<Job>& j) {
+                                   return j->state == JobState::Done;
+                               }),
+                jobs_.end());
+}
+
+}  // namespace ur

@@ -1,0 +1,142 @@
+// The process supervisor of the Ur agent: starts the scripts the headnode
+// sends, captures their output under a cap, enforces timeouts, reaps them
+// and produces results.  It knows nothing of AMQP or JSON; the agent's
+// poll() loop drives it:
+//
+//     sup.add_pollfds(fds);                 // each pass, with the loop's own fds
+//     poll(fds, ms_until(sup.next_deadline()));
+//     sup.handle(fds, now);                 // read output
+//     sup.reap(now);                        // after SIGCHLD (self-pipe) and each pass
+//     sup.tick(now);                        // timeouts, kill and pipe-grace deadlines
+//     for (JobResult& r : sup.take_finished()) reply(r);
+//
+// Children are reaped with waitpid(pid, WNOHANG) on each known child pid,
+// never waitpid(-1): the agent may have other children (a sysinfo command
+// run elsewhere) whose status must not be stolen.
+//
+// Job life cycle (one explicit state per job):
+//
+//   Starting --exec ok/exec failed (status pipe)--> Running
+//   Starting, Running --reaped--> Exited
+//   Exited --stdout+stderr already at EOF--> Done
+//   Exited --otherwise--> Draining   (pipe_grace_ms deadline armed)
+//   Draining --stdout+stderr at EOF--> Done
+//   Draining --pipe_grace_ms passed--> Done (read ends closed, pipes_abandoned:
+//            a background grandchild still holds them; it is left running)
+//   Done: result queued for take_finished(), script file removed, job forgotten.
+//
+// Orthogonal to the state, a job may be terminating: SIGTERM was sent to its
+// process group (timeout or terminate_all()) and SIGKILL follows
+// kill_grace_ms later unless the group is gone.  A job whose group was
+// signalled gets a last SIGKILL to the group when it is Done, so that a
+// timed-out tree does not survive in the background.
+#pragma once
+
+#include <poll.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "src/output_capture.hpp"
+
+namespace ur {
+
+struct JobSpec {
+    std::string id;                       // request id, opaque, for results/logs
+    enum class Kind { Script, File } kind = Kind::Script;
+    std::string script;                   // Script: text to write to a private file; File: path to execute
+    std::vector<std::string> args;        // argv[1..]
+    std::optional<std::vector<std::string>> env;  // "K=V" entries; present = the whole environment; absent = inherit ours
+    uint64_t timeout_ms = 0;              // 0 = none
+    size_t max_output = 5u << 20;         // per stream cap on bytes kept
+};
+
+struct JobResult {
+    std::string id;
+    int exit_status = 0;            // exit code; 128+signo when killed; 126/127 when it could not start
+    int signal = 0;                 // signo if killed by a signal, else 0
+    bool timed_out = false;
+    bool pipes_abandoned = false;   // replied pipe_grace_ms after exit because a grandchild still held the pipes
+    StreamCapture out, err;
+    uint64_t duration_ms = 0;
+    pid_t pid = -1;
+};
+
+struct SupervisorOptions {
+    std::string work_dir;           // private dir for script files (created 0700 by init())
+    uint64_t kill_grace_ms = 5000;  // SIGTERM -> SIGKILL
+    uint64_t pipe_grace_ms = 2000;  // after exit, wait this long for pipe EOF
+    size_t tail_keep = 64 * 1024;   // bytes of the stream's end kept when truncated
+};
+
+class Supervisor {
+public:
+    explicit Supervisor(SupervisorOptions opt);
+    // SIGKILLs the process groups of jobs still running, waits for those
+    // children (SIGKILL is prompt), closes every fd and removes script files.
+    ~Supervisor();
+    Supervisor(const Supervisor&) = delete;
+    Supervisor& operator=(const Supervisor&) = delete;
+
+    // Creates work_dir (mkdir 0700) or verifies it: a real directory (lstat,
+    // not a symlink), owned by our euid, not group/world writable.  Removes
+    // stale script files in it.  False with a reason in `error` otherwise.
+    bool init(std::string& error);
+
+    // Starts a job.  If the child cannot be started (script file, pipe or
+    // fork failure, or exec failure: ENOENT -> 127, EACCES/ENOEXEC/other ->
+    // 126) the result, with the reason in err.data ("ur-agent: cannot
+    // execute /x/y: No such file or directory"), comes out of
+    // take_finished() like any other.  Returns false only for a programming
+    // error: an id already running.
+    bool start(JobSpec spec, uint64_t now_ms);
+
+    // Appends this supervisor's fds (POLLIN) to `fds`.  After poll(), pass
+    // the same vector to handle(): it looks only at its own entries, by fd,
+    // and tolerates entries for fds it has closed since.
+    void add_pollfds(std::vector<pollfd>& fds) const;
+    void handle(const std::vector<pollfd>& fds, uint64_t now_ms);
+
+    // waitpid(pid, WNOHANG) on each child not yet reaped (never -1, see
+    // above).  Call after SIGCHLD and on each loop pass.
+    void reap(uint64_t now_ms);
+
+    // Absolute ms of the nearest timeout / kill / pipe-grace deadline,
+    // UINT64_MAX if none.
+    uint64_t next_deadline() const;
+    // Enforces the deadlines that have passed at now_ms.
+    void tick(uint64_t now_ms);
+
+    // Results completed since the last call, in completion order.
+    std::vector<JobResult> take_finished();
+    // Jobs not yet finished.
+    size_t running() const;
+
+    // Shutdown: SIGTERM every process group now, SIGKILL kill_grace_ms later
+    // (enforced by tick()).
+    void terminate_all(uint64_t now_ms);
+    // SIGKILL every process group now.  Jobs still finish through reap().
+    void kill_all();
+
+    struct Job;  // private; defined in supervisor.cpp
+
+private:
+    void finish_if_complete(Job& job, uint64_t now_ms);
+    void complete(Job& job, uint64_t now_ms);
+    void read_stream(int& fd, OutputCapture& cap);
+    void read_exec_status(Job& job);
+    void signal_group(Job& job, int sig);
+    void remove_done();
+
+    SupervisorOptions opt_;
+    std::vector<std::unique_ptr<Job>> jobs_;
+    std::vector<JobResult> finished_;
+    std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
+};
+
+}  // namespace ur

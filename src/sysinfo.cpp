@@ -1,0 +1,123 @@
+#include "src/sysinfo.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ur {
+
+bool read_file(const std::string& path, size_t max, std::string& out, std::string& error) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        error = path + ": " + std::strerror(errno);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        error = path + ": not a regular file";
+        close(fd);
+        return false;
+    }
+    out.clear();
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            error = path + ": " + std::strerror(errno);
+            close(fd);
+            return false;
+        }
+        if (n == 0) break;
+        if (out.size() + size_t(n) > max) {
+            error = path + ": larger than " + std::to_string(max) + " bytes";
+            close(fd);
+            return false;
+        }
+        out.append(buf, size_t(n));
+    }
+    close(fd);
+    return true;
+}
+
+static std::string lower(std::string s) {
+    for (char& c : s)
+        if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+    return s;
+}
+
+// A routing-key word: the topic exchange splits on '.', and '*'/'#' are
+// wildcards in bindings.
+static bool routing_word(const std::string& s) {
+    if (s.empty() || s.size() > 128) return false;
+    for (unsigned char c : s)
+        if (c == '.' || c == '*' || c == '#' || c <= ' ' || c == 0x7f) return false;
+    return true;
+}
+
+std::string admin_mac(const json::Value& sysinfo) {
+    std::string tag = "admin";
+    if (const json::Value* t = sysinfo.find("Admin NIC Tag"); t && t->is_string() &&
+                                                             !t->as_string().empty())
+        tag = t->as_string();
+    const json::Value* nics = sysinfo.find("Network Interfaces");
+    if (!nics || !nics->is_object()) return "";
+    for (const auto& [name, nic] : nics->as_object()) {
+        const json::Value* names = nic.find("NIC Names");
+        const json::Value* mac = nic.find("MAC Address");
+        if (!names || !names->is_array() || !mac || !mac->is_string()) continue;
+        for (const auto& n : names->as_array()) {
+            if (n.is_string() && n.as_string() == tag) {
+                std::string m = lower(mac->as_string());
+                return routing_word(m) ? m : "";
+            }
+        }
+    }
+    return "";
+}
+
+bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
+                   std::string& error) {
+    json::Value v;
+    json::ParseError perr;
+    if (!json::parse(text, v, perr)) {
+        error = "sysinfo is not valid JSON: " + perr.to_string();
+        return false;
+    }
+    if (!v.is_object()) {
+        error = "sysinfo is not a JSON object";
+        return false;
+    }
+    const json::Value* uuid = v.find("UUID");
+    if (!uuid || !uuid->is_string() || uuid->as_string().empty()) {
+        error = "sysinfo has no \"UUID\" string; this node cannot be identified";
+        return false;
+    }
+    std::string u = lower(uuid->as_string());
+    if (!routing_word(u)) {
+        error = "sysinfo \"UUID\" cannot be used in a routing key (empty, too long, or holds "
+                "'.', '*', '#' or white space)";
+        return false;
+    }
+    id.uuid = u;
+    id.mac = admin_mac(v);
+    id.hostname.clear();
+    if (const json::Value* h = v.find("Hostname"); h && h->is_string()) id.hostname = h->as_string();
+    sysinfo = std::move(v);
+    return true;
+}
+
+bool setup_complete(const std::string& path) {
+    std::string text, error;
+    if (!read_file(path, 1u << 20, text, error)) return false;
+    json::Value v;
+    json::ParseError perr;
+    if (!json::parse(text, v, perr) || !v.is_object()) return false;
+    const json::Value* c = v.find("complete");
+    return c && c->is_bool() && c->as_bool();
+}
+
+}  // namespace ur

@@ -1,0 +1,34 @@
+// The node's sysinfo object and what the agent derives from it: its
+// identity (UUID, admin MAC) and the setup state.
+#pragma once
+#include <string>
+#include <string_view>
+
+#include "json/json.hpp"
+
+namespace ur {
+
+struct Identity {
+    std::string uuid;  // lower-cased "UUID" of sysinfo
+    std::string mac;   // admin NIC's MAC, lower-case; empty when no NIC carries the tag
+    std::string hostname;
+};
+
+// Parses sysinfo JSON text.  Fails (with a one-line reason) when it is not
+// a JSON object or has no usable "UUID" (a string that can be one word of
+// a routing key: no '.', '*', '#', whitespace, at most 128 bytes).
+bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
+                   std::string& error);
+
+// The admin MAC per PROTOCOL.md: the first NIC of "Network Interfaces"
+// whose "NIC Names" holds the tag ("Admin NIC Tag", else "admin").
+std::string admin_mac(const json::Value& sysinfo);
+
+// True when `path` holds a JSON object with "complete": true.  Missing,
+// unreadable or malformed files mean "not complete".
+bool setup_complete(const std::string& path);
+
+// Reads a whole regular file of at most `max` bytes.
+bool read_file(const std::string& path, size_t max, std::string& out, std::string& error);
+
+}  // namespace ur

@@ -1,0 +1,297 @@
+#include "src/ur_protocol.hpp"
+
+#include <csignal>
+#include <cstring>
+
+namespace ur {
+
+namespace {
+
+std::vector<std::string_view> split_dots(std::string_view key) {
+    std::vector<std::string_view> parts;
+    size_t start = 0;
+    for (;;) {
+        size_t dot = key.find('.', start);
+        if (dot == std::string_view::npos) {
+            parts.push_back(key.substr(start));
+            return parts;
+        }
+        parts.push_back(key.substr(start, dot - start));
+        start = dot + 1;
+    }
+}
+
+bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
+
+// Fills the execute fields of `r` from the JSON body, or sets r.error.
+void parse_execute_body(std::string_view body, Request& r) {
+    json::Value v;
+    json::ParseError perr;
+    if (!json::parse(body, v, perr)) {
+        r.error = "body is not valid JSON: " + perr.to_string();
+        return;
+    }
+    if (!v.is_object()) {
+        r.error = "body is not a JSON object";
+        return;
+    }
+    if (const json::Value* o = v.find("origin"); o && o->is_object()) {
+        const json::Value* user = o->find("user");
+        const json::Value* host = o->find("hostname");
+        if (user && user->is_string()) r.origin = user->as_string();
+        if (host && host->is_string()) r.origin += "@" + host->as_string();
+    }
+    const json::Value* type = v.find("type");
+    if (!type) {
+        r.error = "missing \"type\" (expected \"script\" or \"file\")";
+        return;
+    }
+    if (!type->is_string() || (type->as_string() != "script" && type->as_string() != "file")) {
+        r.error = "unknown \"type\" " + json::write(*type) + " (expected \"script\" or \"file\")";
+        return;
+    }
+    r.is_file = type->as_string() == "file";
+    const char* field = r.is_file ? "file" : "script";
+    const json::Value* text = v.find(field);
+    if (!text || !text->is_string()) {
+        r.error = std::string("\"") + field + "\" must be a string";
+        return;
+    }
+    if (text->as_string().empty()) {
+        r.error = std::string("\"") + field + "\" is empty";
+        return;
+    }
+    if (r.is_file && has_nul(text->as_string())) {
+        r.error = "\"file\" contains a NUL byte";
+        return;
+    }
+    r.script = text->as_string();
+
+    if (const json::Value* args = v.find("args"); args && !args->is_null()) {
+        if (!args->is_array()) {
+            r.error = "\"args\" must be an array of strings";
+            return;
+        }
+        r.args.reserve(args->as_array().size());
+        size_t i = 0;
+        for (const auto& a : args->as_array()) {
+            if (!a.is_string()) {
+                r.error = "\"args\"[" + std::to_string(i) + "] is not a string";
+                return;
+            }
+            if (has_nul(a.as_string())) {
+                r.error = "\"args\"[" + std::to_string(i) + "] contains a NUL byte";
+                return;
+            }
+            r.args.push_back(a.as_string());
+            ++i;
+        }
+    }
+    if (const json::Value* env = v.find("env"); env && !env->is_null()) {
+        if (!env->is_object()) {
+            r.error = "\"env\" must be an object of strings";
+            return;
+        }
+        std::vector<std::string> list;
+        list.reserve(env->as_object().size());
+        for (const auto& [key, val] : env->as_object()) {
+            if (key.empty() || key.find('=') != std::string::npos || has_nul(key)) {
+                r.error = "\"env\" has an invalid variable name " + json::write(json::Value(key));
+                return;
+            }
+            std::string text_value;
+            if (val.is_string()) {
+                text_value = val.as_string();
+            } else if (val.is_number() || val.is_bool()) {
+                text_value = json::write(val);  // as Node's spawn() would stringify it
+            } else {
+                r.error = "\"env\"." + key + " is not a string";
+                return;
+            }
+            if (has_nul(text_value)) {
+                r.error = "\"env\"." + key + " contains a NUL byte";
+                return;
+            }
+            list.push_back(key + "=" + text_value);
+        }
+        r.env = std::move(list);
+    }
+    if (const json::Value* t = v.find("timeout"); t && !t->is_null()) {
+        if (!t->is_number() || t->as_double() < 0 || t->as_double() > 31536000.0) {
+            r.error = "\"timeout\" must be a number of seconds from 0 to 31536000";
+            return;
+        }
+        r.timeout_s = t->as_double();
+    }
+}
+
+}  // namespace
+
+Request parse_request(const Identity& self, std::string_view routing_key, std::string_view body) {
+    Request r;
+    std::vector<std::string_view> k = split_dots(routing_key);
+    if (k.size() < 2 || k[0] != "ur") {
+        r.error = "not an Ur routing key";
+        return r;
+    }
+    if (k[1] == "execute") {
+        if (k.size() != 4 || k[3].empty()) {
+            r.error = "execute routing key is not ur.execute.<node>.<request-id>";
+            return r;
+        }
+        std::string with_mac = self.uuid + "-" + self.mac;
+        if (k[2] != self.uuid && (self.mac.empty() || k[2] != with_mac)) {
+            r.error = "execute request addressed to another node";
+            return r;
+        }
+        r.kind = RequestKind::Execute;
+        r.req_id = std::string(k[3]);
+        r.reply_key = execute_reply_key(self.uuid, r.req_id);
+        parse_execute_body(body, r);
+        return r;
+    }
+    if (k[1] == "broadcast") {
+        if (k.size() != 4 || k[3].empty()) {
+            r.error = "broadcast routing key is not ur.broadcast.<kind>.<request-id>";
+            return r;
+        }
+        r.broadcast_kind = std::string(k[2]);
+        r.req_id = std::string(k[3]);
+        if (r.broadcast_kind != "sysinfo") {
+            r.error = "broadcast of unknown kind '" + r.broadcast_kind + "'";
+            return r;
+        }
+        r.kind = RequestKind::Broadcast;
+        r.reply_key = execute_reply_key(self.uuid, r.req_id);
+        return r;
+    }
+    if (k[1] == "ping") {
+        if (k.size() != 3 || k[2] != self.uuid) {
+            r.error = "ping addressed to another node";
+            return r;
+        }
+        json::Value v;
+        json::ParseError perr;
+        if (!json::parse(body, v, perr)) {
+            r.error = "ping body is not valid JSON: " + perr.to_string();
+            return r;
+        }
+        const json::Value* cid = v.find("client_id");
+        const json::Value* id = v.find("id");
+        if (!cid || !cid->is_string() || !id || (!id->is_string() && !id->is_number())) {
+            r.error = "ping body lacks \"client_id\" or \"id\"";
+            return r;
+        }
+        const std::string& c = cid->as_string();
+        if (c.empty() || c.find_first_of(".*# ") != std::string::npos || c.size() > 200) {
+            r.error = "ping \"client_id\" cannot be used in a routing key";
+            return r;
+        }
+        r.kind = RequestKind::Ping;
+        r.ping_id = id->is_string() ? id->as_string() : json::write(*id);
+        r.reply_key = ping_reply_key(c, self.uuid);
+        return r;
+    }
+    r.error = "unexpected routing key";
+    return r;
+}
+
+std::string execute_reply_key(std::string_view uuid, std::string_view req_id) {
+    std::string s = "ur.execute-reply.";
+    s.append(uuid).append(".").append(req_id);
+    return s;
+}
+
+std::string ping_reply_key(std::string_view client_id, std::string_view uuid) {
+    std::string s = "ur.ack";
+    s.append(client_id).append(".").append(uuid);
+    return s;
+}
+
+std::string startup_key(std::string_view uuid) { return "ur.startup." + std::string(uuid); }
+
+std::string sysinfo_key(std::string_view uuid, std::string_view id) {
+    std::string s = "ur.sysinfo.";
+    s.append(uuid).append(".").append(id);
+    return s;
+}
+
+std::string request_queue_name(const Identity& self) {
+    return self.mac.empty() ? "ur.request." + self.uuid : "ur.request." + self.uuid + "." + self.mac;
+}
+
+std::string ping_queue_name(const Identity& self) { return "ur.ping." + self.uuid; }
+
+std::vector<std::string> request_bindings(const Identity& self) {
+    std::vector<std::string> b = {"ur.execute." + self.uuid + ".*"};
+    if (!self.mac.empty()) b.push_back("ur.execute." + self.uuid + "-" + self.mac + ".*");
+    b.push_back("ur.broadcast.*.*");
+    return b;
+}
+
+std::vector<std::string> ping_bindings(const Identity& self) { return {"ur.ping." + self.uuid}; }
+
+static void append_stream(std::string& out, const char* name, const StreamReply& s) {
+    out += ",\"";
+    out += name;
+    out += "\":";
+    json::append_quoted(out, json::string_from_bytes(s.data));
+}
+
+std::string execute_reply_body(const ExecuteOutcome& o) {
+    std::string out;
+    out.reserve(o.out.data.size() + o.err.data.size() + 256);
+    out += "{\"exit_status\":";
+    out += std::to_string(o.exit_status);
+    append_stream(out, "stdout", o.out);
+    append_stream(out, "stderr", o.err);
+    if (o.signal != 0) {
+        out += ",\"signal\":";
+        json::append_quoted(out, signal_name(o.signal));
+    }
+    if (o.timed_out) out += ",\"timed_out\":true";
+    if (o.agent_restarted) out += ",\"agent_restarted\":true";
+    if (o.out.truncated) out += ",\"stdout_truncated\":true";
+    if (o.err.truncated) out += ",\"stderr_truncated\":true";
+    if (o.out.truncated || o.err.truncated) {
+        out += ",\"stdout_bytes\":" + std::to_string(o.out.total);
+        out += ",\"stderr_bytes\":" + std::to_string(o.err.total);
+    }
+    if (o.has_duration) out += ",\"duration_ms\":" + std::to_string(o.duration_ms);
+    out += '}';
+    return out;
+}
+
+std::string invalid_request_body(std::string_view reason) {
+    std::string out = "{\"exit_status\":2,\"stdout\":\"\",\"stderr\":";
+    json::append_quoted(out, json::string_from_bytes("ur-agent: invalid request: " +
+                                                     std::string(reason) + "\n"));
+    out += '}';
+    return out;
+}
+
+std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp) {
+    std::string out = "{\"req_id\":";
+    json::append_quoted(out, json::string_from_bytes(ping_id));
+    out += ",\"timestamp\":";
+    json::append_quoted(out, iso_timestamp);
+    out += '}';
+    return out;
+}
+
+std::string signal_name(int signo) {
+    static const struct { int no; const char* name; } table[] = {
+        {SIGHUP, "SIGHUP"},   {SIGINT, "SIGINT"},   {SIGQUIT, "SIGQUIT"}, {SIGILL, "SIGILL"},
+        {SIGTRAP, "SIGTRAP"}, {SIGABRT, "SIGABRT"}, {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},
+        {SIGKILL, "SIGKILL"}, {SIGUSR1, "SIGUSR1"}, {SIGSEGV, "SIGSEGV"}, {SIGUSR2, "SIGUSR2"},
+        {SIGPIPE, "SIGPIPE"}, {SIGALRM, "SIGALRM"}, {SIGTERM, "SIGTERM"}, {SIGCHLD, "SIGCHLD"},
+        {SIGCONT, "SIGCONT"}, {SIGSTOP, "SIGSTOP"}, {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"},
+        {SIGTTOU, "SIGTTOU"}, {SIGURG, "SIGURG"},   {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
+        {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGSYS, "SIGSYS"},
+    };
+    for (const auto& e : table)
+        if (e.no == signo) return e.name;
+    return "SIG" + std::to_string(signo);
+}
+
+}  // namespace ur

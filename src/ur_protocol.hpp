@@ -1,0 +1,86 @@
+// The Ur protocol (PROTOCOL.md) without I/O: what an incoming message asks
+// for, and the bodies of the messages the agent publishes.  Everything here
+// is a pure function of its inputs, so it is unit-tested and fuzzed alone.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "json/json.hpp"
+#include "src/sysinfo.hpp"
+
+namespace ur {
+
+enum class RequestKind {
+    Execute,    // run a script or file, reply on reply_key (or, when `error`
+                // is set, reply at once with exit_status 2 and the reason)
+    Ping,       // reply on reply_key with {req_id, timestamp}
+    Broadcast,  // broadcast_kind "sysinfo": reply on reply_key with sysinfo
+    Ignored,    // not for us or unanswerable: log `error` and ack
+};
+
+struct Request {
+    RequestKind kind = RequestKind::Ignored;
+    std::string req_id;      // <req> of the routing key (execute, broadcast)
+    std::string reply_key;   // routing key of the reply; empty for Ignored
+    std::string error;       // why it is invalid or ignored; empty when valid
+    // Execute
+    bool is_file = false;
+    std::string script;      // script text, or the file path when is_file
+    std::vector<std::string> args;
+    std::optional<std::vector<std::string>> env;  // "K=V" entries
+    double timeout_s = 0;    // 0: the agent's default
+    // Ping
+    std::string ping_id;
+    // Broadcast
+    std::string broadcast_kind;
+    // For logs: who asked (origin.user@origin.hostname), when (timestamp)
+    std::string origin;
+};
+
+// Classifies a message delivered to the agent's queues.  Never fails: a
+// malformed message yields Ignored, or an Execute with `error` set when it
+// can still be answered.
+Request parse_request(const Identity& self, std::string_view routing_key, std::string_view body);
+
+std::string execute_reply_key(std::string_view uuid, std::string_view req_id);
+std::string ping_reply_key(std::string_view client_id, std::string_view uuid);
+std::string startup_key(std::string_view uuid);
+std::string sysinfo_key(std::string_view uuid, std::string_view id);
+std::string request_queue_name(const Identity& self);  // ur.request.<uuid>[.<mac>]
+std::string ping_queue_name(const Identity& self);     // ur.ping.<uuid>
+
+// Bindings of the request queue on amq.topic, and of the ping queue.
+std::vector<std::string> request_bindings(const Identity& self);
+std::vector<std::string> ping_bindings(const Identity& self);
+
+// One output stream of a finished execution.
+struct StreamReply {
+    std::string_view data;   // raw bytes kept (converted to UTF-8 with U+FFFD)
+    uint64_t total = 0;      // bytes the child wrote
+    bool truncated = false;
+};
+
+struct ExecuteOutcome {
+    int exit_status = 0;     // already mapped (113 -> 0 is the caller's choice)
+    int signal = 0;          // 0, or the signal that killed the child
+    bool timed_out = false;
+    bool agent_restarted = false;
+    StreamReply out, err;
+    uint64_t duration_ms = 0;
+    bool has_duration = true;
+};
+
+// {"exit_status":..,"stdout":..,"stderr":.., extensions...}
+std::string execute_reply_body(const ExecuteOutcome& o);
+// exit_status 2, stderr "ur-agent: invalid request: <reason>\n"
+std::string invalid_request_body(std::string_view reason);
+// {"req_id":..,"timestamp":..}
+std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp);
+
+// "SIGKILL" for 9, ...; "SIG<n>" for signals without a known name.
+std::string signal_name(int signo);
+
+}  // namespace ur

@@ -1,0 +1,103 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "src/output_capture.hpp"
+
+using ur::OutputCapture;
+using ur::StreamCapture;
+
+namespace {
+
+std::string pattern(size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n; ++i)
+        s.push_back(static_cast<char>('a' + i % 26));
+    return s;
+}
+
+// Feeds `all` in pieces of `chunk` bytes.
+StreamCapture capture(const std::string& all, size_t max, size_t tail, size_t chunk) {
+    OutputCapture c(max, tail);
+    for (size_t i = 0; i < all.size(); i += chunk)
+        c.append(all.data() + i, std::min(chunk, all.size() - i));
+    return c.finish();
+}
+
+std::string expected(const std::string& all, size_t max, size_t tail) {
+    if (all.size() <= max)
+        return all;
+    size_t head = max > tail ? max - tail : 0;
+    size_t keep_tail = std::min(tail, max);
+    return all.substr(0, head) + OutputCapture::marker(all.size() - head - keep_tail) +
+           all.substr(all.size() - keep_tail);
+}
+
+}  // namespace
+
+TEST_CASE("output capture: a stream under the cap is kept whole") {
+    std::string s = pattern(100);
+    for (size_t chunk : {1, 7, 100}) {
+        StreamCapture c = capture(s, 100, 30, chunk);
+        CHECK(c.data == s);
+        CHECK(c.total == 100);
+        CHECK_FALSE(c.truncated);
+    }
+}
+
+TEST_CASE("output capture: empty stream") {
+    OutputCapture c(10, 4);
+    StreamCapture r = c.finish();
+    CHECK(r.data.empty());
+    CHECK(r.total == 0);
+    CHECK_FALSE(r.truncated);
+}
+
+TEST_CASE("output capture: past the cap keeps head, marker and tail") {
+    std::string s = pattern(1000);
+    for (size_t chunk : {1, 3, 29, 30, 31, 64, 999, 1000}) {
+        CAPTURE(chunk);
+        StreamCapture c = capture(s, 100, 30, chunk);
+        CHECK(c.truncated);
+        CHECK(c.total == 1000);
+        CHECK(c.data == s.substr(0, 70) + "\n[ur-agent: 900 bytes cut]\n" + s.substr(970));
+    }
+}
+
+TEST_CASE("output capture: one byte over the cap") {
+    std::string s = pattern(101);
+    StreamCapture c = capture(s, 100, 30, 101);
+    CHECK(c.truncated);
+    CHECK(c.data == expected(s, 100, 30));
+    CHECK(c.data.find("[ur-agent: 1 bytes cut]") != std::string::npos);
+}
+
+TEST_CASE("output capture: exhaustive small sizes against the model") {
+    for (size_t max : {0, 1, 5, 10}) {
+        for (size_t tail : {0, 1, 4, 10, 20}) {
+            for (size_t n : {0, 1, 4, 5, 9, 10, 11, 25, 60}) {
+                for (size_t chunk : {1, 2, 3, 7, 64}) {
+                    CAPTURE(max);
+                    CAPTURE(tail);
+                    CAPTURE(n);
+                    CAPTURE(chunk);
+                    std::string s = pattern(n);
+                    StreamCapture c = capture(s, max, tail, chunk);
+                    CHECK(c.total == n);
+                    CHECK(c.truncated == (n > max));
+                    CHECK(c.data == expected(s, max, tail));
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("output capture: memory stays bounded by the cap") {
+    OutputCapture c(1000, 100);
+    std::string chunk(4096, 'x');
+    for (int i = 0; i < 2000; ++i)
+        c.append(chunk.data(), chunk.size());
+    StreamCapture r = c.finish();
+    CHECK(r.total == 2000u * 4096u);
+    CHECK(r.data.size() == 1000 + OutputCapture::marker(r.total - 1000).size());
+}

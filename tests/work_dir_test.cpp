@@ -1,0 +1,127 @@
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "src/work_dir.hpp"
+
+namespace {
+
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/ur-workdir-test.XXXXXX";
+        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+bool exists(const std::string& p) {
+    struct stat st;
+    return ::lstat(p.c_str(), &st) == 0;
+}
+
+void touch(const std::string& p) {
+    int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("work dir: created with mode 0700") {
+    TempDir t;
+    std::string dir = t.path + "/work";
+    std::string error;
+    REQUIRE(ur::prepare_work_dir(dir, error));
+    struct stat st;
+    REQUIRE(::lstat(dir.c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0700);
+    // Verifying an existing good directory succeeds too.
+    CHECK(ur::prepare_work_dir(dir, error));
+}
+
+TEST_CASE("work dir: a symlink is refused") {
+    TempDir t;
+    std::string real = t.path + "/real", link = t.path + "/link";
+    REQUIRE(::mkdir(real.c_str(), 0700) == 0);
+    REQUIRE(::symlink(real.c_str(), link.c_str()) == 0);
+    std::string error;
+    CHECK_FALSE(ur::prepare_work_dir(link, error));
+    CHECK(error.find("symbolic link") != std::string::npos);
+}
+
+TEST_CASE("work dir: group- or world-writable is refused") {
+    TempDir t;
+    std::string dir = t.path + "/w";
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    std::string error;
+    REQUIRE(::chmod(dir.c_str(), 0777) == 0);
+    CHECK_FALSE(ur::prepare_work_dir(dir, error));
+    CHECK(error.find("writable") != std::string::npos);
+    REQUIRE(::chmod(dir.c_str(), 0720) == 0);
+    CHECK_FALSE(ur::prepare_work_dir(dir, error));
+    REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+    CHECK(ur::prepare_work_dir(dir, error));
+}
+
+TEST_CASE("work dir: a file, a missing parent or an empty path is refused") {
+    TempDir t;
+    std::string file = t.path + "/f";
+    touch(file);
+    std::string error;
+    CHECK_FALSE(ur::prepare_work_dir(file, error));
+    CHECK(error.find("not a directory") != std::string::npos);
+    CHECK_FALSE(ur::prepare_work_dir(t.path + "/no/such", error));
+    CHECK_FALSE(ur::prepare_work_dir("", error));
+}
+
+TEST_CASE("work dir: owned by someone else is refused") {
+    if (::geteuid() != 0) {
+        MESSAGE("skipped: needs root to chown a directory to another user");
+        return;
+    }
+    TempDir t;
+    std::string dir = t.path + "/other";
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    REQUIRE(::chown(dir.c_str(), 65534, 65534) == 0);
+    std::string error;
+    CHECK_FALSE(ur::prepare_work_dir(dir, error));
+    CHECK(error.find("owned by uid 65534") != std::string::npos);
+}
+
+TEST_CASE("work dir: stale script files are removed, other files kept") {
+    TempDir t;
+    std::string dir = t.path + "/w";
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    std::string stale = dir + "/" + ur::kScriptFilePrefix + "abc123";
+    std::string other = dir + "/keep.txt";
+    touch(stale);
+    touch(other);
+    std::string error;
+    REQUIRE(ur::prepare_work_dir(dir, error));
+    CHECK_FALSE(exists(stale));
+    CHECK(exists(other));
+}
+
+TEST_CASE("work dir: script file is private, complete and uniquely named") {
+    TempDir t;
+    std::string a, b, error;
+    std::string text = "#!/bin/sh\necho hi\n";
+    REQUIRE(ur::write_script_file(t.path, text, a, error));
+    REQUIRE(ur::write_script_file(t.path, text, b, error));
+    CHECK(a != b);
+    CHECK(a.rfind(t.path + "/" + ur::kScriptFilePrefix, 0) == 0);
+    struct stat st;
+    REQUIRE(::lstat(a.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(st.st_size == static_cast<off_t>(text.size()));
+    CHECK_FALSE(ur::write_script_file(t.path + "/missing", text, a, error));
+    CHECK(error.find("cannot create") != std::string::npos);
+}
