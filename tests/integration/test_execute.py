@@ -50,7 +50,7 @@ class Execute(AgentTestCase):
 
     def test_100000_args(self):
         args = [str(i) for i in range(100000)]
-        r = self.run_script('#!/bin/sh\necho "$# $1 $50000 ${100000}"\n',
+        r = self.run_script('#!/bin/sh\necho "$# $1 ${50000} ${100000}"\n',
                             args=args, env={})
         self.assertReply(r, 0, "100000 0 49999 99999\n", "")
 

@@ -256,6 +256,24 @@ class Credentials(AgentTestCase):
         self.assertNotIn(bad, a.log_text())
 
 
+def agent_connection(a, check=True):
+    """The broker's pid of the connection consuming the agent's request
+    queue (None, or AssertionError with check, when there is none)."""
+    queue = "ur.request.%s.%s" % (a.uuid, a.mac)
+    consumers = rabbitmqctl("list_consumers", "-q", "--no-table-headers",
+                            "queue_name", "channel_pid")
+    chans = [line.split("\t")[1] for line in consumers.splitlines()
+             if line.split("\t")[0] == queue]
+    channels = rabbitmqctl("list_channels", "-q", "--no-table-headers",
+                           "pid", "connection")
+    conns = [line.split("\t")[1] for line in channels.splitlines()
+             if line.split("\t")[0] in chans]
+    if check and not conns:
+        raise AssertionError("no connection consumes %s:\n%s\n%s"
+                             % (queue, consumers, channels))
+    return conns[0] if conns else None
+
+
 class Brokers(AgentTestCase):
 
     def test_broker_flag_list_skips_dead_broker(self):
@@ -274,19 +292,17 @@ class Brokers(AgentTestCase):
         r = self.client.execute(a.uuid, "#!/bin/sh\necho flag\n", env={})
         self.assertReply(r, 0, "flag\n")
 
-    def test_broker_restart_of_connection_reconnects(self):
+    def test_connection_closed_by_broker_reconnects(self):
         # The broker closes the agent's connection; the agent reconnects
         # by itself and serves again, without a second ur.startup.
         a = self.start_agent()
         self.client.wait_message(is_startup(a.uuid))
         self.client.drop(lambda m: True)
-        out = rabbitmqctl("list_connections", "-q", "--no-table-headers",
-                          "pid", "client_properties")
-        pids = [line.split("\t")[0] for line in out.splitlines()
-                if "pika" not in line.lower()]
-        self.assertTrue(pids, "agent connection not found: %r" % out)
-        for pid in pids:
-            rabbitmqctl("close_connection", pid, "integ test", check=False)
+        old = agent_connection(a)
+        rabbitmqctl("close_connection", old, "integ test: forced close")
+        wait_until(lambda: agent_connection(a, check=False) not in
+                   (None, old), timeout=60, what="the agent reconnected",
+                   interval=0.5)
         self.client.wait_sysinfo(a.uuid, timeout=60)
         r = self.client.execute(a.uuid, "#!/bin/sh\necho back\n", env={})
         self.assertReply(r, 0, "back\n")

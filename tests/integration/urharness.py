@@ -29,7 +29,8 @@ import pika
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("BUILD", "build")
-AGENT = os.path.join(ROOT, BUILD, "ur-agent")
+# UR_AGENT runs the suite against another agent binary.
+AGENT = os.environ.get("UR_AGENT") or os.path.join(ROOT, BUILD, "ur-agent")
 RABBITMQ_PORT = os.environ.get("UR_TEST_RABBITMQ_PORT")
 RABBITMQ_NODE = os.environ.get("UR_TEST_RABBITMQ_NODE")
 
