@@ -124,11 +124,6 @@ bool read_password_file(const std::string& path, std::string& password,
     return true;
 }
 
-struct Flag {
-    const char* name;
-    bool takes_value;
-};
-
 }  // namespace
 
 bool parse_brokers(const std::string& spec, uint16_t default_port,
@@ -247,6 +242,18 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             output = name == "--help" ? usage_text()
                                       : std::string("ur-agent ") + UR_VERSION + "\n";
             return ConfigStatus::Exit;
+        }
+        static const char* const kValueFlags[] = {
+            "--broker", "--login", "--password-file", "--vhost", "--heartbeat",
+            "--connect-timeout", "--sysinfo-cmd", "--sysinfo-file", "--state-dir", "--work-dir",
+            "--setup-file", "--sysinfo-interval", "--reboot-cmd", "--max-concurrency",
+            "--max-output", "--default-timeout", "--shutdown-grace", "--max-pending-bytes",
+            "--log-level"};
+        bool known = false;
+        for (const char* f : kValueFlags) known = known || name == f;
+        if (!known) {
+            error = "unknown option '" + name + "'";
+            return ConfigStatus::Error;
         }
         if (!has_value) {
             if (i + 1 >= argc) {

@@ -7,8 +7,11 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     bytes_ += m.body.size();
     messages_.push_back(std::move(m));
     while (bytes_ > max_bytes_ && messages_.size() > 1) {
-        dropped.push_back(std::move(messages_.front()));
-        erase(messages_.begin());
+        auto oldest = messages_.begin();
+        if (oldest->seq != 0) by_seq_.erase(oldest->seq);
+        bytes_ -= oldest->body.size();
+        dropped.push_back(std::move(*oldest));
+        messages_.erase(oldest);
     }
 }
 

@@ -1,0 +1,900 @@
+#include "src/agent.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "src/clock.hpp"
+#include "src/log.hpp"
+
+namespace ur {
+
+namespace {
+
+int g_sig_fd = -1;
+
+extern "C" void on_signal(int signo) {
+    int saved = errno;
+    char c = signo == SIGCHLD ? 'C' : signo == SIGHUP ? 'H' : 'T';
+    if (g_sig_fd >= 0) (void)!::write(g_sig_fd, &c, 1);
+    errno = saved;
+}
+
+const char kRequestTag[] = "ur-request";
+const char kPingTag[] = "ur-ping";
+const char kSysinfoJob[] = ".sysinfo";  // internal job ids start with '.', which
+const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) cannot
+const uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
+const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
+const uint64_t kCloseGraceMs = 5000;
+
+amqp::BasicProperties json_properties() {
+    amqp::BasicProperties p;
+    p.content_type = "application/json";
+    return p;
+}
+
+json::Value field(const std::string& s) { return json::Value(json::string_from_bytes(s)); }
+
+}  // namespace
+
+uint64_t Backoff::next(uint32_t random) {
+    uint64_t d = base_;
+    for (unsigned i = 0; i < attempt_ && d < cap_; ++i) d *= 2;
+    if (d > cap_) d = cap_;
+    if (attempt_ < 64) ++attempt_;
+    // Jitter: between 75% and 125% of the delay, so a fleet that lost its
+    // broker at once does not come back in lockstep.
+    return d * 3 / 4 + (d / 2 ? random % (d / 2 + 1) : 0);
+}
+
+Agent::Agent(Config cfg)
+    : cfg_(std::move(cfg)),
+      sup_([&] {
+          SupervisorOptions o;
+          o.work_dir = cfg_.work_dir;
+          o.tail_keep = std::min<size_t>(64 * 1024, cfg_.max_output / 2);
+          return o;
+      }()),
+      outbox_(cfg_.max_pending_bytes) {
+    rng_state_ = wall_ms() ^ (uint64_t(getpid()) << 32) ^ monotonic_ms();
+}
+
+Agent::~Agent() {
+    if (fd_ >= 0) close(fd_);
+    for (int fd : sig_pipe_)
+        if (fd >= 0) close(fd);
+    g_sig_fd = -1;
+}
+
+uint32_t Agent::random32() {
+    // xorshift64*: only for jitter and message ids, never for secrets.
+    rng_state_ ^= rng_state_ >> 12;
+    rng_state_ ^= rng_state_ << 25;
+    rng_state_ ^= rng_state_ >> 27;
+    return uint32_t((rng_state_ * 2685821657736338717ULL) >> 32);
+}
+
+std::string Agent::random_hex(size_t digits) {
+    static const char hex[] = "0123456789abcdef";
+    std::string s;
+    while (s.size() < digits) {
+        uint32_t r = random32();
+        for (int i = 0; i < 8 && s.size() < digits; ++i, r >>= 4) s += hex[r & 15];
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------- set-up
+
+void Agent::install_signals() {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGCHLD, &sa, nullptr);
+    sigaction(SIGHUP, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+bool Agent::setup(std::string& error) {
+    if (pipe(sig_pipe_) != 0) {
+        error = std::string("pipe: ") + std::strerror(errno);
+        return false;
+    }
+    for (int fd : sig_pipe_) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
+    g_sig_fd = sig_pipe_[1];
+    install_signals();
+
+    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+        error = "cannot create state directory " + cfg_.state_dir + ": " + std::strerror(errno);
+        return false;
+    }
+    if (!sup_.init(error)) {
+        error = "script directory: " + error;
+        return false;
+    }
+    std::string jerr;
+    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", jerr))
+        log::error("running without an in-flight journal", {{"error", jerr}});
+    return true;
+}
+
+int Agent::run() {
+    std::string error;
+    if (!setup(error)) {
+        log::fatal("cannot start: " + error);
+        return 1;
+    }
+    uint64_t now = monotonic_ms();
+    log::info("ur-agent starting", {{"version", UR_VERSION},
+                                    {"brokers", json::Value(int64_t(cfg_.brokers.size()))}});
+    // Replies owed from a previous run that died with requests in flight.
+    for (const auto& e : journal_.leftovers()) {
+        log::warn("answering a request that was running when the agent stopped",
+                  {{"req_id", field(e.req_id)}, {"routing_key", field(e.reply_key)}});
+        ExecuteOutcome o;
+        o.exit_status = 1;
+        o.agent_restarted = true;
+        o.has_duration = false;
+        std::string msg =
+            "ur-agent: the agent restarted while this request was running; "
+            "the outcome of the script is unknown\n";
+        o.err.data = msg;
+        o.err.total = msg.size();
+        OutMessage m;
+        m.routing_key = e.reply_key;
+        m.body = execute_reply_body(o);
+        m.req_id = e.req_id;
+        m.journal_key = e.key;
+        enqueue(std::move(m), now);
+    }
+    want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
+    while (!done_) loop_once();
+    log::info("ur-agent stopped");
+    return 0;
+}
+
+// ---------------------------------------------------------------- loop
+
+uint64_t Agent::next_deadline() const {
+    uint64_t d = sup_.next_deadline();
+    auto at = [&](uint64_t t) {
+        if (t != 0 && t < d) d = t;
+    };
+    if (link_ == Link::Down && have_identity_ && (!stopping_ || outbox_.has_kept()))
+        at(reconnect_at_);
+    if (link_ == Link::Connecting || link_ == Link::Handshake) at(connect_deadline_);
+    if (conn_) at(conn_->next_deadline());
+    at(consumer_retry_at_);
+    at(sysinfo_retry_at_);
+    at(sysinfo_next_at_);
+    if (reboot_pending_) at(reboot_at_);
+    at(nack_retry_at_);
+    if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
+    if (stopping_ && !children_killed_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000);
+    return d;
+}
+
+void Agent::loop_once() {
+    std::vector<pollfd> fds;
+    fds.push_back({sig_pipe_[0], POLLIN, 0});
+    if (fd_ >= 0) {
+        short ev = 0;
+        if (link_ == Link::Connecting) ev = POLLOUT;
+        else {
+            ev = POLLIN;
+            if (conn_ && conn_->wants_write()) ev |= POLLOUT;
+        }
+        fds.push_back({fd_, ev, 0});
+    }
+    size_t sock_index = fds.size() - 1;
+    sup_.add_pollfds(fds);
+
+    uint64_t now = monotonic_ms();
+    uint64_t deadline = next_deadline();
+    int timeout = -1;
+    if (deadline != UINT64_MAX) timeout = deadline <= now ? 0 : int(std::min<uint64_t>(deadline - now, 60000));
+    int n = poll(fds.data(), fds.size(), timeout);
+    if (n < 0 && errno != EINTR) {
+        log::error("poll failed", {{"error", std::strerror(errno)}});
+        usleep(100000);
+        return;
+    }
+    now = monotonic_ms();
+    if (fds[0].revents) drain_self_pipe();
+
+    sup_.handle(fds, now);
+    sup_.reap(now);
+    sup_.tick(now);
+
+    if (fd_ >= 0 && sock_index > 0 && fds[sock_index].fd == fd_ && fds[sock_index].revents) {
+        if (link_ == Link::Connecting) {
+            int err = connect_result(fd_);
+            if (err != 0) link_down("connect to " + peer_ + ": " + std::strerror(err), now);
+            else on_connected(now);
+        } else {
+            if (fds[sock_index].revents & (POLLIN | POLLHUP | POLLERR)) read_socket(now);
+            if (fd_ >= 0 && (fds[sock_index].revents & POLLOUT)) write_socket(now);
+        }
+    }
+    if (conn_) {
+        conn_->tick(now);
+        handle_events(now);
+    }
+    if ((link_ == Link::Connecting || link_ == Link::Handshake) && now >= connect_deadline_)
+        link_down("timed out connecting to " + peer_, now);
+    if (link_ == Link::Open && open_since_ && now - open_since_ >= kHealthyMs) {
+        link_backoff_.reset();
+        open_since_ = 0;
+    }
+
+    for (JobResult& r : sup_.take_finished()) on_job_finished(r, now);
+
+    // While stopping, reconnect only to deliver replies still owed.
+    if (link_ == Link::Down && have_identity_ && (!stopping_ || outbox_.has_kept()) &&
+        now >= reconnect_at_)
+        connect_next(now);
+    if (consumer_retry_at_ && now >= consumer_retry_at_) {
+        consumer_retry_at_ = 0;
+        setup_consumer(now);
+    }
+    if (sysinfo_retry_at_ && now >= sysinfo_retry_at_) {
+        sysinfo_retry_at_ = 0;
+        want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
+    }
+    if (sysinfo_next_at_ && now >= sysinfo_next_at_) send_sysinfo_heartbeat(now);
+    if (reboot_pending_ && now >= reboot_at_) reboot(now);
+    if (nack_retry_at_ && now >= nack_retry_at_) nack_retry_at_ = 0;
+
+    start_queued(now);
+    publish_outbox(now);
+    if (stopping_) check_shutdown(now);
+    if (fd_ >= 0 && conn_ && conn_->wants_write()) write_socket(now);
+}
+
+void Agent::drain_self_pipe() {
+    char buf[64];
+    for (;;) {
+        ssize_t n = read(sig_pipe_[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n; ++i) {
+            if (buf[i] == 'T' && !stopping_) begin_shutdown(monotonic_ms());
+            if (buf[i] == 'H') log::info("SIGHUP ignored");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- link
+
+void Agent::connect_next(uint64_t now) {
+    if (addr_index_ >= addrs_.size()) {
+        // Next broker of the list; resolve it afresh (its address may move).
+        const BrokerAddress& b = cfg_.brokers[broker_index_ % cfg_.brokers.size()];
+        ++broker_index_;
+        std::string error;
+        addrs_.clear();
+        addr_index_ = 0;
+        if (!resolve(b.host, b.port, addrs_, error)) {
+            peer_ = b.host;
+            link_down(error, now);
+            return;
+        }
+    }
+    const SocketAddress& a = addrs_[addr_index_++];
+    peer_ = a.text;
+    bool in_progress = false;
+    std::string error;
+    fd_ = start_connect(a, in_progress, error);
+    if (fd_ < 0) {
+        link_down(error, now);
+        return;
+    }
+    log::debug("connecting to broker", {{"broker", peer_}});
+    connect_deadline_ = now + uint64_t(cfg_.connect_timeout_s) * 1000;
+    link_ = Link::Connecting;
+    if (!in_progress) on_connected(now);
+}
+
+void Agent::on_connected(uint64_t now) {
+    amqp::ConnectionOptions o;
+    o.login = cfg_.login;
+    o.password = cfg_.password;
+    o.vhost = cfg_.vhost;
+    o.heartbeat = uint16_t(cfg_.heartbeat_s);
+    o.version = UR_VERSION;
+#if defined(__sun)
+    o.platform = "illumos";
+#else
+    o.platform = "Linux";
+#endif
+    o.connection_name = "ur-agent " + id_.uuid;
+    // Requests carry whole scripts; replies carry up to two capped streams.
+    o.max_body_size = std::max<uint64_t>(64u << 20, cfg_.max_output * 2 + (1u << 20));
+    conn_ = std::make_unique<amqp::Connection>(o);
+    conn_->start(now);
+    link_ = Link::Handshake;
+    log::debug("connected, AMQP handshake", {{"broker", peer_}});
+}
+
+void Agent::link_down(const std::string& why, uint64_t now) {
+    bool was_open = link_ == Link::Open;
+    if (fd_ >= 0) {
+        close(fd_);
+        fd_ = -1;
+    }
+    conn_.reset();
+    link_ = Link::Down;
+    pub_ready_ = false;
+    consuming_ = false;
+    consume_oks_ = 0;
+    pub_ch_ = cons_ch_ = 0;
+    ++channel_gen_;
+    consumer_retry_at_ = 0;
+    blocked_ = false;
+    outbox_.connection_lost();
+    // Requests received but not started were never acked: the broker
+    // redelivers them; running them here too would run them twice.
+    queued_.clear();
+    if (done_) return;
+    uint64_t delay = link_backoff_.next(random32());
+    if (addr_index_ < addrs_.size()) delay = 0;  // try the name's other addresses at once
+    reconnect_at_ = now + delay;
+    if (stopping_) {
+        log::info("broker link closed during shutdown", {{"reason", field(why)}});
+        return;
+    }
+    log::warn(was_open ? "lost the broker connection" : "cannot connect to the broker",
+              {{"broker", field(peer_)}, {"reason", field(why)},
+               {"retry_in_ms", json::Value(int64_t(delay))},
+               {"pending_replies", json::Value(int64_t(outbox_.size()))}});
+}
+
+void Agent::read_socket(uint64_t now) {
+    char buf[65536];
+    for (int rounds = 0; rounds < 64 && fd_ >= 0; ++rounds) {
+        ssize_t n = read(fd_, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n <= 0) {
+            std::string why = n == 0 ? "the broker closed the connection"
+                                     : std::string("read: ") + std::strerror(errno);
+            if (link_ == Link::Handshake)
+                why += " during the AMQP handshake (wrong login, password or vhost?)";
+            handle_events(now);
+            link_down(why, now);
+            return;
+        }
+        conn_->feed(buf, size_t(n), now);
+        handle_events(now);
+    }
+}
+
+void Agent::write_socket(uint64_t now) {
+    while (fd_ >= 0 && conn_ && conn_->wants_write()) {
+        const std::string& out = conn_->output();
+        ssize_t n = write(fd_, out.data(), out.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0) {
+            link_down(std::string("write: ") + std::strerror(errno), now);
+            return;
+        }
+        conn_->consume_output(size_t(n));
+    }
+}
+
+void Agent::handle_events(uint64_t now) {
+    amqp::Event ev;
+    while (conn_ && conn_->next_event(ev)) {
+        switch (ev.kind) {
+        case amqp::EventKind::Opened:
+            link_ = Link::Open;
+            open_since_ = now;
+            log::info("connected to the broker",
+                      {{"broker", field(peer_)},
+                       {"heartbeat_s", json::Value(int64_t(conn_->heartbeat()))},
+                       {"frame_max", json::Value(int64_t(conn_->frame_max()))}});
+            pub_ch_ = conn_->open_channel();
+            setup_consumer(now);
+            break;
+        case amqp::EventKind::ChannelOpened:
+            if (ev.channel == pub_ch_) {
+                conn_->confirm_select(pub_ch_);
+            } else if (ev.channel == cons_ch_) {
+                Identity& id = id_;
+                if (id.mac.empty())
+                    log::warn("no NIC carries the admin tag; request queue without MAC binding");
+                conn_->basic_qos(cons_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
+                std::string rq = request_queue_name(id);
+                conn_->queue_declare(cons_ch_, rq, false, false, true, true);
+                for (const auto& key : request_bindings(id))
+                    conn_->queue_bind(cons_ch_, rq, "amq.topic", key);
+                std::string pq = ping_queue_name(id);
+                conn_->queue_declare(cons_ch_, pq, false, false, false, true);
+                for (const auto& key : ping_bindings(id)) conn_->queue_bind(cons_ch_, pq, "amq.topic", key);
+                conn_->basic_consume(cons_ch_, rq, kRequestTag, false, false);
+                conn_->basic_consume(cons_ch_, pq, kPingTag, false, false);
+            }
+            break;
+        case amqp::EventKind::ConfirmSelected:
+            if (ev.channel == pub_ch_) pub_ready_ = true;
+            break;
+        case amqp::EventKind::ConsumeOk:
+            if (ev.channel == cons_ch_ && ++consume_oks_ == 2) on_consuming(now);
+            break;
+        case amqp::EventKind::Delivery:
+            on_delivery(ev, now);
+            break;
+        case amqp::EventKind::Confirmed:
+            if (ev.channel == pub_ch_) on_confirmed(outbox_.confirm(ev.delivery_tag, ev.multiple), now);
+            break;
+        case amqp::EventKind::Nacked:
+            if (ev.channel == pub_ch_) {
+                log::warn("the broker refused a message; it will be sent again",
+                          {{"seq", json::Value(int64_t(ev.delivery_tag))}});
+                outbox_.nack(ev.delivery_tag, ev.multiple);
+                nack_retry_at_ = now + 1000;
+            }
+            break;
+        case amqp::EventKind::Returned:
+            log::warn("message returned by the broker", {{"routing_key", field(ev.routing_key)},
+                                                         {"code", json::Value(int64_t(ev.code))}});
+            break;
+        case amqp::EventKind::ServerCancel:
+            log::warn("the broker cancelled our consumer (queue deleted?); setting it up again",
+                      {{"consumer_tag", field(ev.consumer_tag)}});
+            if (ev.channel == cons_ch_ && conn_) {
+                // Start over on a fresh channel: closing this one requeues
+                // what it delivered and not yet acked.
+                conn_->close_channel(cons_ch_);
+                cons_ch_ = 0;
+                ++channel_gen_;
+                queued_.clear();
+                consuming_ = false;
+                consume_oks_ = 0;
+                consumer_retry_at_ = now + 200;
+            }
+            break;
+        case amqp::EventKind::Blocked:
+            blocked_ = true;
+            log::warn("the broker blocked publishing (memory or disk alarm); replies are held",
+                      {{"reason", field(ev.text)}});
+            break;
+        case amqp::EventKind::Unblocked:
+            blocked_ = false;
+            log::info("the broker unblocked publishing");
+            break;
+        case amqp::EventKind::ChannelClosed:
+            if (ev.channel == cons_ch_) {
+                cons_ch_ = 0;
+                ++channel_gen_;
+                queued_.clear();
+                consuming_ = false;
+                consume_oks_ = 0;
+                uint64_t delay = consumer_backoff_.next(random32());
+                consumer_retry_at_ = now + delay;
+                if (ev.code == 405)
+                    log::warn("request queue is held by another connection (another agent with "
+                              "this UUID, or the broker has not noticed our old connection "
+                              "died); retrying",
+                              {{"queue", field(request_queue_name(id_))},
+                               {"retry_in_ms", json::Value(int64_t(delay))},
+                               {"attempt", json::Value(int64_t(consumer_backoff_.attempts()))}});
+                else
+                    log::warn("the broker closed the request channel; opening it again",
+                              {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
+                               {"retry_in_ms", json::Value(int64_t(delay))}});
+            } else if (ev.channel == pub_ch_) {
+                log::warn("the broker closed the publishing channel; opening it again",
+                          {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)}});
+                pub_ready_ = false;
+                outbox_.connection_lost();
+                if (conn_->is_open()) pub_ch_ = conn_->open_channel();
+            }
+            break;
+        case amqp::EventKind::Closed: {
+            std::string why = "connection closed";
+            switch (ev.close_reason) {
+            case amqp::CloseReason::ClosedByPeer: why = "closed by the broker"; break;
+            case amqp::CloseReason::ProtocolError: why = "protocol error"; break;
+            case amqp::CloseReason::HeartbeatTimeout: why = "no heartbeat from the broker: peer dead"; break;
+            case amqp::CloseReason::AuthFailure: why = "login refused"; break;
+            case amqp::CloseReason::ClosedByUs: why = "closed by us"; break;
+            }
+            if (ev.code) why += " (" + std::to_string(ev.code) + " " + ev.text + ")";
+            else if (!ev.text.empty()) why += " (" + ev.text + ")";
+            write_socket(now);  // flush close / close-ok
+            if (ev.close_reason == amqp::CloseReason::ClosedByUs) done_ = stopping_;
+            link_down(why, now);
+            return;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+void Agent::setup_consumer(uint64_t now) {
+    (void)now;
+    if (!conn_ || !conn_->is_open() || stopping_) return;
+    cons_ch_ = conn_->open_channel();
+    consume_oks_ = 0;
+}
+
+void Agent::on_consuming(uint64_t now) {
+    consuming_ = true;
+    consumer_backoff_.reset();
+    log::info("serving requests", {{"queue", field(request_queue_name(id_))},
+                                   {"uuid", field(id_.uuid)}});
+    if (!startup_checked_) {
+        startup_checked_ = true;
+        std::string marker = cfg_.state_dir + "/.ur-startup";
+        int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd >= 0) {
+            close(fd);
+            OutMessage m;
+            m.routing_key = startup_key(id_.uuid);
+            m.body = json::write(sysinfo_);
+            enqueue(std::move(m), now);
+            log::info("announcing start-up", {{"routing_key", field(startup_key(id_.uuid))}});
+        } else if (errno != EEXIST) {
+            log::error("cannot create the start-up marker; not announcing start-up",
+                       {{"file", marker}, {"error", std::strerror(errno)}});
+        }
+    }
+    // A sysinfo heartbeat on every connect, then on the interval until set-up.
+    send_sysinfo_heartbeat(now);
+}
+
+// ---------------------------------------------------------------- requests
+
+void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
+    if (ev.channel != cons_ch_ || stopping_) return;  // stale channel: the broker requeues it
+    Request req = parse_request(id_, ev.routing_key, ev.body);
+    auto ack = [&] { conn_->basic_ack(ev.channel, ev.delivery_tag); };
+    switch (req.kind) {
+    case RequestKind::Ignored:
+        log::warn("ignoring message", {{"routing_key", field(ev.routing_key)},
+                                       {"reason", field(req.error)}});
+        ack();
+        return;
+    case RequestKind::Ping: {
+        log::debug("ping", {{"routing_key", field(ev.routing_key)}});
+        OutMessage m;
+        m.routing_key = req.reply_key;
+        m.body = ping_reply_body(req.ping_id, iso8601(wall_ms()));
+        m.keep = false;
+        enqueue(std::move(m), now);
+        ack();
+        return;
+    }
+    case RequestKind::Broadcast:
+        log::info("sysinfo broadcast", {{"req_id", field(req.req_id)}});
+        want_sysinfo({SysinfoWaiter::Why::Broadcast, req.reply_key, req.req_id}, now);
+        ack();
+        return;
+    case RequestKind::Execute:
+        break;
+    }
+    if (!req.error.empty()) {
+        log::warn("invalid request", {{"req_id", field(req.req_id)},
+                                      {"routing_key", field(ev.routing_key)},
+                                      {"reason", field(req.error)},
+                                      {"exit_status", json::Value(2)}});
+        OutMessage m;
+        m.routing_key = req.reply_key;
+        m.body = invalid_request_body(req.error);
+        m.req_id = req.req_id;
+        enqueue(std::move(m), now);
+        ack();
+        return;
+    }
+    log::info("execute request",
+              {{"req_id", field(req.req_id)}, {"routing_key", field(ev.routing_key)},
+               {"type", req.is_file ? "file" : "script"}, {"origin", field(req.origin)},
+               {"args", json::Value(int64_t(req.args.size()))},
+               {"script_bytes", json::Value(int64_t(req.is_file ? 0 : req.script.size()))},
+               {"redelivered", json::Value(ev.redelivered)}});
+    if (log::enabled(log::Level::Trace)) {
+        json::Value env = json::Value::array();
+        if (req.env)
+            for (const auto& e : *req.env) env.push_back(field(e));
+        log::trace("execute request text", {{"req_id", field(req.req_id)},
+                                            {"script", field(req.script)},
+                                            {"env", env}});
+    }
+    queued_.push_back({std::move(req), ev.delivery_tag, channel_gen_});
+    start_queued(now);
+}
+
+void Agent::start_queued(uint64_t now) {
+    while (!queued_.empty() && request_jobs_ < cfg_.max_concurrency && !stopping_) {
+        Queued q = std::move(queued_.front());
+        queued_.pop_front();
+        if (q.channel_gen != channel_gen_ || !conn_) continue;  // broker redelivers it
+        start_job(q, now);
+    }
+}
+
+void Agent::start_job(Queued& q, uint64_t now) {
+    JobSpec spec;
+    spec.id = std::to_string(++job_counter_);
+    spec.kind = q.req.is_file ? JobSpec::Kind::File : JobSpec::Kind::Script;
+    spec.script = std::move(q.req.script);
+    spec.args = std::move(q.req.args);
+    spec.env = std::move(q.req.env);
+    double t = q.req.timeout_s > 0 ? q.req.timeout_s : double(cfg_.default_timeout_s);
+    spec.timeout_ms = uint64_t(t * 1000.0);
+    spec.max_output = size_t(cfg_.max_output);
+    Running r;
+    r.req_id = q.req.req_id;
+    r.reply_key = q.req.reply_key;
+    r.journal_key = journal_.add(r.reply_key, r.req_id);
+    std::string id = spec.id;
+    if (!sup_.start(std::move(spec), now)) {
+        log::error("supervisor refused a job id", {{"req_id", field(r.req_id)}});
+        journal_.remove(r.journal_key);
+        return;
+    }
+    running_[id] = std::move(r);
+    ++request_jobs_;
+    conn_->basic_ack(cons_ch_, q.delivery_tag);
+}
+
+void Agent::on_job_finished(JobResult& r, uint64_t now) {
+    if (r.id.rfind(kSysinfoJob, 0) == 0) {
+        sysinfo_running_ = false;
+        bool ok = r.exit_status == 0 && !r.timed_out;
+        std::string error;
+        if (!ok) {
+            error = cfg_.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
+            std::string e = json::string_from_bytes(r.err.data.substr(0, 300));
+            if (!e.empty()) error += ": " + e;
+        }
+        on_sysinfo(ok, r.out.data, error, now);
+        return;
+    }
+    if (r.id.rfind(kRebootJob, 0) == 0) {
+        log::info("reboot command finished", {{"exit_status", json::Value(r.exit_status)}});
+        return;
+    }
+    auto it = running_.find(r.id);
+    if (it == running_.end()) return;
+    Running run = std::move(it->second);
+    running_.erase(it);
+    --request_jobs_;
+
+    ExecuteOutcome o;
+    o.exit_status = r.exit_status;
+    bool reboot = r.exit_status == 113 && r.signal == 0;
+    if (reboot) o.exit_status = 0;
+    o.signal = r.signal;
+    o.timed_out = r.timed_out;
+    o.out = {r.out.data, r.out.total, r.out.truncated};
+    o.err = {r.err.data, r.err.total, r.err.truncated};
+    o.duration_ms = r.duration_ms;
+    log::info("execute finished",
+              {{"req_id", field(run.req_id)}, {"exit_status", json::Value(r.exit_status)},
+               {"duration_ms", json::Value(int64_t(r.duration_ms))},
+               {"stdout_bytes", json::Value(int64_t(r.out.total))},
+               {"stderr_bytes", json::Value(int64_t(r.err.total))},
+               {"timed_out", json::Value(r.timed_out)}});
+    if (r.pipes_abandoned)
+        log::warn("script exited but a background process still holds its output; replied "
+                  "without waiting for it (it is left running)",
+                  {{"req_id", field(run.req_id)}});
+    OutMessage m;
+    m.routing_key = run.reply_key;
+    m.body = execute_reply_body(o);
+    m.req_id = run.req_id;
+    m.journal_key = run.journal_key;
+    m.reboot_after = reboot;
+    enqueue(std::move(m), now);
+    if (reboot && !reboot_pending_ && !rebooted_) {
+        log::info("script exited 113: rebooting once the reply is confirmed",
+                  {{"req_id", field(run.req_id)}});
+        reboot_pending_ = true;
+        reboot_at_ = now + kRebootGraceMs;
+    }
+}
+
+void Agent::enqueue(OutMessage m, uint64_t now) {
+    m.queued_ms = now;
+    std::vector<OutMessage> dropped;
+    outbox_.push(std::move(m), dropped);
+    for (const auto& d : dropped) {
+        log::error("dropping an undelivered reply: pending replies exceed --max-pending-bytes",
+                   {{"req_id", field(d.req_id)}, {"routing_key", field(d.routing_key)},
+                    {"bytes", json::Value(int64_t(d.body.size()))}});
+        journal_.remove(d.journal_key);
+    }
+    publish_outbox(now);
+}
+
+void Agent::publish_outbox(uint64_t now) {
+    (void)now;
+    if (!conn_ || !pub_ready_ || blocked_ || nack_retry_at_) return;
+    for (OutMessage* m : outbox_.unpublished()) {
+        uint64_t seq = conn_->basic_publish(pub_ch_, "amq.topic", m->routing_key,
+                                            json_properties(), m->body);
+        log::debug("published", {{"routing_key", field(m->routing_key)},
+                                 {"bytes", json::Value(int64_t(m->body.size()))},
+                                 {"seq", json::Value(int64_t(seq))}});
+        outbox_.mark_published(m, seq);
+    }
+}
+
+void Agent::on_confirmed(std::vector<OutMessage> done, uint64_t now) {
+    for (auto& m : done) {
+        journal_.remove(m.journal_key);
+        if (!m.req_id.empty())
+            log::debug("reply confirmed", {{"req_id", field(m.req_id)},
+                                           {"routing_key", field(m.routing_key)}});
+        if (m.reboot_after && reboot_pending_) reboot(now);
+    }
+}
+
+// ---------------------------------------------------------------- sysinfo
+
+void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
+    sysinfo_waiters_.push_back(std::move(w));
+    if (sysinfo_running_) return;
+    if (!cfg_.sysinfo_file.empty()) {
+        std::string text, error;
+        bool ok = read_file(cfg_.sysinfo_file, 16u << 20, text, error);
+        on_sysinfo(ok, text, error, now);
+        return;
+    }
+    JobSpec spec;
+    spec.id = std::string(kSysinfoJob) + std::to_string(++job_counter_);
+    spec.kind = JobSpec::Kind::File;
+    spec.script = cfg_.sysinfo_cmd;
+    spec.timeout_ms = 120000;
+    spec.max_output = 16u << 20;
+    sysinfo_running_ = true;
+    sup_.start(std::move(spec), now);
+}
+
+void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read_error, uint64_t now) {
+    json::Value v;
+    Identity id;
+    std::string error = read_error;
+    if (ok && !parse_sysinfo(text, v, id, error)) ok = false;
+    std::vector<SysinfoWaiter> waiters;
+    waiters.swap(sysinfo_waiters_);
+    if (!ok) {
+        for (const auto& w : waiters) {
+            if (w.why == SysinfoWaiter::Why::Broadcast) {
+                OutMessage m;
+                m.routing_key = w.reply_key;
+                m.body = invalid_request_body("cannot read sysinfo: " + error);
+                m.req_id = w.req_id;
+                m.keep = false;
+                enqueue(std::move(m), now);
+            }
+        }
+        if (!have_identity_) {
+            uint64_t delay = sysinfo_backoff_.next(random32());
+            sysinfo_retry_at_ = now + delay;
+            log::error("cannot read sysinfo; this node cannot take part until it can",
+                       {{"error", field(error)}, {"retry_in_ms", json::Value(int64_t(delay))}});
+        } else {
+            log::error("cannot read sysinfo", {{"error", field(error)}});
+        }
+        return;
+    }
+    if (!have_identity_) {
+        have_identity_ = true;
+        id_ = id;
+        sysinfo_backoff_.reset();
+        log::info("node identity", {{"uuid", field(id_.uuid)}, {"admin_mac", field(id_.mac)},
+                                    {"hostname", field(id_.hostname)}});
+        reconnect_at_ = now;
+    } else if (id.uuid != id_.uuid) {
+        log::warn("sysinfo UUID changed; keeping the one read at start-up",
+                  {{"uuid", field(id_.uuid)}, {"new_uuid", field(id.uuid)}});
+    }
+    sysinfo_ = std::move(v);
+    std::string body = json::write(sysinfo_);
+    for (const auto& w : waiters) {
+        OutMessage m;
+        m.body = body;
+        if (w.why == SysinfoWaiter::Why::Broadcast) {
+            m.routing_key = w.reply_key;
+            m.req_id = w.req_id;
+            m.keep = false;
+        } else if (w.why == SysinfoWaiter::Why::Heartbeat) {
+            m.routing_key = sysinfo_key(id_.uuid, random_hex(8));
+            m.keep = false;
+        } else {
+            continue;
+        }
+        enqueue(std::move(m), now);
+    }
+}
+
+void Agent::send_sysinfo_heartbeat(uint64_t now) {
+    sysinfo_next_at_ = 0;
+    if (!consuming_) return;
+    want_sysinfo({SysinfoWaiter::Why::Heartbeat, "", ""}, now);
+    if (setup_done_) return;
+    if (setup_complete(cfg_.setup_file)) {
+        setup_done_ = true;
+        log::info("setup is complete; sysinfo heartbeats stop", {{"file", cfg_.setup_file}});
+        return;
+    }
+    sysinfo_next_at_ = now + uint64_t(cfg_.sysinfo_interval_s) * 1000;
+}
+
+// ---------------------------------------------------------------- reboot, shutdown
+
+void Agent::reboot(uint64_t now) {
+    reboot_pending_ = false;
+    if (rebooted_) return;
+    rebooted_ = true;
+    log::info("running the reboot command", {{"command", field(cfg_.reboot_cmd)}});
+    JobSpec spec;
+    spec.id = std::string(kRebootJob) + std::to_string(++job_counter_);
+    spec.kind = JobSpec::Kind::File;
+    spec.script = "/bin/sh";
+    spec.args = {"-c", cfg_.reboot_cmd};
+    spec.timeout_ms = 0;
+    sup_.start(std::move(spec), now);
+}
+
+void Agent::begin_shutdown(uint64_t now) {
+    stopping_ = true;
+    stop_started_ = now;
+    log::info("shutting down: no new requests; waiting for running scripts",
+              {{"running", json::Value(int64_t(request_jobs_))},
+               {"grace_s", json::Value(int64_t(cfg_.shutdown_grace_s))}});
+    if (conn_ && cons_ch_ && conn_->is_open()) {
+        // Closing the request channel stops deliveries and returns the
+        // unacked (not started) ones to the broker for redelivery.
+        conn_->close_channel(cons_ch_);
+        cons_ch_ = 0;
+        ++channel_gen_;
+    }
+    queued_.clear();
+    consumer_retry_at_ = 0;
+    sysinfo_next_at_ = 0;
+}
+
+void Agent::check_shutdown(uint64_t now) {
+    uint64_t grace_end = stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000;
+    if (request_jobs_ > 0 && !children_killed_ && now >= grace_end) {
+        log::warn("shutdown grace period over; killing running scripts",
+                  {{"running", json::Value(int64_t(request_jobs_))}});
+        sup_.terminate_all(now);
+        children_killed_ = true;
+    }
+    if (request_jobs_ > 0) return;
+    bool replies_left = outbox_.has_kept();
+    bool out_of_time = now >= grace_end + kCloseGraceMs * 2;
+    if (replies_left && !out_of_time) return;
+    if (replies_left)
+        log::error("exiting with undelivered replies; the journal answers them on restart",
+                   {{"pending_replies", json::Value(int64_t(outbox_.size()))}});
+    if (conn_ && conn_->is_open() && !closing_) {
+        closing_ = true;
+        conn_->close(200, "ur-agent shutting down");
+        return;
+    }
+    if (!conn_ || conn_->is_closed() || out_of_time || link_ != Link::Open) done_ = true;
+}
+
+}  // namespace ur

@@ -1,0 +1,162 @@
+// The agent: one poll() loop that owns the broker link (socket +
+// amqp::Connection), the Ur protocol handling, the process supervisor and
+// the outbox of replies.  Data flows one way: socket -> Connection -> Ur
+// request -> Supervisor -> reply -> Outbox -> Connection -> socket.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "amqp/connection.hpp"
+#include "json/json.hpp"
+#include "src/config.hpp"
+#include "src/journal.hpp"
+#include "src/net.hpp"
+#include "src/outbox.hpp"
+#include "src/supervisor.hpp"
+#include "src/sysinfo.hpp"
+#include "src/ur_protocol.hpp"
+
+namespace ur {
+
+// Exponential backoff with jitter: base doubling to cap; reset() after a
+// healthy period.
+class Backoff {
+public:
+    Backoff(uint64_t base_ms, uint64_t cap_ms) : base_(base_ms), cap_(cap_ms) {}
+    uint64_t next(uint32_t random);  // delay for the next attempt
+    void reset() { attempt_ = 0; }
+    unsigned attempts() const { return attempt_; }
+
+private:
+    uint64_t base_, cap_;
+    unsigned attempt_ = 0;
+};
+
+class Agent {
+public:
+    explicit Agent(Config cfg);
+    ~Agent();
+    // Runs until SIGTERM/SIGINT (or a fatal set-up error).  Returns the
+    // process exit status.
+    int run();
+
+private:
+    enum class Link { Down, Connecting, Handshake, Open };
+
+    // One request delivered but not yet started (waiting for a free slot).
+    struct Queued {
+        Request req;
+        uint64_t delivery_tag;
+        uint64_t channel_gen;
+    };
+    struct Running {
+        std::string req_id, reply_key, journal_key;
+    };
+    struct SysinfoWaiter {
+        enum class Why { Boot, Heartbeat, Broadcast } why;
+        std::string reply_key, req_id;
+    };
+
+    // Set-up
+    bool setup(std::string& error);
+    void install_signals();
+    // The loop
+    void loop_once();
+    uint64_t next_deadline() const;
+    void drain_self_pipe();
+    // Broker link
+    void connect_next(uint64_t now);
+    void on_connected(uint64_t now);
+    void link_down(const std::string& why, uint64_t now);
+    void read_socket(uint64_t now);
+    void write_socket(uint64_t now);
+    void handle_events(uint64_t now);
+    void setup_consumer(uint64_t now);
+    void on_consuming(uint64_t now);
+    // Ur protocol
+    void on_delivery(amqp::Event& ev, uint64_t now);
+    void start_queued(uint64_t now);
+    void start_job(Queued& q, uint64_t now);
+    void on_job_finished(JobResult& r, uint64_t now);
+    void enqueue(OutMessage m, uint64_t now);
+    void publish_outbox(uint64_t now);
+    void on_confirmed(std::vector<OutMessage> done, uint64_t now);
+    // Sysinfo
+    void want_sysinfo(SysinfoWaiter w, uint64_t now);
+    void on_sysinfo(bool ok, const std::string& text, const std::string& error, uint64_t now);
+    void send_sysinfo_heartbeat(uint64_t now);
+    // Reboot and shutdown
+    void reboot(uint64_t now);
+    void begin_shutdown(uint64_t now);
+    void check_shutdown(uint64_t now);
+    std::string random_hex(size_t digits);
+    uint32_t random32();
+
+    Config cfg_;
+    Supervisor sup_;
+    Journal journal_;
+    Outbox outbox_;
+    Identity id_;
+    json::Value sysinfo_;
+    bool have_identity_ = false;
+
+    // Self-pipe for signals
+    int sig_pipe_[2] = {-1, -1};
+
+    // Broker link
+    Link link_ = Link::Down;
+    int fd_ = -1;
+    std::unique_ptr<amqp::Connection> conn_;
+    size_t broker_index_ = 0;
+    std::vector<SocketAddress> addrs_;
+    size_t addr_index_ = 0;
+    Backoff link_backoff_{100, 30000};
+    uint64_t reconnect_at_ = 0;        // when Down: next connect attempt
+    uint64_t connect_deadline_ = 0;    // when Connecting/Handshake
+    uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
+    std::string peer_;
+    uint16_t pub_ch_ = 0, cons_ch_ = 0;
+    bool pub_ready_ = false;
+    bool consuming_ = false;
+    int consume_oks_ = 0;
+    uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
+    Backoff consumer_backoff_{1000, 30000};
+    uint64_t consumer_retry_at_ = 0;   // 0 = none scheduled
+    bool blocked_ = false;
+    bool startup_checked_ = false;
+
+    // Requests
+    std::deque<Queued> queued_;
+    std::map<std::string, Running> running_;  // by supervisor job id
+    uint64_t job_counter_ = 0;
+    size_t request_jobs_ = 0;
+
+    // Sysinfo
+    std::vector<SysinfoWaiter> sysinfo_waiters_;
+    bool sysinfo_running_ = false;
+    Backoff sysinfo_backoff_{1000, 60000};
+    uint64_t sysinfo_retry_at_ = 0;     // boot-time retry
+    uint64_t sysinfo_next_at_ = 0;      // next heartbeat, 0 = stopped
+    bool setup_done_ = false;
+
+    // Reboot
+    bool reboot_pending_ = false;
+    uint64_t reboot_at_ = 0;            // grace deadline
+    bool rebooted_ = false;
+    uint64_t nack_retry_at_ = 0;
+
+    // Shutdown
+    bool stopping_ = false;
+    uint64_t stop_started_ = 0;
+    bool children_killed_ = false;
+    bool closing_ = false;
+    bool done_ = false;
+
+    uint64_t rng_state_;
+};
+
+}  // namespace ur

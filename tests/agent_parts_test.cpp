@@ -1,0 +1,186 @@
+// Unit tests of the agent's pure parts: configuration, sysinfo, outbox.
+#include <doctest/doctest.h>
+
+#include <map>
+
+#include "src/config.hpp"
+#include "src/outbox.hpp"
+#include "src/sysinfo.hpp"
+
+using namespace ur;
+
+namespace {
+struct Env {
+    std::map<std::string, std::string> vars;
+    Getenv fn() {
+        return [this](const char* k) -> const char* {
+            auto it = vars.find(k);
+            return it == vars.end() ? nullptr : it->second.c_str();
+        };
+    }
+};
+ConfigStatus parse(std::vector<const char*> args, Env& env, Config& cfg, std::string& err) {
+    args.insert(args.begin(), "ur-agent");
+    std::string out;
+    return parse_config(int(args.size()), args.data(), env.fn(), cfg, out, err);
+}
+}  // namespace
+
+TEST_CASE("config: defaults and environment") {
+    Env env;
+    Config cfg;
+    std::string err;
+    REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
+    REQUIRE(cfg.brokers.size() == 1);
+    CHECK(cfg.brokers[0].host == "localhost");
+    CHECK(cfg.brokers[0].port == 5672);
+    CHECK(cfg.login == "guest");
+    CHECK(cfg.password == "guest");
+    CHECK(cfg.vhost == "/");
+    CHECK(cfg.heartbeat_s == 30);
+    CHECK(cfg.max_concurrency == 16);
+    CHECK(cfg.work_dir == "/tmp/.ur-agent-work");
+
+    env.vars = {{"AMQP_HOST", "10.0.0.1"}, {"AMQP_PORT", "5673"}, {"AMQP_LOGIN", "ur"},
+                {"AMQP_PASSWORD", "s3cret"}, {"AMQP_VHOST", "v"}};
+    Config c2;
+    REQUIRE(parse({}, env, c2, err) == ConfigStatus::Ok);
+    CHECK(c2.brokers[0].host == "10.0.0.1");
+    CHECK(c2.brokers[0].port == 5673);
+    CHECK(c2.login == "ur");
+    CHECK(c2.password == "s3cret");
+    CHECK(c2.vhost == "v");
+}
+
+TEST_CASE("config: flags override the environment") {
+    Env env;
+    env.vars = {{"AMQP_HOST", "10.0.0.1"}};
+    Config cfg;
+    std::string err;
+    REQUIRE(parse({"--broker", "a:1,b,[::1]:7", "--heartbeat=5", "--max-concurrency", "4",
+                   "--state-dir", "/s", "--log-level", "debug"},
+                  env, cfg, err) == ConfigStatus::Ok);
+    REQUIRE(cfg.brokers.size() == 3);
+    CHECK(cfg.brokers[0].host == "a");
+    CHECK(cfg.brokers[0].port == 1);
+    CHECK(cfg.brokers[1].port == 5672);
+    CHECK(cfg.brokers[2].host == "::1");
+    CHECK(cfg.brokers[2].port == 7);
+    CHECK(cfg.heartbeat_s == 5);
+    CHECK(cfg.max_concurrency == 4);
+    CHECK(cfg.work_dir == "/s/.ur-agent-work");
+    CHECK(cfg.log_level == log::Level::Debug);
+}
+
+TEST_CASE("config: bad flags and values are one-line errors") {
+    Env env;
+    std::string err;
+    struct { std::vector<const char*> args; const char* msg; } cases[] = {
+        {{"--bogus"}, "unknown option '--bogus'"},
+        {{"--heartbeat"}, "--heartbeat needs a value"},
+        {{"--heartbeat", "x"}, "--heartbeat: expected a whole number"},
+        {{"--max-concurrency", "0"}, "at least 1"},
+        {{"--broker", "a:"}, "missing port"},
+        {{"--broker", "a:99999"}, "bad port"},
+        {{"--broker", ",a"}, "empty broker address"},
+        {{"--log-level", "loud"}, "--log-level"},
+        {{"positional"}, "unexpected argument"},
+        {{"--password-file", "/nonexistent/pw"}, "--password-file /nonexistent/pw"},
+    };
+    for (auto& c : cases) {
+        Config cfg;
+        err.clear();
+        INFO(std::string(c.msg));
+        CHECK(parse(c.args, env, cfg, err) == ConfigStatus::Error);
+        INFO(err);
+        CHECK(err.find(c.msg) != std::string::npos);
+        CHECK(err.find('\n') == std::string::npos);
+    }
+    env.vars = {{"AMQP_PORT", "http"}};
+    Config cfg;
+    CHECK(parse({}, env, cfg, err) == ConfigStatus::Error);
+    CHECK(err.find("AMQP_PORT") != std::string::npos);
+}
+
+TEST_CASE("config: --help and --version") {
+    Env env;
+    Config cfg;
+    std::string err;
+    std::string out;
+    const char* help[] = {"ur-agent", "--help"};
+    CHECK(parse_config(2, help, env.fn(), cfg, out, err) == ConfigStatus::Exit);
+    CHECK(out.find("--max-concurrency") != std::string::npos);
+    const char* ver[] = {"ur-agent", "--version"};
+    CHECK(parse_config(2, ver, env.fn(), cfg, out, err) == ConfigStatus::Exit);
+    CHECK(out.rfind("ur-agent ", 0) == 0);
+}
+
+TEST_CASE("sysinfo: identity and admin MAC") {
+    json::Value v;
+    Identity id;
+    std::string err;
+    REQUIRE(parse_sysinfo(R"({"UUID":"ABCD-1","Hostname":"cn7","Network Interfaces":{
+        "e0":{"MAC Address":"00:00:00:00:00:01","NIC Names":["external"]},
+        "e1":{"MAC Address":"01:23:45:67:89:AB","NIC Names":["admin"]}}})",
+                          v, id, err));
+    CHECK(id.uuid == "abcd-1");
+    CHECK(id.mac == "01:23:45:67:89:ab");
+    CHECK(id.hostname == "cn7");
+    REQUIRE(parse_sysinfo(R"({"UUID":"u","Admin NIC Tag":"mgmt","Network Interfaces":{
+        "e1":{"MAC Address":"aa","NIC Names":["admin"]},"e2":{"MAC Address":"bb","NIC Names":["mgmt"]}}})",
+                          v, id, err));
+    CHECK(id.mac == "bb");
+    REQUIRE(parse_sysinfo(R"({"UUID":"u"})", v, id, err));
+    CHECK(id.mac == "");
+    CHECK_FALSE(parse_sysinfo(R"({"Hostname":"x"})", v, id, err));
+    CHECK(err.find("UUID") != std::string::npos);
+    CHECK_FALSE(parse_sysinfo(R"({"UUID":"a.b"})", v, id, err));
+    CHECK_FALSE(parse_sysinfo(R"({"UUID":""})", v, id, err));
+    CHECK_FALSE(parse_sysinfo("[]", v, id, err));
+    CHECK_FALSE(parse_sysinfo("{", v, id, err));
+}
+
+static OutMessage msg(const char* key, size_t size, bool keep = true) {
+    OutMessage m;
+    m.routing_key = key;
+    m.body.assign(size, 'x');
+    m.req_id = key;
+    m.keep = keep;
+    return m;
+}
+
+TEST_CASE("outbox: publish, confirm, reconnect, bound") {
+    Outbox box(100);
+    std::vector<OutMessage> dropped;
+    box.push(msg("a", 10), dropped);
+    box.push(msg("b", 10), dropped);
+    box.push(msg("p", 10, false), dropped);
+    auto un = box.unpublished();
+    REQUIRE(un.size() == 3);
+    box.mark_published(un[0], 1);
+    box.mark_published(un[1], 2);
+    box.mark_published(un[2], 3);
+    CHECK(box.unpublished().empty());
+    auto done = box.confirm(1, false);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].routing_key == "a");
+    CHECK(box.bytes() == 20);
+    box.connection_lost();  // b is kept, p (ephemeral) is dropped
+    un = box.unpublished();
+    REQUIRE(un.size() == 1);
+    CHECK(un[0]->routing_key == "b");
+    box.mark_published(un[0], 1);
+    box.nack(1, false);
+    CHECK(box.unpublished().size() == 1);
+    box.mark_published(box.unpublished()[0], 2);
+    box.push(msg("c", 10), dropped);
+    box.mark_published(box.unpublished()[0], 3);
+    done = box.confirm(3, true);
+    CHECK(done.size() == 2);
+    CHECK(box.empty());
+    CHECK(box.bytes() == 0);
+    // The bound drops the oldest first.
+    for (int i = 0; i < 12; ++i) box.push(msg("m", 10), dropped);
+    CHECK(dropped.size() == 2);
+    CHECK(box.bytes() == 100);
+}

@@ -1,0 +1,136 @@
+#include <doctest/doctest.h>
+
+#include "src/ur_protocol.hpp"
+
+using namespace ur;
+
+static Identity node() {
+    Identity id;
+    id.uuid = "00000000-abcd-0000-fedc-ba9876543210";
+    id.mac = "01:23:45:67:89:ab";
+    return id;
+}
+
+static const std::string U = "00000000-abcd-0000-fedc-ba9876543210";
+
+TEST_CASE("execute: a script with args and env") {
+    Request r = parse_request(node(), "ur.execute." + U + ".req1",
+                              R"({"type":"script","script":"#!/bin/sh\necho hi","args":["a b","c"],)"
+                              R"("env":{"FOO":"bar","N":3},"timestamp":"x","origin":{"user":"admin","hostname":"hn"}})");
+    REQUIRE(r.kind == RequestKind::Execute);
+    CHECK(r.error == "");
+    CHECK(r.req_id == "req1");
+    CHECK(r.reply_key == "ur.execute-reply." + U + ".req1");
+    CHECK_FALSE(r.is_file);
+    CHECK(r.script == "#!/bin/sh\necho hi");
+    CHECK(r.args == std::vector<std::string>{"a b", "c"});
+    REQUIRE(r.env.has_value());
+    CHECK(*r.env == std::vector<std::string>{"FOO=bar", "N=3"});
+    CHECK(r.origin == "admin@hn");
+}
+
+TEST_CASE("execute: env absent means inherit, env {} means empty") {
+    Request a = parse_request(node(), "ur.execute." + U + ".r", R"({"type":"file","file":"/bin/true"})");
+    CHECK(a.error == "");
+    CHECK(a.is_file);
+    CHECK_FALSE(a.env.has_value());
+    Request b = parse_request(node(), "ur.execute." + U + ".r", R"({"type":"file","file":"/bin/true","env":{}})");
+    REQUIRE(b.env.has_value());
+    CHECK(b.env->empty());
+}
+
+TEST_CASE("execute: addressed with uuid-mac is ours; other nodes are ignored") {
+    Request a = parse_request(node(), "ur.execute." + U + "-01:23:45:67:89:ab.r9",
+                              R"({"type":"file","file":"/bin/true"})");
+    CHECK(a.kind == RequestKind::Execute);
+    CHECK(a.reply_key == "ur.execute-reply." + U + ".r9");
+    Request b = parse_request(node(), "ur.execute.11111111-abcd-0000-fedc-ba9876543210.r",
+                              R"({"type":"file","file":"/bin/true"})");
+    CHECK(b.kind == RequestKind::Ignored);
+    CHECK(b.error.find("another node") != std::string::npos);
+}
+
+TEST_CASE("execute: invalid bodies are answered with a reason") {
+    struct { const char* body; const char* reason; } cases[] = {
+        {"not json", "not valid JSON"},
+        {"[1,2]", "not a JSON object"},
+        {"{}", "missing \"type\""},
+        {R"({"type":"shell"})", "unknown \"type\""},
+        {R"({"type":"script"})", "\"script\" must be a string"},
+        {R"({"type":"script","script":""})", "is empty"},
+        {R"({"type":"script","script":"x","args":"a"})", "\"args\" must be an array"},
+        {R"({"type":"script","script":"x","args":["a",1]})", "\"args\"[1] is not a string"},
+        {R"({"type":"script","script":"x","args":["a\u0000"]})", "NUL"},
+        {R"({"type":"script","script":"x","env":[]})", "\"env\" must be an object"},
+        {R"({"type":"script","script":"x","env":{"A":{}}})", "is not a string"},
+        {R"({"type":"script","script":"x","env":{"A=B":"c"}})", "invalid variable name"},
+        {R"({"type":"script","script":"x","timeout":"soon"})", "\"timeout\""},
+        {R"({"type":"script","script":"x","timeout":-1})", "\"timeout\""},
+    };
+    for (const auto& c : cases) {
+        Request r = parse_request(node(), "ur.execute." + U + ".r", c.body);
+        INFO(c.body);
+        CHECK(r.kind == RequestKind::Execute);
+        CHECK(r.reply_key == "ur.execute-reply." + U + ".r");
+        CHECK(r.error.find(c.reason) != std::string::npos);
+    }
+}
+
+TEST_CASE("ping and broadcast") {
+    Request p = parse_request(node(), "ur.ping." + U, R"({"client_id":"abc","id":"42"})");
+    REQUIRE(p.kind == RequestKind::Ping);
+    CHECK(p.reply_key == "ur.ackabc." + U);
+    CHECK(p.ping_id == "42");
+    Request bad = parse_request(node(), "ur.ping." + U, R"({"client_id":"a.b","id":"42"})");
+    CHECK(bad.kind == RequestKind::Ignored);
+    Request b = parse_request(node(), "ur.broadcast.sysinfo.77", "{}");
+    REQUIRE(b.kind == RequestKind::Broadcast);
+    CHECK(b.reply_key == "ur.execute-reply." + U + ".77");
+    CHECK(parse_request(node(), "ur.broadcast.reboot.77", "{}").kind == RequestKind::Ignored);
+    CHECK(parse_request(node(), "ur.execute." + U, "{}").kind == RequestKind::Ignored);
+    CHECK(parse_request(node(), "foo.bar", "{}").kind == RequestKind::Ignored);
+    CHECK(parse_request(node(), "", "").kind == RequestKind::Ignored);
+}
+
+TEST_CASE("queue names and bindings follow PROTOCOL.md") {
+    Identity id = node();
+    CHECK(request_queue_name(id) == "ur.request." + U + ".01:23:45:67:89:ab");
+    CHECK(ping_queue_name(id) == "ur.ping." + U);
+    CHECK(request_bindings(id) ==
+          std::vector<std::string>{"ur.execute." + U + ".*", "ur.execute." + U + "-01:23:45:67:89:ab.*",
+                                   "ur.broadcast.*.*"});
+    id.mac.clear();
+    CHECK(request_queue_name(id) == "ur.request." + U);
+    CHECK(request_bindings(id).size() == 2);
+}
+
+TEST_CASE("reply bodies") {
+    ExecuteOutcome o;
+    o.exit_status = 137;
+    o.signal = 9;
+    o.timed_out = true;
+    std::string out = "ok\xff\n";
+    o.out = {out, out.size(), false};
+    o.duration_ms = 12;
+    std::string body = execute_reply_body(o);
+    json::Value v;
+    json::ParseError e;
+    REQUIRE(json::parse(body, v, e));
+    CHECK(v.find("exit_status")->as_int() == 137);
+    CHECK(v.find("stdout")->as_string() == "ok\xef\xbf\xbd\n");
+    CHECK(v.find("stderr")->as_string() == "");
+    CHECK(v.find("signal")->as_string() == "SIGKILL");
+    CHECK(v.find("timed_out")->as_bool());
+    CHECK(v.find("stdout_truncated") == nullptr);
+    CHECK(v.find("duration_ms")->as_int() == 12);
+    CHECK(body.rfind("{\"exit_status\":137,\"stdout\":", 0) == 0);
+
+    REQUIRE(json::parse(invalid_request_body("bad \"x\""), v, e));
+    CHECK(v.find("exit_status")->as_int() == 2);
+    CHECK(v.find("stderr")->as_string() == "ur-agent: invalid request: bad \"x\"\n");
+
+    REQUIRE(json::parse(ping_reply_body("r1", "2026-01-01T00:00:00.000Z"), v, e));
+    CHECK(v.find("req_id")->as_string() == "r1");
+    CHECK(signal_name(15) == "SIGTERM");
+    CHECK(signal_name(77) == "SIG77");
+}
