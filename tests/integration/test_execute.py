@@ -18,6 +18,34 @@ def env_names(stdout):
     return {line.split("=", 1)[0] for line in stdout.splitlines() if line}
 
 
+def check_truncated(tc, out, expected, min_head, tail=64 * 1024):
+    """Asserts that out is expected cut as PROTOCOL.md says: a head that is
+    exactly the stream's first bytes (at least min_head of them), a marker
+    line that names how many bytes were cut, and the last 64 KiB."""
+    total = len(expected)
+    tc.assertTrue(out.endswith(expected[-tail:]),
+                  "last 64 KiB not kept: ...%r" % out[-200:])
+    rest = out[:-tail]
+    head = marker = None
+    # Whatever the head size, some number in the marker must be the count
+    # of bytes cut, and the head before it must match the stream.
+    base = max(0, len(rest) - 1024)
+    for m in re.finditer(r"\d+", rest[base:]):
+        n = total - tail - int(m.group())
+        # The number must lie in the marker, after the head it implies.
+        if 0 < n <= base + m.start() and rest[:n] == expected[:n]:
+            head, marker = n, rest[n:]
+            break
+    tc.assertIsNotNone(head, "no marker naming the cut byte count; around "
+                       "the cut: %r" % rest[-300:])
+    tc.assertGreaterEqual(head, min_head, "head too small")
+    tc.assertTrue(marker.endswith("\n"), repr(marker))
+    tc.assertTrue(expected[head - 1] == "\n" or marker.startswith("\n"),
+                  "marker not on its own line: %r" % marker)
+    tc.assertNotIn("\n", marker.strip("\n"),
+                   "marker is more than one line: %r" % marker)
+
+
 class Execute(AgentTestCase):
 
     def setUp(self):
@@ -174,31 +202,7 @@ class Execute(AgentTestCase):
         self.assertEqual(r.get("stdout_bytes"), total)
         self.assertNotEqual(r.get("stderr_truncated"), True)
         self.assertLess(len(out), 5 * MIB + 4096, "cap not applied")
-        tail = 64 * 1024
-        self.assertTrue(out.endswith(expected[-tail:]),
-                        "last 64 KiB not kept: ...%r" % out[-200:])
-        # Whatever the head size, the marker must name the bytes cut and
-        # the head must be exactly the stream's first bytes.
-        middle_and_head = out[:-tail]
-        found = False
-        for m in re.finditer(r"\d+", middle_and_head[-1024:]):
-            cut = int(m.group())
-            head = total - tail - cut
-            if head <= 0 or head > len(middle_and_head):
-                continue
-            if middle_and_head[:head] == expected[:head]:
-                marker = middle_and_head[head:]
-                found = True
-                break
-        self.assertTrue(found, "no marker naming the cut byte count; "
-                        "around the cut: %r" % middle_and_head[-300:])
-        self.assertGreaterEqual(head, 1 * MIB, "head too small")
-        self.assertTrue(marker.endswith("\n"), repr(marker))
-        self.assertTrue(head == 0 or expected[head - 1] == "\n"
-                        or marker.startswith("\n"),
-                        "marker not on its own line: %r" % marker)
-        self.assertNotIn("\n", marker.strip("\n"),
-                         "marker is more than one line: %r" % marker)
+        check_truncated(self, out, expected, min_head=MIB)
 
     # -- children that misbehave --------------------------------------
 
@@ -251,6 +255,40 @@ class Execute(AgentTestCase):
             r = self.run_script("#!/bin/sh\necho %d\n" % i, env={})
             self.assertReply(r, 0, "%d\n" % i)
         self.assertTrue(self.agent.running())
+
+
+class Limits(AgentTestCase):
+
+    def test_default_timeout_flag(self):
+        a = self.start_agent(args=["--default-timeout", "1"])
+        t0 = time.monotonic()
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/sleep 30\n", env={})
+        self.assertIs(r.get("timed_out"), True, repr(r))
+        self.assertIn(r["exit_status"], (143, 137))
+        self.assertLess(time.monotonic() - t0, 15)
+
+    def test_request_timeout_overrides_default(self):
+        a = self.start_agent(args=["--default-timeout", "1"])
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/sleep 2\necho ok\n",
+                                env={}, timeout=20)
+        self.assertReply(r, 0, "ok\n")
+        self.assertNotEqual(r.get("timed_out"), True)
+
+    def test_max_output_flag_caps_stderr(self):
+        a = self.start_agent(args=["--max-output", "200000"])
+        total = 300000
+        expected = "".join("%09d\n" % i for i in range(total // 10))
+        r = self.client.execute(
+            a.uuid, "#!/bin/sh\n/usr/bin/awk 'BEGIN { for (i = 0; i < %d; "
+            "i++) printf \"%%09d\\n\", i }' >&2\necho out\n"
+            % (total // 10), env={})
+        self.assertReply(r, 0, "out\n")
+        self.assertIs(r.get("stderr_truncated"), True, repr(r)[:300])
+        self.assertEqual(r.get("stderr_bytes"), total)
+        self.assertNotEqual(r.get("stdout_truncated"), True)
+        err = r["stderr"]
+        self.assertLess(len(err), 200000 + 1024, "cap not applied")
+        check_truncated(self, err, expected, min_head=50000)
 
 
 class Reboot(AgentTestCase):

@@ -128,6 +128,25 @@ class Routing(AgentTestCase):
         self.assertIn((ping_q, "ur.ping.%s" % a.uuid), keys)
 
 
+    def test_request_consumer_manual_ack_and_prefetch(self):
+        a = self.start_agent(args=["--max-concurrency", "3"])
+        queue = "ur.request.%s.%s" % (a.uuid, a.mac)
+        out = rabbitmqctl("list_consumers", "-q", "--no-table-headers",
+                          "queue_name", "channel_pid", "ack_required",
+                          "prefetch_count")
+        rows = [line.split("\t") for line in out.splitlines()
+                if line.split("\t")[0] == queue]
+        self.assertEqual(len(rows), 1, out)
+        _, chan, ack_required, prefetch = rows[0]
+        self.assertEqual(ack_required, "true", "requests must be acked")
+        if prefetch == "0":  # basic.qos global: the channel's limit
+            chans = rabbitmqctl("list_channels", "-q", "--no-table-headers",
+                                "pid", "prefetch_count")
+            prefetch = [line.split("\t")[1] for line in chans.splitlines()
+                        if line.split("\t")[0] == chan][0]
+        self.assertEqual(prefetch, "3", "prefetch != --max-concurrency")
+
+
 # Invalid requests: body -> description.  Each must be answered with
 # exit_status 2 and a one-line reason, and the agent must go on serving.
 INVALID = {

@@ -164,10 +164,14 @@ class Client:
             self.ch.queue_bind(queue=self.queue, exchange="amq.topic",
                                routing_key=key)
         self.messages = []
+        self.bad_content_type = []  # every message lacking application/json
         self.ch.basic_consume(self.queue, self._on_message, auto_ack=True)
 
     def _on_message(self, ch, method, properties, body):
-        self.messages.append(Message(method.routing_key, properties, body))
+        m = Message(method.routing_key, properties, body)
+        if m.content_type != JSON_CT:
+            self.bad_content_type.append(m)
+        self.messages.append(m)
 
     def close(self):
         try:
@@ -509,6 +513,20 @@ class AgentTestCase(unittest.TestCase):
         self.pids_to_kill = []
         self.addCleanup(self._cleanup)
         self.client = Client() if self.needs_rabbitmq else None
+
+    def tearDown(self):
+        """A test that passed also proves, for every agent it left running,
+        a clean SIGTERM shutdown (exit 0), and that every message the
+        client received carried content-type application/json."""
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            return
+        for a in self.agents:
+            if a.running():
+                a.stop()
+        if self.client:
+            self.assertEqual(self.client.bad_content_type, [],
+                             "messages without content-type %s" % JSON_CT)
 
     def _cleanup(self):
         for a in self.agents:
