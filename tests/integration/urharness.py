@@ -2,7 +2,7 @@
 
 The tests drive the agent the way the headnode does: through a real RabbitMQ
 with a client that was not written here (Debian's python3-pika), speaking the
-Ur protocol as /work/shared/PROTOCOL.md (docs/PROTOCOL.md) defines it.
+Ur protocol as PROTOCOL.md defines it.
 
   Agent   one ur-agent process with its own sysinfo file (a random UUID, so
           tests never collide on the shared broker), state dir, setup file
@@ -354,6 +354,10 @@ class Agent:
         self.log_path = os.path.join(workdir, name + ".log")
         self.out_path = os.path.join(workdir, name + ".out")
         self.args = list(args)
+        # Never the real default (a reboot of this machine) by accident.
+        self.reboot_log = os.path.join(workdir, name + "-reboot.log")
+        if "--reboot-cmd" not in self.args:
+            self.args += ["--reboot-cmd", "echo reboot >> " + self.reboot_log]
         self.env = {"PATH": "/usr/bin:/bin", "HOME": workdir,
                     "LANG": "C.UTF-8"}
         if use_env_broker:
