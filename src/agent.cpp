@@ -503,10 +503,11 @@ void Agent::handle_events(uint64_t now) {
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405)
-                    log::warn("request queue is held by another connection (another agent with "
-                              "this UUID, or the broker has not noticed our old connection "
-                              "died); retrying",
+                    log::warn("405 RESOURCE_LOCKED: the request queue is held by another "
+                              "connection (another agent with this UUID, or the broker has not "
+                              "noticed our old connection died); retrying",
                               {{"queue", field(request_queue_name(id_))},
+                               {"code", json::Value(405)},
                                {"retry_in_ms", json::Value(int64_t(delay))},
                                {"attempt", json::Value(int64_t(consumer_backoff_.attempts()))}});
                 else

@@ -130,7 +130,8 @@ private:
     bool consuming_ = false;
     int consume_oks_ = 0;
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
-    Backoff consumer_backoff_{1000, 30000};
+    // Short cap: when the other holder of our queue goes, take over quickly.
+    Backoff consumer_backoff_{500, 5000};
     uint64_t consumer_retry_at_ = 0;   // 0 = none scheduled
     bool blocked_ = false;
     bool startup_checked_ = false;
