@@ -22,6 +22,7 @@ const char kHelp[] =
     "queues (-> ok COUNT then NAME READY UNACKED CONSUMERS per queue); "
     "queue NAME (-> ok ready=R unacked=U consumers=C); connections; "
     "publish EXCHANGE|- KEY BODY; wait-consumers QUEUE N SECS; wait-connections N SECS; "
+    "wait-queue-deleted QUEUE SECS; "
     "messages KEY-PATTERN; wait-messages KEY-PATTERN N SECS; last-message KEY-PATTERN "
     "(-> ok KEY BODY); ping; help.  Patterns of routing keys use topic rules (* #), "
     "queue patterns are shell globs";
@@ -275,6 +276,11 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         auto it = queues.find(q);
         size_t have = it == queues.end() ? 0 : it->second.consumers.size();
         return wait_until(have >= want, secs, q + " has " + std::to_string(have) + " consumers");
+    }
+    if (verb == "wait-queue-deleted") {
+        std::string q = next_word(rest), secs = next_word(rest);
+        if (q.empty()) return usage("wait-queue-deleted QUEUE SECS");
+        return wait_until(!queues.count(q), secs, q + " still exists");
     }
     if (verb == "wait-connections") {
         std::string n = next_word(rest), secs = next_word(rest);
