@@ -429,3 +429,359 @@ TEST_CASE("fake broker: a real client (python3-pika) talks to it") {
     CHECK(out.find("PASS") != std::string::npos);
     CHECK(r.cmd("messages ur.#") == "ok 4");
 }
+
+namespace {
+
+// A connected client with channel 1 open and a consumer on queue `q`
+// (bound to amq.topic with key q).
+struct Consuming {
+    Client c;
+    std::string tag;
+    Consuming(uint16_t port, const std::string& q, bool no_ack = true, uint16_t prefetch = 0)
+        : c(port) {
+        REQUIRE(c.handshake());
+        REQUIRE(c.open_channel(1));
+        if (prefetch) {
+            c.send_method(1, BasicQos{0, prefetch, false});
+            REQUIRE(c.expect<BasicQosOk>(1));
+        }
+        REQUIRE(c.queue(1, q, false, {q.c_str()}) == q);
+        tag = c.consume(1, q, no_ack);
+        REQUIRE(!tag.empty());
+    }
+};
+
+}  // namespace
+
+TEST_CASE("fake broker: prefetch, ack, reject and requeue on close set redelivered") {
+    Running r;
+    Consuming a(r.broker.port(), "work", false, 1);
+    CHECK(r.cmd("publish amq.topic work {\"n\":1}") == "ok routed 1");
+    CHECK(r.cmd("publish amq.topic work {\"n\":2}") == "ok routed 1");
+    BasicDeliver d;
+    std::string body;
+    REQUIRE(a.c.expect<BasicDeliver>(1, &d));
+    REQUIRE(a.c.content(body));
+    CHECK(body == "{\"n\":1}");
+    CHECK(r.cmd("queue work") == "ok ready=1 unacked=1 consumers=1");  // prefetch 1 holds n=2
+    a.c.send_method(1, BasicReject{d.delivery_tag, true});
+    REQUIRE(a.c.expect<BasicDeliver>(1, &d));
+    REQUIRE(a.c.content(body));
+    CHECK(body == "{\"n\":1}");
+    CHECK(d.redelivered);
+    a.c.send_method(1, BasicAck{d.delivery_tag, false});
+    REQUIRE(a.c.expect<BasicDeliver>(1, &d));
+    REQUIRE(a.c.content(body));
+    CHECK(body == "{\"n\":2}");
+    CHECK_FALSE(d.redelivered);
+
+    // The unacked n=2 goes back when its connection goes, marked redelivered.
+    Client b(r.broker.port());
+    REQUIRE(b.handshake());
+    REQUIRE(b.open_channel(1));
+    b.consume(1, "work", true);
+    CHECK(r.cmd("wait-consumers work 2 5") == "ok");
+    close(a.c.fd);
+    a.c.fd = -1;
+    REQUIRE(b.expect<BasicDeliver>(1, &d));
+    REQUIRE(b.content(body));
+    CHECK(body == "{\"n\":2}");
+    CHECK(d.redelivered);
+
+    // An unknown delivery tag is a channel error (406).
+    b.send_method(1, BasicAck{99, false});
+    ChannelClose cc;
+    REQUIRE(b.expect<ChannelClose>(1, &cc));
+    CHECK(cc.reply_code == 406);
+}
+
+TEST_CASE("fake broker: auto-delete queue goes with its last consumer") {
+    Running r;
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    REQUIRE(c.queue(1, "ur.ping.u1", false, {"ur.ping.u1"}, true) == "ur.ping.u1");
+    std::string tag = c.consume(1, "ur.ping.u1");
+    c.send_method(1, BasicCancel{tag, false});
+    BasicCancelOk ok;
+    REQUIRE(c.expect<BasicCancelOk>(1, &ok));
+    CHECK(ok.consumer_tag == tag);
+    CHECK(r.cmd("queue ur.ping.u1") == "error no such queue");
+    CHECK(r.cmd("publish amq.topic ur.ping.u1 {}") == "ok routed 0");
+}
+
+TEST_CASE("fake broker: protocol violations close the connection with the right code") {
+    Running r;
+    SUBCASE("bad protocol header: the broker answers with its own and hangs up") {
+        Client c(r.broker.port());
+        c.send_bytes(std::string("AMQP\x00\x00\x09\x00", 8));
+        RawFrame f;
+        CHECK(c.next_frame(f) == Got::Eof);
+        CHECK(c.in == std::string(kProtocolHeader));
+    }
+    SUBCASE("bad frame-end: 501") {
+        Client c(r.broker.port());
+        REQUIRE(c.handshake());
+        c.send_bytes(std::string("\x08\x00\x00\x00\x00\x00\x00\x00", 8));
+        ConnectionClose cc;
+        REQUIRE(c.expect<ConnectionClose>(0, &cc));
+        CHECK(cc.reply_code == 501);
+        CHECK(c.closed_by_peer());
+    }
+    SUBCASE("method on a channel never opened: 504") {
+        Client c(r.broker.port());
+        REQUIRE(c.handshake());
+        c.send_method(3, BasicQos{0, 1, false});
+        CHECK(c.closed_with(504));
+        CHECK(c.closed_by_peer());
+    }
+    SUBCASE("content header without basic.publish: 505") {
+        Client c(r.broker.port());
+        REQUIRE(c.handshake());
+        REQUIRE(c.open_channel(1));
+        std::string out;
+        encode_header_frame(out, 1, ContentHeader{});
+        c.send_bytes(out);
+        CHECK(c.closed_with(505));
+    }
+    SUBCASE("a method in the middle of a content: 505") {
+        Client c(r.broker.port());
+        REQUIRE(c.handshake());
+        REQUIRE(c.open_channel(1));
+        c.send_method(1, BasicPublish{});
+        c.send_method(1, BasicQos{});
+        CHECK(c.closed_with(505));
+    }
+    SUBCASE("a method the codec does not know: 503") {
+        Client c(r.broker.port());
+        REQUIRE(c.handshake());
+        REQUIRE(c.open_channel(1));
+        c.send_bytes(std::string("\x01\x00\x01\x00\x00\x00\x05\x00\x3c\x00\x46\x00\xce", 13));
+        CHECK(c.closed_with(503));
+    }
+    SUBCASE("a server method from the client: 503") {
+        Client c(r.broker.port());
+        REQUIRE(c.handshake());
+        REQUIRE(c.open_channel(1));
+        c.send_method(1, BasicDeliver{});
+        CHECK(c.closed_with(503));
+    }
+    SUBCASE("frame_max below 4096 in tune-ok: 530") {
+        Client c(r.broker.port());
+        c.send_bytes(std::string(kProtocolHeader));
+        REQUIRE(c.expect<ConnectionStart>(0));
+        ConnectionStartOk so;
+        so.response = std::string("\0u\0p", 4);
+        c.send_method(0, so);
+        REQUIRE(c.expect<ConnectionTune>(0));
+        c.send_method(0, ConnectionTuneOk{0, 1024, 0});
+        CHECK(c.closed_with(530));
+    }
+    CHECK(r.cmd("ping") == "ok pong");
+}
+
+TEST_CASE("fake broker: heartbeats are sent, and a silent client is dropped") {
+    fake::Options o;
+    o.heartbeat = 1;
+    Running r(o);
+    Client c(r.broker.port());
+    REQUIRE(c.handshake(1));
+    RawFrame f;
+    REQUIRE(c.next_frame(f, 3000, false) == Got::Frame);
+    CHECK(f.type == kFrameHeartbeat);
+    // We never answer: within 2 intervals (+ slack) the broker hangs up.
+    CHECK(c.closed_by_peer(4000));
+    CHECK(r.cmd("connections") == "ok 0");
+}
+
+TEST_CASE("fault: drop-after N closes the TCP connection after N frames") {
+    Running r;
+    Consuming a(r.broker.port(), "q1");
+    CHECK(r.cmd("drop-after 3") == "ok armed 1");
+    r.cmd("publish amq.topic q1 {\"n\":1}");
+    r.cmd("publish amq.topic q1 {\"n\":2}");
+    std::string body;
+    REQUIRE(a.c.expect<BasicDeliver>(1));
+    REQUIRE(a.c.content(body));  // frames 2 and 3
+    CHECK(body == "{\"n\":1}");
+    RawFrame f;
+    CHECK(a.c.next_frame(f) == Got::Eof);  // no connection.close, no 4th frame
+}
+
+TEST_CASE("fault: drop-now drops every client") {
+    Running r;
+    Client a(r.broker.port()), b(r.broker.port());
+    REQUIRE(a.handshake());
+    REQUIRE(b.handshake());
+    CHECK(r.cmd("drop-now") == "ok dropped 2");
+    CHECK(a.closed_by_peer());
+    CHECK(b.closed_by_peer());
+    CHECK(r.cmd("connections") == "ok 0");
+}
+
+TEST_CASE("fault: freeze stops all I/O for a while") {
+    Running r;
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    c.send_method(1, ConfirmSelect{});
+    REQUIRE(c.expect<ConfirmSelectOk>(1));
+    CHECK(r.cmd("freeze 1") == "ok frozen 1000ms");
+    c.publish(1, "amq.topic", "k", "{}");
+    RawFrame f;
+    CHECK(c.next_frame(f, 500, false) == Got::Timeout);  // no ack, not even heartbeats
+    CHECK(r.cmd("messages k") == "ok 0");                 // and nothing was read
+    CHECK(c.expect<BasicAck>(1, nullptr, 3000));
+    CHECK(r.cmd("messages k") == "ok 1");
+}
+
+TEST_CASE("fault: malformed sends a frame with a bad frame-end") {
+    Running r;
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    CHECK(r.cmd("malformed") == "ok sent 1");
+    RawFrame f;
+    REQUIRE(c.next_frame(f, 3000, false) == Got::Frame);
+    CHECK(f.type == 0xFF);  // our marker for "frame-end octet was not 0xCE"
+}
+
+TEST_CASE("fault: close-connection and close-channel") {
+    Running r;
+    Consuming a(r.broker.port(), "q2", false);
+    r.cmd("publish amq.topic q2 {}");
+    REQUIRE(a.c.expect<BasicDeliver>(1));
+    std::string body;
+    REQUIRE(a.c.content(body));
+    CHECK(r.cmd("close-channel 406 PRECONDITION_FAILED - test") == "ok closed 1");
+    ChannelClose cc;
+    REQUIRE(a.c.expect<ChannelClose>(1, &cc));
+    CHECK(cc.reply_code == 406);
+    CHECK(cc.reply_text == "PRECONDITION_FAILED - test");
+    a.c.send_method(1, ChannelCloseOk{});
+    CHECK(r.cmd("queue q2") == "ok ready=1 unacked=0 consumers=0");  // requeued
+
+    CHECK(r.cmd("close-connection 320 CONNECTION_FORCED - broker forced connection closure") ==
+          "ok closed 1");
+    ConnectionClose conn_close;
+    REQUIRE(a.c.expect<ConnectionClose>(0, &conn_close));
+    CHECK(conn_close.reply_code == 320);
+    CHECK(conn_close.reply_text == "CONNECTION_FORCED - broker forced connection closure");
+    a.c.send_method(0, ConnectionCloseOk{});
+    CHECK(a.c.closed_by_peer());
+}
+
+TEST_CASE("fault: cancel-consumers and delete-queue send basic.cancel") {
+    Running r;
+    Consuming a(r.broker.port(), "q3");
+    CHECK(r.cmd("cancel-consumers") == "ok cancelled 1");
+    BasicCancel bc;
+    REQUIRE(a.c.expect<BasicCancel>(1, &bc));
+    CHECK(bc.consumer_tag == a.tag);
+    CHECK(r.cmd("queue q3") == "ok ready=0 unacked=0 consumers=0");
+
+    std::string tag = a.c.consume(1, "q3");
+    CHECK(r.cmd("delete-queue q3") == "ok deleted q3 0");
+    REQUIRE(a.c.expect<BasicCancel>(1, &bc));
+    CHECK(bc.consumer_tag == tag);
+    CHECK(r.cmd("queue q3") == "error no such queue");
+    CHECK(r.cmd("delete-queue q3") == "error no queue q3");
+}
+
+TEST_CASE("fault: refuse-login and lock-queue") {
+    Running r;
+    CHECK(r.cmd("refuse-login on") == "ok refusing logins");
+    {
+        Client c(r.broker.port());
+        c.send_bytes(std::string(kProtocolHeader));
+        REQUIRE(c.expect<ConnectionStart>(0));
+        ConnectionStartOk so;
+        so.response = std::string("\0guest\0guest", 12);
+        c.send_method(0, so);
+        CHECK(c.closed_with(403));
+        CHECK(c.closed_by_peer());
+    }
+    CHECK(r.cmd("refuse-login off") == "ok accepting logins");
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    CHECK(r.cmd("lock-queue ur.request.* on") == "ok 1 locked patterns");
+    QueueDeclare qd;
+    qd.queue = "ur.request.u1.mac";
+    qd.exclusive = true;
+    c.send_method(1, qd);
+    ChannelClose cc;
+    REQUIRE(c.expect<ChannelClose>(1, &cc));
+    CHECK(cc.reply_code == 405);
+    c.send_method(1, ChannelCloseOk{});
+    CHECK(r.cmd("lock-queue ur.request.* off") == "ok 0 locked patterns");
+    REQUIRE(c.open_channel(1));
+    CHECK(c.queue(1, "ur.request.u1.mac", true) == "ur.request.u1.mac");
+}
+
+TEST_CASE("fault: confirm-delay holds publisher confirms") {
+    Running r;
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    c.send_method(1, ConfirmSelect{});
+    REQUIRE(c.expect<ConfirmSelectOk>(1));
+    CHECK(r.cmd("confirm-delay 600") == "ok confirm-delay 600");
+    c.publish(1, "amq.topic", "k", "{}");
+    RawFrame f;
+    CHECK(c.next_frame(f, 300) == Got::Timeout);
+    BasicAck ack;
+    REQUIRE(c.expect<BasicAck>(1, &ack));
+    CHECK(ack.delivery_tag == 1);
+    CHECK(r.cmd("confirm-delay 0") == "ok confirm-delay 0");
+    c.publish(1, "amq.topic", "k", "{}");
+    REQUIRE(c.expect<BasicAck>(1, &ack, 1000));
+    CHECK(ack.delivery_tag == 2);
+}
+
+TEST_CASE("fault: blocked stops publishes until unblocked") {
+    Running r;
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    CHECK(r.cmd("blocked on") == "ok blocked on");
+    ConnectionBlocked b;
+    REQUIRE(c.expect<ConnectionBlocked>(0, &b));
+    CHECK(b.reason == "low on memory");
+    c.publish(1, "amq.topic", "blocked.key", "{}");
+    CHECK(r.cmd("wait-messages blocked.key 1 0.3").rfind("error timeout", 0) == 0);
+    CHECK(r.cmd("blocked off") == "ok blocked off");
+    REQUIRE(c.expect<ConnectionUnblocked>(0));
+    CHECK(r.cmd("wait-messages blocked.key 1 3") == "ok");
+}
+
+TEST_CASE("fault: stop-listening and start-listening keep the port") {
+    Running r;
+    uint16_t port = r.broker.port();
+    CHECK(r.cmd("stop-listening") == "ok");
+    {
+        Client refused(port);
+        CHECK_FALSE(refused.ok());
+    }
+    CHECK(r.cmd("start-listening") == "ok listening 127.0.0.1:" + std::to_string(port));
+    Client c(port);
+    REQUIRE(c.ok());
+    CHECK(c.handshake());
+}
+
+TEST_CASE("fake broker: queries and wait-consumers") {
+    Running r;
+    CHECK(r.cmd("wait-consumers qq 1 0.2") == "error timeout: qq has 0 consumers");
+    Consuming a(r.broker.port(), "qq");
+    CHECK(r.cmd("wait-consumers qq 1 5") == "ok");
+    CHECK(r.cmd("queues") == "ok 1 qq 0 0 1");
+    CHECK(r.cmd("connections") == "ok 1");
+    CHECK(r.cmd("publish - qq {\"via\":\"default\"}") == "ok routed 1");
+    CHECK(r.cmd("publish nope k {}") == "error no exchange nope");
+    CHECK(r.cmd("bogus").rfind("error unknown command", 0) == 0);
+    CHECK(r.cmd("drop-after x").rfind("error usage", 0) == 0);
+    CHECK(r.cmd("help").rfind("ok ", 0) == 0);
+    BasicDeliver d;
+    REQUIRE(a.c.expect<BasicDeliver>(1, &d));
+    CHECK(d.exchange == "");
+    CHECK(d.routing_key == "qq");
+}
