@@ -5,12 +5,16 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -63,7 +67,10 @@ struct Client {
         if (connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
             close(fd);
             fd = -1;
+            return;
         }
+        int one = 1;  // the handshake is several small writes: no Nagle delays
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     ~Client() {
         if (fd >= 0) close(fd);
@@ -840,4 +847,54 @@ TEST_CASE("fake-broker program: listening line, commands on stdin, exit on EOF")
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     fclose(out);
+}
+
+TEST_CASE("fake broker: a 64 MiB body goes through, split and reassembled") {
+    Running r;
+    Client pub(r.broker.port()), sub(r.broker.port());
+    REQUIRE(pub.handshake());
+    REQUIRE(sub.handshake());
+    REQUIRE(pub.open_channel(1));
+    REQUIRE(sub.open_channel(1));
+    REQUIRE(sub.queue(1, "huge", false, {"huge"}) == "huge");
+    sub.consume(1, "huge", true);
+    std::string big(64u << 20, '\0');
+    for (size_t i = 0; i < big.size(); i += 4096) big[i] = char(i >> 12);
+    pub.send_method(1, ConfirmSelect{});
+    REQUIRE(pub.expect<ConfirmSelectOk>(1));
+    // Publish from another thread: the broker delivers while we still send.
+    std::thread t([&] { pub.publish(1, "amq.topic", "huge", big); });
+    BasicDeliver d;
+    std::string body;
+    size_t frames = 0;
+    bool got = sub.expect<BasicDeliver>(1, &d, 20000) && sub.content(body, nullptr, &frames);
+    t.join();
+    REQUIRE(got);
+    CHECK(body.size() == big.size());
+    CHECK(body == big);
+    CHECK(frames == (big.size() + 131063) / 131064);
+    CHECK(pub.expect<BasicAck>(1));
+}
+
+TEST_CASE("fake broker: carries a fleet of 1000 connections") {
+    // Both ends live in this process: 2 fds per connection.
+    int n = 1000;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2100) {
+        rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 2100);
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < 2100) {
+            n = int(rl.rlim_cur - 100) / 2;
+            MESSAGE("RLIMIT_NOFILE " << rl.rlim_cur << ": only " << n << " connections");
+        }
+    }
+    Running r;
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < n; i++) {
+        clients.push_back(std::make_unique<Client>(r.broker.port()));
+        REQUIRE(clients.back()->handshake());
+    }
+    CHECK(r.cmd("connections") == "ok " + std::to_string(n));
+    CHECK(r.cmd("drop-now") == "ok dropped " + std::to_string(n));
 }
