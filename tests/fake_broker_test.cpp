@@ -18,9 +18,11 @@
 #include <string>
 #include <thread>
 
+#include "amqp/connection.hpp"
 #include "amqp/frame.hpp"
 #include "amqp/methods.hpp"
 #include "tools/fake-broker/broker.hpp"
+#include "tools/fake-broker/broker_impl.hpp"  // now_ms()
 #include "tools/fake-broker/topic.hpp"
 
 namespace {
@@ -897,4 +899,70 @@ TEST_CASE("fake broker: carries a fleet of 1000 connections") {
     }
     CHECK(r.cmd("connections") == "ok " + std::to_string(n));
     CHECK(r.cmd("drop-now") == "ok dropped " + std::to_string(n));
+}
+
+namespace {
+
+// Drives an amqp::Connection (our client codec) over a socket.
+struct CodecClient {
+    Client sock;
+    amqp::Connection conn;
+    explicit CodecClient(uint16_t port) : sock(port), conn(amqp::ConnectionOptions{}) {
+        conn.start(uint64_t(fake::now_ms()));
+    }
+    // Pumps bytes both ways until an event of `kind` arrives (returned in
+    // ev) or 5 s pass.  Other events are skipped.
+    bool wait_for(amqp::EventKind kind, amqp::Event& ev) {
+        fake::Millis until = fake::now_ms() + 5000;
+        while (fake::now_ms() < until) {
+            while (conn.next_event(ev))
+                if (ev.kind == kind) return true;
+            if (conn.wants_write()) {
+                sock.send_bytes(conn.output());
+                conn.consume_output(conn.output().size());
+            }
+            struct pollfd p = {sock.fd, POLLIN, 0};
+            if (poll(&p, 1, 100) > 0) {
+                char buf[65536];
+                ssize_t n = recv(sock.fd, buf, sizeof buf, 0);
+                if (n <= 0) conn.transport_closed(uint64_t(fake::now_ms()));
+                else conn.feed(buf, size_t(n), uint64_t(fake::now_ms()));
+            }
+            conn.tick(uint64_t(fake::now_ms()));
+        }
+        return false;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("fake broker: our own amqp::Connection works against it") {
+    Running r;
+    CodecClient c(r.broker.port());
+    amqp::Event ev;
+    REQUIRE(c.wait_for(amqp::EventKind::Opened, ev));
+    uint16_t ch = c.conn.open_channel();
+    REQUIRE(c.wait_for(amqp::EventKind::ChannelOpened, ev));
+    c.conn.confirm_select(ch);
+    REQUIRE(c.wait_for(amqp::EventKind::ConfirmSelected, ev));
+    c.conn.queue_declare(ch, "ur.request.u9", false, false, true, true);
+    REQUIRE(c.wait_for(amqp::EventKind::QueueDeclared, ev));
+    c.conn.queue_bind(ch, "ur.request.u9", "amq.topic", "ur.execute.u9.*");
+    REQUIRE(c.wait_for(amqp::EventKind::QueueBound, ev));
+    c.conn.basic_consume(ch, "ur.request.u9", "", false, false);
+    REQUIRE(c.wait_for(amqp::EventKind::ConsumeOk, ev));
+    amqp::BasicProperties props;
+    props.content_type = "application/json";
+    uint64_t seq = c.conn.basic_publish(ch, "amq.topic", "ur.execute.u9.r1", props, "{\"x\":1}");
+    REQUIRE(c.wait_for(amqp::EventKind::Confirmed, ev));
+    CHECK(ev.delivery_tag == seq);
+    REQUIRE(c.wait_for(amqp::EventKind::Delivery, ev));
+    CHECK(ev.body == "{\"x\":1}");
+    CHECK(ev.routing_key == "ur.execute.u9.r1");
+    c.conn.basic_ack(ch, ev.delivery_tag);
+    CHECK(r.cmd("cancel-consumers") == "ok cancelled 1");
+    REQUIRE(c.wait_for(amqp::EventKind::ServerCancel, ev));
+    CHECK(r.cmd("close-connection 320 CONNECTION_FORCED - test") == "ok closed 1");
+    REQUIRE(c.wait_for(amqp::EventKind::Closed, ev));
+    CHECK(ev.code == 320);
 }
