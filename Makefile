@@ -99,11 +99,21 @@ demo:
 fuzz:
 	@echo "make fuzz: not implemented yet (see issue 'Hardening')" >&2; exit 1
 
+# The agent in sbin, urctl and json-check in bin, man pages, a systemd unit
+# and an SMF manifest (both pointing at $(PREFIX)/sbin/ur-agent).
+INSTALL_TOOLS := $(filter %/urctl %/json-check,$(TOOLS))
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/svc/manifest/smartdc
 	install -m 0755 -s $(AGENT) $(DESTDIR)$(PREFIX)/sbin/ur-agent
-	for t in $(filter-out %/fake-broker,$(TOOLS)); do \
-	    install -m 0755 -s $$t $(DESTDIR)$(PREFIX)/bin/; done
+	for t in $(INSTALL_TOOLS); do install -m 0755 -s $$t $(DESTDIR)$(PREFIX)/bin/; done
+	install -m 0644 tools/man/ur-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	for m in $(wildcard tools/man/*.1); do install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.service \
+	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/ur-agent.service
+	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.xml \
+	    > $(DESTDIR)$(PREFIX)/lib/svc/manifest/smartdc/ur-agent.xml
 
 clean:
 	rm -rf build build-san

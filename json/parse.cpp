@@ -313,7 +313,11 @@ bool Parser::parse_string(std::string& out)
     for (;;) {
         while (end_ - p_ >= 8) {
             uint64_t w = detail::load8(p_);
-            if (detail::needs_escape(w) | detail::has_high(w)) break;
+            uint64_t m = detail::needs_escape(w) | detail::has_high(w);
+            if (m) {
+                p_ += detail::first_flagged(m) & 7;  // 8: scan below
+                break;
+            }
             p_ += 8;
         }
         while (p_ < end_ && kPlain.plain[static_cast<unsigned char>(*p_)])

@@ -29,7 +29,9 @@ namespace json {
 
 struct ParseOptions {
     // Arrays and objects nested deeper than this are rejected ("[[1]]" has
-    // depth 2; a scalar has depth 0).
+    // depth 2; a scalar has depth 0).  The parser itself needs no stack
+    // for nesting, but write(), operator== and ~Value recurse once per
+    // level of the parsed value, so keep this modest.
     size_t max_depth = 256;
     // Inputs longer than this many bytes are rejected before parsing.
     size_t max_size = 64u << 20;

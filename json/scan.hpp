@@ -45,6 +45,22 @@ inline uint64_t needs_escape(uint64_t w)
     return has_byte(w, '"') | has_byte(w, '\\') | has_less(w, 0x20);
 }
 
+// Offset (0..7) of the first byte, in memory order, that a nonzero mask
+// from the predicates above flags, or 8 if it cannot tell.  On
+// little-endian machines the lowest set bit is exact: a borrow only ever
+// runs from a matching byte towards later bytes, so no byte before the
+// first real match is flagged.  Elsewhere the caller scans byte by byte.
+inline unsigned first_flagged(uint64_t mask)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && \
+    (defined(__GNUC__) || defined(__clang__))
+    return static_cast<unsigned>(__builtin_ctzll(mask)) >> 3;
+#else
+    (void)mask;
+    return 8;
+#endif
+}
+
 }  // namespace json::detail
 
 #endif

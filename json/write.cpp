@@ -104,7 +104,14 @@ void append_quoted(std::string& out, std::string_view utf8)
     const char* end = p + utf8.size();
     const char* run = p;
     while (p < end) {
-        while (end - p >= 8 && !detail::needs_escape(detail::load8(p))) p += 8;
+        while (end - p >= 8) {
+            uint64_t m = detail::needs_escape(detail::load8(p));
+            if (m) {
+                p += detail::first_flagged(m) & 7;  // 8: scan below
+                break;
+            }
+            p += 8;
+        }
         while (p < end && !is_special(static_cast<unsigned char>(*p))) ++p;
         if (p == end) break;
         out.append(run, static_cast<size_t>(p - run));

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "src/clock.hpp"
+#include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
 
 namespace ur {
@@ -43,6 +44,20 @@ amqp::BasicProperties json_properties() {
 json::Value field(const std::string& s) { return json::Value(json::string_from_bytes(s)); }
 
 }  // namespace
+
+bool use_builtin_sysinfo(const Config& cfg) {
+    return cfg.sysinfo_file.empty() && !cfg.sysinfo_cmd_set &&
+           access(cfg.sysinfo_cmd.c_str(), X_OK) != 0;
+}
+
+BuiltinSysinfoOptions builtin_sysinfo_options(const Config& cfg) {
+    BuiltinSysinfoOptions o;
+    o.datacenter = cfg.datacenter;
+    o.admin_nic = cfg.admin_nic;
+    o.admin_tag = cfg.admin_nic_tag;
+    o.setup_file = cfg.setup_file;
+    return o;
+}
 
 uint64_t Backoff::next(uint32_t random) {
     uint64_t d = base_;
@@ -488,10 +503,11 @@ void Agent::handle_events(uint64_t now) {
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405)
-                    log::warn("request queue is held by another connection (another agent with "
-                              "this UUID, or the broker has not noticed our old connection "
-                              "died); retrying",
+                    log::warn("405 RESOURCE_LOCKED: the request queue is held by another "
+                              "connection (another agent with this UUID, or the broker has not "
+                              "noticed our old connection died); retrying",
                               {{"queue", field(request_queue_name(id_))},
+                               {"code", json::Value(405)},
                                {"retry_in_ms", json::Value(int64_t(delay))},
                                {"attempt", json::Value(int64_t(consumer_backoff_.attempts()))}});
                 else
@@ -757,6 +773,13 @@ void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
         std::string text, error;
         bool ok = read_file(cfg_.sysinfo_file, 16u << 20, text, error);
         on_sysinfo(ok, text, error, now);
+        return;
+    }
+    if (use_builtin_sysinfo(cfg_)) {
+        json::Value v;
+        std::string error;
+        bool ok = builtin_sysinfo(builtin_sysinfo_options(cfg_), v, error);
+        on_sysinfo(ok, ok ? json::write(v) : "", error, now);
         return;
     }
     JobSpec spec;

@@ -14,6 +14,7 @@
 #include "json/json.hpp"
 #include "src/config.hpp"
 #include "src/journal.hpp"
+#include "src/linux_sysinfo.hpp"
 #include "src/net.hpp"
 #include "src/outbox.hpp"
 #include "src/supervisor.hpp"
@@ -21,6 +22,11 @@
 #include "src/ur_protocol.hpp"
 
 namespace ur {
+
+// True when sysinfo comes from the built-in Linux reader: no --sysinfo-file,
+// no --sysinfo-cmd, and no executable /usr/bin/sysinfo.
+bool use_builtin_sysinfo(const Config& cfg);
+BuiltinSysinfoOptions builtin_sysinfo_options(const Config& cfg);
 
 // Exponential backoff with jitter: base doubling to cap; reset() after a
 // healthy period.
@@ -124,7 +130,8 @@ private:
     bool consuming_ = false;
     int consume_oks_ = 0;
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
-    Backoff consumer_backoff_{1000, 30000};
+    // Short cap: when the other holder of our queue goes, take over quickly.
+    Backoff consumer_backoff_{500, 5000};
     uint64_t consumer_retry_at_ = 0;   // 0 = none scheduled
     bool blocked_ = false;
     bool startup_checked_ = false;

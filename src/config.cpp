@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "json/json.hpp"
+
 namespace ur {
 
 std::string default_reboot_cmd() {
@@ -39,6 +41,12 @@ std::string usage_text() {
         "Node:\n"
         "  --sysinfo-cmd PATH      program printing the sysinfo JSON (default /usr/bin/sysinfo)\n"
         "  --sysinfo-file FILE     read the sysinfo JSON from FILE instead\n"
+        "                          (neither given and no /usr/bin/sysinfo: built in, Linux)\n"
+        "  --datacenter NAME       built-in sysinfo: \"Datacenter Name\"\n"
+        "  --admin-nic IFACE       built-in sysinfo: the admin interface\n"
+        "                          (default: the interface of the default route)\n"
+        "  --admin-nic-tag TAG     built-in sysinfo: \"Admin NIC Tag\" (default admin)\n"
+        "  --print-sysinfo         print the sysinfo the agent would send and exit\n"
         "  --sysinfo-interval SECS send ur.sysinfo every SECS until setup is complete\n"
         "                          (default 60)\n"
         "  --setup-file FILE       setup state file (default /var/lib/setup.json)\n"
@@ -57,6 +65,9 @@ std::string usage_text() {
         "  --max-pending-bytes N   replies kept while the broker is away (default 67108864)\n"
         "\n"
         "Other:\n"
+        "  --config FILE           JSON object of these options without \"--\", e.g.\n"
+        "                          {\"broker\": \"10.0.0.5\", \"heartbeat\": 10};\n"
+        "                          flags beat the environment, which beats the file\n"
         "  --log-level LEVEL       trace, debug, info, warn, error or fatal (default info)\n"
         "  --version               print the version and exit\n"
         "  --help                  print this help and exit\n";
@@ -194,32 +205,240 @@ bool parse_brokers(const std::string& spec, uint16_t default_port,
     return true;
 }
 
+namespace {
+
+// Applies one "--name" with its value to cfg.
+bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
+                std::string& password_file, bool& work_dir_set, std::string& error) {
+    auto number = [&](uint64_t max, uint64_t& out) {
+        if (parse_uint(value.c_str(), max, out)) return true;
+        error = name + ": expected a whole number from 0 to " + std::to_string(max) + ", got '" +
+                value + "'";
+        return false;
+    };
+    auto nonempty = [&]() {
+        if (!value.empty()) return true;
+        error = name + " must not be empty";
+        return false;
+    };
+    auto at_least_1 = [&](uint64_t n) {
+        if (n != 0) return true;
+        error = name + " must be at least 1";
+        return false;
+    };
+    uint64_t n = 0;
+    if (name == "--broker") {
+        if (!parse_brokers(value, 5672, cfg.brokers, error)) {
+            error = "--broker: " + error;
+            return false;
+        }
+    } else if (name == "--login") {
+        if (!nonempty()) return false;
+        cfg.login = value;
+    } else if (name == "--password-file") {
+        if (!nonempty()) return false;
+        password_file = value;
+    } else if (name == "--vhost") {
+        if (!nonempty()) return false;
+        cfg.vhost = value;
+    } else if (name == "--heartbeat") {
+        if (!number(65535, n)) return false;
+        cfg.heartbeat_s = unsigned(n);
+    } else if (name == "--connect-timeout") {
+        if (!number(3600, n) || !at_least_1(n)) return false;
+        cfg.connect_timeout_s = unsigned(n);
+    } else if (name == "--sysinfo-cmd") {
+        if (!nonempty()) return false;
+        cfg.sysinfo_cmd = value;
+        cfg.sysinfo_cmd_set = true;
+    } else if (name == "--sysinfo-file") {
+        if (!nonempty()) return false;
+        cfg.sysinfo_file = value;
+    } else if (name == "--datacenter") {
+        cfg.datacenter = value;
+    } else if (name == "--admin-nic") {
+        cfg.admin_nic = value;
+    } else if (name == "--admin-nic-tag") {
+        cfg.admin_nic_tag = value;
+    } else if (name == "--state-dir") {
+        if (!nonempty()) return false;
+        cfg.state_dir = value;
+    } else if (name == "--work-dir") {
+        if (!nonempty()) return false;
+        cfg.work_dir = value;
+        work_dir_set = true;
+    } else if (name == "--setup-file") {
+        if (!nonempty()) return false;
+        cfg.setup_file = value;
+    } else if (name == "--sysinfo-interval") {
+        if (!number(86400 * 365, n) || !at_least_1(n)) return false;
+        cfg.sysinfo_interval_s = unsigned(n);
+    } else if (name == "--reboot-cmd") {
+        if (!nonempty()) return false;
+        cfg.reboot_cmd = value;
+    } else if (name == "--max-concurrency") {
+        if (!number(4096, n) || !at_least_1(n)) return false;
+        cfg.max_concurrency = unsigned(n);
+    } else if (name == "--max-output") {
+        if (!number(uint64_t(1) << 32, n)) return false;
+        if (n < 1024) {
+            error = "--max-output must be at least 1024";
+            return false;
+        }
+        cfg.max_output = n;
+    } else if (name == "--default-timeout") {
+        if (!number(86400 * 365, n)) return false;
+        cfg.default_timeout_s = unsigned(n);
+    } else if (name == "--shutdown-grace") {
+        if (!number(3600, n)) return false;
+        cfg.shutdown_grace_s = unsigned(n);
+    } else if (name == "--max-pending-bytes") {
+        if (!number(uint64_t(1) << 40, n)) return false;
+        cfg.max_pending_bytes = n;
+    } else if (name == "--log-level") {
+        if (!log::parse_level(value, cfg.log_level)) {
+            error = "--log-level: expected trace, debug, info, warn, error or fatal, got '" + value +
+                    "'";
+            return false;
+        }
+    } else {
+        error = "unknown option '" + name + "'";
+        return false;
+    }
+    return true;
+}
+
+const char* const kValueFlags[] = {
+    "--broker", "--login", "--password-file", "--vhost", "--heartbeat", "--connect-timeout",
+    "--sysinfo-cmd", "--sysinfo-file", "--datacenter", "--admin-nic", "--admin-nic-tag",
+    "--state-dir", "--work-dir", "--setup-file", "--sysinfo-interval", "--reboot-cmd",
+    "--max-concurrency", "--max-output", "--default-timeout", "--shutdown-grace",
+    "--max-pending-bytes", "--log-level", "--config"};
+
+bool value_flag(const std::string& name) {
+    for (const char* f : kValueFlags)
+        if (name == f) return true;
+    return false;
+}
+
+// Reads --config FILE: each key is a long flag without "--"; values are
+// strings, numbers or booleans (true only for flags without a value).
+bool apply_config_file(const std::string& path, Config& cfg, std::string& password_file,
+                       bool& work_dir_set, std::string& error) {
+    std::string text;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = "--config " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        text.append(buf, size_t(n));
+        if (text.size() > (1u << 20)) break;
+    }
+    close(fd);
+    json::Value v;
+    json::ParseError perr;
+    if (!json::parse(text, v, perr)) {
+        error = "--config " + path + ": " + perr.to_string();
+        return false;
+    }
+    if (!v.is_object()) {
+        error = "--config " + path + ": not a JSON object";
+        return false;
+    }
+    for (const auto& [key, val] : v.as_object()) {
+        std::string name = "--" + key;
+        if (name == "--print-sysinfo") {
+            if (!val.is_bool()) {
+                error = "--config " + path + ": \"" + key + "\" must be true or false";
+                return false;
+            }
+            cfg.print_sysinfo = val.as_bool();
+            continue;
+        }
+        if (!value_flag(name) || name == "--config") {
+            error = "--config " + path + ": unknown key \"" + json::string_from_bytes(key) + "\"";
+            return false;
+        }
+        std::string value;
+        if (val.is_string()) value = val.as_string();
+        else if (val.is_int()) value = std::to_string(val.as_int());
+        else {
+            error = "--config " + path + ": \"" + key + "\" must be a string or a whole number";
+            return false;
+        }
+        if (!apply_flag(name, value, cfg, password_file, work_dir_set, error)) {
+            error = "--config " + path + ": " + error;
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
 ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& getenv,
                           Config& cfg, std::string& output, std::string& error) {
     cfg.reboot_cmd = default_reboot_cmd();
-
-    // The environment first (compatible with the original agent).
-    uint16_t env_port = 5672;
-    if (const char* p = getenv("AMQP_PORT"); p && *p) {
-        uint64_t v;
-        if (!parse_uint(p, 65535, v) || v == 0) {
-            error = std::string("AMQP_PORT: not a port number: '") + p + "'";
-            return ConfigStatus::Error;
-        }
-        env_port = uint16_t(v);
-    }
-    const char* env_host = getenv("AMQP_HOST");
-    if (!parse_brokers(env_host && *env_host ? env_host : "localhost", env_port,
-                       cfg.brokers, error)) {
-        error = "AMQP_HOST: " + error;
-        return ConfigStatus::Error;
-    }
-    if (const char* v = getenv("AMQP_LOGIN"); v && *v) cfg.login = v;
-    if (const char* v = getenv("AMQP_PASSWORD"); v && *v) cfg.password = v;
-    if (const char* v = getenv("AMQP_VHOST"); v && *v) cfg.vhost = v;
-
+    cfg.brokers = {BrokerAddress{"localhost", 5672}};
     std::string password_file;
     bool work_dir_set = false;
+
+    // Pass 1: --help, --version, --config (the file comes first in precedence).
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--help") {
+            output = usage_text();
+            return ConfigStatus::Exit;
+        }
+        if (arg == "--version") {
+            output = std::string("ur-agent ") + UR_VERSION + "\n";
+            return ConfigStatus::Exit;
+        }
+        if (arg == "--config" || arg.rfind("--config=", 0) == 0) {
+            if (arg == "--config" && i + 1 >= argc) {
+                error = "--config needs a value";
+                return ConfigStatus::Error;
+            }
+            cfg.config_file = arg == "--config" ? argv[i + 1] : arg.substr(9);
+        }
+    }
+    if (!cfg.config_file.empty() &&
+        !apply_config_file(cfg.config_file, cfg, password_file, work_dir_set, error))
+        return ConfigStatus::Error;
+
+    // The environment (compatible with the original agent).
+    const char* env_host = getenv("AMQP_HOST");
+    const char* env_port = getenv("AMQP_PORT");
+    uint16_t port = 5672;
+    if (env_port && *env_port) {
+        uint64_t v;
+        if (!parse_uint(env_port, 65535, v) || v == 0) {
+            error = std::string("AMQP_PORT: not a port number: '") + env_port + "'";
+            return ConfigStatus::Error;
+        }
+        port = uint16_t(v);
+    }
+    if (env_host && *env_host) {
+        if (!parse_brokers(env_host, port, cfg.brokers, error)) {
+            error = "AMQP_HOST: " + error;
+            return ConfigStatus::Error;
+        }
+    } else if (env_port && *env_port) {
+        for (auto& b : cfg.brokers) b.port = port;
+    }
+    if (const char* v = getenv("AMQP_LOGIN"); v && *v) cfg.login = v;
+    if (const char* v = getenv("AMQP_PASSWORD"); v && *v) {
+        cfg.password = v;
+        password_file.clear();
+    }
+    if (const char* v = getenv("AMQP_VHOST"); v && *v) cfg.vhost = v;
+
+    // Flags.
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         std::string name = arg, value;
@@ -234,24 +453,15 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             value = arg.substr(eq + 1);
             has_value = true;
         }
-        if (name == "--help" || name == "--version") {
+        if (name == "--print-sysinfo") {
             if (has_value) {
                 error = name + " takes no value";
                 return ConfigStatus::Error;
             }
-            output = name == "--help" ? usage_text()
-                                      : std::string("ur-agent ") + UR_VERSION + "\n";
-            return ConfigStatus::Exit;
+            cfg.print_sysinfo = true;
+            continue;
         }
-        static const char* const kValueFlags[] = {
-            "--broker", "--login", "--password-file", "--vhost", "--heartbeat",
-            "--connect-timeout", "--sysinfo-cmd", "--sysinfo-file", "--state-dir", "--work-dir",
-            "--setup-file", "--sysinfo-interval", "--reboot-cmd", "--max-concurrency",
-            "--max-output", "--default-timeout", "--shutdown-grace", "--max-pending-bytes",
-            "--log-level"};
-        bool known = false;
-        for (const char* f : kValueFlags) known = known || name == f;
-        if (!known) {
+        if (!value_flag(name)) {
             error = "unknown option '" + name + "'";
             return ConfigStatus::Error;
         }
@@ -262,101 +472,9 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             }
             value = argv[++i];
         }
-        auto number = [&](uint64_t max, uint64_t& out) {
-            if (parse_uint(value.c_str(), max, out)) return true;
-            error = name + ": expected a whole number from 0 to " + std::to_string(max) +
-                    ", got '" + value + "'";
-            return false;
-        };
-        auto nonempty = [&]() {
-            if (!value.empty()) return true;
-            error = name + " must not be empty";
-            return false;
-        };
-        uint64_t n = 0;
-        if (name == "--broker") {
-            if (!parse_brokers(value, 5672, cfg.brokers, error)) {
-                error = "--broker: " + error;
-                return ConfigStatus::Error;
-            }
-        } else if (name == "--login") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.login = value;
-        } else if (name == "--password-file") {
-            if (!nonempty()) return ConfigStatus::Error;
-            password_file = value;
-        } else if (name == "--vhost") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.vhost = value;
-        } else if (name == "--heartbeat") {
-            if (!number(65535, n)) return ConfigStatus::Error;
-            cfg.heartbeat_s = unsigned(n);
-        } else if (name == "--connect-timeout") {
-            if (!number(3600, n)) return ConfigStatus::Error;
-            if (n == 0) {
-                error = "--connect-timeout must be at least 1";
-                return ConfigStatus::Error;
-            }
-            cfg.connect_timeout_s = unsigned(n);
-        } else if (name == "--sysinfo-cmd") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.sysinfo_cmd = value;
-        } else if (name == "--sysinfo-file") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.sysinfo_file = value;
-        } else if (name == "--state-dir") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.state_dir = value;
-        } else if (name == "--work-dir") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.work_dir = value;
-            work_dir_set = true;
-        } else if (name == "--setup-file") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.setup_file = value;
-        } else if (name == "--sysinfo-interval") {
-            if (!number(86400 * 365, n)) return ConfigStatus::Error;
-            if (n == 0) {
-                error = "--sysinfo-interval must be at least 1";
-                return ConfigStatus::Error;
-            }
-            cfg.sysinfo_interval_s = unsigned(n);
-        } else if (name == "--reboot-cmd") {
-            if (!nonempty()) return ConfigStatus::Error;
-            cfg.reboot_cmd = value;
-        } else if (name == "--max-concurrency") {
-            if (!number(4096, n)) return ConfigStatus::Error;
-            if (n == 0) {
-                error = "--max-concurrency must be at least 1";
-                return ConfigStatus::Error;
-            }
-            cfg.max_concurrency = unsigned(n);
-        } else if (name == "--max-output") {
-            if (!number(uint64_t(1) << 32, n)) return ConfigStatus::Error;
-            if (n < 1024) {
-                error = "--max-output must be at least 1024";
-                return ConfigStatus::Error;
-            }
-            cfg.max_output = n;
-        } else if (name == "--default-timeout") {
-            if (!number(86400 * 365, n)) return ConfigStatus::Error;
-            cfg.default_timeout_s = unsigned(n);
-        } else if (name == "--shutdown-grace") {
-            if (!number(3600, n)) return ConfigStatus::Error;
-            cfg.shutdown_grace_s = unsigned(n);
-        } else if (name == "--max-pending-bytes") {
-            if (!number(uint64_t(1) << 40, n)) return ConfigStatus::Error;
-            cfg.max_pending_bytes = n;
-        } else if (name == "--log-level") {
-            if (!log::parse_level(value, cfg.log_level)) {
-                error = "--log-level: expected trace, debug, info, warn, error or fatal, got '" +
-                        value + "'";
-                return ConfigStatus::Error;
-            }
-        } else {
-            error = "unknown option '" + name + "'";
+        if (name == "--config") continue;  // applied above
+        if (!apply_flag(name, value, cfg, password_file, work_dir_set, error))
             return ConfigStatus::Error;
-        }
     }
     if (!password_file.empty() && !read_password_file(password_file, cfg.password, error))
         return ConfigStatus::Error;

@@ -24,7 +24,13 @@ struct Config {
     unsigned heartbeat_s = 30;
     unsigned connect_timeout_s = 10;
     std::string sysinfo_cmd = "/usr/bin/sysinfo";
+    bool sysinfo_cmd_set = false;             // --sysinfo-cmd given (else a missing one means built-in)
     std::string sysinfo_file;                 // when set, read instead of running sysinfo_cmd
+    std::string datacenter;                   // built-in sysinfo: "Datacenter Name"
+    std::string admin_nic;                    // built-in sysinfo: admin interface
+    std::string admin_nic_tag;                // built-in sysinfo: "Admin NIC Tag"
+    bool print_sysinfo = false;               // print the sysinfo and exit
+    std::string config_file;
     std::string state_dir = "/tmp";
     std::string work_dir;                     // private script directory; default <state-dir>/.ur-agent-work
     std::string setup_file = "/var/lib/setup.json";
@@ -49,7 +55,8 @@ enum class ConfigStatus {
 
 using Getenv = std::function<const char*(const char*)>;
 
-// Fills `cfg` from `getenv` and argv.  On Error, `error` says which flag or
+// Fills `cfg` from defaults, then --config FILE (a JSON object whose keys
+// are the long flags without "--"), then the environment, then argv.  On Error, `error` says which flag or
 // variable is wrong and why, never quoting a password.
 ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& getenv,
                           Config& cfg, std::string& output, std::string& error);

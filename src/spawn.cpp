@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #include <cerrno>
 #include <cstring>
@@ -72,8 +75,19 @@ constexpr int kSignalCount = 65;
     std::memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
-    for (int sig = 1; sig < kSignalCount; ++sig)
-        ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for SIGKILL/SIGSTOP and reserved ones
+    for (int sig = 1; sig < kSignalCount; ++sig) {
+        if (::sigaction(sig, &dfl, nullptr) == 0 || errno != EINVAL)
+            continue;  // done, or SIGKILL/SIGSTOP
+#if defined(__linux__) && defined(SYS_rt_sigaction)
+        // glibc refuses to touch the signals it reserves (32 and 33), but
+        // an ignored disposition for them is still inherited through exec
+        // (seen when the agent was started by a process that ignored them).
+        // Ask the kernel directly: an all-zero kernel sigaction is SIG_DFL,
+        // no flags, empty mask, whatever the architecture's layout.
+        char zero[64] = {};
+        ::syscall(SYS_rt_sigaction, sig, zero, nullptr, static_cast<size_t>(_NSIG / 8));
+#endif
+    }
 
     if (::setsid() < 0)
         child_fail(report_fd, errno);

@@ -34,6 +34,12 @@ uint64_t add_ms(uint64_t now, uint64_t delta) {
     return delta > kNever - now ? kNever : now + delta;
 }
 
+// How a job's program is named in messages: a Script's file name is ours
+// and means nothing to the requester.
+std::string display_name(const JobSpec& spec) {
+    return spec.kind == JobSpec::Kind::Script ? "the script" : spec.script;
+}
+
 }  // namespace
 
 struct Supervisor::Job {
@@ -76,6 +82,7 @@ Supervisor::~Supervisor() {
     for (auto& jp : jobs_) {
         Job& job = *jp;
         if (!job.reaped) {
+            ::kill(job.pid, SIGKILL);  // see signal_group()
             ::killpg(job.pid, SIGKILL);
             // Blocking is bounded: the child was just sent SIGKILL.
             while (::waitpid(job.pid, nullptr, 0) < 0 && errno == EINTR) {
@@ -128,7 +135,7 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     if (!spawn(job->exe, job->spec.args, job->spec.env, child, err, error)) {
         if (!job->script_path.empty())
             ::unlink(job->script_path.c_str());
-        return not_started(126, "cannot start " + job->spec.script + ": " + error);
+        return not_started(126, "cannot start " + display_name(job->spec) + ": " + error);
     }
     job->pid = child.pid;
     job->out_fd = child.out_fd;
@@ -162,7 +169,7 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
                 read_stream(job.err_fd, job.err);
             } else if (p.fd == job.exec_fd) {
                 read_exec_status(job);
-                continue;
+                break;
             } else {
                 continue;
             }
@@ -297,7 +304,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         r.exit_status = 1;  // stopped/continued are not requested from waitpid
     }
     if (job.exec_errno != 0) {
-        std::string name = job.spec.kind == JobSpec::Kind::Script ? "the script" : job.spec.script;
+        std::string name = display_name(job.spec);
         std::string why;
         struct stat sb;
         if (job.exec_errno == ENOEXEC) {
@@ -324,14 +331,20 @@ void Supervisor::signal_group(Job& job, int sig) {
     // After the leader was reaped, its pid is kept from reuse only while
     // its process group has members; pipes still open are the sign that it
     // may have some.  Otherwise there is nothing left to signal.
-    if (job.reaped && !job.pipes_open())
-        return;
-    ::killpg(job.pid, sig);
-    job.signalled = true;
     if (sig == SIGKILL) {
         job.killed = true;
         job.kill_at = kNever;
     }
+    if (job.reaped && !job.pipes_open())
+        return;
+    // Until the child has called setsid() it is still in our process
+    // group and killpg(pid) misses it; kill(pid) reaches it (it cannot have
+    // children yet, and its signals stay pending until it has reset their
+    // dispositions).  An unreaped pid cannot have been reused.
+    if (!job.reaped)
+        ::kill(job.pid, sig);
+    ::killpg(job.pid, sig);
+    job.signalled = true;
 }
 
 uint64_t Supervisor::next_deadline() const {

@@ -12,7 +12,9 @@
 //
 // Children are reaped with waitpid(pid, WNOHANG) on each known child pid,
 // never waitpid(-1): the agent may have other children (a sysinfo command
-// run elsewhere) whose status must not be stolen.
+// run elsewhere) whose status must not be stolen.  The agent must not set
+// SIGCHLD to SIG_IGN (children would vanish unreaped and their exit status
+// be lost: such a job is reported with exit_status 1 and a note on stderr).
 //
 // Job life cycle (one explicit state per job):
 //

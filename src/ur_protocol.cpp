@@ -99,15 +99,11 @@ void parse_execute_body(std::string_view body, Request& r) {
                 r.error = "\"env\" has an invalid variable name " + json::write(json::Value(key));
                 return;
             }
-            std::string text_value;
-            if (val.is_string()) {
-                text_value = val.as_string();
-            } else if (val.is_number() || val.is_bool()) {
-                text_value = json::write(val);  // as Node's spawn() would stringify it
-            } else {
+            if (!val.is_string()) {
                 r.error = "\"env\"." + key + " is not a string";
                 return;
             }
+            const std::string& text_value = val.as_string();
             if (has_nul(text_value)) {
                 r.error = "\"env\"." + key + " contains a NUL byte";
                 return;

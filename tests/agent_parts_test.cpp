@@ -184,3 +184,137 @@ TEST_CASE("outbox: publish, confirm, reconnect, bound") {
     CHECK(dropped.size() == 2);
     CHECK(box.bytes() == 100);
 }
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "src/linux_sysinfo.hpp"
+
+namespace {
+std::string temp_dir() {
+    char tmpl[] = "/tmp/ur-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    return tmpl;
+}
+void write_text(const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+}
+}  // namespace
+
+TEST_CASE("config: --config file, with flags beating env beating file") {
+    std::string dir = temp_dir();
+    std::string file = dir + "/ur.json";
+    write_text(file, R"({"broker":"filehost:1","heartbeat":7,"login":"filelogin","max-concurrency":"3"})");
+    Env env;
+    Config cfg;
+    std::string err;
+    REQUIRE(parse({"--config", file.c_str()}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK(cfg.brokers[0].host == "filehost");
+    CHECK(cfg.heartbeat_s == 7);
+    CHECK(cfg.login == "filelogin");
+    CHECK(cfg.max_concurrency == 3);
+    env.vars = {{"AMQP_LOGIN", "envlogin"}, {"AMQP_HOST", "envhost"}};
+    Config c2;
+    REQUIRE(parse({"--config", file.c_str(), "--heartbeat", "9"}, env, c2, err) == ConfigStatus::Ok);
+    CHECK(c2.login == "envlogin");
+    CHECK(c2.brokers[0].host == "envhost");
+    CHECK(c2.heartbeat_s == 9);
+
+    write_text(file, R"({"brokr":"x"})");
+    Config c3;
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err.find("unknown key \"brokr\"") != std::string::npos);
+    write_text(file, R"({"heartbeat":"x"})");
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err.find("--heartbeat") != std::string::npos);
+    write_text(file, "{,}");
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err.find("line 1, column 2") != std::string::npos);
+}
+
+TEST_CASE("config: --password-file reads the first line") {
+    std::string dir = temp_dir();
+    std::string file = dir + "/pw";
+    write_text(file, "hunter2\nignored\n");
+    chmod(file.c_str(), 0600);
+    Env env;
+    Config cfg;
+    std::string err;
+    REQUIRE(parse({"--password-file", file.c_str()}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK(cfg.password == "hunter2");
+    write_text(file, "");
+    CHECK(parse({"--password-file", file.c_str()}, env, cfg, err) == ConfigStatus::Error);
+    CHECK(err.find("empty") != std::string::npos);
+    CHECK(err.find("hunter2") == std::string::npos);
+}
+
+#if defined(__linux__)
+TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
+    std::string root = temp_dir();
+    auto mk = [&](const std::string& p) { mkdir((root + p).c_str(), 0755); };
+    for (const char* d : {"/sys", "/sys/class", "/sys/class/net", "/sys/class/net/eth0",
+                          "/sys/class/net/eth1", "/sys/class/net/lo", "/sys/class/dmi",
+                          "/sys/class/dmi/id", "/proc", "/proc/net", "/etc"})
+        mk(d);
+    write_text(root + "/etc/machine-id", "0123456789abcdef0123456789ABCDEF\n");
+    write_text(root + "/sys/class/net/eth0/address", "02:00:00:00:00:AA\n");
+    write_text(root + "/sys/class/net/eth0/operstate", "up\n");
+    write_text(root + "/sys/class/net/eth1/address", "02:00:00:00:00:bb\n");
+    write_text(root + "/sys/class/net/eth1/operstate", "down\n");
+    write_text(root + "/proc/net/route",
+               "Iface\tDestination\tGateway\n eth1\t0000A8C0\t00000000\neth0\t00000000\t0101A8C0\n");
+    write_text(root + "/proc/cmdline", "console=ttyS0 quiet headnode=false\n");
+    write_text(root + "/proc/stat", "cpu 1 2 3\nbtime 1700000000\n");
+    write_text(root + "/proc/meminfo", "MemTotal:       2048000 kB\n");
+    write_text(root + "/proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU @ 1GHz\n");
+    write_text(root + "/setup.json", R"({"complete": true})");
+    BuiltinSysinfoOptions o;
+    o.root = root;
+    o.datacenter = "dc1";
+    o.setup_file = root + "/setup.json";
+    json::Value v;
+    std::string err;
+    REQUIRE(builtin_sysinfo(o, v, err));
+    CHECK(v.find("UUID")->as_string() == "01234567-89ab-cdef-0123-456789abcdef");
+    CHECK(v.find("System Type")->as_string() == "Linux");
+    CHECK(v.find("Boot Time")->as_string() == "1700000000");
+    CHECK(v.find("CPU Type")->as_string() == "Fake CPU @ 1GHz");
+    CHECK(v.find("MiB of Memory")->as_string() == "2000");
+    CHECK(v.find("Datacenter Name")->as_string() == "dc1");
+    CHECK(v.find("Setup")->as_string() == "true");
+    CHECK(v.find("Boot Parameters")->find("console")->as_string() == "ttyS0");
+    CHECK(v.find("Boot Parameters")->find("quiet")->as_string() == "true");
+    const json::Value* nics = v.find("Network Interfaces");
+    REQUIRE(nics);
+    CHECK(nics->find("lo") == nullptr);
+    CHECK(nics->find("eth0")->find("MAC Address")->as_string() == "02:00:00:00:00:aa");
+    CHECK(nics->find("eth0")->find("Link Status")->as_string() == "up");
+    CHECK(nics->find("eth0")->find("NIC Names")->as_array().size() == 1);
+    CHECK(nics->find("eth1")->find("NIC Names")->as_array().empty());
+    // What the agent derives from it.
+    Identity id;
+    REQUIRE(parse_sysinfo(json::write(v), v, id, err));
+    CHECK(id.mac == "02:00:00:00:00:aa");
+
+    unlink((root + "/etc/machine-id").c_str());
+    CHECK_FALSE(builtin_sysinfo(o, v, err));
+    CHECK(err.find("UUID") != std::string::npos);
+}
+
+TEST_CASE("builtin sysinfo: this machine") {
+    BuiltinSysinfoOptions o;
+    json::Value v;
+    std::string err;
+    if (!builtin_sysinfo(o, v, err)) {
+        MESSAGE("no UUID on this machine: " << err);
+        return;
+    }
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    CHECK(v.find("Hostname")->as_string() == host);
+    CHECK(v.find("CPU Total Cores")->as_int() == sysconf(_SC_NPROCESSORS_CONF));
+}
+#endif

@@ -16,7 +16,7 @@ static const std::string U = "00000000-abcd-0000-fedc-ba9876543210";
 TEST_CASE("execute: a script with args and env") {
     Request r = parse_request(node(), "ur.execute." + U + ".req1",
                               R"({"type":"script","script":"#!/bin/sh\necho hi","args":["a b","c"],)"
-                              R"("env":{"FOO":"bar","N":3},"timestamp":"x","origin":{"user":"admin","hostname":"hn"}})");
+                              R"("env":{"FOO":"bar","N":"3"},"timestamp":"x","origin":{"user":"admin","hostname":"hn"}})");
     REQUIRE(r.kind == RequestKind::Execute);
     CHECK(r.error == "");
     CHECK(r.req_id == "req1");
@@ -63,6 +63,7 @@ TEST_CASE("execute: invalid bodies are answered with a reason") {
         {R"({"type":"script","script":"x","args":["a\u0000"]})", "NUL"},
         {R"({"type":"script","script":"x","env":[]})", "\"env\" must be an object"},
         {R"({"type":"script","script":"x","env":{"A":{}}})", "is not a string"},
+        {R"({"type":"script","script":"x","env":{"A":1}})", "\"env\".A is not a string"},
         {R"({"type":"script","script":"x","env":{"A=B":"c"}})", "invalid variable name"},
         {R"({"type":"script","script":"x","timeout":"soon"})", "\"timeout\""},
         {R"({"type":"script","script":"x","timeout":-1})", "\"timeout\""},

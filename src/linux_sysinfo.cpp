@@ -1,0 +1,189 @@
+#include "src/linux_sysinfo.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#endif
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <map>
+#include <vector>
+
+#include "src/sysinfo.hpp"
+
+namespace ur {
+
+#if defined(__linux__)
+
+namespace {
+
+std::string slurp(const std::string& path, size_t max = 1 << 20) {
+    std::string text, error;
+    if (!read_file(path, max, text, error)) return "";
+    return text;
+}
+
+std::string trim(std::string s) {
+    size_t b = s.find_first_not_of(" \t\r\n");
+    size_t e = s.find_last_not_of(" \t\r\n");
+    return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+std::string lower(std::string s) {
+    for (char& c : s)
+        if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+    return s;
+}
+
+bool is_uuid(const std::string& s) {
+    if (s.size() != 36) return false;
+    for (size_t i = 0; i < s.size(); ++i) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit(static_cast<unsigned char>(s[i]))) return false;
+    }
+    return true;
+}
+
+// DMI product UUID (needs root), else machine-id formatted as a UUID.
+std::string node_uuid(const std::string& root) {
+    std::string u = lower(trim(slurp(root + "/sys/class/dmi/id/product_uuid")));
+    if (is_uuid(u) && u != "00000000-0000-0000-0000-000000000000") return u;
+    std::string id = lower(trim(slurp(root + "/etc/machine-id")));
+    if (id.size() == 32 && id.find_first_not_of("0123456789abcdef") == std::string::npos)
+        return id.substr(0, 8) + "-" + id.substr(8, 4) + "-" + id.substr(12, 4) + "-" +
+               id.substr(16, 4) + "-" + id.substr(20);
+    return "";
+}
+
+std::string default_route_interface(const std::string& root) {
+    std::string text = slurp(root + "/proc/net/route");
+    size_t pos = text.find('\n');  // skip the header
+    while (pos != std::string::npos && pos + 1 < text.size()) {
+        size_t end = text.find('\n', pos + 1);
+        std::string line = text.substr(pos + 1, end == std::string::npos ? std::string::npos : end - pos - 1);
+        pos = end;
+        size_t tab = line.find('\t');
+        if (tab == std::string::npos) continue;
+        std::string iface = line.substr(0, tab);
+        if (line.compare(tab + 1, 8, "00000000") == 0) return iface;
+    }
+    return "";
+}
+
+json::Value boot_parameters(const std::string& root) {
+    json::Value params = json::Value::object();
+    std::string cmdline = trim(slurp(root + "/proc/cmdline"));
+    size_t i = 0;
+    while (i < cmdline.size()) {
+        size_t end = cmdline.find(' ', i);
+        if (end == std::string::npos) end = cmdline.size();
+        std::string word = cmdline.substr(i, end - i);
+        i = end + 1;
+        if (word.empty()) continue;
+        size_t eq = word.find('=');
+        if (eq == std::string::npos) params.set(json::string_from_bytes(word), "true");
+        else params.set(json::string_from_bytes(word.substr(0, eq)), json::string_from_bytes(word.substr(eq + 1)));
+    }
+    return params;
+}
+
+}  // namespace
+
+bool builtin_sysinfo(const BuiltinSysinfoOptions& opt, json::Value& out, std::string& error) {
+    const std::string& root = opt.root;
+    std::string uuid = node_uuid(root);
+    if (uuid.empty()) {
+        error = "no node UUID: neither " + root + "/sys/class/dmi/id/product_uuid nor " + root +
+                "/etc/machine-id holds one";
+        return false;
+    }
+    json::Value s = json::Value::object();
+    struct utsname u;
+    uname(&u);
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    s.set("Live Image", u.release);
+    s.set("System Type", "Linux");
+    s.set("Boot Time", "");
+    std::string stat = slurp(root + "/proc/stat");
+    if (size_t p = stat.find("\nbtime "); p != std::string::npos)
+        s.set("Boot Time", trim(stat.substr(p + 7, stat.find('\n', p + 7) - p - 7)));
+    s.set("UUID", uuid);
+    s.set("Hostname", json::string_from_bytes(host));
+    std::string cpuinfo = slurp(root + "/proc/cpuinfo", 4 << 20);
+    std::string cpu_type = "unknown";
+    if (size_t p = cpuinfo.find("model name"); p != std::string::npos) {
+        size_t colon = cpuinfo.find(':', p);
+        cpu_type = trim(cpuinfo.substr(colon + 1, cpuinfo.find('\n', colon) - colon - 1));
+    }
+    s.set("CPU Type", json::string_from_bytes(cpu_type));
+    long cores = sysconf(_SC_NPROCESSORS_CONF);
+    s.set("CPU Total Cores", json::Value(int64_t(cores > 0 ? cores : 1)));
+    std::string meminfo = slurp(root + "/proc/meminfo");
+    uint64_t kib = 0;
+    if (size_t p = meminfo.find("MemTotal:"); p != std::string::npos)
+        kib = std::strtoull(meminfo.c_str() + p + 9, nullptr, 10);
+    s.set("MiB of Memory", std::to_string(kib / 1024));
+    if (!opt.datacenter.empty()) s.set("Datacenter Name", opt.datacenter);
+    s.set("Setup", setup_complete(opt.setup_file) ? "true" : "false");
+    std::string tag = opt.admin_tag.empty() ? "admin" : opt.admin_tag;
+    if (!opt.admin_tag.empty()) s.set("Admin NIC Tag", opt.admin_tag);
+    s.set("Boot Parameters", boot_parameters(root));
+
+    std::string admin = opt.admin_nic.empty() ? default_route_interface(root) : opt.admin_nic;
+    std::map<std::string, std::string> ip4;
+    struct ifaddrs* ifs = nullptr;
+    if (root.empty() && getifaddrs(&ifs) == 0) {
+        for (auto* p = ifs; p; p = p->ifa_next) {
+            if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET) continue;
+            char buf[INET_ADDRSTRLEN];
+            auto* in = reinterpret_cast<sockaddr_in*>(p->ifa_addr);
+            if (inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf) && !ip4.count(p->ifa_name))
+                ip4[p->ifa_name] = buf;
+        }
+        freeifaddrs(ifs);
+    }
+    json::Value nics = json::Value::object();
+    std::vector<std::string> names;
+    if (DIR* d = opendir((root + "/sys/class/net").c_str())) {
+        while (struct dirent* e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n != "." && n != ".." && n != "lo") names.push_back(n);
+        }
+        closedir(d);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+        std::string dir = root + "/sys/class/net/" + n;
+        json::Value nic = json::Value::object();
+        nic.set("MAC Address", lower(trim(slurp(dir + "/address"))));
+        nic.set("ip4addr", ip4.count(n) ? ip4[n] : "");
+        std::string state = trim(slurp(dir + "/operstate"));
+        nic.set("Link Status", state == "up" ? "up" : state == "" ? "unknown" : "down");
+        json::Value tags = json::Value::array();
+        if (n == admin) tags.push_back(tag);
+        nic.set("NIC Names", std::move(tags));
+        nics.set(json::string_from_bytes(n), std::move(nic));
+    }
+    s.set("Network Interfaces", std::move(nics));
+    out = std::move(s);
+    return true;
+}
+
+#else
+
+bool builtin_sysinfo(const BuiltinSysinfoOptions&, json::Value&, std::string& error) {
+    error = "no built-in sysinfo on this platform; use --sysinfo-cmd or --sysinfo-file";
+    return false;
+}
+
+#endif
+
+}  // namespace ur

@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""Runs the ur-agent integration tests (tests/integration/test_*.py).
+
+    BUILD=build /usr/bin/python3 tests/integration/run.py [SUBSTRING...]
+
+Prints one line per test and ends with
+    integration: N passed, M failed, K skipped
+exiting non-zero when a test failed.  With SUBSTRINGs only the tests whose
+id contains one of them run.  Needs UR_TEST_RABBITMQ_PORT and
+UR_TEST_RABBITMQ_NODE (tests/run exports them); without them the tests that
+need RabbitMQ are skipped, saying so.  Each test is bounded by
+UR_INTEG_TEST_LIMIT seconds (default 120) on top of its own waits.
+"""
+
+import os
+import signal
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+TEST_LIMIT = int(os.environ.get("UR_INTEG_TEST_LIMIT", "120"))
+
+
+class TestTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout("test exceeded %ds (UR_INTEG_TEST_LIMIT)" % TEST_LIMIT)
+
+
+class Result(unittest.TestResult):
+    """Prints each test as it finishes: name, outcome, seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.passed = 0
+        self.t0 = 0.0
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.t0 = time.monotonic()
+        self.reported = False
+        print("%s ..." % test.id(), end=" ", flush=True)
+        signal.alarm(TEST_LIMIT)
+
+    def stopTest(self, test):
+        signal.alarm(0)
+        if not self.reported:  # only subtests failed; they were counted
+            self._done("FAIL")
+        super().stopTest(test)
+
+    def _done(self, word, detail=None):
+        self.reported = True
+        print("%s (%.1fs)" % (word, time.monotonic() - self.t0), flush=True)
+        if detail:
+            print("    " + detail.rstrip().replace("\n", "\n    "),
+                  flush=True)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+        self._done("ok")
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._done("FAIL", self.failures[-1][1])
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._done("ERROR", self.errors[-1][1])
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._done("skipped", reason)
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._done("expected failure")
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._done("UNEXPECTED SUCCESS")
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            print("\n    subtest %s FAILED:\n    %s" % (
+                subtest._subDescription(),
+                self._exc_info_to_string(err, test).rstrip().replace(
+                    "\n", "\n    ")), flush=True)
+
+
+def flatten(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from flatten(t)
+        else:
+            yield t
+
+
+def main(argv):
+    signal.signal(signal.SIGALRM, _on_alarm)
+    if not (os.environ.get("UR_TEST_RABBITMQ_PORT")
+            and os.environ.get("UR_TEST_RABBITMQ_NODE")):
+        print("integration: UR_TEST_RABBITMQ_PORT/UR_TEST_RABBITMQ_NODE are "
+              "unset: the tests that need RabbitMQ are skipped "
+              "(tests/run starts a private node)")
+    loader = unittest.TestLoader()
+    tests = list(flatten(loader.discover(HERE, pattern="test_*.py",
+                                         top_level_dir=HERE)))
+    if argv:
+        tests = [t for t in tests if any(a in t.id() for a in argv)]
+    result = Result()
+    start = time.monotonic()
+    unittest.TestSuite(tests).run(result)
+    failed = len(result.failures) + len(result.errors) + \
+        len(result.unexpectedSuccesses)
+    print("integration: %d tests in %.0fs" % (result.testsRun,
+                                              time.monotonic() - start))
+    print("integration: %d passed, %d failed, %d skipped" % (
+        result.passed, failed, len(result.skipped)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

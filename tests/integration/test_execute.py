@@ -1,0 +1,337 @@
+"""ur.execute: scripts and files, args, env, output capture, exit statuses,
+timeouts, signals, reboot, concurrency."""
+
+import os
+import re
+import time
+
+from urharness import AgentTestCase, alive, wait_until
+
+# What sh itself may add to an otherwise empty environment (dash: PWD;
+# bash: PWD, SHLVL, _, OLDPWD).
+SH_VARS = {"PWD", "SHLVL", "_", "OLDPWD"}
+
+MIB = 1024 * 1024
+
+
+def env_names(stdout):
+    return {line.split("=", 1)[0] for line in stdout.splitlines() if line}
+
+
+def check_truncated(tc, out, expected, min_head, tail=64 * 1024):
+    """Asserts that out is expected cut as PROTOCOL.md says: a head that is
+    exactly the stream's first bytes (at least min_head of them), a marker
+    line that names how many bytes were cut, and the last 64 KiB."""
+    total = len(expected)
+    tc.assertTrue(out.endswith(expected[-tail:]),
+                  "last 64 KiB not kept: ...%r" % out[-200:])
+    rest = out[:-tail]
+    head = marker = None
+    # Whatever the head size, some number in the marker must be the count
+    # of bytes cut, and the head before it must match the stream.
+    base = max(0, len(rest) - 1024)
+    for m in re.finditer(r"\d+", rest[base:]):
+        n = total - tail - int(m.group())
+        # The number must lie in the marker, after the head it implies.
+        if 0 < n <= base + m.start() and rest[:n] == expected[:n]:
+            head, marker = n, rest[n:]
+            break
+    tc.assertIsNotNone(head, "no marker naming the cut byte count; around "
+                       "the cut: %r" % rest[-300:])
+    tc.assertGreaterEqual(head, min_head, "head too small")
+    tc.assertTrue(marker.endswith("\n"), repr(marker))
+    tc.assertTrue(expected[head - 1] == "\n" or marker.startswith("\n"),
+                  "marker not on its own line: %r" % marker)
+    tc.assertNotIn("\n", marker.strip("\n"),
+                   "marker is more than one line: %r" % marker)
+
+
+class Execute(AgentTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.agent = self.start_agent(env={"UR_INTEG_MARKER": "inherited-42"})
+        self.uuid = self.agent.uuid
+
+    def run_script(self, script, **kw):
+        return self.client.execute(self.uuid, script, **kw)
+
+    # -- the basics ---------------------------------------------------
+
+    def test_script_reply_has_compatible_fields(self):
+        r = self.run_script("#!/bin/sh\necho hello $1\necho oops >&2\n"
+                            "exit 3\n", args=["world"], env={})
+        self.assertReply(r, 3, "hello world\n", "oops\n")
+
+    def test_bash_script_example_from_protocol(self):
+        r = self.run_script("#!/bin/bash\necho hello $1\nexit 0",
+                            args=["world"], env={"FOO": "bar"})
+        self.assertReply(r, 0, "hello world\n", "")
+
+    def test_args_with_spaces_quotes_unicode(self):
+        args = ["a b", "  lead and trail  ", "it's", '"dq"', "back\\slash",
+                "ünïcödé ☃ 𝄞", "", "$HOME", "*", "; rm -rf /", "$(id)",
+                "new\nline", "tab\there"]
+        r = self.run_script('#!/bin/sh\nfor a in "$@"; do printf "[%s]\\n" '
+                            '"$a"; done\n', args=args, env={})
+        self.assertReply(r, 0, "".join("[%s]\n" % a for a in args), "")
+
+    def test_100000_args(self):
+        args = [str(i) for i in range(100000)]
+        r = self.run_script('#!/bin/sh\necho "$# $1 ${50000} ${100000}"\n',
+                            args=args, env={})
+        self.assertReply(r, 0, "100000 0 49999 99999\n", "")
+
+    def test_env_empty_object_gives_empty_environment(self):
+        r = self.run_script("#!/bin/sh\n/usr/bin/env\n", env={})
+        self.assertReply(r, 0)
+        extra = env_names(r["stdout"]) - SH_VARS
+        self.assertEqual(extra, set(), "env {} leaked: %r" % r["stdout"])
+
+    def test_env_object_is_whole_environment(self):
+        r = self.run_script("#!/bin/sh\n/usr/bin/env\n",
+                            env={"FOO": "bar", "SP ACE": "x y"})
+        self.assertReply(r, 0)
+        lines = r["stdout"].splitlines()
+        self.assertIn("FOO=bar", lines)
+        self.assertEqual(env_names(r["stdout"]) - SH_VARS - {"FOO", "SP ACE"},
+                         set(), "more than the given env: %r" % r["stdout"])
+
+    def test_env_absent_inherits_agent_environment_without_password(self):
+        r = self.run_script("#!/bin/sh\n/usr/bin/env\n")  # no "env" field
+        self.assertReply(r, 0)
+        lines = r["stdout"].splitlines()
+        self.assertIn("UR_INTEG_MARKER=inherited-42", lines,
+                      "agent environment not inherited: %r" % r["stdout"])
+        self.assertIn("PATH=/usr/bin:/bin", lines)
+        self.assertNotIn("AMQP_PASSWORD", env_names(r["stdout"]),
+                         "the broker password leaked to a child")
+
+    def test_stdin_is_not_a_pipe_to_the_agent(self):
+        # A child that reads stdin must see EOF at once, never hang.
+        r = self.run_script("#!/bin/sh\n/bin/cat\necho eof\n", env={})
+        self.assertReply(r, 0, "eof\n")
+
+    def test_script_file_is_private_and_removed(self):
+        r = self.run_script('#!/bin/sh\n/usr/bin/stat -c "%a %u" "$0"\n'
+                            'echo "$0"\n', env={})
+        self.assertReply(r, 0)
+        mode_uid, path = r["stdout"].splitlines()
+        self.assertEqual(mode_uid.split()[0], "700",
+                         "script file mode: %r" % mode_uid)
+        if not path.startswith("/dev/fd/") and not path.startswith("/proc/"):
+            wait_until(lambda: not os.path.exists(path),
+                       what="%s removed" % path)
+
+    # -- type file ----------------------------------------------------
+
+    def test_file_type_with_args(self):
+        path = self.path("tool.sh")
+        with open(path, "w") as f:
+            f.write('#!/bin/sh\nprintf "%s|" "$@"; echo; echo err >&2; '
+                    'exit 7\n')
+        os.chmod(path, 0o755)
+        r = self.client.execute_file(self.uuid, path, ["x y", "ü"], env={})
+        self.assertReply(r, 7, "x y|ü|\n", "err\n")
+
+    def test_file_type_binary(self):
+        r = self.client.execute_file(self.uuid, "/bin/echo", ["a", "b c"])
+        self.assertReply(r, 0, "a b c\n", "")
+
+    def test_file_missing_is_127_with_reason(self):
+        r = self.client.execute_file(self.uuid, self.path("no/such/file"))
+        self.assertReply(r, 127, "")
+        self.assertTrue(r["stderr"].strip(), "no reason in stderr")
+
+    def test_file_not_executable_is_126_with_reason(self):
+        path = self.path("noexec.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho hi\n")
+        os.chmod(path, 0o644)
+        r = self.client.execute_file(self.uuid, path)
+        self.assertReply(r, 126, "")
+        self.assertTrue(r["stderr"].strip(), "no reason in stderr")
+
+    def test_script_without_shebang_is_126_with_reason(self):
+        r = self.run_script("echo no interpreter line\n", env={})
+        self.assertReply(r, 126, "")
+        self.assertTrue(r["stderr"].strip(), "no reason in stderr")
+
+    # -- output -------------------------------------------------------
+
+    def test_utf8_output_preserved(self):
+        r = self.run_script("#!/bin/sh\nprintf 'h\\303\\251llo \\342\\230"
+                            "\\203 \\360\\235\\204\\236\\n'\nprintf "
+                            "'\\316\\273\\n' >&2\n", env={})
+        self.assertReply(r, 0, "héllo ☃ 𝄞\n", "λ\n")
+
+    def test_invalid_utf8_becomes_replacement_char(self):
+        # \377 and a lone continuation byte \200 are each one invalid
+        # sequence: one U+FFFD apiece, whatever decoder policy.
+        r = self.run_script("#!/bin/sh\nprintf 'a\\377b\\200c\\n'\n"
+                            "printf '\\377x' >&2\n", env={})
+        self.assertReply(r, 0, "a\ufffdb\ufffdc\n", "\ufffdx")
+
+    def test_invalid_utf8_sequences_never_leak_raw(self):
+        # Overlong, surrogate, truncated and out-of-range sequences: how
+        # many U+FFFD each becomes is policy, but no raw byte, no surrogate
+        # code point and every valid neighbour survives.
+        r = self.run_script("#!/bin/sh\nprintf '1\\300\\2572\\355\\240\\200"
+                            "3\\342\\2304\\364\\220\\200\\2005\\n'\n", env={})
+        self.assertReply(r, 0)
+        out = r["stdout"]
+        self.assertFalse(any(0xD800 <= ord(c) <= 0xDFFF for c in out),
+                         "surrogate in output: %r" % out)
+        self.assertEqual(re.sub("\ufffd+", "", out), "12345\n", repr(out))
+        self.assertEqual(len(re.findall("\ufffd+", out)), 4, repr(out))
+
+    def test_nul_bytes_in_output(self):
+        r = self.run_script("#!/bin/sh\nprintf 'a\\000b\\n'\n", env={})
+        self.assertReply(r, 0, "a\x00b\n")
+
+    def test_6mib_output_truncated_head_and_tail_kept(self):
+        # 98304 lines of 64 bytes = 6 MiB, each line carrying its number.
+        total = 6 * MIB
+        script = ("#!/bin/sh\n/usr/bin/awk 'BEGIN { for (i = 0; i < 98304; "
+                  "i++) printf \"%063d\\n\", i }'\necho small >&2\n")
+        r = self.run_script(script, env={}, wait=60)
+        self.assertReply(r, 0, stderr="small\n")
+        expected = "".join("%063d\n" % i for i in range(98304))
+        out = r["stdout"]
+        self.assertIs(r.get("stdout_truncated"), True)
+        self.assertEqual(r.get("stdout_bytes"), total)
+        self.assertNotEqual(r.get("stderr_truncated"), True)
+        self.assertLess(len(out), 5 * MIB + 4096, "cap not applied")
+        check_truncated(self, out, expected, min_head=MIB)
+
+    # -- children that misbehave --------------------------------------
+
+    def test_background_child_holding_stdout_does_not_delay_reply(self):
+        pidfile = self.path("bg.pid")
+        t0 = time.monotonic()
+        r = self.run_script("#!/bin/sh\necho started\n/bin/sleep 600 &\n"
+                            "echo $! > %s\necho done\nexit 0\n" % pidfile,
+                            env={})
+        took = time.monotonic() - t0
+        if os.path.exists(pidfile):
+            with open(pidfile) as f:
+                self.pids_to_kill.append(int(f.read().strip()))
+        self.assertReply(r, 0)
+        self.assertTrue(r["stdout"].startswith("started\n"), repr(r))
+        self.assertLess(took, 6.0, "reply took %.1fs (want ~2-5s)" % took)
+
+    def test_timeout_kills_process_group(self):
+        pidfile = self.path("grandchild.pid")
+        t0 = time.monotonic()
+        r = self.run_script("#!/bin/sh\n/bin/sleep 300 &\necho $! > %s\n"
+                            "echo before\nwait\necho never\n" % pidfile,
+                            env={}, timeout=1)
+        took = time.monotonic() - t0
+        self.assertIs(r.get("timed_out"), True, repr(r))
+        self.assertIn(r["exit_status"], (143, 137), repr(r))
+        self.assertEqual(r["stdout"], "before\n")
+        self.assertLess(took, 15, "timeout of 1s took %.1fs" % took)
+        self.assertGreater(took, 0.9)
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        self.pids_to_kill.append(pid)
+        wait_until(lambda: not alive(pid), what="grandchild %d killed" % pid)
+
+    def test_sigkilled_child_is_137_with_signal_name(self):
+        r = self.run_script("#!/bin/sh\necho bye\nkill -9 $$\necho never\n",
+                            env={})
+        self.assertReply(r, 137, "bye\n")
+        self.assertEqual(r.get("signal"), "SIGKILL", repr(r))
+        self.assertNotEqual(r.get("timed_out"), True)
+
+    def test_exit_codes_pass_through(self):
+        for code in (0, 1, 2, 42, 126, 127, 255):
+            r = self.run_script("#!/bin/sh\nexit %d\n" % code, env={})
+            self.assertReply(r, code, "", "")
+
+    def test_request_after_many_requests_still_served(self):
+        # Sequential traffic: no fd or child leak makes the agent stall.
+        for i in range(30):
+            r = self.run_script("#!/bin/sh\necho %d\n" % i, env={})
+            self.assertReply(r, 0, "%d\n" % i)
+        self.assertTrue(self.agent.running())
+
+
+class Limits(AgentTestCase):
+
+    def test_default_timeout_flag(self):
+        a = self.start_agent(args=["--default-timeout", "1"])
+        t0 = time.monotonic()
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/sleep 30\n", env={})
+        self.assertIs(r.get("timed_out"), True, repr(r))
+        self.assertIn(r["exit_status"], (143, 137))
+        self.assertLess(time.monotonic() - t0, 15)
+
+    def test_request_timeout_overrides_default(self):
+        a = self.start_agent(args=["--default-timeout", "1"])
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/sleep 2\necho ok\n",
+                                env={}, timeout=20)
+        self.assertReply(r, 0, "ok\n")
+        self.assertNotEqual(r.get("timed_out"), True)
+
+    def test_max_output_flag_caps_stderr(self):
+        a = self.start_agent(args=["--max-output", "200000"])
+        total = 300000
+        expected = "".join("%09d\n" % i for i in range(total // 10))
+        r = self.client.execute(
+            a.uuid, "#!/bin/sh\n/usr/bin/awk 'BEGIN { for (i = 0; i < %d; "
+            "i++) printf \"%%09d\\n\", i }' >&2\necho out\n"
+            % (total // 10), env={})
+        self.assertReply(r, 0, "out\n")
+        self.assertIs(r.get("stderr_truncated"), True, repr(r)[:300])
+        self.assertEqual(r.get("stderr_bytes"), total)
+        self.assertNotEqual(r.get("stdout_truncated"), True)
+        err = r["stderr"]
+        self.assertLess(len(err), 200000 + 1024, "cap not applied")
+        check_truncated(self, err, expected, min_head=50000)
+
+
+class Reboot(AgentTestCase):
+
+    def test_exit_113_replies_0_then_runs_reboot_cmd(self):
+        flag = self.path("rebooted")
+        cmd = self.path("reboot.sh")
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\necho called \"$@\" >> %s\n" % flag)
+        os.chmod(cmd, 0o755)
+        a = self.start_agent(args=["--reboot-cmd", cmd + " now"])
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho rebooting\nexit 113\n",
+                                env={})
+        self.assertReply(r, 0, "rebooting\n")
+        wait_until(lambda: os.path.exists(flag), what="reboot command run")
+        with open(flag) as f:
+            self.assertEqual(f.read(), "called now\n")
+
+
+class Concurrency(AgentTestCase):
+
+    def test_50_requests_with_max_concurrency_4(self):
+        a = self.start_agent(args=["--max-concurrency", "4"])
+        log = self.path("spans")
+        script = ("#!/bin/sh\necho \"S $(date +%%s%%N) $1\" >> %s\n"
+                  "sleep 0.2\necho \"E $(date +%%s%%N) $1\" >> %s\n"
+                  "echo $1\n" % (log, log))
+        env = {"PATH": "/usr/bin:/bin"}
+        reqs = [self.client.send_execute(a.uuid, script, args=[str(i)],
+                                         env=env) for i in range(50)]
+        for i, req in enumerate(reqs):
+            r = self.client.wait_reply(a.uuid, req, timeout=60)
+            self.assertReply(r, 0, "%d\n" % i)
+        events = []
+        with open(log) as f:
+            for line in f:
+                kind, ns, _ = line.split()
+                # At equal times count the end first: not an overlap.
+                events.append((int(ns), 0 if kind == "E" else 1))
+        self.assertEqual(len(events), 100)
+        running = peak = 0
+        for _, start in sorted(events):
+            running += 1 if start else -1
+            peak = max(peak, running)
+        self.assertLessEqual(peak, 4, "more than 4 scripts ran at once")
+        self.assertGreaterEqual(peak, 2, "requests were not run concurrently")

@@ -1,0 +1,380 @@
+"""The agent's life: ur.startup once per boot, the sysinfo heartbeat and the
+setup file, clean shutdown, a second agent for the same node, credentials,
+broker lists and the log."""
+
+import json
+import os
+import re
+import signal
+import time
+
+from urharness import (BUNYAN_FIELDS, AgentTestCase, make_sysinfo,
+                       rabbitmqctl, random_token, wait_until)
+
+
+def is_startup(uuid):
+    return lambda m: m.routing_key == "ur.startup.%s" % uuid
+
+
+def is_sysinfo(uuid):
+    return lambda m: m.routing_key.startswith("ur.sysinfo.%s." % uuid)
+
+
+class Startup(AgentTestCase):
+
+    def barrier(self, a):
+        """Returns once the agent has answered a ping: by then whatever it
+        publishes on becoming ready has been published."""
+        self.client.ping(a.uuid)
+
+    def test_startup_once_per_boot(self):
+        sysinfo = make_sysinfo()
+        state = self.path("state")
+        os.mkdir(state)
+        marker = os.path.join(state, ".ur-startup")
+
+        a = self.start_agent(sysinfo=sysinfo, state_dir=state, name="first")
+        m = self.client.wait_message(is_startup(a.uuid),
+                                     what="ur.startup.<uuid>")
+        self.assertEqual(m.json(), sysinfo)
+        self.assertTrue(os.path.exists(marker), "marker not created")
+        self.barrier(a)
+        self.assertEqual(self.client.collect(is_startup(a.uuid), 0.5), [],
+                         "ur.startup sent twice by one agent")
+        a.stop()
+        self.client.drop(lambda m: True)
+
+        # Same state dir: the machine has not rebooted.
+        b = self.start_agent(sysinfo=sysinfo, state_dir=state, name="second")
+        self.barrier(b)
+        self.assertEqual(self.client.collect(is_startup(b.uuid), 1.0), [],
+                         "ur.startup re-sent with the marker present")
+        b.stop()
+        self.client.drop(lambda m: True)
+
+        # Marker gone: a reboot.
+        os.unlink(marker)
+        c = self.start_agent(sysinfo=sysinfo, state_dir=state, name="third")
+        m = self.client.wait_message(is_startup(c.uuid),
+                                     what="ur.startup after reboot")
+        self.assertEqual(m.json()["UUID"], c.uuid)
+        self.assertTrue(os.path.exists(marker))
+        c.stop()
+
+    def test_sysinfo_cmd(self):
+        info = make_sysinfo()
+        cmd = self.path("sysinfo.sh")
+        src = self.path("sysinfo-src.json")
+        with open(src, "w") as f:
+            json.dump(info, f)
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\n/bin/cat %s\n" % src)
+        os.chmod(cmd, 0o755)
+        self.start_agent(sysinfo=info, sysinfo_cmd=cmd, wait=False)
+        m = self.client.wait_message(is_startup(info["UUID"]),
+                                     what="ur.startup with --sysinfo-cmd")
+        self.assertEqual(m.json(), info)
+        r = self.client.execute(info["UUID"], "#!/bin/sh\necho cmd\n", env={})
+        self.assertReply(r, 0, "cmd\n")
+
+    def test_sysinfo_without_uuid_waits_and_retries(self):
+        info = make_sysinfo()
+        uuid = info.pop("UUID")
+        a = self.new_agent(sysinfo=info)
+        a.uuid = uuid
+        a.start()
+        # It cannot take part: it must say so, keep running, and pick up
+        # the UUID once sysinfo has one.
+        a.wait_log(lambda r: "uuid" in json.dumps(r).lower()
+                   and r.get("level", 0) >= 40, what="a warning about UUID")
+        self.assertTrue(a.running(), "agent exited without a UUID")
+        a.write_sysinfo(dict(info, UUID=uuid))
+        self.client.wait_message(is_startup(uuid), timeout=60,
+                                 what="ur.startup once sysinfo has a UUID")
+
+
+class SysinfoHeartbeat(AgentTestCase):
+
+    def test_sysinfo_on_connect_and_every_interval_while_not_setup(self):
+        a = self.start_agent(args=["--sysinfo-interval", "1"])
+        got = [self.client.wait_sysinfo(a.uuid) for _ in range(4)]
+        ids = [m.routing_key.split(".")[-1] for m in got]
+        for i in ids:
+            self.assertRegex(i, r"^[0-9a-f]{8}$")
+        self.assertEqual(len(set(ids)), 4, "ids not fresh: %r" % ids)
+        for m in got:
+            self.assertEqual(m.json(), a.sysinfo)
+        gaps = [b.received - a_.received for a_, b in zip(got[1:], got[2:])]
+        for g in gaps:
+            self.assertGreater(g, 0.5, "interval %.2fs for 1s" % g)
+            self.assertLess(g, 5, "interval %.2fs for 1s" % g)
+
+    def test_setup_file_incomplete_keeps_heartbeat(self):
+        a = self.new_agent(args=["--sysinfo-interval", "1"])
+        with open(a.setup_file, "w") as f:
+            json.dump({"complete": False, "current_state": "x"}, f)
+        a.start()
+        for _ in range(3):
+            self.client.wait_sysinfo(a.uuid)
+
+    def test_setup_complete_one_last_message_then_none(self):
+        a = self.start_agent(args=["--sysinfo-interval", "1"])
+        self.client.wait_sysinfo(a.uuid)
+        self.client.wait_sysinfo(a.uuid)
+        with open(a.setup_file + ".tmp", "w") as f:
+            json.dump({"complete": True}, f)
+        os.rename(a.setup_file + ".tmp", a.setup_file)
+        # One last message (one more may have been under way when the file
+        # appeared), then silence over four intervals.
+        last = self.client.wait_sysinfo(a.uuid, timeout=10)
+        after = [last] + self.client.collect(is_sysinfo(a.uuid), 4.5)
+        self.assertLessEqual(len(after), 2,
+                             "heartbeat went on after setup completed: %d "
+                             "messages in 4.5 intervals" % len(after))
+        self.assertTrue(a.running())
+
+    def test_setup_complete_at_start_no_heartbeat(self):
+        a = self.new_agent(args=["--sysinfo-interval", "1"])
+        with open(a.setup_file, "w") as f:
+            json.dump({"complete": True}, f)
+        a.start()
+        self.client.wait_sysinfo(a.uuid)
+        more = self.client.collect(is_sysinfo(a.uuid), 4.0)
+        self.assertLessEqual(len(more), 1, "heartbeat with setup complete")
+
+
+class Shutdown(AgentTestCase):
+
+    def _term_during_script(self, sig):
+        a = self.start_agent()
+        started = self.path("started")
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 2\necho finished\n"
+            % started, env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        t0 = time.monotonic()
+        a.send_signal(sig)
+        r = self.client.wait_reply(a.uuid, req)
+        self.assertReply(r, 0, "finished\n")
+        self.assertEqual(a.wait_exit(), 0, "exit status after %s" % sig.name)
+        self.assertLess(time.monotonic() - t0, 12)
+
+    def test_sigterm_lets_running_script_finish_and_reply(self):
+        self._term_during_script(signal.SIGTERM)
+
+    def test_sigint_lets_running_script_finish_and_reply(self):
+        self._term_during_script(signal.SIGINT)
+
+    def test_sigterm_when_idle_exits_0_promptly(self):
+        a = self.start_agent()
+        t0 = time.monotonic()
+        a.stop()
+        self.assertLess(time.monotonic() - t0, 5)
+
+
+def strings_in(v):
+    """Every string in a JSON value (keys excluded)."""
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from strings_in(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from strings_in(x)
+
+
+def is_resource_locked_retry(rec):
+    """A log record that names the 405 / RESOURCE_LOCKED refusal (in its
+    text or as a reply code field, not a digit run in some number) and
+    says the agent retries."""
+    text = " ".join(strings_in(rec))
+    named = re.search(r"\b405\b|RESOURCE_LOCKED", text) or any(
+        rec.get(k) == 405 for k in ("code", "reply_code", "amqp_code"))
+    return bool(named) and re.search(r"(?i)retr", json.dumps(rec))
+
+
+class SameNodeTwice(AgentTestCase):
+
+    def test_second_agent_waits_for_resource_locked_then_takes_over(self):
+        info = make_sysinfo()
+        a = self.start_agent(sysinfo=info, name="first",
+                             env={"WHO": "first"})
+        b = self.new_agent(sysinfo=info, name="second",
+                           env={"WHO": "second"})
+        b.start()
+        b.wait_log(is_resource_locked_retry,
+                   what="the second agent logging that it retries after 405 "
+                   "RESOURCE_LOCKED")
+        self.assertTrue(b.running(), "second agent exited on 405")
+        # The first still serves.
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho $WHO\n")
+        self.assertReply(r, 0, "first\n")
+        self.assertTrue(b.running())
+        a.stop()
+        # Requests published before the second has its queue are unroutable;
+        # keep asking until it answers.
+        deadline = time.monotonic() + 60
+        while True:
+            req = self.client.send_execute(a.uuid, "#!/bin/sh\necho $WHO\n")
+            try:
+                r = self.client.wait_reply(a.uuid, req, timeout=2)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("second agent never took over; log:"
+                                         "\n" + b.log_tail())
+        self.assertReply(r, 0, "second\n")
+        b.stop()
+
+
+class Credentials(AgentTestCase):
+
+    def add_user(self):
+        user = "urinteg-" + random_token()[:8]
+        password = "Pw-" + random_token() + "-zq9"
+        rabbitmqctl("add_user", user, password)
+        self.addCleanup(rabbitmqctl, "delete_user", user, check=False)
+        rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        return user, password
+
+    def test_password_from_env_never_logged(self):
+        user, password = self.add_user()
+        a = self.start_agent(login=user, password=password,
+                             args=["--log-level", "debug"])
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho $AMQP_PASSWORD\n")
+        self.assertReply(r, 0, "\n")
+        a.stop()
+        self.assertNotIn(password, a.log_text())
+        self.assertNotIn(password, open(a.out_path).read())
+
+    def test_password_file(self):
+        user, password = self.add_user()
+        pwfile = self.path("pw")
+        with open(pwfile, "w") as f:
+            f.write(password + "\n")
+        os.chmod(pwfile, 0o600)
+        a = self.start_agent(login=user, password="wrong-on-purpose",
+                             args=["--password-file", pwfile,
+                                   "--log-level", "debug"])
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho pwfile\n", env={})
+        self.assertReply(r, 0, "pwfile\n")
+        a.stop()
+        self.assertNotIn(password, a.log_text())
+
+    def test_login_flag_and_wrong_password_not_logged(self):
+        user, password = self.add_user()
+        bad = "Wrong-" + random_token() + "-pw"
+        a = self.new_agent(password=bad, args=["--login", user,
+                                               "--log-level", "debug"])
+        a.start()
+        a.wait_log(lambda r: r.get("level", 0) >= 40 and re.search(
+            r"(?i)403|access.refused|auth|login|refused|closed",
+            json.dumps(r)), what="a warning about the refused login")
+        self.assertTrue(a.running(), "agent gave up after a refused login")
+        a.stop()
+        self.assertNotIn(bad, a.log_text())
+
+
+def agent_connection(a, check=True):
+    """The broker's pid of the connection consuming the agent's request
+    queue (None, or AssertionError with check, when there is none)."""
+    queue = "ur.request.%s.%s" % (a.uuid, a.mac)
+    consumers = rabbitmqctl("list_consumers", "-q", "--no-table-headers",
+                            "queue_name", "channel_pid")
+    chans = [line.split("\t")[1] for line in consumers.splitlines()
+             if line.split("\t")[0] == queue]
+    channels = rabbitmqctl("list_channels", "-q", "--no-table-headers",
+                           "pid", "connection")
+    conns = [line.split("\t")[1] for line in channels.splitlines()
+             if line.split("\t")[0] in chans]
+    if check and not conns:
+        raise AssertionError("no connection consumes %s:\n%s\n%s"
+                             % (queue, consumers, channels))
+    return conns[0] if conns else None
+
+
+class Brokers(AgentTestCase):
+
+    def test_broker_flag_list_skips_dead_broker(self):
+        from urharness import RABBITMQ_PORT
+        a = self.start_agent(use_env_broker=False, args=[
+            "--broker", "127.0.0.1:1,127.0.0.1:%s" % RABBITMQ_PORT,
+            "--login", "guest"], env={"AMQP_PASSWORD": "guest"})
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho list\n", env={})
+        self.assertReply(r, 0, "list\n")
+
+    def test_broker_flag_overrides_env(self):
+        from urharness import RABBITMQ_PORT
+        a = self.start_agent(args=["--broker", "127.0.0.1:%s" % RABBITMQ_PORT],
+                             env={"AMQP_HOST": "127.0.0.1",
+                                  "AMQP_PORT": "1"})
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho flag\n", env={})
+        self.assertReply(r, 0, "flag\n")
+
+    def test_connection_closed_by_broker_reconnects(self):
+        # The broker closes the agent's connection; the agent reconnects
+        # by itself and serves again, without a second ur.startup.
+        a = self.start_agent()
+        self.client.wait_message(is_startup(a.uuid))
+        self.client.drop(lambda m: True)
+        old = agent_connection(a)
+        rabbitmqctl("close_connection", old, "integ test: forced close")
+        wait_until(lambda: agent_connection(a, check=False) not in
+                   (None, old), timeout=60, what="the agent reconnected",
+                   interval=0.5)
+        self.client.wait_sysinfo(a.uuid, timeout=60)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho back\n", env={})
+        self.assertReply(r, 0, "back\n")
+        self.assertEqual(self.client.collect(is_startup(a.uuid), 0.5), [])
+
+
+    def test_reply_of_script_finished_while_disconnected_is_delivered(self):
+        a = self.start_agent()
+        started = self.path("started")
+        release = self.path("release")
+        # The script finishes only once the test has cut the connection.
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\nn=0\nwhile [ ! -e %s ] && "
+            "[ $n -lt 600 ]; do /bin/sleep 0.1; n=$((n+1)); done\n"
+            "echo survived\n" % (started, release), env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        old = agent_connection(a)
+        rabbitmqctl("close_connection", old,
+                    "integ test: outage while a script runs")
+        open(release, "w").close()
+        r = self.client.wait_reply(a.uuid, req, timeout=60)
+        self.assertReply(r, 0, "survived\n")
+        self.assertNotEqual(agent_connection(a), old)
+
+
+class Log(AgentTestCase):
+
+    def test_log_is_bunyan_json_lines(self):
+        a = self.start_agent()
+        req = self.client.send_execute(a.uuid, "#!/bin/sh\nexit 5\n", env={})
+        self.assertReply(self.client.wait_reply(a.uuid, req), 5)
+        a.stop()
+        parsed, bad = a.log_lines()
+        self.assertEqual(bad, [], "stderr lines that are not JSON objects")
+        self.assertTrue(parsed, "no log at all")
+        for rec in parsed:
+            for k in BUNYAN_FIELDS:
+                self.assertIn(k, rec, "log record lacks %s: %r" % (k, rec))
+            self.assertEqual(rec["v"], 0)
+            self.assertEqual(rec["pid"], a.proc.pid)
+            self.assertIn(rec["level"], (10, 20, 30, 40, 50, 60))
+            self.assertRegex(rec["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+                                          r"(\.\d+)?Z$")
+        mine = [rec for rec in parsed if rec.get("req_id") == req]
+        self.assertTrue(mine, "no log record with req_id %s" % req)
+        self.assertTrue([rec for rec in mine if rec.get("exit_status") == 5],
+                        "no record of req %s with its exit_status" % req)
+
+    def test_log_level_warn_is_quiet(self):
+        a = self.start_agent(args=["--log-level", "warn"])
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho q\n", env={})
+        self.assertReply(r, 0, "q\n")
+        a.stop()
+        low = [rec for rec in a.logs() if rec.get("level", 0) < 40]
+        self.assertEqual(low, [], "records below warn were logged")

@@ -1,0 +1,233 @@
+"""The Ur messages other than execute: ping, broadcast discovery, routing by
+<uuid>-<mac>, the agent's queues, and invalid requests."""
+
+import datetime
+import json
+import os
+
+from urharness import (ISO8601_UTC, AgentTestCase, make_sysinfo,
+                       rabbitmqctl, random_token)
+
+
+class Ping(AgentTestCase):
+
+    def test_ping_acks_with_req_id_and_iso8601_timestamp(self):
+        a = self.start_agent()
+        rid, body = self.client.ping(a.uuid)
+        self.assertEqual(body.get("req_id"), rid, repr(body))
+        ts = body.get("timestamp")
+        self.assertIsInstance(ts, str)
+        self.assertRegex(ts, ISO8601_UTC)
+        when = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.assertLess(abs((now - when).total_seconds()), 60,
+                        "timestamp %s is not now (%s)" % (ts, now))
+
+    def test_many_pings_all_acked(self):
+        a = self.start_agent()
+        rids = []
+        for _ in range(20):
+            rid = random_token()
+            rids.append(rid)
+            self.client.publish("ur.ping.%s" % a.uuid,
+                                {"client_id": self.client.client_id,
+                                 "id": rid})
+        key = "ur.ack%s.%s" % (self.client.client_id, a.uuid)
+        got = [self.client.wait_key(key).json()["req_id"] for _ in rids]
+        self.assertEqual(sorted(got), sorted(rids))
+
+
+class Broadcast(AgentTestCase):
+
+    def test_broadcast_sysinfo_replies_with_sysinfo(self):
+        a = self.start_agent()
+        req = random_token()
+        self.client.publish("ur.broadcast.sysinfo.%s" % req, {})
+        m = self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
+        self.assertEqual(m.json(), a.sysinfo)
+
+    def test_discover_finds_every_agent(self):
+        agents = [self.start_agent() for _ in range(3)]
+        found = self.client.discover(seconds=3)
+        for a in agents:
+            self.assertIn(a.uuid, found)
+            self.assertEqual(found[a.uuid]["UUID"], a.uuid)
+
+    def test_broadcast_sysinfo_is_read_fresh(self):
+        a = self.start_agent()
+        info = dict(a.sysinfo, Hostname="renamed-node", Setup=True)
+        a.write_sysinfo(info)
+        req = random_token()
+        self.client.publish("ur.broadcast.sysinfo.%s" % req, {})
+        m = self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
+        self.assertEqual(m.json()["Hostname"], "renamed-node")
+
+    def test_other_broadcast_kinds_ignored_and_agent_serves_on(self):
+        a = self.start_agent()
+        req = random_token()
+        self.client.publish("ur.broadcast.bogus.%s" % req, {})
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho ok\n", env={})
+        self.assertReply(r, 0, "ok\n")
+        stray = self.client.collect(
+            lambda m: m.routing_key.endswith("." + req), 0.5)
+        self.assertEqual(stray, [], "replied to an unknown broadcast kind")
+        self.assertTrue(a.running())
+
+
+class Routing(AgentTestCase):
+
+    def test_execute_addressed_by_uuid_and_mac(self):
+        a = self.start_agent()
+        req = self.client.send_execute(a.uuid, "#!/bin/sh\necho mac\n",
+                                       env={},
+                                       address="%s-%s" % (a.uuid, a.mac))
+        r = self.client.wait_reply(a.uuid, req)
+        self.assertReply(r, 0, "mac\n")
+
+    def test_admin_nic_tag_selects_mac(self):
+        a = self.start_agent(sysinfo=make_sysinfo(tag="adminx"))
+        self.assertIsNotNone(a.mac)
+        req = self.client.send_execute(a.uuid, "#!/bin/sh\necho tag\n",
+                                       env={},
+                                       address="%s-%s" % (a.uuid, a.mac))
+        self.assertReply(self.client.wait_reply(a.uuid, req), 0, "tag\n")
+
+    def test_no_admin_nic_still_serves(self):
+        a = self.start_agent(sysinfo=make_sysinfo(nics=False))
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho nonic\n", env={})
+        self.assertReply(r, 0, "nonic\n")
+        queues = rabbitmqctl("list_queues", "-q", "--no-table-headers",
+                             "name")
+        self.assertIn("ur.request.%s" % a.uuid, queues.split())
+
+    def test_queues_declared_as_protocol_says(self):
+        a = self.start_agent()
+        out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name",
+                          "exclusive", "auto_delete", "durable", "consumers")
+        rows = {line.split()[0]: line.split()[1:]
+                for line in out.splitlines() if line.strip()}
+        req_q = "ur.request.%s.%s" % (a.uuid, a.mac)
+        ping_q = "ur.ping.%s" % a.uuid
+        self.assertIn(req_q, rows, out)
+        self.assertIn(ping_q, rows, out)
+        self.assertEqual(rows[req_q][:3], ["true", "true", "false"],
+                         "request queue exclusive/auto_delete/durable")
+        self.assertEqual(rows[ping_q][1:3], ["true", "false"],
+                         "ping queue auto_delete/durable")
+        self.assertEqual(rows[req_q][3], "1")
+        self.assertEqual(rows[ping_q][3], "1")
+        binds = rabbitmqctl("list_bindings", "-q", "--no-table-headers",
+                            "source_name", "destination_name",
+                            "routing_key")
+        keys = {tuple(line.split("\t")[1:]) for line in binds.splitlines()
+                if line.startswith("amq.topic\t")}
+        for k in ("ur.execute.%s.*" % a.uuid,
+                  "ur.execute.%s-%s.*" % (a.uuid, a.mac),
+                  "ur.broadcast.*.*"):
+            self.assertIn((req_q, k), keys)
+        self.assertIn((ping_q, "ur.ping.%s" % a.uuid), keys)
+
+
+    def test_request_consumer_manual_ack_and_prefetch(self):
+        a = self.start_agent(args=["--max-concurrency", "3"])
+        queue = "ur.request.%s.%s" % (a.uuid, a.mac)
+        out = rabbitmqctl("list_consumers", "-q", "--no-table-headers",
+                          "queue_name", "channel_pid", "ack_required",
+                          "prefetch_count")
+        rows = [line.split("\t") for line in out.splitlines()
+                if line.split("\t")[0] == queue]
+        self.assertEqual(len(rows), 1, out)
+        _, chan, ack_required, prefetch = rows[0]
+        self.assertEqual(ack_required, "true", "requests must be acked")
+        if prefetch == "0":  # basic.qos global: the channel's limit
+            chans = rabbitmqctl("list_channels", "-q", "--no-table-headers",
+                                "pid", "prefetch_count")
+            prefetch = [line.split("\t")[1] for line in chans.splitlines()
+                        if line.split("\t")[0] == chan][0]
+        self.assertEqual(prefetch, "3", "prefetch != --max-concurrency")
+
+
+# Invalid requests: body -> description.  Each must be answered with
+# exit_status 2 and a one-line reason, and the agent must go on serving.
+INVALID = {
+    "body_not_json": b"this is {not json",
+    "body_not_utf8": b'{"type": "script", "script": "\xff\xfe"}',
+    "json_array": b'["type", "script"]',
+    "json_string": b'"#!/bin/sh\\necho hi"',
+    "json_null": b"null",
+    "empty_body": b"",
+    "unknown_type": {"type": "bogus", "script": "#!/bin/sh\necho hi\n"},
+    "type_not_string": {"type": 7, "script": "#!/bin/sh\necho hi\n"},
+    "missing_script": {"type": "script", "args": []},
+    "script_not_string": {"type": "script", "script": ["#!/bin/sh"]},
+    "missing_file": {"type": "file", "args": []},
+    "args_not_array": {"type": "script", "script": "#!/bin/sh\n",
+                       "args": "a b"},
+    "args_not_strings": {"type": "script", "script": "#!/bin/sh\n",
+                         "args": ["a", 1, None]},
+    "env_not_object": {"type": "script", "script": "#!/bin/sh\n",
+                       "env": ["A=b"]},
+    "env_not_strings": {"type": "script", "script": "#!/bin/sh\n",
+                        "env": {"A": 1}},
+    "deeply_nested": b'{"type": "script", "x": ' + b"[" * 100000
+                     + b"]" * 100000 + b"}",
+    "garbage_5mib": os.urandom(5 * 1024 * 1024),
+}
+
+
+class InvalidRequests(AgentTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.agent = self.start_agent()
+
+    def check_invalid(self, body):
+        req = self.client.send_execute(self.agent.uuid, body=body)
+        r = self.client.wait_reply(self.agent.uuid, req)
+        self.assertReply(r, 2, "")
+        reason = r["stderr"]
+        self.assertTrue(reason.strip(), "no reason given")
+        self.assertNotIn("\n", reason.rstrip("\n"),
+                         "reason is more than one line: %r" % reason)
+        self.assertLess(len(reason), 1000, "reason too long")
+        # ...and the agent serves on.
+        ok = self.client.execute(self.agent.uuid, "#!/bin/sh\necho fine\n",
+                                 env={})
+        self.assertReply(ok, 0, "fine\n")
+        self.assertTrue(self.agent.running())
+
+    def test_all_invalid_in_a_row_then_valid(self):
+        reqs = [self.client.send_execute(self.agent.uuid, body=b)
+                for b in INVALID.values()]
+        for name, req in zip(INVALID, reqs):
+            r = self.client.wait_reply(self.agent.uuid, req)
+            self.assertEqual(r.get("exit_status"), 2, "%s: %r" % (name, r))
+        ok = self.client.execute(self.agent.uuid, "#!/bin/sh\necho fine\n",
+                                 env={})
+        self.assertReply(ok, 0, "fine\n")
+
+    def test_request_without_content_type_is_parsed(self):
+        req = random_token()
+        body = json.dumps({"type": "script", "script": "#!/bin/sh\necho ct\n",
+                           "env": {}})
+        self.client.publish("ur.execute.%s.%s" % (self.agent.uuid, req), body,
+                            content_type=None)
+        self.assertReply(self.client.wait_reply(self.agent.uuid, req), 0,
+                         "ct\n")
+
+    def test_unknown_fields_ignored(self):
+        r = self.client.execute(self.agent.uuid, "#!/bin/sh\necho x\n",
+                                env={}, origin={"user": "x", "n": [1, 2]},
+                                frobnicate=True)
+        self.assertReply(r, 0, "x\n")
+
+
+def _make_invalid_test(body):
+    def test(self):
+        self.check_invalid(body)
+    return test
+
+
+for _name, _body in INVALID.items():
+    setattr(InvalidRequests, "test_invalid_" + _name,
+            _make_invalid_test(_body))

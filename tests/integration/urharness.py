@@ -1,0 +1,588 @@
+"""Helpers for the ur-agent integration tests.
+
+The tests drive the agent the way the headnode does: through a real RabbitMQ
+with a client that was not written here (Debian's python3-pika), speaking the
+Ur protocol as PROTOCOL.md defines it.
+
+  Agent   one ur-agent process with its own sysinfo file (a random UUID, so
+          tests never collide on the shared broker), state dir, setup file
+          and log file; started, awaited, stopped and its log parsed.
+  Client  a pika connection with an exclusive queue bound exactly as
+          Triton's urclient binds it, plus execute / ping / discover.
+
+Every wait is bounded (WAIT seconds unless told) and polls a condition;
+nothing sleeps for a fixed time except where a test proves an absence.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+import uuid as uuidlib
+
+import pika
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("BUILD", "build")
+# UR_AGENT runs the suite against another agent binary.
+AGENT = os.environ.get("UR_AGENT") or os.path.join(ROOT, BUILD, "ur-agent")
+RABBITMQ_PORT = os.environ.get("UR_TEST_RABBITMQ_PORT")
+RABBITMQ_NODE = os.environ.get("UR_TEST_RABBITMQ_NODE")
+
+# Generous: the machine is shared and noisy.
+WAIT = float(os.environ.get("UR_INTEG_WAIT", "20"))
+
+JSON_CT = "application/json"
+BUNYAN_FIELDS = ("name", "hostname", "pid", "level", "msg", "time", "v")
+ISO8601_UTC = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
+
+
+def random_uuid():
+    return str(uuidlib.uuid4())
+
+
+def random_mac():
+    b = os.urandom(5)
+    return "02:" + ":".join("%02x" % x for x in b)
+
+
+def random_token():
+    """A request id: opaque, no dots (PROTOCOL.md)."""
+    return uuidlib.uuid4().hex[:16]
+
+
+def make_sysinfo(uuid=None, mac=None, tag=None, nics=True):
+    """A SmartOS-like sysinfo object.  tag: value of "Admin NIC Tag" (the
+    admin NIC then carries that name instead of "admin")."""
+    uuid = uuid or random_uuid()
+    mac = mac or random_mac()
+    info = {
+        "Live Image": "20260101T000000Z",
+        "System Type": "SunOS",
+        "UUID": uuid,
+        "Hostname": "cn-" + uuid[:8],
+        "Datacenter Name": "integ-1",
+        "Setup": "false",
+        "Boot Parameters": {"console": "text"},
+    }
+    if tag:
+        info["Admin NIC Tag"] = tag
+    if nics:
+        info["Network Interfaces"] = {
+            "e1000g1": {"MAC Address": "02:00:00:00:00:01",
+                        "NIC Names": ["external"]},
+            "e1000g0": {"MAC Address": mac, "NIC Names": [tag or "admin"]},
+        }
+    return info
+
+
+def rabbitmqctl(*args, check=True):
+    """rabbitmqctl against the private test node; returns stdout."""
+    script = os.path.join(ROOT, "tests", "rabbitmq.sh")
+    p = subprocess.run([script, "ctl", RABBITMQ_NODE] + list(args),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError("rabbitmqctl %s failed (%d): %s" % (
+            " ".join(args), p.returncode, p.stderr.decode(errors="replace")))
+    return p.stdout.decode(errors="replace")
+
+
+def wait_until(cond, timeout=WAIT, what="condition", interval=0.05):
+    """Polls cond() until it returns a true value (returned) or timeout
+    seconds pass (AssertionError naming what)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.0fs waiting for %s"
+                                 % (timeout, what))
+        time.sleep(interval)
+
+
+class Message:
+    """One message the client received."""
+
+    def __init__(self, routing_key, properties, body):
+        self.routing_key = routing_key
+        self.properties = properties
+        self.raw = body
+        self.received = time.monotonic()
+        self._json = None
+
+    @property
+    def content_type(self):
+        return self.properties.content_type
+
+    def json(self):
+        """The body as JSON; AssertionError when it is not JSON or does not
+        carry content-type application/json (urclient depends on it)."""
+        if self.content_type != JSON_CT:
+            raise AssertionError("%s: content-type %r, want %r" % (
+                self.routing_key, self.content_type, JSON_CT))
+        if self._json is None:
+            try:
+                self._json = json.loads(self.raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                raise AssertionError("%s: body is not UTF-8 JSON (%s): %r"
+                                     % (self.routing_key, e, self.raw[:200]))
+        return self._json
+
+    def __repr__(self):
+        return "<Message %s %r>" % (self.routing_key, self.raw[:120])
+
+
+class Client:
+    """A urclient look-alike on pika's BlockingConnection.
+
+    Its exclusive, server-named queue is bound to ur.execute-reply.*.*,
+    ur.startup.#, ur.sysinfo.# and ur.ack<client_id>.*, as urclient does.
+    Messages are buffered in arrival order; wait_message() takes the first
+    that matches a predicate."""
+
+    def __init__(self, login="guest", password="guest"):
+        params = pika.ConnectionParameters(
+            host="127.0.0.1", port=int(RABBITMQ_PORT),
+            credentials=pika.PlainCredentials(login, password),
+            heartbeat=0, blocked_connection_timeout=WAIT,
+            connection_attempts=3, retry_delay=1)
+        self.client_id = random_token()
+        self.conn = pika.BlockingConnection(params)
+        self.ch = self.conn.channel()
+        q = self.ch.queue_declare(queue="", exclusive=True, auto_delete=True)
+        self.queue = q.method.queue
+        for key in ("ur.execute-reply.*.*", "ur.startup.#", "ur.sysinfo.#",
+                    "ur.ack%s.*" % self.client_id):
+            self.ch.queue_bind(queue=self.queue, exchange="amq.topic",
+                               routing_key=key)
+        self.messages = []
+        self.bad_content_type = []  # every message lacking application/json
+        self.ch.basic_consume(self.queue, self._on_message, auto_ack=True)
+
+    def _on_message(self, ch, method, properties, body):
+        m = Message(method.routing_key, properties, body)
+        if m.content_type != JSON_CT:
+            self.bad_content_type.append(m)
+        self.messages.append(m)
+
+    def close(self):
+        try:
+            if self.conn.is_open:
+                self.conn.close()
+        except Exception:
+            pass
+
+    # -- sending --------------------------------------------------------
+
+    def publish(self, routing_key, body, content_type=JSON_CT):
+        """Publishes body (bytes, str, or a JSON-able value) on amq.topic."""
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        props = pika.BasicProperties(content_type=content_type)
+        self.ch.basic_publish(exchange="amq.topic", routing_key=routing_key,
+                              body=body, properties=props)
+
+    # -- receiving ------------------------------------------------------
+
+    def pump(self, seconds=0.0):
+        """Lets pika deliver what has arrived, for up to seconds."""
+        self.conn.process_data_events(time_limit=seconds)
+
+    def wait_message(self, pred, timeout=WAIT, what=None):
+        """Returns (and removes from the buffer) the first buffered or
+        arriving message for which pred(msg) is true; AssertionError after
+        timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.messages):
+                if pred(m):
+                    return self.messages.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    "timed out after %.0fs waiting for %s; buffered: %r" % (
+                        timeout, what or "a message", self.messages[-5:]))
+            self.pump(min(0.2, left))
+
+    def wait_key(self, routing_key, timeout=WAIT):
+        return self.wait_message(lambda m: m.routing_key == routing_key,
+                                 timeout, routing_key)
+
+    def collect(self, pred, seconds):
+        """Every message matching pred that arrives within seconds
+        (removed from the buffer).  Only for proving an absence or
+        counting over a window."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.pump(min(0.2, left))
+        got = [m for m in self.messages if pred(m)]
+        self.messages = [m for m in self.messages if not pred(m)]
+        return got
+
+    def drop(self, pred):
+        self.messages = [m for m in self.messages if not pred(m)]
+
+    # -- the Ur protocol ------------------------------------------------
+
+    def wait_sysinfo(self, uuid, timeout=WAIT):
+        """The next ur.sysinfo.<uuid>.<id> message."""
+        prefix = "ur.sysinfo.%s." % uuid
+        return self.wait_message(lambda m: m.routing_key.startswith(prefix),
+                                 timeout, prefix + "*")
+
+    def wait_ready(self, uuid, timeout=WAIT):
+        """Waits for the agent's first ur.sysinfo.<uuid>.* or
+        ur.startup.<uuid>: both are published after its queues are bound and
+        consumed.  Leaves the message in the buffer."""
+        pre = ("ur.sysinfo.%s." % uuid, "ur.startup.%s" % uuid)
+        m = self.wait_message(lambda m: m.routing_key.startswith(pre),
+                              timeout, "agent %s ready" % uuid)
+        self.messages.insert(0, m)
+        return m
+
+    def send_execute(self, uuid, script=None, args=None, env=None, req=None,
+                     address=None, body=None, **extra):
+        """Publishes an execute request; returns its req token.  With body
+        (bytes/str/value) that is sent as is.  address replaces <uuid> in
+        the routing key (e.g. "<uuid>-<mac>")."""
+        req = req or random_token()
+        if body is None:
+            body = {"type": "script", "script": script,
+                    "args": [] if args is None else args,
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                               time.gmtime()),
+                    "origin": {"user": "integ"}}
+            if env is not None:
+                body["env"] = env
+            body.update(extra)
+            body = {k: v for k, v in body.items() if v is not None}
+        self.publish("ur.execute.%s.%s" % (address or uuid, req), body)
+        return req
+
+    def wait_reply(self, uuid, req, timeout=WAIT):
+        """The execute-reply body (a dict) for req."""
+        m = self.wait_key("ur.execute-reply.%s.%s" % (uuid, req), timeout)
+        body = m.json()
+        if not isinstance(body, dict):
+            raise AssertionError("reply is not an object: %r" % (body,))
+        return body
+
+    def execute(self, uuid, script, args=None, env=None, wait=WAIT,
+                **extra):
+        """Runs script (type "script") and returns the reply dict, waiting
+        up to wait seconds; extra fields (e.g. timeout=1) go in the request.
+        env=None leaves "env" out of the request (inherit); pass {} for
+        urclient's empty environment."""
+        req = self.send_execute(uuid, script, args, env, **extra)
+        return self.wait_reply(uuid, req, wait)
+
+    def execute_file(self, uuid, path, args=None, env=None, wait=WAIT):
+        body = {"type": "file", "file": path,
+                "args": [] if args is None else args}
+        if env is not None:
+            body["env"] = env
+        req = self.send_execute(uuid, body=body)
+        return self.wait_reply(uuid, req, wait)
+
+    def ping(self, uuid, timeout=WAIT):
+        """Pings the agent; returns (rid, reply body)."""
+        rid = random_token()
+        self.publish("ur.ping.%s" % uuid,
+                     {"client_id": self.client_id, "id": rid})
+        m = self.wait_key("ur.ack%s.%s" % (self.client_id, uuid), timeout)
+        return rid, m.json()
+
+    def discover(self, seconds=3.0, req=None):
+        """Broadcasts ur.broadcast.sysinfo.<id>; returns {uuid: sysinfo}
+        from the replies that arrive within seconds."""
+        req = req or random_token()
+        self.publish("ur.broadcast.sysinfo.%s" % req, {})
+        suffix = "." + req
+        got = self.collect(lambda m: m.routing_key.startswith(
+            "ur.execute-reply.") and m.routing_key.endswith(suffix), seconds)
+        out = {}
+        for m in got:
+            node = m.routing_key[len("ur.execute-reply."):-len(suffix)]
+            out[node] = m.json()
+        return out
+
+
+class Agent:
+    """One ur-agent process (not started: call start()).
+
+    Files live in workdir: NAME-sysinfo.json (--sysinfo-file, unless
+    sysinfo_cmd is given), NAME-state/ (--state-dir), NAME-setup.json
+    (--setup-file, not created), NAME.log (stderr), NAME.out (stdout).
+    The broker comes from AMQP_* in its environment (use_env_broker) with
+    login/password; env adds to or overrides its environment."""
+
+    def __init__(self, workdir, uuid=None, sysinfo=None, args=(), env=None,
+                 state_dir=None, setup_file=None, name="agent",
+                 password="guest", login="guest", use_env_broker=True,
+                 sysinfo_cmd=None):
+        self.workdir = workdir
+        self.name = name
+        self.sysinfo = sysinfo or make_sysinfo(uuid)
+        self.uuid = self.sysinfo.get("UUID", uuid)
+        nic = None
+        for n in (self.sysinfo.get("Network Interfaces") or {}).values():
+            if (self.sysinfo.get("Admin NIC Tag") or "admin") in \
+                    n.get("NIC Names", []):
+                nic = n
+                break
+        self.mac = nic["MAC Address"] if nic else None
+        self.sysinfo_cmd = sysinfo_cmd
+        self.sysinfo_file = os.path.join(workdir, name + "-sysinfo.json")
+        self.write_sysinfo(self.sysinfo)
+        self.state_dir = state_dir or os.path.join(workdir, name + "-state")
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.setup_file = setup_file or os.path.join(workdir,
+                                                     name + "-setup.json")
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.out_path = os.path.join(workdir, name + ".out")
+        self.args = list(args)
+        # Never the real default (a reboot of this machine) by accident.
+        self.reboot_log = os.path.join(workdir, name + "-reboot.log")
+        if "--reboot-cmd" not in self.args:
+            self.args += ["--reboot-cmd", "echo reboot >> " + self.reboot_log]
+        self.env = {"PATH": "/usr/bin:/bin", "HOME": workdir,
+                    "LANG": "C.UTF-8"}
+        if use_env_broker:
+            self.env.update({"AMQP_HOST": "127.0.0.1",
+                             "AMQP_PORT": str(RABBITMQ_PORT),
+                             "AMQP_LOGIN": login,
+                             "AMQP_PASSWORD": password,
+                             "AMQP_VHOST": "/"})
+        self.env.update(env or {})
+        self.proc = None
+        self.status = None
+
+    def write_sysinfo(self, info):
+        tmp = self.sysinfo_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(info, f)
+        os.rename(tmp, self.sysinfo_file)
+
+    def argv(self):
+        if self.sysinfo_cmd:
+            src = ["--sysinfo-cmd", self.sysinfo_cmd]
+        else:
+            src = ["--sysinfo-file", self.sysinfo_file]
+        return [AGENT] + src + ["--state-dir", self.state_dir,
+                "--setup-file", self.setup_file] + self.args
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), env=self.env,
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=self.log,
+                                     close_fds=True)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        if self.running():
+            self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=WAIT):
+        try:
+            self.status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("agent %s still running %.0fs later; log "
+                                 "tail:\n%s" % (self.name, timeout,
+                                                self.log_tail()))
+        self._close_files()
+        return self.status
+
+    def stop(self, sig=signal.SIGTERM, expect=0, timeout=WAIT):
+        """Sends sig, waits, and checks the exit status (expect=None: any).
+        Returns the status (negative: killed by that signal)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        st = self.wait_exit(timeout)
+        if expect is not None and st != expect:
+            raise AssertionError("agent %s exited %d after %s, want %d; log "
+                                 "tail:\n%s" % (self.name, st, sig.name,
+                                                expect, self.log_tail()))
+        return st
+
+    def kill(self):
+        """Cleanup: SIGKILL if still running, no checks."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                pass
+        self._close_files()
+
+    def _close_files(self):
+        for f in (getattr(self, "log", None), getattr(self, "out", None)):
+            if f and not f.closed:
+                f.close()
+
+    # -- the log --------------------------------------------------------
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=25):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def log_lines(self):
+        """(parsed, bad): the stderr lines that are JSON objects, parsed,
+        and the raw lines that are not."""
+        parsed, bad = [], []
+        for line in self.log_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                v = json.loads(line)
+            except ValueError:
+                bad.append(line)
+                continue
+            (parsed if isinstance(v, dict) else bad).append(
+                v if isinstance(v, dict) else line)
+        return parsed, bad
+
+    def logs(self):
+        return self.log_lines()[0]
+
+    def wait_log(self, pred, timeout=WAIT, what="a log line"):
+        """The first parsed log record for which pred(record) is true."""
+        def find():
+            for rec in self.logs():
+                if pred(rec):
+                    return rec
+            return None
+        try:
+            return wait_until(find, timeout, what)
+        except AssertionError as e:
+            raise AssertionError("%s; log tail:\n%s" % (e, self.log_tail()))
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class AgentTestCase(unittest.TestCase):
+    """Base class: skips without RabbitMQ, gives each test a temp dir, a
+    Client, and agents that are killed at the end whatever happened."""
+
+    needs_rabbitmq = True
+    needs_agent = True
+
+    def setUp(self):
+        if self.needs_rabbitmq and not (RABBITMQ_PORT and RABBITMQ_NODE):
+            self.skipTest("UR_TEST_RABBITMQ_PORT/UR_TEST_RABBITMQ_NODE unset:"
+                          " no RabbitMQ (run via tests/run or make check)")
+        if self.needs_agent and not os.access(AGENT, os.X_OK):
+            self.fail("%s is not built (make -j2)" % AGENT)
+        self.tmp = tempfile.mkdtemp(prefix="ur-integ-")
+        os.chmod(self.tmp, 0o755)
+        self.agents = []
+        self.pids_to_kill = []
+        self.addCleanup(self._cleanup)
+        self.client = Client() if self.needs_rabbitmq else None
+
+    def tearDown(self):
+        """A test that passed also proves, for every agent it left running,
+        a clean SIGTERM shutdown (exit 0), and that every message the
+        client received carried content-type application/json."""
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            return
+        for a in self.agents:
+            if a.running():
+                a.stop()
+        if self.client:
+            self.assertEqual(self.client.bad_content_type, [],
+                             "messages without content-type %s" % JSON_CT)
+
+    def _cleanup(self):
+        for a in self.agents:
+            a.kill()
+        for pid in self.pids_to_kill:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.client:
+            self.client.close()
+        if os.environ.get("UR_INTEG_KEEP"):
+            print("  (kept %s)" % self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def new_agent(self, **kw):
+        kw.setdefault("name", "agent%d" % len(self.agents))
+        a = Agent(self.tmp, **kw)
+        self.agents.append(a)
+        return a
+
+    def start_agent(self, wait=True, **kw):
+        """Starts an agent and (wait=True) waits until it is ready."""
+        a = self.new_agent(**kw).start()
+        if wait:
+            try:
+                self.client.wait_ready(a.uuid)
+            except AssertionError as e:
+                raise AssertionError("%s (agent running: %s); log tail:\n%s"
+                                     % (e, a.running(), a.log_tail()))
+        return a
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def assertReply(self, reply, exit_status=0, stdout=None, stderr=None):
+        """Checks the compatible reply fields and their types."""
+        for k in ("exit_status", "stdout", "stderr"):
+            self.assertIn(k, reply, "reply lacks %s: %r" % (k, reply))
+        self.assertIsInstance(reply["exit_status"], int)
+        self.assertIsInstance(reply["stdout"], str)
+        self.assertIsInstance(reply["stderr"], str)
+        if exit_status is not None:
+            self.assertEqual(reply["exit_status"], exit_status,
+                             "reply: %r" % (_short(reply),))
+        if stdout is not None:
+            self.assertEqual(reply["stdout"], stdout)
+        if stderr is not None:
+            self.assertEqual(reply["stderr"], stderr)
+
+
+def _short(reply):
+    return {k: (v[:300] + "...") if isinstance(v, str) and len(v) > 300
+            else v for k, v in reply.items()}

@@ -1,0 +1,667 @@
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "src/supervisor.hpp"
+#include "src/work_dir.hpp"
+
+using ur::JobResult;
+using ur::JobSpec;
+using ur::Supervisor;
+using ur::SupervisorOptions;
+
+namespace {
+
+uint64_t now_ms() {
+    struct timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+struct TempDir {
+    std::string path;
+    TempDir() {
+        char tmpl[] = "/tmp/ur-sup-test.XXXXXX";
+        REQUIRE(::mkdtemp(tmpl) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+// The agent's SIGCHLD handling, in miniature: the handler writes a byte to
+// a self-pipe that the loop polls, and the loop calls reap().
+int g_chld_pipe[2] = {-1, -1};
+extern "C" void on_sigchld(int) {
+    int saved = errno;
+    char c = 0;
+    ssize_t n = ::write(g_chld_pipe[1], &c, 1);
+    (void)n;
+    errno = saved;
+}
+
+struct SigchldPipe {
+    struct sigaction old;
+    SigchldPipe() {
+        REQUIRE(::pipe2(g_chld_pipe, O_CLOEXEC | O_NONBLOCK) == 0);
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigchld;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        ::sigaction(SIGCHLD, &sa, &old);
+    }
+    ~SigchldPipe() {
+        ::sigaction(SIGCHLD, &old, nullptr);
+        ::close(g_chld_pipe[0]);
+        ::close(g_chld_pipe[1]);
+        g_chld_pipe[0] = g_chld_pipe[1] = -1;
+    }
+};
+
+// Runs the loop until `want` results have been taken (or `limit_ms`
+// passed, which fails the test).  Results are appended to `out`.
+void drive(Supervisor& sup, size_t want, std::vector<JobResult>& out,
+           uint64_t limit_ms = 60000) {
+    SigchldPipe sigchld;
+    uint64_t give_up = now_ms() + limit_ms;
+    std::vector<pollfd> fds;
+    while (out.size() < want) {
+        uint64_t now = now_ms();
+        REQUIRE_MESSAGE(now < give_up, "supervisor loop did not finish in time");
+        fds.clear();
+        fds.push_back(pollfd{g_chld_pipe[0], POLLIN, 0});
+        sup.add_pollfds(fds);
+        // Wait until the nearest deadline, but wake at least every 200 ms:
+        // a SIGCHLD that came before the handler was installed has no byte.
+        uint64_t wait = std::min<uint64_t>(200, give_up - now);
+        uint64_t next = sup.next_deadline();
+        if (next != UINT64_MAX)
+            wait = next > now ? std::min(wait, next - now) : 0;
+        int r = ::poll(fds.data(), fds.size(), static_cast<int>(wait));
+        REQUIRE((r >= 0 || errno == EINTR));
+        if (r > 0 && fds[0].revents) {
+            char buf[64];
+            while (::read(g_chld_pipe[0], buf, sizeof buf) > 0) {
+            }
+        }
+        now = now_ms();
+        if (r > 0)
+            sup.handle(fds, now);
+        sup.reap(now);
+        sup.tick(now);
+        for (JobResult& res : sup.take_finished())
+            out.push_back(std::move(res));
+    }
+}
+
+JobResult run_one(Supervisor& sup, JobSpec spec, uint64_t limit_ms = 60000) {
+    REQUIRE(sup.start(std::move(spec), now_ms()));
+    std::vector<JobResult> out;
+    drive(sup, 1, out, limit_ms);
+    REQUIRE(out.size() == 1);
+    return std::move(out[0]);
+}
+
+JobSpec script(const std::string& id, const std::string& text,
+               std::vector<std::string> args = {}) {
+    JobSpec s;
+    s.id = id;
+    s.kind = JobSpec::Kind::Script;
+    s.script = text;
+    s.args = std::move(args);
+    return s;
+}
+
+JobSpec file(const std::string& id, const std::string& path,
+             std::vector<std::string> args = {}) {
+    JobSpec s;
+    s.id = id;
+    s.kind = JobSpec::Kind::File;
+    s.script = path;
+    s.args = std::move(args);
+    return s;
+}
+
+struct Fixture {
+    TempDir tmp;
+    SupervisorOptions opt;
+    Fixture() { opt.work_dir = tmp.path + "/work"; }
+};
+
+// True once `pid` is gone or a zombie (an orphan's zombie may linger if our
+// pid 1 does not reap).
+bool process_dead(pid_t pid) {
+    if (::kill(pid, 0) != 0)
+        return errno == ESRCH;
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    size_t paren = stat.rfind(')');
+    return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
+}
+
+bool await_dead(pid_t pid, uint64_t limit_ms = 10000) {
+    uint64_t give_up = now_ms() + limit_ms;
+    while (!process_dead(pid)) {
+        if (now_ms() > give_up)
+            return false;
+        ::poll(nullptr, 0, 10);  // awaiting another process's death: nothing to poll on
+    }
+    return true;
+}
+
+size_t count_dir(const std::string& dir) {
+    size_t n = 0;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d)
+        return 0;
+    while (struct dirent* e = ::readdir(d))
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+            ++n;
+    ::closedir(d);
+    return n;
+}
+
+// Children of this process (only zombies if `zombies`), from /proc (Linux only).
+size_t count_children(bool zombies) {
+    size_t n = 0;
+    DIR* d = ::opendir("/proc");
+    if (!d)
+        return 0;
+    std::string me = std::to_string(::getpid());
+    while (struct dirent* e = ::readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
+        std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        size_t paren = stat.rfind(')');
+        if (paren == std::string::npos)
+            continue;
+        std::istringstream rest(stat.substr(paren + 2));
+        std::string state, ppid;
+        rest >> state >> ppid;
+        if ((!zombies || state == "Z") && ppid == me)
+            ++n;
+    }
+    ::closedir(d);
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: stdout and stderr are captured") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("echo", "#!/bin/sh\necho out\necho err >&2\n"));
+    CHECK(r.id == "echo");
+    CHECK(r.exit_status == 0);
+    CHECK(r.signal == 0);
+    CHECK_FALSE(r.timed_out);
+    CHECK_FALSE(r.pipes_abandoned);
+    CHECK(r.out.data == "out\n");
+    CHECK(r.err.data == "err\n");
+    CHECK(r.out.total == 4);
+    CHECK_FALSE(r.out.truncated);
+    CHECK(r.pid > 0);
+    CHECK(sup.running() == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: args with spaces, quotes and unicode, never through a shell") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    std::vector<std::string> args = {"a b", "it's \"q\"", "h\xc3\xa9llo \xe2\x9c\x93", "",
+                                     "$HOME;*`id`"};
+    JobResult r = run_one(
+        sup, script("args", "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\n", args));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data ==
+          "[a b]\n[it's \"q\"]\n[h\xc3\xa9llo \xe2\x9c\x93]\n[]\n[$HOME;*`id`]\n");
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: env present is the whole environment, absent inherits") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    ::setenv("UR_SUP_TEST_INHERITED", "yes", 1);
+
+    JobSpec s = file("env", "/usr/bin/env");
+    s.env = std::vector<std::string>{"A=1", "B=two words"};
+    JobResult r = run_one(sup, s);
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "A=1\nB=two words\n");
+
+    s = file("env-empty", "/usr/bin/env");
+    s.env = std::vector<std::string>{};
+    r = run_one(sup, s);
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "");
+
+    r = run_one(sup, file("env-absent", "/usr/bin/env"));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data.find("UR_SUP_TEST_INHERITED=yes\n") != std::string::npos);
+    ::unsetenv("UR_SUP_TEST_INHERITED");
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: exit codes 0, 3 and 113") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    for (int code : {0, 3, 113}) {
+        JobResult r = run_one(sup, script("exit", "#!/bin/sh\nexit $1\n", {std::to_string(code)}));
+        CHECK(r.exit_status == code);
+        CHECK(r.signal == 0);
+    }
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: killed by SIGKILL is 137 with signal 9") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("kill", "#!/bin/sh\nkill -9 $$\n"));
+    CHECK(r.exit_status == 137);
+    CHECK(r.signal == SIGKILL);
+    CHECK_FALSE(r.timed_out);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: timeout kills the whole process group") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("timeout", "#!/bin/sh\nsleep 60 &\necho $!\nwait\n");
+    s.timeout_ms = 300;
+    uint64_t t0 = now_ms();
+    REQUIRE(sup.start(s, t0));
+    CHECK(sup.next_deadline() == t0 + 300);
+    std::vector<JobResult> out;
+    drive(sup, 1, out);
+    JobResult& r = out[0];
+    CHECK(r.timed_out);
+    CHECK(r.signal == SIGTERM);
+    CHECK(r.exit_status == 128 + SIGTERM);
+    CHECK(r.duration_ms >= 300);
+    pid_t grandchild = std::atoi(r.out.data.c_str());
+    REQUIRE(grandchild > 0);
+    CHECK(await_dead(grandchild));
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: timeout escalates to SIGKILL when SIGTERM is ignored") {
+    opt.kill_grace_ms = 300;
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("stubborn", "#!/bin/sh\ntrap '' TERM\nsleep 60 &\necho $!\nwait\n");
+    s.timeout_ms = 300;
+    JobResult r = run_one(sup, s);
+    CHECK(r.timed_out);
+    CHECK(r.signal == SIGKILL);
+    CHECK(r.exit_status == 137);
+    CHECK(r.duration_ms >= 600);
+    pid_t grandchild = std::atoi(r.out.data.c_str());
+    REQUIRE(grandchild > 0);
+    CHECK(await_dead(grandchild));
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script without #! is 126 with the reason") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("noshebang", "echo hi\n"));
+    CHECK(r.exit_status == 126);
+    CHECK(r.out.data == "");
+    CHECK(r.err.data ==
+          "ur-agent: cannot execute the script: not an executable (a script needs a #! line)\n");
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a missing file is 127, a directory 126") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, file("missing", "/nonexistent/ur-test"));
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.data == "ur-agent: cannot execute /nonexistent/ur-test: No such file or directory\n");
+
+    r = run_one(sup, file("dir", tmp.path));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute " + tmp.path + ": Is a directory\n");
+
+    std::string noexec = tmp.path + "/noexec";
+    std::ofstream(noexec) << "#!/bin/sh\necho hi\n";
+    ::chmod(noexec.c_str(), 0600);
+    r = run_one(sup, file("noexec", noexec));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute " + noexec + ": Permission denied\n");
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, delivered as a result") {
+    opt.work_dir = tmp.path + "/never-made";  // init() not called
+    Supervisor sup(opt);
+    REQUIRE(sup.start(script("nowhere", "#!/bin/sh\necho hi\n"), now_ms()));
+    std::vector<JobResult> out = sup.take_finished();
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].id == "nowhere");
+    CHECK(out[0].exit_status == 126);
+    CHECK(out[0].pid == -1);
+    CHECK(out[0].err.data.rfind("ur-agent: cannot write the script: cannot create a script file in ", 0) == 0);
+    CHECK(sup.running() == 0);
+    CHECK(sup.next_deadline() == UINT64_MAX);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: output past the cap is truncated, the child never blocks") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    // seq 1 1000000 writes 6,888,896 bytes, more than the 5 MiB default.
+    std::string all;
+    for (int i = 1; i <= 1000000; ++i)
+        all += std::to_string(i) + "\n";
+    JobResult r = run_one(sup, file("big", "/usr/bin/seq", {"1", "1000000"}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.total == all.size());
+    CHECK(r.out.truncated);
+    const size_t cap = 5u << 20, tail = 64 * 1024;
+    std::string want = all.substr(0, cap - tail) + "\n[ur-agent: " +
+                       std::to_string(all.size() - cap) + " bytes cut]\n" +
+                       all.substr(all.size() - tail);
+    CHECK(r.out.data.size() == want.size());
+    CHECK(r.out.data == want);
+    CHECK_FALSE(r.err.truncated);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: stderr has its own cap") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("errcap", "#!/bin/sh\nhead -c 300000 /dev/zero >&2\necho done\n");
+    s.max_output = 100000;
+    JobResult r = run_one(sup, s);
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "done\n");
+    CHECK(r.err.truncated);
+    CHECK(r.err.total == 300000);
+    CHECK(r.err.data == std::string(100000 - 65536, '\0') + "\n[ur-agent: 200000 bytes cut]\n" +
+                            std::string(65536, '\0'));
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: 64 MiB of output is drained") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    uint64_t t0 = now_ms();
+    JobResult r = run_one(sup, file("huge", "/usr/bin/head", {"-c", "67108864", "/dev/zero"}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.total == 64u << 20);
+    CHECK(r.out.truncated);
+    MESSAGE("64 MiB drained in " << (now_ms() - t0) << " ms");
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a background grandchild holding stdout does not hold the reply") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("bg", "#!/bin/sh\nsleep 60 &\necho $!\n"));
+    CHECK(r.exit_status == 0);
+    CHECK(r.pipes_abandoned);
+    CHECK(r.duration_ms >= 2000);
+    CHECK(r.duration_ms < 30000);  // generous: the point is "not 60 s"
+    pid_t grandchild = std::atoi(r.out.data.c_str());
+    REQUIRE(grandchild > 0);
+    CHECK_FALSE(process_dead(grandchild));  // left running, as documented
+    ::kill(grandchild, SIGKILL);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: stdin is at EOF") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = file("cat", "/bin/cat");
+    s.timeout_ms = 30000;
+    JobResult r = run_one(sup, s);
+    CHECK(r.exit_status == 0);
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.out.data == "");
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: the child inherits no fd and default signal handling") {
+#ifdef __linux__
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    // An fd without O_CLOEXEC, an ignored SIGPIPE and a blocked SIGUSR1 in
+    // the agent must not reach the script.
+    int leak = ::open("/dev/null", O_RDONLY);
+    REQUIRE(leak >= 0);
+    struct sigaction ign, old_pipe;
+    std::memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ign, &old_pipe);
+    sigset_t usr1, old_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ::sigprocmask(SIG_BLOCK, &usr1, &old_mask);
+#if defined(SYS_rt_sigaction) && (defined(__x86_64__) || defined(__aarch64__))
+    // Regression (seen under `make check`): signals 32 and 33, reserved by
+    // glibc, inherited as ignored by the agent and passed on, because
+    // glibc's sigaction() refuses to reset them.
+    char old_rt[64] = {}, ign_rt[64] = {};
+    void* sig_ign = reinterpret_cast<void*>(SIG_IGN);
+    std::memcpy(ign_rt, &sig_ign, sizeof sig_ign);  // the handler comes first here
+    REQUIRE(::syscall(SYS_rt_sigaction, 32, ign_rt, old_rt, size_t{8}) == 0);
+#endif
+
+    JobResult fds = run_one(sup, file("fds", "/bin/sh", {"-c", "ls /proc/$$/fd"}));
+    JobResult status = run_one(sup, file("status", "/bin/cat", {"/proc/self/status"}));
+
+#if defined(SYS_rt_sigaction) && (defined(__x86_64__) || defined(__aarch64__))
+    ::syscall(SYS_rt_sigaction, 32, old_rt, nullptr, size_t{8});
+#endif
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    ::sigaction(SIGPIPE, &old_pipe, nullptr);
+    ::close(leak);
+
+    CHECK(fds.out.data == "0\n1\n2\n");
+    CHECK(status.out.data.find("SigBlk:\t0000000000000000\n") != std::string::npos);
+    CHECK(status.out.data.find("SigIgn:\t0000000000000000\n") != std::string::npos);
+#else
+    MESSAGE("skipped: reads /proc (Linux only)");
+#endif
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: the script file is private and removed after the run") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("file", "#!/bin/sh\necho \"$0\"\nstat -c %a \"$0\"\n"));
+    CHECK(r.exit_status == 0);
+    std::string prefix = opt.work_dir + "/" + ur::kScriptFilePrefix;
+    CHECK(r.out.data.rfind(prefix, 0) == 0);
+    CHECK(r.out.data.find("\n700\n") != std::string::npos);
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: init refuses a bad work_dir and removes stale files") {
+    std::string error;
+    {
+        SupervisorOptions o = opt;
+        o.work_dir = tmp.path + "/link";
+        REQUIRE(::mkdir((tmp.path + "/real").c_str(), 0700) == 0);
+        REQUIRE(::symlink((tmp.path + "/real").c_str(), o.work_dir.c_str()) == 0);
+        Supervisor sup(o);
+        CHECK_FALSE(sup.init(error));
+    }
+    {
+        SupervisorOptions o = opt;
+        o.work_dir = tmp.path + "/open";
+        REQUIRE(::mkdir(o.work_dir.c_str(), 0700) == 0);
+        REQUIRE(::chmod(o.work_dir.c_str(), 0777) == 0);
+        Supervisor sup(o);
+        CHECK_FALSE(sup.init(error));
+    }
+    REQUIRE(::mkdir(opt.work_dir.c_str(), 0700) == 0);
+    std::string stale = opt.work_dir + "/" + ur::kScriptFilePrefix + "old";
+    std::ofstream(stale) << "#!/bin/sh\n";
+    Supervisor sup(opt);
+    REQUIRE(sup.init(error));
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: 20 jobs at once") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    uint64_t now = now_ms();
+    for (int i = 0; i < 20; ++i)
+        REQUIRE(sup.start(script("job" + std::to_string(i),
+                                 "#!/bin/sh\nsleep 0.3\necho \"$1\"\necho \"e$1\" >&2\nexit $1\n",
+                                 {std::to_string(i)}),
+                          now));
+    CHECK(sup.running() == 20);
+    CHECK_FALSE(sup.start(script("job3", "#!/bin/sh\n"), now));  // duplicate id
+    std::vector<JobResult> out;
+    drive(sup, 20, out);
+    std::vector<bool> seen(20, false);
+    for (const JobResult& r : out) {
+        int i = std::atoi(r.id.c_str() + 3);
+        REQUIRE(i >= 0);
+        REQUIRE(i < 20);
+        CHECK_FALSE(seen[i]);
+        seen[i] = true;
+        CHECK(r.exit_status == i);
+        CHECK(r.out.data == std::to_string(i) + "\n");
+        CHECK(r.err.data == "e" + std::to_string(i) + "\n");
+    }
+    CHECK(sup.running() == 0);
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: 1,000 jobs leak no fd and leave no zombie") {
+#ifdef __linux__
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    size_t fds_before = count_dir("/proc/self/fd");
+    const int total = 1000, parallel = 8;
+    int started = 0;
+    std::vector<JobResult> out;
+    while (out.size() < static_cast<size_t>(total)) {
+        while (started < total && sup.running() < parallel) {
+            JobSpec s = (started % 2) ? file("j" + std::to_string(started), "/bin/true")
+                                      : script("j" + std::to_string(started), "#!/bin/sh\necho x\n");
+            REQUIRE(sup.start(s, now_ms()));
+            ++started;
+        }
+        drive(sup, out.size() + 1, out);
+    }
+    size_t failures = 0;
+    for (const JobResult& r : out)
+        failures += r.exit_status != 0;
+    CHECK(failures == 0);
+    CHECK(sup.running() == 0);
+    CHECK(count_dir("/proc/self/fd") == fds_before);
+    CHECK(count_children(true) == 0);
+    CHECK(count_dir(opt.work_dir) == 0);
+#else
+    MESSAGE("skipped: counts /proc/self/fd (Linux only)");
+#endif
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: reaping never takes the status of another child of the agent") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    pid_t other = ::fork();
+    REQUIRE(other >= 0);
+    if (other == 0)
+        ::_exit(7);
+    // Let the other child exit first, so that a waitpid(-1) would see it.
+    siginfo_t info;
+    REQUIRE(::waitid(P_PID, static_cast<id_t>(other), &info, WEXITED | WNOWAIT) == 0);
+    JobResult r = run_one(sup, script("mine", "#!/bin/sh\nexit 5\n"));
+    CHECK(r.exit_status == 5);
+    int st = 0;
+    REQUIRE(::waitpid(other, &st, WNOHANG) == other);
+    CHECK(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 7);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: terminate_all sends SIGTERM, then SIGKILL") {
+    opt.kill_grace_ms = 300;
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    uint64_t now = now_ms();
+    std::string ready = tmp.path + "/ready";
+    REQUIRE(sup.start(file("polite", "/bin/sleep", {"60"}), now));
+    REQUIRE(sup.start(script("stubborn", "#!/bin/sh\ntrap '' TERM\n: > \"$1\"\nsleep 60\n", {ready}),
+                      now));
+    // The stubborn one must have set its trap before we terminate.
+    uint64_t give_up = now_ms() + 30000;
+    while (count_dir(tmp.path) < 2 /* work + ready */) {
+        REQUIRE(now_ms() < give_up);
+        ::poll(nullptr, 0, 10);
+    }
+    sup.terminate_all(now_ms());
+    CHECK(sup.next_deadline() != UINT64_MAX);
+    std::vector<JobResult> out;
+    drive(sup, 2, out);
+    for (const JobResult& r : out) {
+        if (r.id == "polite") {
+            CHECK(r.signal == SIGTERM);
+        } else {
+            CHECK(r.id == "stubborn");
+            CHECK(r.signal == SIGKILL);
+        }
+        CHECK_FALSE(r.timed_out);
+    }
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: kill_all right after start reaches the child") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    // Regression: before the child's setsid(), killpg(pid) does not reach it.
+    for (int i = 0; i < 20; ++i) {
+        REQUIRE(sup.start(file("a", "/bin/sleep", {"60"}), now_ms()));
+        sup.kill_all();
+        std::vector<JobResult> out;
+        drive(sup, 1, out, 30000);
+        CHECK(out[0].signal == SIGKILL);
+        CHECK(out[0].exit_status == 137);
+    }
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: the destructor kills and reaps what still runs") {
+    std::string error;
+    {
+        Supervisor sup(opt);
+        REQUIRE(sup.init(error));
+        REQUIRE(sup.start(script("b", "#!/bin/sh\nsleep 60\n"), now_ms()));
+        REQUIRE(sup.start(file("c", "/bin/sleep", {"60"}), now_ms()));
+        CHECK(sup.running() == 2);
+        CHECK(count_dir(opt.work_dir) == 1);
+    }
+    CHECK(count_dir(opt.work_dir) == 0);
+#ifdef __linux__
+    CHECK(count_children(false) == 0);
+#endif
+}
