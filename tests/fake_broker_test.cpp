@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -784,4 +785,59 @@ TEST_CASE("fake broker: queries and wait-consumers") {
     REQUIRE(a.c.expect<BasicDeliver>(1, &d));
     CHECK(d.exchange == "");
     CHECK(d.routing_key == "qq");
+}
+
+TEST_CASE("fake-broker program: listening line, commands on stdin, exit on EOF") {
+    const char* build = getenv("BUILD");
+    std::string exe = std::string(build ? build : "build") + "/fake-broker";
+    if (access(exe.c_str(), X_OK) != 0) {
+        MESSAGE("skipped: " << exe << " not built (run from the repo root after make)");
+        return;
+    }
+    int to_child[2], from_child[2];
+    REQUIRE(pipe(to_child) == 0);
+    REQUIRE(pipe(from_child) == 0);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(to_child[0], 0);
+        dup2(from_child[1], 1);
+        close(to_child[1]);
+        close(from_child[0]);
+        execl(exe.c_str(), exe.c_str(), "--seed", "7", "--verbose", (char*)nullptr);
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    FILE* out = fdopen(from_child[0], "r");
+    REQUIRE(out);
+    char line[512];
+    auto read_line = [&]() -> std::string {
+        if (!fgets(line, sizeof line, out)) return "";
+        std::string s(line);
+        if (!s.empty() && s.back() == '\n') s.pop_back();
+        return s;
+    };
+    std::string first = read_line();
+    REQUIRE(first.rfind("listening 127.0.0.1:", 0) == 0);
+    uint16_t port = uint16_t(std::stoi(first.substr(20)));
+    {
+        Client c(port);
+        REQUIRE(c.handshake());
+        CHECK(read_line().rfind("event connect 1 ", 0) == 0);
+        CHECK(read_line() == "event open 1 user=guest");
+    }
+    std::string cmd = "ping\nconnections\n";
+    CHECK(write(to_child[1], cmd.data(), cmd.size()) == ssize_t(cmd.size()));
+    // The disconnect event and the answers may interleave; collect them.
+    std::string all;
+    for (int i = 0; i < 3; i++) all += read_line() + "\n";
+    CHECK(all.find("ok pong\n") != std::string::npos);
+    CHECK(all.find("event disconnect 1") != std::string::npos);
+    close(to_child[1]);  // EOF: the broker exits
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    fclose(out);
 }
