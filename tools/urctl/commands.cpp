@@ -357,6 +357,12 @@ private:
     int watch() {
         int rc = 0;
         if (!open(rc, opt_.patterns)) return rc;
+        // Says when it is listening: what passes from now on is shown.
+        std::string list;
+        for (const std::string& p : opt_.patterns) list += (list.empty() ? "" : " ") + p;
+        std::fprintf(ctx_.err, "urctl: watching %s on %s\n", list.c_str(),
+                     session_.peer().c_str());
+        std::fflush(ctx_.err);
         uint64_t deadline = opt_.timeout_set ? monotonic_ms() + opt_.timeout_ms : UINT64_MAX;
         uint64_t seen = 0;
         while (opt_.count == 0 || seen < opt_.count) {

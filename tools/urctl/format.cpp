@@ -129,7 +129,7 @@ std::string format_exec_json(const std::string& uuid, const std::string& hostnam
     if (!reply.ok) return format_exec_error_json(uuid, hostname, "bad reply: " + reply.error);
     json::Value v = json::Value::object();
     v.set("uuid", uuid);
-    v.set("hostname", hostname);
+    if (!hostname.empty()) v.set("hostname", hostname);
     for (const json::Value::Member& m : reply.body.as_object())
         if (m.first != "uuid" && m.first != "hostname") v.set(m.first, m.second);
     return json::write(v) + "\n";
@@ -139,7 +139,7 @@ std::string format_exec_error_json(const std::string& uuid, const std::string& h
                                    const std::string& error) {
     json::Value v = json::Value::object();
     v.set("uuid", uuid);
-    v.set("hostname", hostname);
+    if (!hostname.empty()) v.set("hostname", hostname);
     v.set("error", error);
     return json::write(v) + "\n";
 }

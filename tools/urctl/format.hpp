@@ -27,7 +27,8 @@ std::string format_discover(const std::vector<NodeInfo>& nodes, bool json);
 
 // The JSON line for one node's execution: {"uuid","hostname", then the
 // reply's own members}; a node without a usable reply gets
-// {"uuid","hostname","error":..}.
+// {"uuid","hostname","error":..}.  "hostname" is left out when unknown
+// (exec by UUID).
 std::string format_exec_json(const std::string& uuid, const std::string& hostname,
                              const ExecuteReply& reply);
 std::string format_exec_error_json(const std::string& uuid, const std::string& hostname,
