@@ -48,7 +48,7 @@ LIBJSON  := $(BUILD)/lib/libjson.a
 LIBAMQP  := $(BUILD)/lib/libamqp.a
 LIBUR    := $(BUILD)/lib/libur.a
 LIBTOOLS := $(BUILD)/lib/libtools.a
-LIBS     := $(LIBUR) $(LIBTOOLS) $(LIBAMQP) $(LIBJSON)
+LIBS     := $(LIBTOOLS) $(LIBUR) $(LIBAMQP) $(LIBJSON)
 
 AGENT    := $(BUILD)/ur-agent
 TOOLS    := $(addprefix $(BUILD)/,$(TOOL_DIRS))
