@@ -142,7 +142,7 @@ bool Agent::setup(std::string& error) {
         return false;
     }
     std::string jerr;
-    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", jerr))
+    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
         log::error("running without an in-flight journal", {{"error", jerr}});
     return true;
 }
