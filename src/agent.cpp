@@ -345,8 +345,10 @@ void Agent::on_connected(uint64_t now) {
 }
 
 uint64_t Agent::max_body_size() const {
-    // Requests carry whole scripts (a few MiB at most in practice).
-    return std::max<uint64_t>(64u << 20, cfg_.max_output * 2 + (1u << 20));
+    // Requests carry whole scripts: a few MiB at most in practice.  Parsed
+    // JSON takes several times its text in memory, so this bound is what
+    // keeps a hostile request from costing more than a few hundred MiB.
+    return kMaxRequestBytes;
 }
 
 void Agent::link_down(const std::string& why, uint64_t now) {
