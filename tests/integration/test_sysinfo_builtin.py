@@ -1,0 +1,109 @@
+"""The built-in Linux sysinfo (no /usr/bin/sysinfo, no --sysinfo-cmd or
+--sysinfo-file), checked against what /sys, /proc and `ip` report on this
+machine, and used by a running agent."""
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import unittest
+
+from urharness import AGENT, AgentTestCase
+
+
+def print_sysinfo(*args):
+    return subprocess.run([AGENT, "--print-sysinfo"] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+
+
+@unittest.skipUnless(platform.system() == "Linux", "the built-in sysinfo is for Linux")
+class BuiltinSysinfo(AgentTestCase):
+    needs_rabbitmq = False
+
+    def setUp(self):
+        super().setUp()
+        if os.path.exists("/usr/bin/sysinfo"):
+            self.skipTest("/usr/bin/sysinfo exists here: the agent would run it instead")
+
+    def test_matches_sys_proc_and_ip(self):
+        r = print_sysinfo("--datacenter", "dc-test")
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        s = json.loads(r.stdout)
+        self.assertEqual(s["System Type"], "Linux")
+        self.assertEqual(s["Live Image"], platform.release())
+        self.assertEqual(s["Hostname"], socket.gethostname())
+        self.assertEqual(s["Datacenter Name"], "dc-test")
+        self.assertEqual(s["CPU Total Cores"], os.cpu_count())
+        with open("/proc/meminfo") as f:
+            kib = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
+        self.assertEqual(s["MiB of Memory"], str(kib // 1024))
+        self.assertRegex(s["UUID"], r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        self.assertIn(s["Setup"], ("true", "false"))
+        self.assertIsInstance(s["Boot Parameters"], dict)
+
+        if not shutil.which("ip"):
+            self.skipTest("no `ip` command to compare the NICs with")
+        links = json.loads(subprocess.check_output(["ip", "-j", "link"]))
+        addrs = json.loads(subprocess.check_output(["ip", "-j", "-4", "addr"]))
+        nics = s["Network Interfaces"]
+        expected = {l["ifname"]: l for l in links if l["ifname"] != "lo"}
+        self.assertEqual(sorted(nics), sorted(expected))
+        for name, link in expected.items():
+            self.assertEqual(nics[name]["MAC Address"], link.get("address", "").lower(), name)
+            v4 = [a["local"] for x in addrs if x["ifname"] == name
+                  for a in x.get("addr_info", []) if a.get("family") == "inet"]
+            if v4:
+                self.assertIn(nics[name]["ip4addr"], v4, name)
+            state = link.get("operstate", "").lower()
+            if state in ("up", "down"):
+                self.assertEqual(nics[name]["Link Status"], state, name)
+        routes = json.loads(subprocess.check_output(["ip", "-j", "route", "show", "default"]))
+        if routes:
+            admin = routes[0]["dev"]
+            self.assertEqual(nics[admin]["NIC Names"], ["admin"])
+            for name in nics:
+                if name != admin:
+                    self.assertEqual(nics[name]["NIC Names"], [], name)
+
+    def test_admin_nic_and_tag_flags(self):
+        nics = sorted(os.listdir("/sys/class/net"))
+        nic = [n for n in nics if n != "lo"][-1]
+        r = print_sysinfo("--admin-nic", nic, "--admin-nic-tag", "mgmt")
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        s = json.loads(r.stdout)
+        self.assertEqual(s["Admin NIC Tag"], "mgmt")
+        self.assertEqual(s["Network Interfaces"][nic]["NIC Names"], ["mgmt"])
+
+    def test_setup_file_sets_setup(self):
+        setup = self.path("setup.json")
+        with open(setup, "w") as f:
+            f.write('{"complete": true}')
+        s = json.loads(print_sysinfo("--setup-file", setup).stdout)
+        self.assertEqual(s["Setup"], "true")
+        s = json.loads(print_sysinfo("--setup-file", self.path("missing.json")).stdout)
+        self.assertEqual(s["Setup"], "false")
+
+
+@unittest.skipUnless(platform.system() == "Linux", "the built-in sysinfo is for Linux")
+class BuiltinSysinfoAgent(AgentTestCase):
+
+    def test_agent_announces_itself_with_builtin_sysinfo(self):
+        if os.path.exists("/usr/bin/sysinfo"):
+            self.skipTest("/usr/bin/sysinfo exists here")
+        s = json.loads(print_sysinfo().stdout)
+        a = self.new_agent(uuid=s["UUID"])
+        argv = a.argv()
+        i = argv.index("--sysinfo-file")
+        del argv[i:i + 2]       # no sysinfo source given: the built-in one
+        a.argv = lambda: argv
+        a.start()
+        msg = self.client.wait_message(
+            lambda m: m.routing_key.startswith("ur.sysinfo.%s." % s["UUID"]),
+            what="ur.sysinfo from the built-in sysinfo")
+        body = msg.json()
+        self.assertEqual(body["UUID"], s["UUID"])
+        self.assertEqual(body["Hostname"], socket.gethostname())
+        reply = self.client.execute(s["UUID"], "#!/bin/sh\necho builtin\n", env={})
+        self.assertReply(reply, 0, "builtin\n")
