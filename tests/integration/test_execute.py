@@ -76,6 +76,14 @@ class Execute(AgentTestCase):
                             '"$a"; done\n', args=args, env={})
         self.assertReply(r, 0, "".join("[%s]\n" % a for a in args), "")
 
+    def test_3mib_script_body(self):
+        # Incoming bodies span many frames; every byte must arrive in order.
+        filler = "".join("# %07d %s\n" % (i, "x" * 50)
+                         for i in range(3 * MIB // 61))
+        script = "#!/bin/sh\n" + filler + "/usr/bin/wc -c < \"$0\"\n"
+        r = self.run_script(script, env={}, wait=60)
+        self.assertReply(r, 0, "%d\n" % len(script.encode()), "")
+
     def test_100000_args(self):
         args = [str(i) for i in range(100000)]
         r = self.run_script('#!/bin/sh\necho "$# $1 ${50000} ${100000}"\n',

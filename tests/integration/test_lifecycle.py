@@ -350,6 +350,66 @@ class Brokers(AgentTestCase):
         self.assertNotEqual(agent_connection(a), old)
 
 
+class Outages(AgentTestCase):
+    """Network failures made with a TCP proxy between agent and broker."""
+
+    def start_via(self, proxy, *args):
+        return self.start_agent(args=["--broker", "127.0.0.1:%d" % proxy.port]
+                                + list(args))
+
+    def test_connection_reset_reconnects_and_serves(self):
+        p = self.proxy()
+        a = self.start_via(p)
+        self.client.wait_message(is_startup(a.uuid))
+        # A round trip, so that the broker's confirm of ur.startup has
+        # reached the agent: an unconfirmed one is rightly published again.
+        self.client.ping(a.uuid)
+        self.client.drop(lambda m: True)
+        p.cut()
+        self.client.wait_sysinfo(a.uuid, timeout=60)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho again\n", env={})
+        self.assertReply(r, 0, "again\n")
+        self.assertGreaterEqual(p.accepted, 2)
+        self.assertEqual(self.client.collect(is_startup(a.uuid), 0.5), [])
+
+    def test_reply_survives_connection_reset(self):
+        p = self.proxy()
+        a = self.start_via(p)
+        started, release = self.path("started"), self.path("release")
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\nn=0\nwhile [ ! -e %s ] && "
+            "[ $n -lt 600 ]; do /bin/sleep 0.1; n=$((n+1)); done\n"
+            "echo survived\n" % (started, release), env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        p.cut()
+        open(release, "w").close()
+        r = self.client.wait_reply(a.uuid, req, timeout=60)
+        self.assertReply(r, 0, "survived\n")
+
+    def test_silent_broker_found_by_heartbeat(self):
+        # The connection goes silent (no RST, no FIN): only heartbeats can
+        # tell.  With --heartbeat 2 the agent must give up on it within a
+        # few intervals and come back on a new connection.
+        p = self.proxy()
+        a = self.start_via(p, "--heartbeat", "2")
+        self.client.drop(lambda m: True)
+        p.freeze()
+        t0 = time.monotonic()
+        wait_until(lambda: p.accepted >= 2, timeout=30,
+                   what="the agent reconnecting after heartbeats stopped")
+        self.assertLess(time.monotonic() - t0, 15)
+        self.client.wait_sysinfo(a.uuid, timeout=60)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho hb\n", env={})
+        self.assertReply(r, 0, "hb\n")
+
+    def test_sigterm_while_broker_unreachable_exits_0(self):
+        a = self.start_agent(wait=False, use_env_broker=False,
+                             args=["--broker", "127.0.0.1:1"])
+        a.wait_log(lambda r: r.get("level", 0) >= 40,
+                   what="a warning about the failed connect")
+        a.stop()
+
+
 def find_bunyan():
     """The bunyan CLI: on PATH, already installed under build/npm, or
     installed there from the npm registry (bunyan is Triton's own)."""

@@ -37,6 +37,17 @@ class Ping(AgentTestCase):
         self.assertEqual(sorted(got), sorted(rids))
 
 
+    def test_invalid_pings_do_not_hurt(self):
+        a = self.start_agent()
+        for body in (b"nope", b"[]", b"null", {"id": "x"},
+                     {"client_id": 5, "id": "x"}, {"client_id": "c"},
+                     os.urandom(200000)):
+            self.client.publish("ur.ping.%s" % a.uuid, body)
+        rid, body = self.client.ping(a.uuid)
+        self.assertEqual(body.get("req_id"), rid)
+        self.assertTrue(a.running())
+
+
 class Broadcast(AgentTestCase):
 
     def test_broadcast_sysinfo_replies_with_sysinfo(self):

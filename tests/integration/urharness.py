@@ -17,10 +17,13 @@ nothing sleeps for a fixed time except where a test proves an absence.
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import uuid as uuidlib
@@ -483,6 +486,93 @@ class Agent:
             raise AssertionError("%s; log tail:\n%s" % (e, self.log_tail()))
 
 
+class Proxy:
+    """A TCP proxy on 127.0.0.1 to the test broker, to make outages the
+    broker's own tools cannot: cut() resets every current connection;
+    freeze() stops forwarding on them but keeps them open (a silent peer,
+    found only by heartbeats).  New connections are always forwarded."""
+
+    def __init__(self, target_port=None):
+        self.target = ("127.0.0.1", int(target_port or RABBITMQ_PORT))
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.pairs = []      # [client, upstream, frozen]
+        self.accepted = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            pair = [c, u, False]
+            with self.lock:
+                self.pairs.append(pair)
+                self.accepted += 1
+            threading.Thread(target=self._pump, args=(pair,),
+                             daemon=True).start()
+
+    def _pump(self, pair):
+        c, u, _ = pair
+        try:
+            while not self.closed:
+                r, _, _ = select.select([c, u], [], [], 0.1)
+                if pair[2]:
+                    continue  # frozen: read nothing, send nothing
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    (u if s is c else c).sendall(data)
+        except OSError:
+            return
+        finally:
+            if not pair[2]:
+                for s in (c, u):
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+    def _reset(self, s):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+        except OSError:
+            pass
+
+    def cut(self):
+        """Resets (RST) both sides of every current connection."""
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for c, u, _ in pairs:
+            self._reset(c)
+            self._reset(u)
+
+    def freeze(self):
+        """Current connections go silent; their sockets stay open."""
+        with self.lock:
+            for p in self.pairs:
+                p[2] = True
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+        self.cut()
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -517,6 +607,12 @@ class AgentTestCase(unittest.TestCase):
         self.pids_to_kill = []
         self.addCleanup(self._cleanup)
         self.client = Client() if self.needs_rabbitmq else None
+
+    def proxy(self):
+        """A Proxy to the broker, closed at the end of the test."""
+        p = Proxy()
+        self.addCleanup(p.close)
+        return p
 
     def tearDown(self):
         """A test that passed also proves, for every agent it left running,
