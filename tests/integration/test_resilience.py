@@ -436,6 +436,35 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("start-listening")
         self.prove_served(b, a, "backoff")
 
+    def test_backoff_restarts_after_an_outage_ends(self):
+        # Failed connects, then serving: the next loss retries at the base.
+        b, a = self.up()
+        b.cmd("stop-listening")
+        b.cmd("drop-now")
+        self.wait_log_n(a, "cannot connect to the broker", 4, secs=15)
+        b.cmd("start-listening")
+        self.wait_log_n(a, "serving requests", 2)
+        b.cmd("drop-now")
+        rec = self.wait_log_n(a, "lost the broker connection", 2)
+        self.assertLessEqual(rec["retry_in_ms"], 125, rec)
+        self.wait_log_n(a, "serving requests", 3)
+        self.prove_served(b, a, "outage over")
+
+    def test_backoff_keeps_growing_while_the_broker_flaps(self):
+        # Dropped right after serving each time, never a failed connect:
+        # a flapping broker, which must not be hammered.
+        b, a = self.up()
+        for i in range(5):
+            self.wait_log_n(a, "serving requests", i + 1, secs=15)
+            b.cmd("drop-now")
+            self.wait_log_n(a, "lost the broker connection", i + 1)
+        delays = [r["retry_in_ms"] for r in a.logs()
+                  if r.get("msg") == "lost the broker connection"]
+        for i, d in enumerate(delays):
+            self.assertGreaterEqual(d, 100 * 2 ** i * 0.75, delays)
+        self.wait_log_n(a, "serving requests", 6, secs=15)
+        self.prove_served(b, a, "flapping")
+
     def test_cycles_through_every_broker(self):
         b1 = self.start_broker(name="b1")
         b2 = self.start_broker(name="b2")
