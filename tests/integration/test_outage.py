@@ -344,3 +344,104 @@ class Outage(AgentTestCase):
         a.wait_log(lambda r: r.get("msg") == "the broker unblocked publishing",
                    what="unblocked logged")
         self.prove_served(a, c, "the alarm")
+
+
+def free_port_pair():
+    """A port p with p and p + 10000 (its Erlang distribution port) free."""
+    import socket
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p + 10000 < 65536 and not port_accepts(p) and \
+                not port_accepts(p + 10000):
+            return p
+    raise AssertionError("no free port pair")
+
+
+class Cluster(AgentTestCase):
+    """Two extra RabbitMQ nodes of this test's own, clustered on loopback;
+    the shared test node is not touched."""
+
+    def ctl(self, node, *args):
+        p = subprocess.run([RABBITMQ_SH, "ctl", node] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120)
+        if p.returncode != 0:
+            raise AssertionError("rabbitmqctl -n %s %s: %s" % (
+                node, " ".join(args), p.stdout.decode(errors="replace")))
+        return p.stdout.decode(errors="replace")
+
+    def test_failover_to_the_other_node(self):
+        # Node start-up (~20 s each) and clustering alone take about a
+        # minute on this machine: this test gets its own, larger bound.
+        signal.alarm(300)
+        self.client.close()
+        tag = "%d" % os.getpid()
+        names = ["urclA" + tag, "urclB" + tag]
+        ports = []
+        starts = []
+        for n in names:
+            p = free_port_pair()
+            ports.append(p)
+            starts.append(subprocess.Popen(
+                [RABBITMQ_SH, "start", n, str(p)], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT))
+            self.addCleanup(subprocess.run, [RABBITMQ_SH, "stop", n],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=120)
+        for n, s in zip(names, starts):
+            out, _ = s.communicate(timeout=150)
+            self.assertEqual(s.returncode, 0, "node %s: %s" % (n, out))
+        a_node, b_node = names
+        self.ctl(b_node, "stop_app")
+        self.ctl(b_node, "join_cluster", a_node + "@localhost")
+        self.ctl(b_node, "start_app")
+        status = self.ctl(a_node, "cluster_status")
+        self.assertIn(b_node + "@localhost", status)
+
+        a = self.new_agent(use_env_broker=False, args=[
+            "--broker", "127.0.0.1:%d,127.0.0.1:%d" % tuple(ports),
+            "--heartbeat", "2", "--log-level", "debug"]).start()
+        a.wait_log(lambda r: r.get("msg") == "serving requests", timeout=30,
+                   what="serving")
+        first = [r for r in a.logs()
+                 if r.get("msg") == "connected to the broker"][-1]["broker"]
+        self.assertTrue(first.endswith(":%d" % ports[0]), first)
+        # The requester lives on the node that stays.
+        c = DurableClient(ports[1], a.uuid)
+        self.addCleanup(c.delete)
+        r = c.reply(c.send("#!/bin/sh\necho before\n"))
+        self.assertEqual(r.get("stdout"), "before\n")
+        started, release = self.path("s"), self.path("r")
+        req = c.send("#!/bin/sh\n: > %s\nn=0\nwhile [ ! -e %s ] && "
+                     "[ $n -lt 600 ]; do /bin/sleep 0.05; n=$((n+1)); done\n"
+                     "echo survived\n" % (started, release))
+        wait_until(lambda: os.path.exists(started), what="script started")
+
+        t0 = time.time()
+        self.ctl(a_node, "stop_app")
+
+        def serving_again():
+            got = [r for r in a.logs() if r.get("msg") == "serving requests"]
+            return got[1] if len(got) >= 2 else None
+        rec = wait_until(serving_again, 60, "serving through the other node")
+        lost = [r for r in a.logs()
+                if r.get("msg") == "lost the broker connection"][0]
+        now_on = [r for r in a.logs()
+                  if r.get("msg") == "connected to the broker"][-1]["broker"]
+        self.assertTrue(now_on.endswith(":%d" % ports[1]), now_on)
+        report("cluster failover: connection lost -> serving on the other "
+               "node", wall_of(rec) - wall_of(lost))
+        self.assertLess(wall_of(rec) - t0, 30)
+        open(release, "w").close()
+        r = c.reply(req, timeout=30)
+        self.assertEqual((r.get("exit_status"), r.get("stdout")),
+                         (0, "survived\n"), r)
+        # Nothing published after the failover is lost.
+        reqs = [c.send("#!/bin/sh\necho n%d\n" % i) for i in range(10)]
+        for i, q in enumerate(reqs):
+            r = c.reply(q, timeout=30)
+            self.assertEqual(r.get("stdout"), "n%d\n" % i, r)
+        self.assertTrue(a.running())
