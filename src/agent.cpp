@@ -371,6 +371,7 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     // redelivers them; running them here too would run them twice.
     queued_.clear();
     if (done_) return;
+    if (!was_open) failed_since_serving_ = true;
     uint64_t delay = link_backoff_.next(random32());
     if (addr_index_ < addrs_.size()) delay = 0;  // try the name's other addresses at once
     reconnect_at_ = now + delay;
@@ -560,6 +561,15 @@ void Agent::setup_consumer(uint64_t now) {
 void Agent::on_consuming(uint64_t now) {
     consuming_ = true;
     consumer_backoff_.reset();
+    // Serving again after connects had failed: the outage (a broker
+    // restart, say) is over, so the next one starts from the base delay
+    // instead of where this one left off.  A broker that lets us serve and
+    // then drops us at once, with no failed connect in between, still
+    // climbs the backoff until kHealthyMs of health resets it.
+    if (failed_since_serving_) {
+        failed_since_serving_ = false;
+        link_backoff_.reset();
+    }
     log::info("serving requests", {{"queue", field(request_queue_name(id_))},
                                    {"uuid", field(id_.uuid)}});
     if (!startup_checked_) {

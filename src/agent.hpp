@@ -125,6 +125,7 @@ private:
     uint64_t reconnect_at_ = 0;        // when Down: next connect attempt
     uint64_t connect_deadline_ = 0;    // when Connecting/Handshake
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
+    bool failed_since_serving_ = false; // a connect failed since we last served
     std::string peer_;
     uint16_t pub_ch_ = 0, cons_ch_ = 0;
     bool pub_ready_ = false;

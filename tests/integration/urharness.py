@@ -682,3 +682,246 @@ class AgentTestCase(unittest.TestCase):
 def _short(reply):
     return {k: (v[:300] + "...") if isinstance(v, str) and len(v) > 300
             else v for k, v in reply.items()}
+
+
+# ---------------------------------------------------------------------------
+# Resilience helpers (tests/integration/test_resilience.py, test_outage.py).
+# Additive only: nothing above depends on this section.
+# ---------------------------------------------------------------------------
+
+import select  # noqa: E402
+import socket  # noqa: E402
+
+FAKE_BROKER = os.path.join(ROOT, BUILD, "fake-broker")
+
+
+def wall_of(rec):
+    """A log record's "time" as seconds since the epoch (float)."""
+    import datetime
+    t = rec["time"].replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(t).timestamp()
+
+
+def port_accepts(port, timeout=0.2):
+    """True when 127.0.0.1:port accepts a TCP connection."""
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)),
+                                      timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def zombie_children(pid):
+    """Pids of pid's children that are zombies (Linux /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] == "Z":
+            out.append(int(d))
+    return out
+
+
+class FakeBroker:
+    """build/fake-broker as a subprocess (tools/fake-broker; its control
+    commands are one line each, answered by one line).  cmd() sends one
+    and returns the answer; with check (default) an answer not starting
+    "ok" raises AssertionError."""
+
+    def __init__(self, workdir, name="fake", heartbeat=None):
+        self.name = name
+        argv = [FAKE_BROKER, "--port", "0"]
+        if heartbeat is not None:
+            argv += ["--heartbeat", str(heartbeat)]
+        self.log = open(os.path.join(workdir, name + ".log"), "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log,
+                                     close_fds=True)
+        self._buf = b""
+        line = self._readline(WAIT)
+        m = re.match(r"^listening 127\.0\.0\.1:(\d+)$", line)
+        if not m:
+            raise AssertionError("fake-broker said %r" % line)
+        self.port = int(m.group(1))
+        self.address = "127.0.0.1:%d" % self.port
+
+    def _readline(self, timeout):
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("fake-broker %s: no answer in %.0fs"
+                                     % (self.name, timeout))
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise AssertionError("fake-broker %s exited (%s)" % (
+                        self.name, self.proc.poll()))
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode("utf-8", errors="replace")
+
+    def cmd(self, line, check=True, timeout=None):
+        """Sends one command; returns its answer line.  wait-* commands
+        answer when their condition holds (or SECS passed)."""
+        if "\n" in line:
+            raise ValueError("one line per command")
+        self.proc.stdin.write(line.encode("utf-8") + b"\n")
+        self.proc.stdin.flush()
+        # wait-* commands carry their own bound as the last word.
+        limit = WAIT
+        if line.startswith("wait-"):
+            limit = float(line.split()[-1]) + 10
+        ans = self._readline(timeout or limit)
+        if check and not ans.startswith("ok"):
+            raise AssertionError("fake-broker %r -> %r" % (line, ans))
+        return ans
+
+    def count(self, key_pattern):
+        """Messages ever published with a routing key matching the topic
+        pattern."""
+        return int(self.cmd("messages " + key_pattern).split()[1])
+
+    def last(self, key_pattern):
+        """(routing key, body bytes as text) of the last matching message,
+        or None."""
+        ans = self.cmd("last-message " + key_pattern, check=False)
+        if not ans.startswith("ok "):
+            return None
+        _, key, body = ans.split(" ", 2)
+        return key, body
+
+    def wait_count(self, key_pattern, n, secs=WAIT):
+        return self.cmd("wait-messages %s %d %g" % (key_pattern, n, secs))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if not self.log.closed:
+            self.log.close()
+
+
+class FakeBrokerTestCase(unittest.TestCase):
+    """Base class of the fake-broker tests: no RabbitMQ needed.  Gives each
+    test a temp dir, fake brokers and agents (killed at the end whatever
+    happened; a test that passed also proves exit 0 on SIGTERM)."""
+
+    def setUp(self):
+        for exe in (AGENT, FAKE_BROKER):
+            if not os.access(exe, os.X_OK):
+                self.fail("%s is not built (make -j2)" % exe)
+        self.tmp = tempfile.mkdtemp(prefix="ur-resil-")
+        os.chmod(self.tmp, 0o755)
+        self.agents = []
+        self.brokers = []
+        self.pids_to_kill = []
+        self.addCleanup(self._cleanup)
+
+    def tearDown(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            for a in self.agents:
+                print("\n    --- %s log tail:\n%s" % (a.name, a.log_tail(40)))
+            return
+        for a in self.agents:
+            if a.running():
+                a.stop()
+
+    def _cleanup(self):
+        for a in self.agents:
+            a.kill()
+        for pid in self.pids_to_kill:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for b in self.brokers:
+            b.stop()
+        if os.environ.get("UR_INTEG_KEEP"):
+            print("  (kept %s)" % self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def start_broker(self, **kw):
+        kw.setdefault("name", "fake%d" % len(self.brokers))
+        b = FakeBroker(self.tmp, **kw)
+        self.brokers.append(b)
+        return b
+
+    def new_agent(self, brokers, heartbeat=None, args=(), **kw):
+        """An agent (not started) whose --broker names brokers (FakeBroker
+        objects or "host:port" strings), in that order."""
+        kw.setdefault("name", "agent%d" % len(self.agents))
+        addrs = [b.address if isinstance(b, FakeBroker) else b
+                 for b in brokers]
+        argv = ["--broker", ",".join(addrs), "--log-level", "debug"]
+        if heartbeat is not None:
+            argv += ["--heartbeat", str(heartbeat)]
+        a = Agent(self.tmp, args=argv + list(args), use_env_broker=False,
+                  **kw)
+        self.agents.append(a)
+        return a
+
+    @staticmethod
+    def request_queue(a):
+        return "ur.request.%s.%s" % (a.uuid, a.mac)
+
+    def wait_serving(self, broker, a, secs=WAIT):
+        """Waits until a consumes its request queue on broker."""
+        ans = broker.cmd("wait-consumers %s 1 %g" % (self.request_queue(a),
+                                                     secs), check=False)
+        if not ans.startswith("ok"):
+            raise AssertionError("agent %s not consuming on %s: %s\nlog:\n%s"
+                                 % (a.name, broker.name, ans,
+                                    a.log_tail(30)))
+
+    def send(self, broker, a, script, req=None, **extra):
+        """Publishes an execute request as the broker itself; returns the
+        req token.  Retries (bounded) while no queue takes it."""
+        req = req or random_token()
+        body = {"type": "script", "script": script, "args": [], "env": {}}
+        body.update(extra)
+        line = "publish amq.topic ur.execute.%s.%s %s" % (
+            a.uuid, req, json.dumps(body))
+        wait_until(lambda: broker.cmd(line).split()[-1] != "0",
+                   what="a queue routing ur.execute.%s.%s" % (a.uuid, req),
+                   interval=0.05)
+        return req
+
+    def reply(self, broker, a, req, secs=WAIT):
+        """The (last) execute-reply body for req, as a dict."""
+        key = "ur.execute-reply.%s.%s" % (a.uuid, req)
+        ans = broker.wait_count(key, 1, secs) if secs else "ok"
+        if not ans.startswith("ok"):
+            raise AssertionError("no reply to %s: %s\nlog:\n%s" % (
+                req, ans, a.log_tail(30)))
+        got = broker.last(key)
+        self.assertIsNotNone(got)
+        return json.loads(got[1])
+
+    def execute(self, broker, a, script, secs=WAIT, **extra):
+        return self.reply(broker, a, self.send(broker, a, script, **extra),
+                          secs)

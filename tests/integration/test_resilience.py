@@ -1,0 +1,552 @@
+"""Resilience of the agent, proven against the fake broker's faults.
+
+Each test injects one fault with a control command of build/fake-broker
+(tools/fake-broker) and proves that the agent recovers: a request sent
+after the fault is answered, a script that was running when the fault hit
+is neither killed nor loses its reply (the exact bytes it wrote), queues
+are declared and consumed again, a ur.sysinfo follows every reconnect and
+ur.startup is never repeated.  Recovery times are printed (RECOVERY lines).
+
+No RabbitMQ needed: the broker is the fake one, the requester is the fake
+broker itself (its "publish" command) and python3-pika where the order of
+messages matters.
+"""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pika
+
+from urharness import (FakeBrokerTestCase, WAIT, random_token, wait_until,
+                       wall_of)
+
+# Bytes a held script prints: UTF-8, JSON-escaped characters, a long line.
+PAYLOAD = ("tr\u00e8s \"quoted\" back\\slash\ttab \u2603\n" + "0123456789" * 300
+           + "\nend\n").encode("utf-8")
+
+
+def msg_is(text):
+    return lambda rec: rec.get("msg") == text
+
+
+def report(what, seconds):
+    print("\n    RECOVERY %s: %.3f s" % (what, seconds), end=" ", flush=True)
+
+
+class Resilience(FakeBrokerTestCase):
+
+    # -- helpers ---------------------------------------------------------
+
+    def count_log(self, a, text):
+        return len([r for r in a.logs() if r.get("msg") == text])
+
+    def wait_log_n(self, a, text, n, secs=WAIT):
+        """The n-th (1-based) log record whose msg is text."""
+        def nth():
+            got = [r for r in a.logs() if r.get("msg") == text]
+            return got[n - 1] if len(got) >= n else None
+        try:
+            return wait_until(nth, secs, "log record #%d %r" % (n, text))
+        except AssertionError as e:
+            raise AssertionError("%s; agent running: %s; log tail:\n%s" % (
+                e, a.running(), a.log_tail(30)))
+
+    def held_script(self, tag):
+        """A script that writes its pid to STARTED, waits (bounded, 30 s)
+        for RELEASE, then prints PAYLOAD.  Returns (script, started,
+        release)."""
+        payload = self.path(tag + ".payload")
+        with open(payload, "wb") as f:
+            f.write(PAYLOAD)
+        started, release = self.path(tag + ".started"), self.path(
+            tag + ".release")
+        script = ("#!/bin/sh\necho $$ > %s.tmp && /bin/mv %s.tmp %s\n"
+                  "n=0\nwhile [ ! -e %s ] && [ $n -lt 600 ]; do "
+                  "/bin/sleep 0.05; n=$((n+1)); done\n/bin/cat %s\n"
+                  % (started, started, started, release, payload))
+        return script, started, release
+
+    def start_held(self, broker, a, tag="held"):
+        """Sends a held script and waits until it runs; returns (req,
+        release path, pid)."""
+        script, started, release = self.held_script(tag)
+        req = self.send(broker, a, script)
+        wait_until(lambda: os.path.exists(started), what="script started")
+        pid = int(open(started).read())
+        self.pids_to_kill.append(pid)
+        return req, release, pid
+
+    def assertPayloadReply(self, r):
+        self.assertEqual(r.get("exit_status"), 0, r)
+        self.assertEqual(r.get("stdout"), PAYLOAD.decode("utf-8"))
+        self.assertEqual(r.get("stderr"), "")
+
+    def up(self, heartbeat=2, args=(), broker_hb=None, **kw):
+        """A fake broker and an agent serving on it, proven by one reply."""
+        b = self.start_broker(heartbeat=broker_hb)
+        a = self.new_agent([b], heartbeat=heartbeat, args=args, **kw).start()
+        self.wait_log_n(a, "serving requests", 1)
+        r = self.execute(b, a, "#!/bin/sh\necho up\n")
+        self.assertEqual(r["stdout"], "up\n")
+        return b, a
+
+    def prove_served(self, b, a, what):
+        r = self.execute(b, a, "#!/bin/sh\necho after %s\n" % what)
+        self.assertEqual((r["exit_status"], r["stdout"]),
+                         (0, "after %s\n" % what), r)
+
+    def prove_no_second_startup(self, b, a):
+        self.assertEqual(b.count("ur.startup.%s" % a.uuid), 1,
+                         "ur.startup not sent exactly once")
+        self.assertTrue(a.running(), "agent exited")
+
+    def reconnect_fault(self, fault, heartbeat=2, settle=None):
+        """The common proof for a fault that costs the connection: a held
+        script survives it and its reply (exact bytes) arrives after the
+        reconnect; queues are consumed again, a ur.sysinfo is sent, a new
+        request is answered and ur.startup is not repeated.  fault(b, a)
+        injects it.  Returns the seconds from the fault to serving again."""
+        b, a = self.up(heartbeat=heartbeat)
+        sysinfo0 = b.count("ur.sysinfo.%s.*" % a.uuid)
+        lost0 = self.count_log(a, "lost the broker connection")
+        serving0 = self.count_log(a, "serving requests")
+        req, release, pid = self.start_held(b, a)
+        t0 = time.time()
+        fault(b, a)
+        self.wait_log_n(a, "lost the broker connection", lost0 + 1)
+        if settle:
+            settle(b, a)
+        rec = self.wait_log_n(a, "serving requests", serving0 + 1, secs=30)
+        took = wall_of(rec) - t0
+        self.assertTrue(os.path.exists("/proc/%d" % pid),
+                        "the running script died with the connection")
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        b.wait_count("ur.sysinfo.%s.*" % a.uuid, sysinfo0 + 1)
+        self.prove_served(b, a, "the fault")
+        self.prove_no_second_startup(b, a)
+        return b, a, took
+
+    # -- faults that cost the connection ---------------------------------
+
+    def test_drop_after_n_frames(self):
+        _, _, took = self.reconnect_fault(
+            lambda b, a: b.cmd("drop-after 2"), heartbeat=1)
+        report("drop-after 2", took)
+
+    def test_drop_now(self):
+        _, _, took = self.reconnect_fault(lambda b, a: b.cmd("drop-now"))
+        report("drop-now", took)
+
+    def test_malformed_frame(self):
+        b, a, took = self.reconnect_fault(lambda b, a: b.cmd("malformed"))
+        report("malformed frame", took)
+        lost = [r for r in a.logs()
+                if r.get("msg") == "lost the broker connection"]
+        self.assertIn("protocol error", json.dumps(lost))
+
+    def test_close_connection_320(self):
+        b, a, took = self.reconnect_fault(
+            lambda b, a: b.cmd("close-connection 320 CONNECTION_FORCED - "
+                               "broker forced connection closure"))
+        report("connection.close 320", took)
+        lost = [r for r in a.logs()
+                if r.get("msg") == "lost the broker connection"]
+        self.assertIn("320", json.dumps(lost))
+
+    def test_close_connection_530(self):
+        _, _, took = self.reconnect_fault(
+            lambda b, a: b.cmd("close-connection 530 NOT_ALLOWED - vhost"))
+        report("connection.close 530", took)
+
+    def test_freeze_beyond_two_heartbeats(self):
+        # --heartbeat 1: a broker silent for 2 s is dead.  The freeze lasts
+        # 5 s; the reconnect attempts during it hang in the handshake (the
+        # kernel still accepts) until the broker thaws.
+        got = {}
+
+        def fault(b, a):
+            got["t0"] = time.time()
+            b.cmd("freeze 5")
+
+        b, a, took = self.reconnect_fault(fault, heartbeat=1)
+        lost = [r for r in a.logs()
+                if r.get("msg") == "lost the broker connection"][-1]
+        self.assertIn("peer dead", lost.get("reason", ""), lost)
+        dead_after = wall_of(lost) - got["t0"]
+        report("freeze: declared dead after (heartbeat 1 s)", dead_after)
+        report("freeze 5 s: serving again after", took)
+        # Two intervals, plus at most one for where in its interval the
+        # freeze began and slack for a loaded machine.
+        self.assertGreaterEqual(dead_after, 1.0)
+        self.assertLess(dead_after, 4.0)
+
+    def test_freeze_heartbeat_2(self):
+        got = {}
+
+        def fault(b, a):
+            got["t0"] = time.time()
+            b.cmd("freeze 6")
+
+        b, a, took = self.reconnect_fault(fault, heartbeat=2)
+        lost = [r for r in a.logs()
+                if r.get("msg") == "lost the broker connection"][-1]
+        self.assertIn("peer dead", lost.get("reason", ""), lost)
+        dead_after = wall_of(lost) - got["t0"]
+        report("freeze: declared dead after (heartbeat 2 s)", dead_after)
+        self.assertGreaterEqual(dead_after, 2.0)
+        self.assertLess(dead_after, 6.5)
+
+    def test_broker_away_script_finishes_reply_delivered_after(self):
+        # stop-listening + drop-now is a broker restart: the script
+        # finishes while no broker exists; its reply (exact bytes) is
+        # delivered once the broker is back.
+        b, a = self.up()
+        req, release, pid = self.start_held(b, a)
+        serving0 = self.count_log(a, "serving requests")
+        b.cmd("stop-listening")
+        b.cmd("drop-now")
+        self.wait_log_n(a, "cannot connect to the broker", 1)
+        open(release, "w").close()
+        self.wait_log_n(a, "execute finished", 2)
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, req)), 0)
+        t_back = time.time()
+        b.cmd("start-listening")
+        rec = self.wait_log_n(a, "serving requests", serving0 + 1)
+        report("broker back (stop/start-listening) -> serving",
+               wall_of(rec) - t_back)
+        self.assertPayloadReply(self.reply(b, a, req))
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, req)), 1)
+        self.prove_served(b, a, "restart")
+        self.prove_no_second_startup(b, a)
+
+    def test_refuse_login_then_allow(self):
+        def fault(b, a):
+            b.cmd("refuse-login on")
+            b.cmd("drop-now")
+
+        def settle(b, a):
+            a.wait_log(lambda r: r.get("msg") == "cannot connect to the broker"
+                       and "refused" in r.get("reason", ""),
+                       what="a refused login logged")
+            b.cmd("refuse-login off")
+
+        _, _, took = self.reconnect_fault(fault, settle=settle)
+        report("refused login, then allowed", took)
+
+    # -- faults on channels and consumers --------------------------------
+
+    def channel_fault(self, fault, what):
+        """A fault that keeps the connection: the agent consumes again
+        (same connection: no 'lost the broker connection'), a held script
+        survives, its reply and a new request are answered."""
+        b, a = self.up()
+        serving0 = self.count_log(a, "serving requests")
+        req, release, pid = self.start_held(b, a)
+        t0 = time.time()
+        fault(b, a)
+        rec = self.wait_log_n(a, "serving requests", serving0 + 1)
+        report(what, wall_of(rec) - t0)
+        b.cmd("wait-consumers %s 1 10" % self.request_queue(a))
+        b.cmd("wait-consumers ur.ping.%s 1 10" % a.uuid)
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        self.prove_served(b, a, what)
+        self.assertEqual(self.count_log(a, "lost the broker connection"), 0)
+        self.prove_no_second_startup(b, a)
+        return b, a
+
+    def test_close_channel(self):
+        self.channel_fault(lambda b, a: b.cmd("close-channel 406 "
+                                              "PRECONDITION_FAILED - test"),
+                           "channel.close on every channel")
+
+    def test_cancel_consumers(self):
+        self.channel_fault(lambda b, a: b.cmd("cancel-consumers"),
+                           "basic.cancel from the broker")
+
+    def test_delete_request_queue(self):
+        def fault(b, a):
+            b.cmd("delete-queue " + self.request_queue(a))
+        self.channel_fault(fault, "request queue deleted")
+
+    def test_delete_ping_queue(self):
+        def fault(b, a):
+            b.cmd("delete-queue ur.ping." + a.uuid)
+        self.channel_fault(fault, "ping queue deleted")
+
+    def test_lock_queue_405_then_unlock(self):
+        def fault(b, a):
+            b.cmd("lock-queue ur.request.* on")
+            b.cmd("cancel-consumers")
+            a.wait_log(lambda r: r.get("code") == 405,
+                       what="405 RESOURCE_LOCKED logged")
+            # It keeps retrying while locked.
+            n = len([r for r in a.logs() if r.get("code") == 405])
+            wait_until(lambda: len([r for r in a.logs()
+                                    if r.get("code") == 405]) > n,
+                       what="a second 405 retry")
+            self.assertEqual(b.cmd("queue " + self.request_queue(a),
+                                   check=False), "error no such queue")
+            b.cmd("lock-queue ur.request.* off")
+        self.channel_fault(fault, "405 RESOURCE_LOCKED, then unlocked")
+
+    # -- replies: confirms, blocking, bounds ---------------------------
+
+    def test_unconfirmed_reply_republished_after_drop(self):
+        b, a = self.up()
+        # A confirmed reply is never sent again.
+        done = self.send(b, a, "#!/bin/sh\necho confirmed\n")
+        self.reply(b, a, done)
+        a.wait_log(lambda r: r.get("msg") == "reply confirmed"
+                   and r.get("req_id") == done, what="confirm of " + done)
+        b.cmd("confirm-delay 60000")
+        req, release, pid = self.start_held(b, a)
+        open(release, "w").close()
+        key = "ur.execute-reply.%s.%s" % (a.uuid, req)
+        b.wait_count(key, 1)
+        first = b.last(key)
+        serving0 = self.count_log(a, "serving requests")
+        # Confirms are timed at publish: this one stays pending until the
+        # connection goes.
+        b.cmd("confirm-delay 0")
+        b.cmd("drop-now")
+        self.wait_log_n(a, "serving requests", serving0 + 1)
+        b.wait_count(key, 2)
+        self.assertEqual(b.last(key), first, "re-published bytes differ")
+        self.assertPayloadReply(json.loads(first[1]))
+        a.wait_log(lambda r: r.get("msg") == "reply confirmed"
+                   and r.get("req_id") == req, what="confirm of " + req)
+        self.prove_served(b, a, "unconfirmed drop")
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, done)), 1,
+                         "a confirmed reply was published again")
+
+    def test_confirm_delay_reply_still_delivered(self):
+        b, a = self.up()
+        b.cmd("confirm-delay 1500")
+        r = self.execute(b, a, "#!/bin/sh\necho slow confirm\n")
+        self.assertEqual(r["stdout"], "slow confirm\n")
+        b.cmd("confirm-delay 0")
+        self.prove_served(b, a, "confirm delay")
+
+    def test_blocked_holds_replies_until_unblocked(self):
+        b, a = self.up()
+        req, release, pid = self.start_held(b, a)
+        b.cmd("blocked on")
+        a.wait_log(lambda r: "blocked" in r.get("msg", "")
+                   and r.get("level") == 40, what="blocked logged")
+        open(release, "w").close()
+        # The child runs to its end while blocked.
+        self.wait_log_n(a, "execute finished", 2)
+        key = "ur.execute-reply.%s.%s" % (a.uuid, req)
+        time.sleep(1.0)  # proving an absence
+        self.assertEqual(b.count(key), 0, "reply published while blocked")
+        t0 = time.time()
+        b.cmd("blocked off")
+        self.assertPayloadReply(self.reply(b, a, req))
+        report("unblocked -> held reply delivered", time.time() - t0)
+        self.wait_log_n(a, "the broker unblocked publishing", 1)
+        self.prove_served(b, a, "blocked")
+        self.assertEqual(self.count_log(a, "lost the broker connection"), 0)
+
+    def collector(self, b, uuid):
+        """A pika connection to the fake broker with a plain (not
+        exclusive: it survives drops) queue bound to uuid's replies.
+        Returns the queue name."""
+        q = "collect-" + random_token()
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", b.port, heartbeat=0))
+        ch = conn.channel()
+        ch.queue_declare(q)
+        ch.queue_bind(q, "amq.topic", "ur.execute-reply.%s.*" % uuid)
+        conn.close()
+        return q
+
+    def drain(self, b, q, n):
+        """The (routing key, body) of the first n messages of q, in order
+        (the fake broker has no basic.get: a consumer)."""
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", b.port, heartbeat=0))
+        ch = conn.channel()
+        got = []
+        for method, _, body in ch.consume(q, auto_ack=True,
+                                          inactivity_timeout=WAIT):
+            if method is None:
+                break
+            got.append((method.routing_key, body))
+            if len(got) == n:
+                break
+        conn.close()
+        return got
+
+    def test_pending_replies_bounded_oldest_dropped_rest_in_order(self):
+        # Each reply is about 3.1 kB; the bound holds two of them.
+        b, a = self.up(args=["--max-pending-bytes", "7000"])
+        q = self.collector(b, a.uuid)
+        held = [self.start_held(b, a, "h%d" % i) for i in range(3)]
+        serving0 = self.count_log(a, "serving requests")
+        b.cmd("stop-listening")
+        b.cmd("drop-now")
+        self.wait_log_n(a, "cannot connect to the broker", 1)
+        for i, (req, release, pid) in enumerate(held):
+            open(release, "w").close()
+            self.wait_log_n(a, "execute finished", 2 + i)
+        drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
+                          what="the dropped reply logged")
+        self.assertEqual(drop.get("level"), 50, drop)
+        self.assertEqual(drop.get("req_id"), held[0][0], drop)
+        b.cmd("start-listening")
+        self.wait_log_n(a, "serving requests", serving0 + 1)
+        got = self.drain(b, q, 2)
+        keys = [k for k, _ in got]
+        want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held[1:]]
+        self.assertEqual(keys, want, "not the newest two, oldest first")
+        for _, body in got:
+            self.assertPayloadReply(json.loads(body))
+        self.assertEqual(b.count("ur.execute-reply.%s.%s"
+                                 % (a.uuid, held[0][0])), 0)
+        self.prove_served(b, a, "bounded outbox")
+
+    # -- reconnect policy --------------------------------------------------
+
+    def test_backoff_doubles_with_jitter(self):
+        b, a = self.up()
+        b.cmd("stop-listening")
+        b.cmd("drop-now")
+        # Attempts at about 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 s apart.
+        self.wait_log_n(a, "cannot connect to the broker", 5, secs=15)
+        recs = [r for r in a.logs() if r.get("msg") in (
+            "lost the broker connection", "cannot connect to the broker")]
+        delays = [r["retry_in_ms"] for r in recs]
+        for i, d in enumerate(delays[:6]):
+            nominal = 100 * 2 ** i
+            self.assertGreaterEqual(d, nominal * 0.75, delays)
+            self.assertLessEqual(d, nominal * 1.25, delays)
+        # The attempts really are that far apart.
+        times = [wall_of(r) for r in recs]
+        for i in range(1, min(len(times), 6)):
+            gap = times[i] - times[i - 1]
+            self.assertGreaterEqual(gap, delays[i - 1] / 1000.0 - 0.02,
+                                    (i, gap, delays))
+        # Jitter: not exactly the nominal values every time.
+        self.assertNotEqual(delays[:5], [100, 200, 400, 800, 1600])
+        b.cmd("start-listening")
+        self.prove_served(b, a, "backoff")
+
+    def test_backoff_restarts_after_an_outage_ends(self):
+        # Failed connects, then serving: the next loss retries at the base.
+        b, a = self.up()
+        b.cmd("stop-listening")
+        b.cmd("drop-now")
+        self.wait_log_n(a, "cannot connect to the broker", 4, secs=15)
+        b.cmd("start-listening")
+        self.wait_log_n(a, "serving requests", 2)
+        b.cmd("drop-now")
+        rec = self.wait_log_n(a, "lost the broker connection", 2)
+        self.assertLessEqual(rec["retry_in_ms"], 125, rec)
+        self.wait_log_n(a, "serving requests", 3)
+        self.prove_served(b, a, "outage over")
+
+    def test_backoff_keeps_growing_while_the_broker_flaps(self):
+        # Dropped right after serving each time, never a failed connect:
+        # a flapping broker, which must not be hammered.
+        b, a = self.up()
+        for i in range(5):
+            self.wait_log_n(a, "serving requests", i + 1, secs=15)
+            b.cmd("drop-now")
+            self.wait_log_n(a, "lost the broker connection", i + 1)
+        delays = [r["retry_in_ms"] for r in a.logs()
+                  if r.get("msg") == "lost the broker connection"]
+        for i, d in enumerate(delays):
+            self.assertGreaterEqual(d, 100 * 2 ** i * 0.75, delays)
+        self.wait_log_n(a, "serving requests", 6, secs=15)
+        self.prove_served(b, a, "flapping")
+
+    def test_cycles_through_every_broker(self):
+        b1 = self.start_broker(name="b1")
+        b2 = self.start_broker(name="b2")
+        a = self.new_agent([b1, b2], heartbeat=2).start()
+        self.wait_serving(b1, a)
+        self.prove_served(b1, a, "b1")
+        req, release, pid = self.start_held(b1, a)
+        t0 = time.time()
+        b1.cmd("stop-listening")
+        b1.cmd("drop-now")
+        self.wait_serving(b2, a)
+        report("failover b1 -> b2", time.time() - t0)
+        open(release, "w").close()
+        # Its reply goes out through the other broker.
+        self.assertPayloadReply(self.reply(b2, a, req))
+        self.prove_served(b2, a, "b2")
+        b1.cmd("start-listening")
+        t0 = time.time()
+        b2.cmd("stop-listening")
+        b2.cmd("drop-now")
+        self.wait_serving(b1, a)
+        report("failover b2 -> b1", time.time() - t0)
+        self.prove_served(b1, a, "back to b1")
+        self.assertEqual(b1.count("ur.startup.%s" % a.uuid)
+                         + b2.count("ur.startup.%s" % a.uuid), 1)
+
+    def test_hanging_connect_abandoned_after_connect_timeout(self):
+        # A listener that accepts (the kernel does) and never speaks.
+        hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        self.addCleanup(hang.close)
+        b = self.start_broker()
+        a = self.new_agent(["127.0.0.1:%d" % hang.getsockname()[1], b],
+                           heartbeat=2, args=["--connect-timeout", "1"])
+        t0 = time.time()
+        a.start()
+        self.wait_serving(b, a, secs=15)
+        took = time.time() - t0
+        report("hung broker skipped (connect timeout 1 s)", took)
+        a.wait_log(lambda r: "timed out connecting" in r.get("reason", ""),
+                   what="the abandoned connect logged")
+        self.assertLess(took, 8)
+        self.prove_served(b, a, "hang")
+
+    # -- the agent itself restarting -------------------------------------
+
+    def test_agent_killed_while_script_runs_answers_on_restart(self):
+        b, a = self.up()
+        done = self.send(b, a, "#!/bin/sh\necho finished before\n")
+        self.reply(b, a, done)
+        a.wait_log(lambda r: r.get("msg") == "reply confirmed"
+                   and r.get("req_id") == done, what="confirm of " + done)
+        started = self.path("sleep.started")
+        req = self.send(b, a, "#!/bin/sh\necho $$ > %s\nexec /bin/sleep 30\n"
+                        % started)
+        wait_until(lambda: os.path.exists(started)
+                   and open(started).read().strip(), what="sleep started")
+        self.pids_to_kill.append(int(open(started).read()))
+        a.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(a.wait_exit(), -signal.SIGKILL)
+        key = "ur.execute-reply.%s.%s" % (a.uuid, req)
+        self.assertEqual(b.count(key), 0)
+        a2 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
+                            state_dir=a.state_dir, name="restarted").start()
+        r = self.reply(b, a2, req)
+        self.assertEqual(r.get("exit_status"), 1, r)
+        self.assertIs(r.get("agent_restarted"), True, r)
+        self.assertIn("restarted", r.get("stderr", ""))
+        self.assertEqual(r.get("stdout"), "")
+        # Only the request that had no reply is answered again.
+        time.sleep(0.5)  # proving an absence
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, done)), 1)
+        self.assertEqual(b.count(key), 1)
+        self.prove_served(b, a2, "agent restart")
+        # Once confirmed, the journal is empty: a third start owes nothing.
+        a2.wait_log(lambda r: r.get("msg") == "reply confirmed"
+                    and r.get("req_id") == req, what="confirm of " + req)
+        a2.stop()
+        a3 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
+                            state_dir=a.state_dir, name="third").start()
+        self.wait_log_n(a3, "serving requests", 1)
+        time.sleep(0.5)  # proving an absence
+        self.assertEqual(b.count(key), 1, "journal answered twice")
+        self.assertEqual(b.count("ur.startup.%s" % a.uuid), 1)
