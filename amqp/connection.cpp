@@ -1,0 +1,710 @@
+#include "amqp/connection.hpp"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace amqp {
+
+namespace {
+
+constexpr uint64_t kCloseTimeoutMs = 5000;
+// A declared body is reserved up to this size at once; beyond it the
+// buffer grows as bytes arrive, so a lying header cannot make us allocate
+// max_body_size up front.
+constexpr uint64_t kBodyReserveCap = 1u << 20;
+// Outgoing body frames when the peers agreed on no frame_max limit.
+constexpr uint32_t kDefaultFrameMax = 131072;
+
+// Negotiates a limit where 0 means "no limit": either side's 0 yields the
+// other's value, else the smaller.
+template <class T> T negotiate(T ours, T theirs) {
+    if (ours == 0) return theirs;
+    if (theirs == 0) return ours;
+    return std::min(ours, theirs);
+}
+
+Event make_event(EventKind k, uint16_t channel = 0) {
+    Event e;
+    e.kind = k;
+    e.channel = channel;
+    return e;
+}
+
+}  // namespace
+
+const char* to_string(EventKind k) {
+    switch (k) {
+    case EventKind::Opened: return "Opened";
+    case EventKind::ChannelOpened: return "ChannelOpened";
+    case EventKind::QueueDeclared: return "QueueDeclared";
+    case EventKind::QueueBound: return "QueueBound";
+    case EventKind::QueueDeleted: return "QueueDeleted";
+    case EventKind::ExchangeDeclared: return "ExchangeDeclared";
+    case EventKind::QosOk: return "QosOk";
+    case EventKind::ConfirmSelected: return "ConfirmSelected";
+    case EventKind::ConsumeOk: return "ConsumeOk";
+    case EventKind::CancelOk: return "CancelOk";
+    case EventKind::Delivery: return "Delivery";
+    case EventKind::Returned: return "Returned";
+    case EventKind::Confirmed: return "Confirmed";
+    case EventKind::Nacked: return "Nacked";
+    case EventKind::ServerCancel: return "ServerCancel";
+    case EventKind::Blocked: return "Blocked";
+    case EventKind::Unblocked: return "Unblocked";
+    case EventKind::ChannelClosed: return "ChannelClosed";
+    case EventKind::Closed: return "Closed";
+    }
+    return "?";
+}
+
+const char* to_string(CloseReason r) {
+    switch (r) {
+    case CloseReason::ClosedByPeer: return "closed by peer";
+    case CloseReason::ProtocolError: return "protocol error";
+    case CloseReason::HeartbeatTimeout: return "heartbeat timeout";
+    case CloseReason::AuthFailure: return "authentication failure";
+    case CloseReason::ClosedByUs: return "closed by us";
+    }
+    return "?";
+}
+
+Connection::Connection(ConnectionOptions opt) : opt_(std::move(opt)) {
+    if (opt_.frame_max != 0 && opt_.frame_max < kFrameMinSize) opt_.frame_max = kFrameMinSize;
+}
+
+void Connection::start(uint64_t now_ms) {
+    if (state_ != State::Idle) return;
+    now_ = last_send_ = last_recv_ = now_ms;
+    out_.append(kProtocolHeader.data(), kProtocolHeader.size());
+    state_ = State::AwaitStart;
+}
+
+void Connection::consume_output(size_t n) { out_.erase(0, std::min(n, out_.size())); }
+
+bool Connection::next_event(Event& ev) {
+    if (events_.empty()) return false;
+    ev = std::move(events_.front());
+    events_.pop_front();
+    return true;
+}
+
+void Connection::send(uint16_t ch, const Method& m) {
+    encode_method_frame(out_, ch, m);
+    last_send_ = now_;
+}
+
+void Connection::emit_closed(CloseReason r, uint16_t code, std::string text) {
+    if (state_ == State::Closed) return;
+    state_ = State::Closed;
+    Event ev = make_event(EventKind::Closed);
+    ev.close_reason = r;
+    ev.code = code;
+    ev.text = std::move(text);
+    events_.push_back(std::move(ev));
+}
+
+void Connection::protocol_error(uint16_t code, std::string text, uint16_t class_id,
+                                uint16_t method_id) {
+    if (state_ == State::Closed) return;
+    ConnectionClose c;
+    c.reply_code = code;
+    c.reply_text = text.substr(0, 255);
+    c.class_id = class_id;
+    c.method_id = method_id;
+    send(0, c);
+    emit_closed(CloseReason::ProtocolError, code, std::move(text));
+}
+
+void Connection::transport_closed(uint64_t now_ms, std::string why) {
+    now_ = now_ms;
+    if (state_ == State::Closed) return;
+    if (start_ok_sent_ && (state_ == State::AwaitTune || state_ == State::AwaitOpenOk)) {
+        emit_closed(CloseReason::AuthFailure, kAccessRefused,
+                    "login refused: the server closed the connection during the handshake "
+                    "(user '" + opt_.login + "', vhost '" + opt_.vhost + "')");
+    } else if (state_ == State::Closing) {
+        emit_closed(CloseReason::ClosedByUs, our_close_code_, our_close_text_);
+    } else {
+        emit_closed(CloseReason::ClosedByPeer, 0, std::move(why));
+    }
+}
+
+// ---- input ----
+
+void Connection::feed(const char* data, size_t n, uint64_t now_ms) {
+    now_ = now_ms;
+    if (state_ == State::Closed || state_ == State::Idle) return;
+    if (n > 0) last_recv_ = now_ms;
+    if (state_ == State::AwaitStart && parser_.buffered() == 0 && n > 0 && data[0] == 'A') {
+        // A server refusing our protocol version answers with its own
+        // protocol header instead of connection.start.
+        emit_closed(CloseReason::ProtocolError, kFrameError,
+                    "the server does not speak AMQP 0-9-1 (it sent a protocol header)");
+        return;
+    }
+    while (state_ != State::Closed) {
+        FrameView f;
+        FrameStatus st = parser_.next(data, n, f);
+        if (st == FrameStatus::NeedMore) break;
+        if (st == FrameStatus::Error) {
+            protocol_error(parser_.error_code(), parser_.error_text());
+            break;
+        }
+        handle_frame(f);
+    }
+}
+
+Connection::Channel* Connection::channel(uint16_t ch) {
+    if (ch == 0 || ch >= channels_.size()) return nullptr;
+    return &channels_[ch];
+}
+
+void Connection::handle_frame(const FrameView& f) {
+    if (f.type == kFrameHeartbeat) return;  // last_recv_ already updated
+    if (f.channel == 0) {
+        if (f.type != kFrameMethod) {
+            protocol_error(kUnexpectedFrame, "content frame on channel 0");
+            return;
+        }
+        Method m;
+        std::string why;
+        DecodeStatus st = decode_method(f.payload, m, &why);
+        if (st != DecodeStatus::Ok) {
+            protocol_error(reply_code(st), why);
+            return;
+        }
+        handle_connection_method(m);
+        return;
+    }
+    if (state_ == State::Closing) return;  // discard all but connection.close/close-ok
+    if (state_ != State::Open) {
+        protocol_error(kChannelError, "frame on channel " + std::to_string(f.channel) +
+                                          " before the connection is open");
+        return;
+    }
+    Channel* c = channel(f.channel);
+    if (!c || c->state == ChannelState::Free) {
+        protocol_error(kChannelError, "frame on channel " + std::to_string(f.channel) +
+                                          ", which is not open");
+        return;
+    }
+    if (f.type == kFrameHeader) {
+        handle_header(f.channel, *c, f.payload);
+        return;
+    }
+    if (f.type == kFrameBody) {
+        handle_body(f.channel, *c, f.payload);
+        return;
+    }
+    Method m;
+    std::string why;
+    DecodeStatus st = decode_method(f.payload, m, &why);
+    if (st != DecodeStatus::Ok) {
+        protocol_error(reply_code(st), why);
+        return;
+    }
+    if (c->content != Content::None) {
+        protocol_error(kUnexpectedFrame, std::string(method_name(m)) + " on channel " +
+                                             std::to_string(f.channel) +
+                                             " while a message's content was expected",
+                       method_class_id(m), method_method_id(m));
+        return;
+    }
+    handle_channel_method(f.channel, *c, m);
+}
+
+void Connection::send_start_ok(const ConnectionStart& s) {
+    ConnectionStartOk ok;
+    Table caps;
+    for (const char* cap : {"publisher_confirms", "consumer_cancel_notify", "connection.blocked",
+                            "authentication_failure_close"})
+        caps.push_back({cap, FieldValue::make_bool(true)});
+    Table& p = ok.client_properties;
+    p.push_back({"product", FieldValue::make_string(opt_.product)});
+    p.push_back({"version", FieldValue::make_string(opt_.version)});
+    p.push_back({"platform", FieldValue::make_string(opt_.platform)});
+    if (!opt_.connection_name.empty())
+        p.push_back({"connection_name", FieldValue::make_string(opt_.connection_name)});
+    p.push_back({"capabilities", FieldValue::make_table(std::move(caps))});
+    ok.mechanism = "PLAIN";
+    ok.response = std::string(1, '\0') + opt_.login + std::string(1, '\0') + opt_.password;
+    // The server's locale list is space-separated; take the first.
+    ok.locale = s.locales.substr(0, s.locales.find(' '));
+    if (ok.locale.empty()) ok.locale = "en_US";
+    send(0, ok);
+    start_ok_sent_ = true;
+}
+
+void Connection::handle_connection_method(const Method& m) {
+    if (auto* c = std::get_if<ConnectionClose>(&m)) {
+        send(0, ConnectionCloseOk{});
+        if (state_ == State::Closing) {
+            emit_closed(CloseReason::ClosedByUs, our_close_code_, our_close_text_);
+        } else if (start_ok_sent_ && state_ != State::Open && c->reply_code == kAccessRefused) {
+            emit_closed(CloseReason::AuthFailure, c->reply_code,
+                        "login refused for user '" + opt_.login + "': " + c->reply_text);
+        } else {
+            emit_closed(CloseReason::ClosedByPeer, c->reply_code, c->reply_text);
+        }
+        return;
+    }
+    if (std::holds_alternative<ConnectionCloseOk>(m)) {
+        if (state_ == State::Closing)
+            emit_closed(CloseReason::ClosedByUs, our_close_code_, our_close_text_);
+        else
+            protocol_error(kCommandInvalid, "connection.close-ok without connection.close", 10, 51);
+        return;
+    }
+    if (state_ == State::Closing) return;
+
+    switch (state_) {
+    case State::AwaitStart:
+        if (auto* s = std::get_if<ConnectionStart>(&m)) {
+            server_properties_ = s->server_properties;
+            // mechanisms is a space-separated list; look for the whole word.
+            std::string mechs = " " + s->mechanisms + " ";
+            if (mechs.find(" PLAIN ") == std::string::npos) {
+                emit_closed(CloseReason::AuthFailure, kAccessRefused,
+                            "the server does not offer PLAIN authentication (it offers: " +
+                                s->mechanisms + ")");
+                return;
+            }
+            send_start_ok(*s);
+            state_ = State::AwaitTune;
+            return;
+        }
+        break;
+    case State::AwaitTune:
+        if (std::holds_alternative<ConnectionSecure>(m)) {
+            // PLAIN needs no challenge; answer with the same response.
+            ConnectionSecureOk ok;
+            ok.response = std::string(1, '\0') + opt_.login + std::string(1, '\0') + opt_.password;
+            send(0, ok);
+            return;
+        }
+        if (auto* t = std::get_if<ConnectionTune>(&m)) {
+            channel_max_ = negotiate(opt_.channel_max, t->channel_max);
+            frame_max_ = negotiate(opt_.frame_max, t->frame_max);
+            if (frame_max_ != 0 && frame_max_ < kFrameMinSize) frame_max_ = kFrameMinSize;
+            if (opt_.heartbeat == 0) heartbeat_ = 0;
+            else if (t->heartbeat == 0) heartbeat_ = opt_.heartbeat;
+            else heartbeat_ = std::min(opt_.heartbeat, t->heartbeat);
+            ConnectionTuneOk ok;
+            ok.channel_max = channel_max_;
+            ok.frame_max = frame_max_;
+            ok.heartbeat = heartbeat_;
+            send(0, ok);
+            ConnectionOpen open;
+            open.virtual_host = opt_.vhost;
+            send(0, open);
+            parser_.set_frame_max(frame_max_);
+            state_ = State::AwaitOpenOk;
+            return;
+        }
+        break;
+    case State::AwaitOpenOk:
+        if (std::holds_alternative<ConnectionOpenOk>(m)) {
+            state_ = State::Open;
+            events_.push_back(make_event(EventKind::Opened));
+            return;
+        }
+        break;
+    case State::Open:
+        if (auto* b = std::get_if<ConnectionBlocked>(&m)) {
+            Event ev = make_event(EventKind::Blocked);
+            ev.text = b->reason;
+            events_.push_back(std::move(ev));
+            return;
+        }
+        if (std::holds_alternative<ConnectionUnblocked>(m)) {
+            events_.push_back(make_event(EventKind::Unblocked));
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    protocol_error(kCommandInvalid,
+                   std::string(method_name(m)) + " is not valid on channel 0 at this point",
+                   method_class_id(m), method_method_id(m));
+}
+
+void Connection::handle_channel_method(uint16_t ch, Channel& c, Method& m) {
+    if (auto* close = std::get_if<ChannelClose>(&m)) {
+        send(ch, ChannelCloseOk{});
+        bool ours = c.state == ChannelState::Closing;
+        c = Channel();
+        if (ours) return;  // our close crossed theirs: it is closed either way
+        Event ev = make_event(EventKind::ChannelClosed);
+        ev.channel = ch;
+        ev.code = close->reply_code;
+        ev.text = std::move(close->reply_text);
+        ev.class_id = close->class_id;
+        ev.method_id = close->method_id;
+        events_.push_back(std::move(ev));
+        return;
+    }
+    if (c.state == ChannelState::Closing) {
+        // After our channel.close everything but close-ok is discarded.
+        if (std::holds_alternative<ChannelCloseOk>(m)) c = Channel();
+        return;
+    }
+    if (c.state == ChannelState::Opening) {
+        if (std::holds_alternative<ChannelOpenOk>(m)) {
+            c.state = ChannelState::Open;
+            Event ev = make_event(EventKind::ChannelOpened);
+            ev.channel = ch;
+            events_.push_back(std::move(ev));
+            return;
+        }
+        protocol_error(kChannelError,
+                       std::string(method_name(m)) + " on channel " + std::to_string(ch) +
+                           " before channel.open-ok",
+                       method_class_id(m), method_method_id(m));
+        return;
+    }
+
+    Event ev = make_event(EventKind::Opened);
+    ev.channel = ch;
+    if (auto* d = std::get_if<BasicDeliver>(&m)) {
+        ev.kind = EventKind::Delivery;
+        ev.consumer_tag = std::move(d->consumer_tag);
+        ev.delivery_tag = d->delivery_tag;
+        ev.redelivered = d->redelivered;
+        ev.exchange = std::move(d->exchange);
+        ev.routing_key = std::move(d->routing_key);
+        c.pending = std::move(ev);
+        c.content = Content::AwaitHeader;
+        return;
+    }
+    if (auto* r = std::get_if<BasicReturn>(&m)) {
+        ev.kind = EventKind::Returned;
+        ev.code = r->reply_code;
+        ev.text = std::move(r->reply_text);
+        ev.exchange = std::move(r->exchange);
+        ev.routing_key = std::move(r->routing_key);
+        c.pending = std::move(ev);
+        c.content = Content::AwaitHeader;
+        return;
+    }
+    if (auto* a = std::get_if<BasicAck>(&m)) {
+        ev.kind = EventKind::Confirmed;
+        ev.delivery_tag = a->delivery_tag;
+        ev.multiple = a->multiple;
+    } else if (auto* n = std::get_if<BasicNack>(&m)) {
+        ev.kind = EventKind::Nacked;
+        ev.delivery_tag = n->delivery_tag;
+        ev.multiple = n->multiple;
+    } else if (auto* q = std::get_if<QueueDeclareOk>(&m)) {
+        ev.kind = EventKind::QueueDeclared;
+        ev.queue = std::move(q->queue);
+        ev.message_count = q->message_count;
+        ev.consumer_count = q->consumer_count;
+    } else if (auto* dl = std::get_if<QueueDeleteOk>(&m)) {
+        ev.kind = EventKind::QueueDeleted;
+        ev.message_count = dl->message_count;
+    } else if (std::holds_alternative<QueueBindOk>(m)) {
+        ev.kind = EventKind::QueueBound;
+    } else if (std::holds_alternative<ExchangeDeclareOk>(m)) {
+        ev.kind = EventKind::ExchangeDeclared;
+    } else if (std::holds_alternative<BasicQosOk>(m)) {
+        ev.kind = EventKind::QosOk;
+    } else if (std::holds_alternative<ConfirmSelectOk>(m)) {
+        ev.kind = EventKind::ConfirmSelected;
+    } else if (auto* co = std::get_if<BasicConsumeOk>(&m)) {
+        ev.kind = EventKind::ConsumeOk;
+        ev.consumer_tag = std::move(co->consumer_tag);
+    } else if (auto* ca = std::get_if<BasicCancelOk>(&m)) {
+        ev.kind = EventKind::CancelOk;
+        ev.consumer_tag = std::move(ca->consumer_tag);
+    } else if (auto* sc = std::get_if<BasicCancel>(&m)) {
+        ev.kind = EventKind::ServerCancel;
+        ev.consumer_tag = sc->consumer_tag;
+        if (!sc->nowait) {
+            BasicCancelOk ok;
+            ok.consumer_tag = std::move(sc->consumer_tag);
+            send(ch, ok);
+        }
+    } else if (auto* fl = std::get_if<ChannelFlow>(&m)) {
+        ChannelFlowOk ok;
+        ok.active = fl->active;
+        send(ch, ok);
+        return;
+    } else {
+        protocol_error(kCommandInvalid,
+                       std::string(method_name(m)) + " is not valid for a client to receive on channel " +
+                           std::to_string(ch),
+                       method_class_id(m), method_method_id(m));
+        return;
+    }
+    events_.push_back(std::move(ev));
+}
+
+void Connection::handle_header(uint16_t ch, Channel& c, std::string_view payload) {
+    if (c.state == ChannelState::Closing) return;
+    if (c.content != Content::AwaitHeader) {
+        protocol_error(kUnexpectedFrame, "content header on channel " + std::to_string(ch) +
+                                             " without basic.deliver or basic.return");
+        return;
+    }
+    ContentHeader h;
+    std::string why;
+    DecodeStatus st = decode_content_header(payload, h, &why);
+    if (st != DecodeStatus::Ok) {
+        protocol_error(reply_code(st), why);
+        return;
+    }
+    if (h.class_id != BasicDeliver::kClassId) {
+        protocol_error(kUnexpectedFrame, "content header of class " + std::to_string(h.class_id) +
+                                             " after a basic method");
+        return;
+    }
+    if (h.body_size > opt_.max_body_size) {
+        protocol_error(kResourceError, "message body of " + std::to_string(h.body_size) +
+                                           " bytes exceeds our limit of " +
+                                           std::to_string(opt_.max_body_size));
+        return;
+    }
+    c.pending.properties = std::move(h.properties);
+    c.body_size = h.body_size;
+    c.pending.body.clear();
+    c.pending.body.reserve(size_t(std::min(h.body_size, kBodyReserveCap)));
+    c.content = Content::AwaitBody;
+    if (h.body_size == 0) finish_content(ch, c);
+}
+
+void Connection::handle_body(uint16_t ch, Channel& c, std::string_view payload) {
+    if (c.state == ChannelState::Closing) return;
+    if (c.content != Content::AwaitBody) {
+        protocol_error(kUnexpectedFrame, "content body on channel " + std::to_string(ch) +
+                                             " without a content header");
+        return;
+    }
+    // Check before appending: body_size - size cannot underflow because
+    // size never exceeds body_size.
+    if (payload.size() > c.body_size - c.pending.body.size()) {
+        protocol_error(kUnexpectedFrame, "content body on channel " + std::to_string(ch) +
+                                             " longer than its header declared");
+        return;
+    }
+    c.pending.body.append(payload.data(), payload.size());
+    if (c.pending.body.size() == c.body_size) finish_content(ch, c);
+}
+
+void Connection::finish_content(uint16_t, Channel& c) {
+    events_.push_back(std::move(c.pending));
+    c.pending = make_event(EventKind::Opened);
+    c.content = Content::None;
+    c.body_size = 0;
+}
+
+// ---- timers ----
+
+uint64_t Connection::next_deadline() const {
+    uint64_t d = UINT64_MAX;
+    if (state_ == State::Closed || state_ == State::Idle) return d;
+    if (state_ == State::Closing) d = close_deadline_;
+    if (heartbeat_ != 0 && state_ != State::AwaitStart && state_ != State::AwaitTune) {
+        uint64_t hb = uint64_t(heartbeat_) * 1000;
+        d = std::min({d, last_send_ + hb, last_recv_ + 2 * hb});
+    }
+    return d;
+}
+
+void Connection::tick(uint64_t now_ms) {
+    now_ = now_ms;
+    if (state_ == State::Closed || state_ == State::Idle) return;
+    if (state_ == State::Closing && now_ms >= close_deadline_) {
+        emit_closed(CloseReason::ClosedByUs, our_close_code_,
+                    our_close_text_ + " (no connection.close-ok within 5 s)");
+        return;
+    }
+    if (heartbeat_ == 0 || state_ == State::AwaitStart || state_ == State::AwaitTune) return;
+    uint64_t hb = uint64_t(heartbeat_) * 1000;
+    if (now_ms >= last_recv_ + 2 * hb) {
+        emit_closed(CloseReason::HeartbeatTimeout, 0,
+                    "no data from the server for " + std::to_string(2 * heartbeat_) + " s");
+        return;
+    }
+    if (now_ms >= last_send_ + hb) {
+        encode_heartbeat(out_);
+        last_send_ = now_ms;
+    }
+}
+
+// ---- requests ----
+
+bool Connection::usable(uint16_t ch) const {
+    return state_ == State::Open && ch != 0 && ch < channels_.size() &&
+           channels_[ch].state != ChannelState::Free &&
+           channels_[ch].state != ChannelState::Closing;
+}
+
+uint16_t Connection::open_channel() {
+    if (state_ != State::Open) return 0;
+    uint32_t limit = channel_max_ == 0 ? 65535 : channel_max_;
+    uint16_t ch = 1;
+    while (ch < channels_.size() && channels_[ch].state != ChannelState::Free) ch++;
+    if (ch > limit) return 0;
+    if (ch >= channels_.size()) channels_.resize(size_t(ch) + 1);
+    channels_[ch] = Channel();
+    channels_[ch].state = ChannelState::Opening;
+    send(ch, ChannelOpen{});
+    return ch;
+}
+
+void Connection::close_channel(uint16_t ch, uint16_t code, std::string text) {
+    if (!usable(ch)) return;
+    ChannelClose c;
+    c.reply_code = code;
+    c.reply_text = std::move(text);
+    send(ch, c);
+    channels_[ch].state = ChannelState::Closing;
+    channels_[ch].content = Content::None;
+}
+
+void Connection::exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
+                                  bool durable, bool auto_delete) {
+    if (!usable(ch)) return;
+    ExchangeDeclare m;
+    m.exchange = std::move(name);
+    m.type = std::move(type);
+    m.passive = passive;
+    m.durable = durable;
+    m.auto_delete = auto_delete;
+    send(ch, m);
+}
+
+void Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool durable,
+                               bool exclusive, bool auto_delete, Table args) {
+    if (!usable(ch)) return;
+    QueueDeclare m;
+    m.queue = std::move(name);
+    m.passive = passive;
+    m.durable = durable;
+    m.exclusive = exclusive;
+    m.auto_delete = auto_delete;
+    m.arguments = std::move(args);
+    send(ch, m);
+}
+
+void Connection::queue_bind(uint16_t ch, std::string queue, std::string exchange,
+                            std::string routing_key) {
+    if (!usable(ch)) return;
+    QueueBind m;
+    m.queue = std::move(queue);
+    m.exchange = std::move(exchange);
+    m.routing_key = std::move(routing_key);
+    send(ch, m);
+}
+
+void Connection::queue_delete(uint16_t ch, std::string queue) {
+    if (!usable(ch)) return;
+    QueueDelete m;
+    m.queue = std::move(queue);
+    send(ch, m);
+}
+
+void Connection::basic_qos(uint16_t ch, uint16_t prefetch_count) {
+    if (!usable(ch)) return;
+    BasicQos m;
+    m.prefetch_count = prefetch_count;
+    send(ch, m);
+}
+
+void Connection::confirm_select(uint16_t ch) {
+    if (!usable(ch)) return;
+    send(ch, ConfirmSelect{});
+    // The server numbers publishes from 1 starting with the select.
+    if (!channels_[ch].confirms) {
+        channels_[ch].confirms = true;
+        channels_[ch].next_publish_seq = 1;
+    }
+}
+
+void Connection::basic_consume(uint16_t ch, std::string queue, std::string consumer_tag,
+                               bool no_ack, bool exclusive) {
+    if (!usable(ch)) return;
+    BasicConsume m;
+    m.queue = std::move(queue);
+    m.consumer_tag = std::move(consumer_tag);
+    m.no_ack = no_ack;
+    m.exclusive = exclusive;
+    send(ch, m);
+}
+
+void Connection::basic_cancel(uint16_t ch, std::string consumer_tag) {
+    if (!usable(ch)) return;
+    BasicCancel m;
+    m.consumer_tag = std::move(consumer_tag);
+    send(ch, m);
+}
+
+uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
+                                   std::string_view routing_key, const BasicProperties& props,
+                                   std::string_view body, bool mandatory) {
+    if (!usable(ch)) return 0;
+    // Written straight into the output, without building a BasicPublish
+    // (which would copy exchange and routing key into std::strings).
+    size_t at = begin_frame(out_, kFrameMethod, ch);
+    Writer w(out_);
+    w.u16(BasicPublish::kClassId);
+    w.u16(BasicPublish::kMethodId);
+    w.u16(0);  // ticket
+    w.shortstr(exchange);
+    w.shortstr(routing_key);
+    w.bits({mandatory, false});
+    end_frame(out_, at);
+    ContentHeader h;
+    h.body_size = body.size();
+    h.properties = props;
+    encode_header_frame(out_, ch, h);
+    encode_body_frames(out_, ch, body, frame_max_ == 0 ? kDefaultFrameMax : frame_max_);
+    last_send_ = now_;
+    Channel& c = channels_[ch];
+    return c.confirms ? c.next_publish_seq++ : 0;
+}
+
+void Connection::basic_ack(uint16_t ch, uint64_t tag, bool multiple) {
+    if (!usable(ch)) return;
+    BasicAck m;
+    m.delivery_tag = tag;
+    m.multiple = multiple;
+    send(ch, m);
+}
+
+void Connection::basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue) {
+    if (!usable(ch)) return;
+    BasicNack m;
+    m.delivery_tag = tag;
+    m.multiple = multiple;
+    m.requeue = requeue;
+    send(ch, m);
+}
+
+void Connection::basic_reject(uint16_t ch, uint64_t tag, bool requeue) {
+    if (!usable(ch)) return;
+    BasicReject m;
+    m.delivery_tag = tag;
+    m.requeue = requeue;
+    send(ch, m);
+}
+
+void Connection::close(uint16_t code, std::string text) {
+    if (state_ == State::Closed || state_ == State::Closing) return;
+    our_close_code_ = code;
+    our_close_text_ = text;
+    if (state_ == State::Idle || state_ == State::AwaitStart) {
+        // Nothing to close politely before connection.start.
+        emit_closed(CloseReason::ClosedByUs, code, std::move(text));
+        return;
+    }
+    ConnectionClose c;
+    c.reply_code = code;
+    c.reply_text = std::move(text);
+    send(0, c);
+    state_ = State::Closing;
+    close_deadline_ = now_ + kCloseTimeoutMs;
+}
+
+}  // namespace amqp

@@ -1,0 +1,178 @@
+// amqp::Connection: the client side of an AMQP 0-9-1 connection as a state
+// machine without I/O.  The caller feeds received bytes and the monotonic
+// time, pops events, writes output() to the socket and calls tick() at
+// next_deadline().  Nothing here blocks, reads a clock or throws.
+//
+// Lifecycle: start() -> handshake (start/start-ok, tune/tune-ok, open) ->
+// Opened event -> requests and events -> exactly one Closed event, after
+// which nothing more happens and the caller flushes output() and drops the
+// socket.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "amqp/frame.hpp"
+#include "amqp/methods.hpp"
+#include "amqp/wire.hpp"
+
+namespace amqp {
+
+struct ConnectionOptions {
+    std::string login = "guest", password = "guest", vhost = "/";
+    uint16_t heartbeat = 30;        // seconds we want; 0 = we want none
+    uint32_t frame_max = 131072;    // our preference (>= 4096)
+    uint16_t channel_max = 2047;    // our preference
+    // A delivered or returned message declaring a larger body closes the
+    // connection with 506 RESOURCE_ERROR (Closed, ProtocolError): we cannot
+    // take it, and refusing it on one channel would leave the broker
+    // redelivering it forever.
+    uint64_t max_body_size = 256u << 20;
+    std::string product = "ur", version = "0.0.0", platform = "C++", connection_name;
+};
+
+enum class EventKind {
+    Opened,          // connection.open-ok: ready
+    ChannelOpened,   // channel
+    QueueDeclared,   // channel, queue, message_count, consumer_count
+    QueueBound, QueueDeleted, ExchangeDeclared, QosOk, ConfirmSelected,  // channel
+    ConsumeOk,       // channel, consumer_tag
+    CancelOk,        // channel, consumer_tag
+    Delivery,        // channel, delivery_tag, redelivered, exchange, routing_key, consumer_tag, properties, body
+    Returned,        // channel, code, text, exchange, routing_key, properties, body
+    Confirmed,       // channel, delivery_tag (= publish sequence number), multiple
+    Nacked,          // channel, delivery_tag, multiple
+    ServerCancel,    // channel, consumer_tag  (basic.cancel from server)
+    Blocked,         // text = reason
+    Unblocked,
+    ChannelClosed,   // channel, code, text, class_id, method_id (server closed it; we already sent close-ok)
+    Closed,          // the connection is over; code, text, close_reason. Nothing more comes.
+};
+const char* to_string(EventKind k);
+
+enum class CloseReason { ClosedByPeer, ProtocolError, HeartbeatTimeout, AuthFailure, ClosedByUs };
+const char* to_string(CloseReason r);
+
+struct Event {
+    EventKind kind = EventKind::Opened;
+    uint16_t channel = 0;
+    uint64_t delivery_tag = 0;
+    bool redelivered = false, multiple = false;
+    std::string exchange, routing_key, consumer_tag, queue;
+    uint32_t message_count = 0, consumer_count = 0;
+    BasicProperties properties;
+    std::string body;
+    uint16_t code = 0, class_id = 0, method_id = 0;
+    std::string text;
+    CloseReason close_reason{};
+};
+
+class Connection {
+public:
+    explicit Connection(ConnectionOptions opt);
+
+    void start(uint64_t now_ms);  // queues the protocol header
+    // Consumes all n bytes; queues events and output.  Ignored once closed.
+    void feed(const char* data, size_t n, uint64_t now_ms);
+    // The socket reached EOF or failed.  Emits Closed unless already closed:
+    // AuthFailure when it happens after start-ok and before open-ok (RabbitMQ
+    // without authentication_failure_close drops the socket on a bad login),
+    // ClosedByUs while our close handshake runs, else ClosedByPeer (code 0).
+    void transport_closed(uint64_t now_ms, std::string why = "connection lost");
+
+    bool next_event(Event& ev);  // pops one event (FIFO); false when none
+
+    const std::string& output() const { return out_; }
+    void consume_output(size_t n);
+    bool wants_write() const { return !out_.empty(); }
+
+    // Absolute ms of the next heartbeat to send, dead-peer check or close
+    // timeout; UINT64_MAX if none.
+    uint64_t next_deadline() const;
+    void tick(uint64_t now_ms);
+
+    bool is_open() const { return state_ == State::Open; }
+    bool is_closed() const { return state_ == State::Closed; }
+    // Negotiated values (0 before tune; 0 for channel_max/frame_max means
+    // the peers agreed on no limit).
+    uint32_t frame_max() const { return frame_max_; }
+    uint16_t channel_max() const { return channel_max_; }
+    uint16_t heartbeat() const { return heartbeat_; }
+    const Table& server_properties() const { return server_properties_; }
+
+    // Requests, valid once open (ignored otherwise).  Completion arrives as
+    // an event.  Channel arguments must name a channel from open_channel().
+    // Returns the channel number (>= 1), or 0 when all are in use.
+    uint16_t open_channel();
+    void close_channel(uint16_t ch, uint16_t code = 200, std::string text = "");
+    void exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
+                          bool durable, bool auto_delete);
+    void queue_declare(uint16_t ch, std::string name, bool passive, bool durable, bool exclusive,
+                       bool auto_delete, Table args = {});
+    void queue_bind(uint16_t ch, std::string queue, std::string exchange, std::string routing_key);
+    void queue_delete(uint16_t ch, std::string queue);
+    void basic_qos(uint16_t ch, uint16_t prefetch_count);
+    void confirm_select(uint16_t ch);
+    void basic_consume(uint16_t ch, std::string queue, std::string consumer_tag, bool no_ack,
+                       bool exclusive);
+    void basic_cancel(uint16_t ch, std::string consumer_tag);
+    // Returns the publish sequence number when confirms are on for ch, else 0.
+    uint64_t basic_publish(uint16_t ch, std::string_view exchange, std::string_view routing_key,
+                           const BasicProperties& props, std::string_view body,
+                           bool mandatory = false);
+    void basic_ack(uint16_t ch, uint64_t tag, bool multiple = false);
+    void basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue);
+    void basic_reject(uint16_t ch, uint64_t tag, bool requeue);
+    // Starts the connection.close handshake; Closed(ClosedByUs) follows the
+    // server's close-ok, or 5 s without it.
+    void close(uint16_t code = 200, std::string text = "");
+
+private:
+    enum class State { Idle, AwaitStart, AwaitTune, AwaitOpenOk, Open, Closing, Closed };
+    enum class ChannelState : uint8_t { Free, Opening, Open, Closing };
+    // Content (header + body frames) expected after deliver/return.
+    enum class Content : uint8_t { None, AwaitHeader, AwaitBody };
+    struct Channel {
+        ChannelState state = ChannelState::Free;
+        bool confirms = false;
+        uint64_t next_publish_seq = 0;
+        Content content = Content::None;
+        uint64_t body_size = 0;
+        Event pending;  // the Delivery/Returned being assembled
+    };
+
+    void handle_frame(const FrameView& f);
+    void handle_connection_method(const Method& m);
+    void handle_channel_method(uint16_t ch, Channel& c, Method& m);
+    void handle_header(uint16_t ch, Channel& c, std::string_view payload);
+    void handle_body(uint16_t ch, Channel& c, std::string_view payload);
+    void finish_content(uint16_t ch, Channel& c);
+
+    void send(uint16_t ch, const Method& m);
+    void send_start_ok(const ConnectionStart& s);
+    // Sends connection.close with the code and emits Closed(ProtocolError).
+    void protocol_error(uint16_t code, std::string text, uint16_t class_id = 0,
+                        uint16_t method_id = 0);
+    void emit_closed(CloseReason r, uint16_t code, std::string text);
+    Channel* channel(uint16_t ch);  // nullptr if out of range
+    bool usable(uint16_t ch) const;
+
+    ConnectionOptions opt_;
+    State state_ = State::Idle;
+    FrameParser parser_;
+    std::string out_;
+    std::deque<Event> events_;
+    std::vector<Channel> channels_;  // index = channel number; [0] unused
+    Table server_properties_;
+    uint32_t frame_max_ = 0;
+    uint16_t channel_max_ = 0, heartbeat_ = 0;
+    uint64_t now_ = 0, last_send_ = 0, last_recv_ = 0, close_deadline_ = 0;
+    bool start_ok_sent_ = false;
+    uint16_t our_close_code_ = 0;
+    std::string our_close_text_;
+};
+
+}  // namespace amqp
