@@ -68,6 +68,25 @@ def main():
     put("frame_decoder", "pika-deliver-header-body", b"\x02\x83" + deliver["basic_deliver"] +
         deliver["header_all_props"] + deliver["body_hello"] + deliver["heartbeat"])
 
+    # amqp_connection: [chunk seed][time step][options] server bytes after
+    # the captured handshake (session[0]) and the session's requests
+    if session:
+        put("amqp_connection", "rabbitmq-session-whole", b"\xc0\x00\x00" + session[1])
+        put("amqp_connection", "rabbitmq-session-bytewise", b"\x00\x01\x01" + session[1])
+        put("amqp_connection", "rabbitmq-session-chunks", b"\x8b\x10\x00" + session[1])
+        put("amqp_connection", "rabbitmq-session-slow", b"\x45\xff\x00" + session[1])
+        put("amqp_connection", "rabbitmq-session-and-close", b"\xc7\x00\x00" + session[1] + session[2])
+    put("amqp_connection", "silent-server", b"\x00\xff\x00")
+    put("amqp_connection", "heartbeats", b"\x46\xff\x01" + deliver["heartbeat"] * 4)
+    put("amqp_connection", "pika-delivery", b"\x83\x02\x00" + deliver["basic_deliver"] +
+        deliver["header_all_props"] + deliver["body_hello"])
+    put("amqp_connection", "pika-delivery-no-props", b"\x21\x00\x01" + deliver["basic_deliver"] +
+        deliver["header_no_props"] + deliver["body_hello"] + deliver["basic_deliver"])
+    for name in ("connection_close", "connection_blocked", "connection_unblocked", "channel_close",
+                 "channel_flow", "basic_cancel", "basic_ack", "basic_nack", "basic_return",
+                 "channel_open_ok", "queue_declare_ok", "basic_consume_ok", "connection_close_ok"):
+        put("amqp_connection", "pika-" + name, b"\x40\x01\x00" + deliver[name])
+
     # method_decoder: a method frame payload
     put("method_decoder", "rabbitmq-connection_start", frames(start)[0][2])
     for name, raw in pika:
