@@ -169,6 +169,10 @@ def main():
     put("ur_request", "broadcast-sysinfo", b"ur.broadcast.sysinfo.d8f2c1\0{}")
     put("ur_request", "broadcast-unknown", b"ur.broadcast.reboot.d8f2c1\0{}")
     put("ur_request", "startup-key", b"ur.startup." + UUID.encode() + b"\0{}")
+    # Regression: a request id long enough to push the reply key past 255.
+    key = b"ur.execute." + UUID.encode() + b"."
+    put("ur_request", "long-request-id", key + b"r" * (255 - len(key)) + b"\0" +
+        b'{"type":"script","script":"x"}')
 
 
 if __name__ == "__main__":
