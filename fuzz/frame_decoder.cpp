@@ -55,7 +55,8 @@ Outcome run(std::string_view stream, uint32_t frame_max, fuzz::Chunker* chunker)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view in = fuzz::as_view(data, size);
-    static const uint32_t kFrameMax[4] = {4096, 8192, 131072, 1u << 20};
+    // 0 is "no limit" (clamped to 2^31 by the parser).
+    static const uint32_t kFrameMax[4] = {4096, 131072, 1u << 20, 0};
     uint32_t frame_max = kFrameMax[fuzz::take_byte(in) & 3];
     fuzz::Chunker chunker(fuzz::take_byte(in));
 
