@@ -13,6 +13,10 @@ FUZZ_BUILD  := build-fuzz
 FUZZ_SECONDS ?=
 VERSION     := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 
+ifeq ($(shell command -v $(FUZZ_CXX) 2>/dev/null),)
+$(error $(FUZZ_CXX) not found: run tools/install-deps fuzz (clang, libclang-rt-14-dev))
+endif
+
 # fuzzer-no-link instruments the library for coverage without pulling in
 # libFuzzer's main(); only the target binaries link it.
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
