@@ -3,6 +3,7 @@
 #   make                 build/ur-agent and the tools (static binaries)
 #   make check           build and run every test (installs test deps if root)
 #   make check SAN=1     the same, with ASan + UBSan, in build-san/
+#   make fuzz            libFuzzer targets (FUZZ_SECONDS=60 runs them)
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make clean
 
@@ -97,8 +98,10 @@ bench:
 demo: $(AGENT) $(BUILD)/urctl $(BUILD)/fake-broker
 	@tools/demo $(BUILD)
 
+# libFuzzer targets with clang in build-fuzz/; FUZZ_SECONDS=N also runs
+# each for N seconds.  See fuzz/fuzz.mk.
 fuzz:
-	@echo "make fuzz: not implemented yet (see issue 'Hardening')" >&2; exit 1
+	@$(MAKE) --no-print-directory -f fuzz/fuzz.mk
 
 # The agent in sbin, urctl and json-check in bin, man pages, a systemd unit
 # and an SMF manifest (both pointing at $(PREFIX)/sbin/ur-agent).
@@ -117,6 +120,6 @@ install: all
 	    > $(DESTDIR)$(PREFIX)/lib/svc/manifest/smartdc/ur-agent.xml
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

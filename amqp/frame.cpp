@@ -6,6 +6,10 @@
 
 namespace amqp {
 
+namespace {
+constexpr size_t kReserveCap = size_t(1) << 20;
+}  // namespace
+
 void FrameParser::set_frame_max(uint32_t frame_max) {
     if (frame_max == 0 || frame_max > (1u << 31)) frame_max = 1u << 31;
     if (frame_max < kFrameMinSize) frame_max = kFrameMinSize;
@@ -74,7 +78,10 @@ FrameStatus FrameParser::next(const char*& data, size_t& n, FrameView& out) {
         n -= take;
         if (buf_.size() < kFrameHeaderSize) return FrameStatus::NeedMore;
         if (!check_header(buf_.data())) return FrameStatus::Error;
-        buf_.reserve(need_);
+        // Reserve at most kReserveCap from the header alone: with no
+        // frame_max limit (clamped to 2^31) a 7-byte header could make us
+        // allocate 2 GiB.  Larger frames grow the buffer as bytes arrive.
+        buf_.reserve(std::min(need_, kReserveCap));
     }
     size_t take = std::min(n, need_ - buf_.size());
     buf_.append(data, take);

@@ -131,9 +131,8 @@ void parse_execute_body(std::string_view body, Request& r) {
     }
 }
 
-}  // namespace
-
-Request parse_request(const Identity& self, std::string_view routing_key, std::string_view body) {
+Request classify_request(const Identity& self, std::string_view routing_key,
+                         std::string_view body) {
     Request r;
     std::vector<std::string_view> k = split_dots(routing_key);
     if (k.size() < 2 || k[0] != "ur") {
@@ -199,6 +198,23 @@ Request parse_request(const Identity& self, std::string_view routing_key, std::s
         return r;
     }
     r.error = "unexpected routing key";
+    return r;
+}
+
+}  // namespace
+
+Request parse_request(const Identity& self, std::string_view routing_key, std::string_view body) {
+    Request r = classify_request(self, routing_key, body);
+    // A routing key is a shortstr (at most 255 bytes).  The request's key
+    // fitted, but the reply key has a longer prefix and our uuid in place
+    // of the node part, so a long request id can push it over; the encoder
+    // would then cut it and the reply would go to a key nobody listens on.
+    if (r.reply_key.size() > 255) {
+        r.kind = RequestKind::Ignored;
+        r.error = "reply routing key would be " + std::to_string(r.reply_key.size()) +
+                  " bytes (over 255): request id too long";
+        r.reply_key.clear();
+    }
     return r;
 }
 
