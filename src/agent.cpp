@@ -77,7 +77,8 @@ Agent::Agent(Config cfg)
           o.tail_keep = std::min<size_t>(64 * 1024, cfg_.max_output / 2);
           return o;
       }()),
-      outbox_(cfg_.max_pending_bytes) {
+      outbox_(cfg_.max_pending_bytes),
+      link_backoff_(std::min<uint64_t>(100, cfg_.reconnect_max_ms), cfg_.reconnect_max_ms) {
     rng_state_ = wall_ms() ^ (uint64_t(getpid()) << 32) ^ monotonic_ms();
 }
 
