@@ -554,6 +554,14 @@ void Agent::setup_consumer(uint64_t now) {
     if (!conn_ || !conn_->is_open() || stopping_) return;
     cons_ch_ = conn_->open_channel();
     consume_oks_ = 0;
+    if (cons_ch_ == 0) {
+        // The broker's channel_max leaves no channel for requests (we need
+        // two).  Staying connected would look healthy and serve nothing:
+        // close, and reconnect with backoff until the broker is fixed.
+        log::error("the broker allows too few channels; ur-agent needs 2",
+                   {{"channel_max", json::Value(int64_t(conn_->channel_max()))}});
+        conn_->close(amqp::kResourceError, "ur-agent needs 2 channels");
+    }
 }
 
 void Agent::on_consuming(uint64_t now) {
