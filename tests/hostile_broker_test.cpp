@@ -69,6 +69,8 @@ TEST_CASE("hostile plans: the expected close codes are what our codec sends") {
     for (uint64_t i = 0; i < 3000; ++i) {
         Plan p = make_plan(7, i);
         if (!p.expect.checked || p.expect.reaction != Reaction::Close) continue;
+        // The agent, not the codec, refuses a broker that allows one channel.
+        if (p.abuse == Abuse::TuneChannelMaxOne) continue;
         amqp::ConnectionOptions o;
         o.heartbeat = 1;
         amqp::Connection c(o);

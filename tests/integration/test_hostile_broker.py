@@ -17,14 +17,15 @@ RUN = os.path.join(ROOT, "tools", "hostile-run")
 
 class HostileBroker(unittest.TestCase):
 
-    def storm(self, sessions, seed):
+    def storm(self, sessions, seed, kind=None):
         for prog in ("hostile-broker", "ur-agent", "fake-broker", "urctl"):
             if not os.access(os.path.join(ROOT, BUILD, prog), os.X_OK):
                 self.fail("%s/%s is not built" % (BUILD, prog))
         # Warm-up is half the storm: the big bodies (1 MiB of '[', 200,000
         # args) have all been seen once by then, so the heap has its size.
         p = subprocess.run([RUN, "--sessions", str(sessions), "--seed", str(seed),
-                            "--build", BUILD, "--warmup", "0.5", "--json"],
+                            "--build", BUILD, "--warmup", "0.5", "--json"]
+                           + (["--kind", kind] if kind else []),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=100)
         try:
@@ -53,6 +54,16 @@ class HostileBroker(unittest.TestCase):
             self.assertIn(kind, kinds, "the storm had no %s session" % kind)
             self.assertEqual(list(kinds[kind]["reactions"]), [reaction], kind)
         self.assertEqual(res["summary"]["sessions"], 400)
+
+    def test_bug_channel_max_1_left_the_agent_deaf(self):
+        # A broker whose tune allows one channel used to leave the agent
+        # connected with its publishing channel and no request channel:
+        # healthy-looking and deaf, forever.  It must close (506) and retry.
+        rc, res = self.storm(5, 3, kind="tune-channel-max-1")
+        self.assertEqual(res["summary"]["failed"], 0, res.get("fails"))
+        self.assertEqual(res["summary"]["kinds"]["tune-channel-max-1"]["reactions"],
+                         {"close 506": 5})
+        self.assertTrue(res["checks"]["serves_after_storm"], res.get("after_storm_exec"))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ const char* to_string(Abuse a) {
     case Abuse::HugeBodySize: return "huge-body-size";
     case Abuse::ProtocolHeaderBack: return "protocol-header-back";
     case Abuse::NoPlainMechanism: return "no-plain-mechanism";
+    case Abuse::TuneChannelMaxOne: return "tune-channel-max-1";
     case Abuse::TruncatedThenClose: return "truncated-then-close";
     case Abuse::TruncatedThenSilence: return "truncated-then-silence";
     case Abuse::ChannelCloseOdd: return "channel-close-odd";
@@ -70,6 +71,16 @@ const char* to_string(Abuse a) {
     case Abuse::BadUrRequest: return "bad-ur-request";
     }
     return "?";
+}
+
+bool abuse_from_string(const std::string& name, Abuse& out) {
+    for (int i = 0; i < kAbuseCount; ++i) {
+        if (name == to_string(Abuse(i))) {
+            out = Abuse(i);
+            return true;
+        }
+    }
+    return false;
 }
 
 const char* to_string(Reaction r) {
@@ -132,6 +143,7 @@ Expect expect_for(Abuse a) {
     case Abuse::NoPlainMechanism:
     case Abuse::TruncatedThenClose:
     case Abuse::TruncatedThenSilence: return react(Reaction::Eof);
+    case Abuse::TuneChannelMaxOne: return close_with(amqp::kResourceError);
     case Abuse::ChannelCloseOdd: return react(Reaction::ChannelCloseOk);
     case Abuse::ConnectionCloseOdd: return react(Reaction::CloseOk);
     case Abuse::ServerCancel: return react(Reaction::CancelOk);
@@ -152,6 +164,7 @@ unsigned allowed_stages(Abuse a) {
     case Abuse::DeliverBeforeConsumeOk: return bit(Stage::Consume);
     case Abuse::ProtocolHeaderBack:
     case Abuse::NoPlainMechanism: return bit(Stage::Start);
+    case Abuse::TuneChannelMaxOne: return bit(Stage::Tune);
     case Abuse::BeforeChannelOpenOk: return bit(Stage::Channels);
     case Abuse::BodyWithoutHeader:
     case Abuse::HeaderWithoutMethod:
@@ -161,7 +174,7 @@ unsigned allowed_stages(Abuse a) {
     }
 }
 
-Plan make_plan(uint64_t seed, uint64_t index) {
+Plan make_plan(uint64_t seed, uint64_t index, const Abuse* only) {
     Rng rng(seed ^ (index * 0xD1B54A32D192ED03ull));
     Plan p;
     p.index = index;
@@ -176,6 +189,7 @@ Plan make_plan(uint64_t seed, uint64_t index) {
             p.abuse = Abuse(1 + rng.below(kAbuseCount - 1));
         } while (p.abuse == Abuse::TruncatedThenSilence);
     }
+    if (only) p.abuse = *only;
     unsigned stages = allowed_stages(p.abuse);
     std::vector<Stage> choice;
     for (int s = 0; s < kStageCount; ++s)
@@ -504,6 +518,13 @@ std::string abuse_bytes(const Plan& p, Rng& rng, const Context& c, std::string* 
         amqp::ConnectionStart st;
         st.mechanisms = rng.percent(50) ? "AMQPLAIN EXTERNAL" : "PLAINISH";
         return method_frame(0, st);
+    }
+    case Abuse::TuneChannelMaxOne: {
+        amqp::ConnectionTune t;
+        t.channel_max = 1;
+        t.frame_max = 131072;
+        t.heartbeat = 1;
+        return method_frame(0, t);
     }
     case Abuse::TruncatedThenClose:
     case Abuse::TruncatedThenSilence: return valid.substr(0, 1 + rng.below(valid.size() - 1));

@@ -66,6 +66,7 @@ enum class Abuse : uint8_t {
     HugeBodySize,         // header declares 2^63 bytes: skipped, not kept
     ProtocolHeaderBack,   // the server answers with its own protocol header
     NoPlainMechanism,
+    TuneChannelMaxOne,    // room for one channel: the agent needs two
     TruncatedThenClose,
     TruncatedThenSilence,
     ChannelCloseOdd,      // channel.close with an odd code and text
@@ -76,6 +77,8 @@ enum class Abuse : uint8_t {
 };
 constexpr int kAbuseCount = int(Abuse::BadUrRequest) + 1;
 const char* to_string(Abuse a);
+// The kind called `name` (as to_string says); false if none is.
+bool abuse_from_string(const std::string& name, Abuse& out);
 
 // What the agent does about it, as the broker sees it.
 enum class Reaction : uint8_t {
@@ -102,8 +105,9 @@ struct Plan {
     Expect expect;
 };
 
-// The session's plan, from the seed and its index alone.
-Plan make_plan(uint64_t seed, uint64_t index);
+// The session's plan, from the seed and its index alone; `only` forces the
+// kind (the stage is still drawn among those it allows).
+Plan make_plan(uint64_t seed, uint64_t index, const Abuse* only = nullptr);
 // Where each abuse can be sent (a bitmask over Stage).
 unsigned allowed_stages(Abuse a);
 

@@ -4,8 +4,9 @@
 // how the agent reacted and checks it where the spec fixes the answer.
 //
 //   hostile-broker [--port N] [--sessions N] [--seed N] [--only I]
-//                  [--progress N] [--accept-timeout-ms MS]
+//                  [--progress N] [--accept-timeout-ms MS] [--kind NAME]
 //
+// --kind NAME runs only that kind of abuse (names as in the report).
 // Prints "listening 127.0.0.1:PORT", then "progress I" every --progress
 // sessions, one "fail ..." line per session whose result was wrong, a table
 // of reactions per abuse kind, and last a line "summary {JSON}".  Exits 0
@@ -40,12 +41,14 @@ struct Options {
     int64_t only = -1;
     uint64_t progress = 0;
     uint64_t accept_timeout_ms = 10000;
+    bool one_kind = false;
+    hostile::Abuse kind = hostile::Abuse::Healthy;
 };
 
 int usage() {
     fprintf(stderr,
             "usage: hostile-broker [--port N] [--sessions N] [--seed N] [--only I]\n"
-            "                      [--progress N] [--accept-timeout-ms MS]\n");
+            "                      [--progress N] [--accept-timeout-ms MS] [--kind NAME]\n");
     return 2;
 }
 
@@ -114,6 +117,11 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         unsigned long long v = 0;
+        if (a == "--kind" && i + 1 < argc) {
+            if (!hostile::abuse_from_string(argv[++i], opt.kind)) return usage();
+            opt.one_kind = true;
+            continue;
+        }
         if (i + 1 >= argc || !number(argv[i + 1], ~0ull, v)) return usage();
         ++i;
         if (a == "--port" && v <= 65535) opt.port = uint16_t(v);
@@ -152,7 +160,7 @@ int main(int argc, char** argv) {
         }
         uint64_t now = ur::monotonic_ms();
         max_gap_ms = std::max(max_gap_ms, now - last);
-        hostile::Plan plan = hostile::make_plan(opt.seed, i);
+        hostile::Plan plan = hostile::make_plan(opt.seed, i, opt.one_kind ? &opt.kind : nullptr);
         hostile::Rng rng(opt.seed * 0x9E3779B97F4A7C15ull + i);
         hostile::SessionResult r = hostile::run_session(fd, plan, rng, sopt);
         last = ur::monotonic_ms();

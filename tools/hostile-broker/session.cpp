@@ -32,6 +32,7 @@ bool keeps_stream_valid(Abuse a) {
     case Abuse::ChannelCloseOdd:
     case Abuse::ConnectionCloseOdd:
     case Abuse::ServerCancel:
+    case Abuse::TuneChannelMaxOne:
     case Abuse::DeliverBeforeConsumeOk:
     case Abuse::BadUrRequest: return true;
     default: return false;
