@@ -182,7 +182,8 @@ Plan make_plan(uint64_t seed, uint64_t index, const Abuse* only) {
     // serves between attacks.  Silence costs the agent's 1-2 s timeout, so
     // it is rare; every other kind is equally likely.
     uint64_t r = rng.below(1000);
-    if (r < 100) p.abuse = Abuse::Healthy;
+    if (index < kBadUrRequestKinds) p.abuse = Abuse::BadUrRequest;  // warm-up, see abuse.hpp
+    else if (r < 100) p.abuse = Abuse::Healthy;
     else if (r < 105) p.abuse = Abuse::TruncatedThenSilence;
     else {
         do {
@@ -324,7 +325,8 @@ uint16_t odd_code(Rng& rng) {
     return codes[rng.below(sizeof codes / sizeof codes[0])];
 }
 
-std::string bad_ur_body(Rng& rng, const Context& c, std::string& key, std::string* reply_key) {
+std::string bad_ur_body(uint64_t index, Rng& rng, const Context& c, std::string& key,
+                        std::string* reply_key) {
     std::string uuid = uuid_of(c);
     std::string req = "h" + std::to_string(c.delivery_tag);
     key = "ur.execute." + uuid + "." + req;
@@ -335,7 +337,7 @@ std::string bad_ur_body(Rng& rng, const Context& c, std::string& key, std::strin
         for (size_t i = 0; i < n; ++i) out += s;
         return out;
     };
-    switch (rng.below(14)) {
+    switch (index < kBadUrRequestKinds ? index : rng.below(kBadUrRequestKinds)) {
     case 0: return "{";
     case 1: return std::string(1u << 20, '[');
     case 2: return R"({"type":"script","script":"exit 0","args":[)" + repeat("1,", 200000) + "1]}";
@@ -551,7 +553,7 @@ std::string abuse_bytes(const Plan& p, Rng& rng, const Context& c, std::string* 
     }
     case Abuse::BadUrRequest: {
         std::string key;
-        std::string body = bad_ur_body(rng, c, key, reply_key);
+        std::string body = bad_ur_body(p.index, rng, c, key, reply_key);
         return delivery(c, key, body, "ur-request");
     }
     }

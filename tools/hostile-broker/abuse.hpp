@@ -105,6 +105,11 @@ struct Plan {
     Expect expect;
 };
 
+// Sessions 0 to kBadUrRequestKinds-1 send each malformed Ur request once
+// (the largest: 1 MiB of '[', 200,000 args), so the agent's heap reaches its
+// working size early and a later growth means a leak.
+constexpr uint64_t kBadUrRequestKinds = 14;
+
 // The session's plan, from the seed and its index alone; `only` forces the
 // kind (the stage is still drawn among those it allows).
 Plan make_plan(uint64_t seed, uint64_t index, const Abuse* only = nullptr);
