@@ -125,9 +125,10 @@ struct Context {
     uint64_t delivery_tag = 1;
 };
 
-// The bytes of the abuse (for the kinds that are bytes; the session handles
-// the others' follow-up).  `tag` is set to the delivery tag used when the
-// abuse is a delivery the agent must ack.
+// The bytes of the abuse; the session adds any follow-up (hanging up, a
+// closing connection.close).  When the abuse is a delivery the agent must
+// answer, it carries c.delivery_tag and `reply_key` is set to the routing
+// key of the reply the agent owes (empty: it owes only the ack).
 std::string abuse_bytes(const Plan& p, Rng& rng, const Context& c, std::string* reply_key);
 
 }  // namespace hostile
