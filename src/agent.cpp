@@ -77,7 +77,8 @@ Agent::Agent(Config cfg)
           o.tail_keep = std::min<size_t>(64 * 1024, cfg_.max_output / 2);
           return o;
       }()),
-      outbox_(cfg_.max_pending_bytes) {
+      outbox_(cfg_.max_pending_bytes),
+      link_backoff_(std::min<uint64_t>(100, cfg_.reconnect_max_ms), cfg_.reconnect_max_ms) {
     rng_state_ = wall_ms() ^ (uint64_t(getpid()) << 32) ^ monotonic_ms();
 }
 
@@ -556,6 +557,14 @@ void Agent::setup_consumer(uint64_t now) {
     if (!conn_ || !conn_->is_open() || stopping_) return;
     cons_ch_ = conn_->open_channel();
     consume_oks_ = 0;
+    if (cons_ch_ == 0) {
+        // The broker's channel_max leaves no channel for requests (we need
+        // two).  Staying connected would look healthy and serve nothing:
+        // close, and reconnect with backoff until the broker is fixed.
+        log::error("the broker allows too few channels; ur-agent needs 2",
+                   {{"channel_max", json::Value(int64_t(conn_->channel_max()))}});
+        conn_->close(amqp::kResourceError, "ur-agent needs 2 channels");
+    }
 }
 
 void Agent::on_consuming(uint64_t now) {

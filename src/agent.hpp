@@ -121,7 +121,7 @@ private:
     size_t broker_index_ = 0;
     std::vector<SocketAddress> addrs_;
     size_t addr_index_ = 0;
-    Backoff link_backoff_{100, 30000};
+    Backoff link_backoff_;             // 100 ms doubling to cfg_.reconnect_max_ms
     uint64_t reconnect_at_ = 0;        // when Down: next connect attempt
     uint64_t connect_deadline_ = 0;    // when Connecting/Handshake
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)

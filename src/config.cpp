@@ -249,6 +249,9 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
     } else if (name == "--connect-timeout") {
         if (!number(3600, n) || !at_least_1(n)) return false;
         cfg.connect_timeout_s = unsigned(n);
+    } else if (name == "--reconnect-max-ms") {
+        if (!number(30000, n)) return false;
+        cfg.reconnect_max_ms = n;
     } else if (name == "--sysinfo-cmd") {
         if (!nonempty()) return false;
         cfg.sysinfo_cmd = value;
@@ -312,6 +315,7 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
 
 const char* const kValueFlags[] = {
     "--broker", "--login", "--password-file", "--vhost", "--heartbeat", "--connect-timeout",
+    "--reconnect-max-ms",
     "--sysinfo-cmd", "--sysinfo-file", "--datacenter", "--admin-nic", "--admin-nic-tag",
     "--state-dir", "--work-dir", "--setup-file", "--sysinfo-interval", "--reboot-cmd",
     "--max-concurrency", "--max-output", "--default-timeout", "--shutdown-grace",

@@ -23,6 +23,10 @@ struct Config {
     std::string vhost = "/";
     unsigned heartbeat_s = 30;
     unsigned connect_timeout_s = 10;
+    // Cap of the reconnect backoff (100 ms doubling).  Not in --help: only
+    // tests that make the agent reconnect thousands of times lower it
+    // (--reconnect-max-ms, tools/hostile-run).
+    uint64_t reconnect_max_ms = 30000;
     std::string sysinfo_cmd = "/usr/bin/sysinfo";
     bool sysinfo_cmd_set = false;             // --sysinfo-cmd given (else a missing one means built-in)
     std::string sysinfo_file;                 // when set, read instead of running sysinfo_cmd

@@ -23,6 +23,19 @@ std::vector<std::string_view> split_dots(std::string_view key) {
 
 bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
 
+// A value from the request quoted in an error, cut to a few dozen bytes (at
+// a UTF-8 boundary): the error goes into the reply and the log, and a
+// request must not make either as large as itself.
+std::string quoted(const json::Value& v) {
+    constexpr size_t kMax = 64;
+    std::string s = json::write(v);
+    if (s.size() <= kMax) return s;
+    size_t cut = kMax;
+    while (cut > 0 && (uint8_t(s[cut]) & 0xC0) == 0x80) --cut;
+    s.resize(cut);
+    return s + "...";
+}
+
 // Fills the execute fields of `r` from the JSON body, or sets r.error.
 void parse_execute_body(std::string_view body, Request& r) {
     json::Value v;
@@ -47,7 +60,7 @@ void parse_execute_body(std::string_view body, Request& r) {
         return;
     }
     if (!type->is_string() || (type->as_string() != "script" && type->as_string() != "file")) {
-        r.error = "unknown \"type\" " + json::write(*type) + " (expected \"script\" or \"file\")";
+        r.error = "unknown \"type\" " + quoted(*type) + " (expected \"script\" or \"file\")";
         return;
     }
     r.is_file = type->as_string() == "file";
@@ -106,7 +119,7 @@ void parse_execute_body(std::string_view body, Request& r) {
         list.reserve(env->as_object().size());
         for (const auto& [key, val] : env->as_object()) {
             if (key.empty() || key.find('=') != std::string::npos || has_nul(key)) {
-                r.error = "\"env\" has an invalid variable name " + json::write(json::Value(key));
+                r.error = "\"env\" has an invalid variable name " + quoted(json::Value(key));
                 return;
             }
             if (!val.is_string()) {

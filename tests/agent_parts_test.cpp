@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "src/agent.hpp"
 #include "src/config.hpp"
 #include "src/outbox.hpp"
 #include "src/sysinfo.hpp"
@@ -113,6 +114,29 @@ TEST_CASE("config: --help and --version") {
     const char* ver[] = {"ur-agent", "--version"};
     CHECK(parse_config(2, ver, env.fn(), cfg, out, err) == ConfigStatus::Exit);
     CHECK(out.rfind("ur-agent ", 0) == 0);
+}
+
+TEST_CASE("config: --reconnect-max-ms is a testing knob, absent from --help") {
+    Env env;
+    Config cfg;
+    std::string err;
+    REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK(cfg.reconnect_max_ms == 30000);
+    REQUIRE(parse({"--reconnect-max-ms", "0"}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK(cfg.reconnect_max_ms == 0);
+    CHECK(parse({"--reconnect-max-ms", "30001"}, env, cfg, err) == ConfigStatus::Error);
+    CHECK(usage_text().find("--reconnect-max-ms") == std::string::npos);
+}
+
+TEST_CASE("backoff: doubles to its cap, with a cap of 0 meaning at once") {
+    Backoff b(100, 30000);
+    uint64_t first = b.next(0), second = b.next(0);
+    CHECK(first == 75);   // 75% of 100 with zero jitter
+    CHECK(second == 150);
+    for (int i = 0; i < 20; ++i) b.next(0);
+    CHECK(b.next(0) == 22500);
+    Backoff zero(0, 0);
+    for (int i = 0; i < 100; ++i) CHECK(zero.next(0xffffffffu) == 0);
 }
 
 TEST_CASE("sysinfo: identity and admin MAC") {

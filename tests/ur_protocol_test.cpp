@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "json/utf8.hpp"
 #include "src/ur_protocol.hpp"
 
 using namespace ur;
@@ -75,6 +76,26 @@ TEST_CASE("execute: invalid bodies are answered with a reason") {
         CHECK(r.reply_key == "ur.execute-reply." + U + ".r");
         CHECK(r.error.find(c.reason) != std::string::npos);
     }
+}
+
+TEST_CASE("bug: an invalid request quoted its whole bad value in the reply and the log") {
+    // A 1 MiB "type" made a 1 MiB error, logged and published back.
+    std::string big(1u << 20, 'a');
+    Identity self;
+    self.uuid = "u";
+    Request r = parse_request(self, "ur.execute.u.r1", R"({"type":")" + big + "\"}");
+    CHECK(r.kind == RequestKind::Execute);
+    CHECK(r.error.find("unknown \"type\" \"aaa") != std::string::npos);
+    CHECK(r.error.size() < 200);
+    r = parse_request(self, "ur.execute.u.r2",
+                      R"({"type":"script","script":"x","env":{")" + big + R"(=":"v"}})");
+    CHECK(r.error.find("invalid variable name") != std::string::npos);
+    CHECK(r.error.size() < 200);
+    // Cut at a character boundary: é is two bytes.
+    std::string accents;
+    for (int i = 0; i < 100; ++i) accents += "\xc3\xa9";
+    r = parse_request(self, "ur.execute.u.r3", R"({"type":")" + accents + "\"}");
+    CHECK(json::is_valid_utf8(r.error));
 }
 
 TEST_CASE("ping and broadcast") {
