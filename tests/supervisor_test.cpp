@@ -499,6 +499,26 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: the script file is private and removed a
     CHECK(count_dir(opt.work_dir) == 0);
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: work_dir removed by a script is made again (bug: every later script was 126)") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("rm", "#!/bin/sh\nrm -rf \"$(dirname \"$0\")\"\n"));
+    CHECK(r.exit_status == 0);
+    struct stat st;
+    REQUIRE(::lstat(opt.work_dir.c_str(), &st) != 0);
+    for (int i = 0; i < 2; ++i) {
+        JobResult next = run_one(sup, script("next" + std::to_string(i), "#!/bin/sh\necho ok\n"));
+        CHECK(next.exit_status == 0);
+        CHECK(next.out.data == "ok\n");
+        CHECK(next.err.data == "");
+    }
+    REQUIRE(::lstat(opt.work_dir.c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: init refuses a bad work_dir and removes stale files") {
     std::string error;
     {

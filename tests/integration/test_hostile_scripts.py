@@ -187,6 +187,17 @@ class HostileScripts(AgentTestCase):
                        what="%s removed" % path)
         self.assertUnaffected()
 
+    def test_script_removes_the_work_dir(self):
+        # Regression, "work dir removed: every later script 126": the agent
+        # makes its directory again (0700) instead of failing every script
+        # until it restarts.
+        r = self.run_script('#!/bin/sh\n/bin/rm -rf "$(/usr/bin/dirname '
+                            '"$0")"\necho removed\n')
+        self.assertReply(r, 0, "removed\n")
+        self.assertFalse(os.path.exists(self.work_dir))
+        self.assertUnaffected()
+        self.assertEqual(os.stat(self.work_dir).st_mode & 0o777, 0o700)
+
     # -- type file ------------------------------------------------------
 
     def test_file_path_with_spaces_and_unicode(self):
