@@ -356,6 +356,14 @@ void Supervisor::signal_group(Job& job, int sig) {
     if (!job.reaped)
         ::kill(job.pid, sig);
     ::killpg(job.pid, sig);
+    // A stopped process (kill -STOP $$, a job stopped by a debugger) acts
+    // on SIGTERM only once continued; without SIGCONT it would sit out the
+    // whole kill grace and die of SIGKILL.
+    if (sig == SIGTERM) {
+        if (!job.reaped)
+            ::kill(job.pid, SIGCONT);
+        ::killpg(job.pid, SIGCONT);
+    }
     job.signalled = true;
 }
 

@@ -321,6 +321,23 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: timeout escalates to SIGKILL when SIGTER
     CHECK(await_dead(grandchild));
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: a stopped script ends by SIGTERM at timeout (bug: it sat out the kill grace)") {
+    opt.kill_grace_ms = 30000;  // SIGKILL would fail the test: drive() gives up first
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("stopped", "#!/bin/sh\necho stopping\nkill -STOP $$\necho continued\n");
+    s.timeout_ms = 300;
+    REQUIRE(sup.start(s, now_ms()));
+    std::vector<JobResult> out;
+    drive(sup, 1, out, 10000);
+    JobResult& r = out[0];
+    CHECK(r.timed_out);
+    CHECK(r.signal == SIGTERM);
+    CHECK(r.exit_status == 128 + SIGTERM);
+    CHECK(r.out.data == "stopping\n");
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: a script without #! is 126 with the reason") {
     Supervisor sup(opt);
     std::string error;

@@ -166,6 +166,21 @@ class HostileScripts(AgentTestCase):
         self.assertNotEqual(r.get("timed_out"), True)
         self.assertUnaffected()
 
+    def test_script_that_stops_itself_is_terminated_at_timeout(self):
+        # Regression, "stopped script sat out the kill grace": a stopped
+        # process acts on SIGTERM only once continued, so the agent sent
+        # SIGTERM, waited the whole kill grace (5 s) and SIGKILLed it.  It
+        # now sends SIGCONT with SIGTERM.
+        t0 = time.monotonic()
+        r = self.run_script("#!/bin/sh\necho stopping\nkill -STOP $$\n"
+                            "echo continued\n", timeout=1)
+        took = time.monotonic() - t0
+        self.assertIs(r.get("timed_out"), True, repr(r))
+        self.assertReply(r, 143, "stopping\n")
+        self.assertEqual(r.get("signal"), "SIGTERM", repr(r))
+        self.assertLess(took, 4.5, "took %.1fs: not ended by SIGTERM" % took)
+        self.assertUnaffected()
+
     # -- the agent's own directory --------------------------------------
 
     def test_script_litters_the_work_dir(self):
