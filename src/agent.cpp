@@ -745,6 +745,11 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     OutMessage m;
     m.routing_key = run.reply_key;
     m.body = execute_reply_body(o);
+    // The body holds the output now; the capture (up to --max-output per
+    // stream) need not stay alive while the reply is queued and framed.
+    o.out.data = o.err.data = {};
+    std::string().swap(r.out.data);
+    std::string().swap(r.err.data);
     m.req_id = run.req_id;
     m.journal_key = run.journal_key;
     m.reboot_after = reboot;

@@ -99,7 +99,8 @@ Supervisor::~Supervisor() {
 }
 
 bool Supervisor::init(std::string& error) {
-    return prepare_work_dir(opt_.work_dir, error);
+    work_dir_ready_ = prepare_work_dir(opt_.work_dir, error);
+    return work_dir_ready_;
 }
 
 bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
@@ -124,8 +125,19 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
 
     std::string error;
     if (job->spec.kind == JobSpec::Kind::Script) {
-        if (!write_script_file(opt_.work_dir, job->spec.script, job->script_path, error))
-            return not_started(126, "cannot write the script: " + error);
+        if (!write_script_file(opt_.work_dir, job->spec.script, job->script_path, error)) {
+            // The directory init() made may have been removed behind our
+            // back (a script cleaning up after itself, a /tmp cleaner): make
+            // it again, with init()'s checks, and retry once.  Without this
+            // every later script would fail until the agent restarts.
+            struct stat st;
+            std::string again;
+            bool gone = work_dir_ready_ && ::lstat(opt_.work_dir.c_str(), &st) != 0 &&
+                        errno == ENOENT;
+            if (!gone || !prepare_work_dir(opt_.work_dir, again) ||
+                !write_script_file(opt_.work_dir, job->spec.script, job->script_path, error))
+                return not_started(126, "cannot write the script: " + error);
+        }
         job->exe = job->script_path;
     } else {
         job->exe = job->spec.script;
@@ -344,6 +356,14 @@ void Supervisor::signal_group(Job& job, int sig) {
     if (!job.reaped)
         ::kill(job.pid, sig);
     ::killpg(job.pid, sig);
+    // A stopped process (kill -STOP $$, a job stopped by a debugger) acts
+    // on SIGTERM only once continued; without SIGCONT it would sit out the
+    // whole kill grace and die of SIGKILL.
+    if (sig == SIGTERM) {
+        if (!job.reaped)
+            ::kill(job.pid, SIGCONT);
+        ::killpg(job.pid, SIGCONT);
+    }
     job.signalled = true;
 }
 

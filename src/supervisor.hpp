@@ -88,6 +88,8 @@ public:
     // Creates work_dir (mkdir 0700) or verifies it: a real directory (lstat,
     // not a symlink), owned by our euid, not group/world writable.  Removes
     // stale script files in it.  False with a reason in `error` otherwise.
+    // After a successful init(), start() makes work_dir again the same way
+    // if it has been removed since.
     bool init(std::string& error);
 
     // Starts a job.  If the child cannot be started (script file, pipe or
@@ -139,6 +141,7 @@ private:
     std::vector<std::unique_ptr<Job>> jobs_;
     std::vector<JobResult> finished_;
     std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
+    bool work_dir_ready_ = false;  // init() succeeded: start() may remake work_dir
 };
 
 }  // namespace ur

@@ -321,6 +321,23 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: timeout escalates to SIGKILL when SIGTER
     CHECK(await_dead(grandchild));
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: a stopped script ends by SIGTERM at timeout (bug: it sat out the kill grace)") {
+    opt.kill_grace_ms = 30000;  // SIGKILL would fail the test: drive() gives up first
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("stopped", "#!/bin/sh\necho stopping\nkill -STOP $$\necho continued\n");
+    s.timeout_ms = 300;
+    REQUIRE(sup.start(s, now_ms()));
+    std::vector<JobResult> out;
+    drive(sup, 1, out, 10000);
+    JobResult& r = out[0];
+    CHECK(r.timed_out);
+    CHECK(r.signal == SIGTERM);
+    CHECK(r.exit_status == 128 + SIGTERM);
+    CHECK(r.out.data == "stopping\n");
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: a script without #! is 126 with the reason") {
     Supervisor sup(opt);
     std::string error;
@@ -496,6 +513,26 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: the script file is private and removed a
     std::string prefix = opt.work_dir + "/" + ur::kScriptFilePrefix;
     CHECK(r.out.data.rfind(prefix, 0) == 0);
     CHECK(r.out.data.find("\n700\n") != std::string::npos);
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: work_dir removed by a script is made again (bug: every later script was 126)") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("rm", "#!/bin/sh\nrm -rf \"$(dirname \"$0\")\"\n"));
+    CHECK(r.exit_status == 0);
+    struct stat st;
+    REQUIRE(::lstat(opt.work_dir.c_str(), &st) != 0);
+    for (int i = 0; i < 2; ++i) {
+        JobResult next = run_one(sup, script("next" + std::to_string(i), "#!/bin/sh\necho ok\n"));
+        CHECK(next.exit_status == 0);
+        CHECK(next.out.data == "ok\n");
+        CHECK(next.err.data == "");
+    }
+    REQUIRE(::lstat(opt.work_dir.c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0700);
     CHECK(count_dir(opt.work_dir) == 0);
 }
 

@@ -2,13 +2,13 @@
 
 import subprocess
 
-from urharness import AGENT, AgentTestCase
+from urharness import AGENT, WRAPPER, AgentTestCase
 
 
 def run_agent(*args, env=None, timeout=20):
     e = {"PATH": "/usr/bin:/bin"}
     e.update(env or {})
-    return subprocess.run([AGENT] + list(args), env=e,
+    return subprocess.run(WRAPPER + [AGENT] + list(args), env=e,
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=timeout)
 

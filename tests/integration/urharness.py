@@ -18,6 +18,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -34,6 +35,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("BUILD", "build")
 # UR_AGENT runs the suite against another agent binary.
 AGENT = os.environ.get("UR_AGENT") or os.path.join(ROOT, BUILD, "ur-agent")
+# UR_AGENT_WRAPPER runs every agent under a command, e.g. "valgrind
+# --error-exitcode=99 --log-file=/tmp/vg.%p ..." (tools/valgrind-check):
+# the agent keeps its pid, and an error turns its exit status into 99.
+WRAPPER = shlex.split(os.environ.get("UR_AGENT_WRAPPER", ""))
 RABBITMQ_PORT = os.environ.get("UR_TEST_RABBITMQ_PORT")
 RABBITMQ_NODE = os.environ.get("UR_TEST_RABBITMQ_NODE")
 
@@ -390,7 +395,7 @@ class Agent:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen(self.argv(), env=self.env,
+        self.proc = subprocess.Popen(WRAPPER + self.argv(), env=self.env,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=self.log,
                                      close_fds=True)
