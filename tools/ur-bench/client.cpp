@@ -93,9 +93,12 @@ void Client::drain_events() {
             last_queue_ = ev.queue;
             got_ok_ = true;
             break;
+        case amqp::EventKind::ConsumeOk:
+            ++consume_oks;
+            got_ok_ = true;
+            break;
         case amqp::EventKind::ChannelOpened:
         case amqp::EventKind::QueueBound:
-        case amqp::EventKind::ConsumeOk:
         case amqp::EventKind::ConfirmSelected:
             got_ok_ = true;
             break;

@@ -45,6 +45,11 @@ public:
     // Deliveries received and not yet taken, oldest first.
     std::deque<amqp::Event> deliveries;
     uint64_t confirms = 0;  // publishes confirmed so far (multiple counted)
+    size_t consume_oks = 0;  // basic.consume-ok replies so far
+
+    // For requests this class does not wrap (pipelined set-up).
+    amqp::Connection& conn() { return *conn_; }
+    uint16_t channel() const { return ch_; }
 
     int fd() const { return fd_; }
     bool wants_write() const { return conn_ && conn_->wants_write(); }

@@ -67,9 +67,9 @@ void emit_value(const std::string& id, const std::string& label, const std::stri
     emit(id, label, unit, stats({v}), false, command, note);
 }
 
-uint64_t status_kib(pid_t pid, const char* field) {
+static uint64_t proc_field_kib(pid_t pid, const char* file, const char* field) {
     char path[64];
-    std::snprintf(path, sizeof path, "/proc/%d/status", int(pid));
+    std::snprintf(path, sizeof path, "/proc/%d/%s", int(pid), file);
     FILE* f = std::fopen(path, "re");
     if (!f) return 0;
     char line[256];
@@ -82,6 +82,12 @@ uint64_t status_kib(pid_t pid, const char* field) {
         }
     std::fclose(f);
     return v;
+}
+
+uint64_t status_kib(pid_t pid, const char* field) { return proc_field_kib(pid, "status", field); }
+
+uint64_t rollup_kib(pid_t pid, const char* field) {
+    return proc_field_kib(pid, "smaps_rollup", field);
 }
 
 // ppid of every process, from /proc/N/stat ("pid (comm) state ppid ...";

@@ -31,6 +31,8 @@ void emit_value(const std::string& id, const std::string& label, const std::stri
 // pid alone.  0 when the process is gone.
 uint64_t rss_tree_kib(pid_t pid);
 uint64_t status_kib(pid_t pid, const char* field);  // "VmRSS:", "VmHWM:"
+// A field of /proc/PID/smaps_rollup in KiB ("Pss:", "Anonymous:"); 0 if absent.
+uint64_t rollup_kib(pid_t pid, const char* field);
 
 // posix_spawn of argv with stdin /dev/null and stdout+stderr on out_fd (-1:
 // inherited).  Returns the pid, or -1 (message on stderr).
