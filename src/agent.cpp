@@ -716,6 +716,12 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     OutMessage m;
     m.routing_key = run.reply_key;
     m.body = execute_reply_body(o);
+    // Free the captured streams (o only views them) before enqueue()
+    // frames the body for the socket: the peak is then two copies of the
+    // output (body + frames), not three.
+    o.out.data = o.err.data = {};
+    std::string().swap(r.out.data);
+    std::string().swap(r.err.data);
     m.req_id = run.req_id;
     m.journal_key = run.journal_key;
     m.reboot_after = reboot;
