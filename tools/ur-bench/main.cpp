@@ -54,6 +54,7 @@ struct Options {
     uint16_t port = 5672;
     int runs = 0, requests = 2000, concurrency = 16, count = 0;
     bool agent_only = false, agent_setup = false;
+    pid_t broker_pid = 0;  // RabbitMQ's beam.smp, for CPU attribution (0: none)
     uint64_t size = 0;
     std::string command;  // the command line, for the figures
 };
@@ -272,9 +273,15 @@ void mode_rtt(const Options& o) {
     AgentProc a = ready_agent(o, mon, base + "/agent", {});
     std::string body = execute_body(kTrivial);
     for (int i = 0; i < 20; ++i) execute_once(mon, a, body, 20000);  // warm-up
-    std::vector<double> agent_ms;
-    for (int i = 0; i < runs; ++i) agent_ms.push_back(execute_once(mon, a, body, 20000));
+    std::vector<double> agent_ms, cpu_ms;
+    for (int i = 0; i < runs; ++i) {
+        uint64_t c0 = cpu_ns(a.pid);
+        agent_ms.push_back(execute_once(mon, a, body, 20000));
+        cpu_ms.push_back(double(cpu_ns(a.pid) - c0) / 1e6);
+    }
     stop(a.pid);
+    emit("rtt_agent_cpu", "Execute: the agent's own CPU time per request (schedstat)", "ms",
+         stats(cpu_ms), true, o.command);
     if (o.agent_only) {
         emit("rtt_agent", "Execute round trip, trivial script, sequential", "ms", stats(agent_ms),
              true, o.command);
@@ -373,14 +380,14 @@ void mode_throughput(const Options& o) {
     Client mon;
     open_monitor(mon, o, {"ur.startup.#", "ur.execute-reply.#"});
     std::string body = execute_body(kTrivial);
-    std::vector<double> agent_rate, bare_rate, fork_rate;
+    std::vector<double> agent_rate, bare_rate, fork_rate, cpu_us, broker_us;
     std::string script = base + "/trivial.sh";
     if (!write_file(script, kTrivial, 0755)) die("write " + script);
     for (int r = 0; r < runs; ++r) {
         AgentProc a = ready_agent(o, mon, base + "/agent" + std::to_string(r),
                                   {"--max-concurrency", std::to_string(o.concurrency)});
         std::string prefix = "ur.execute-reply." + a.uuid + ".";
-        uint64_t t0 = now_ns();
+        uint64_t t0 = now_ns(), c0 = cpu_ns(a.pid), b0 = cpu_ns(o.broker_pid);
         for (int i = 0; i < o.requests; ++i)
             mon.publish("ur.execute." + a.uuid + ".t" + std::to_string(i), body);
         int got = 0;
@@ -393,6 +400,9 @@ void mode_throughput(const Options& o) {
         }, 300000);
         if (got < o.requests) die("throughput: only " + std::to_string(got) + " replies");
         agent_rate.push_back(double(o.requests) / (double(now_ns() - t0) / 1e9));
+        cpu_us.push_back(double(cpu_ns(a.pid) - c0) / 1e3 / double(o.requests));
+        if (o.broker_pid)
+            broker_us.push_back(double(cpu_ns(o.broker_pid) - b0) / 1e3 / double(o.requests));
         stop(a.pid);
         bare_rate.push_back(bare_throughput(script, o.requests, o.concurrency, false));
         fork_rate.push_back(bare_throughput(script, o.requests, o.concurrency, true));
@@ -400,6 +410,11 @@ void mode_throughput(const Options& o) {
     std::string n = std::to_string(o.requests), c = std::to_string(o.concurrency);
     emit("tput_agent", "Throughput: " + n + " requests at once, agent --max-concurrency " + c,
          "exec/s", stats(agent_rate), false, o.command);
+    emit("tput_agent_cpu", "  the agent's own CPU time per request (schedstat)", "us",
+         stats(cpu_us), false, o.command);
+    if (!broker_us.empty())
+        emit("tput_broker_cpu", "  RabbitMQ's CPU time per request, same 2 cores (schedstat)", "us",
+             stats(broker_us), false, o.command);
     // The floor is the better of the two ways to spawn.
     Stats sp = stats(bare_rate), fk = stats(fork_rate);
     bool fork_better = fk.median > sp.median;
@@ -458,12 +473,14 @@ void mode_large(const Options& o) {
     open_monitor(mon, o, {"ur.startup.#", "ur.execute-reply.#", "bench.big.#"});
     std::string body = execute_body(text);
     std::string max_output = std::to_string(std::max<uint64_t>(5u << 20, o.size + (1u << 20)));
-    std::vector<double> rtt, hwm_ratio, hwm_mib, floor_script, floor_hop;
+    std::vector<double> rtt, cpu, hwm_ratio, hwm_mib, floor_script, floor_hop;
     for (int r = 0; r < runs; ++r) {
         AgentProc a = ready_agent(o, mon, base + "/agent" + std::to_string(r),
                                   {"--max-output", max_output});
         amqp::Event reply;
+        uint64_t c0 = cpu_ns(a.pid);
         rtt.push_back(execute_once(mon, a, body, 300000, &reply));
+        cpu.push_back(double(cpu_ns(a.pid) - c0) / 1e6);
         if (reply.body.size() < o.size || reply.body.find("\"exit_status\":0") == std::string::npos ||
             reply.body.find("truncated") != std::string::npos)
             die("large: unexpected reply (" + std::to_string(reply.body.size()) + " bytes): " +
@@ -484,6 +501,8 @@ void mode_large(const Options& o) {
     for (size_t i = 0; i < floor_script.size(); ++i) floor_sum.push_back(floor_script[i] + floor_hop[i]);
     std::string mib = std::to_string(o.size >> 20) + " MiB";
     emit("large_rtt_" + sz, "Large output " + mib + ": execute round trip", "ms", stats(rtt),
+         false, o.command);
+    emit("large_cpu_" + sz, "  the agent's own CPU time in it (schedstat)", "ms", stats(cpu),
          false, o.command);
     emit("large_floor_" + sz, "Large output " + mib + " floor: script into drained pipe + 1 hop",
          "ms", stats(floor_sum), false, o.command);
@@ -651,6 +670,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--concurrency") o.concurrency = std::atoi(v.c_str());
         else if (a == "--count") o.count = std::atoi(v.c_str());
         else if (a == "--agent-only") o.agent_only = v == "1";
+        else if (a == "--broker-pid") o.broker_pid = pid_t(std::atoi(v.c_str()));
         else if (a == "--agent-setup") o.agent_setup = v == "1";
         else if (a == "--size") o.size = std::strtoull(v.c_str(), nullptr, 10);
         else die("unknown option " + a);

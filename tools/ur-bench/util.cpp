@@ -90,6 +90,27 @@ uint64_t rollup_kib(pid_t pid, const char* field) {
     return proc_field_kib(pid, "smaps_rollup", field);
 }
 
+uint64_t cpu_ns(pid_t pid) {
+    if (pid <= 0) return 0;
+    // Summed over the threads (RabbitMQ's schedulers are threads).
+    char dir[64];
+    std::snprintf(dir, sizeof dir, "/proc/%d/task", int(pid));
+    DIR* d = opendir(dir);
+    if (!d) return 0;
+    uint64_t total = 0;
+    while (struct dirent* e = readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        std::string path = std::string(dir) + "/" + e->d_name + "/schedstat";
+        FILE* f = std::fopen(path.c_str(), "re");
+        if (!f) continue;
+        unsigned long long v = 0;
+        if (std::fscanf(f, "%llu", &v) == 1) total += v;
+        std::fclose(f);
+    }
+    closedir(d);
+    return total;
+}
+
 // ppid of every process, from /proc/N/stat ("pid (comm) state ppid ...";
 // comm may hold spaces and parentheses, so parse after the last ')').
 static std::multimap<pid_t, pid_t> children_map() {

@@ -31,6 +31,9 @@ void emit_value(const std::string& id, const std::string& label, const std::stri
 // pid alone.  0 when the process is gone.
 uint64_t rss_tree_kib(pid_t pid);
 uint64_t status_kib(pid_t pid, const char* field);  // "VmRSS:", "VmHWM:"
+// Time pid has spent on a CPU, in ns (/proc/PID/task/*/schedstat: all
+// its threads, not its children).  0 when unavailable.
+uint64_t cpu_ns(pid_t pid);
 // A field of /proc/PID/smaps_rollup in KiB ("Pss:", "Anonymous:"); 0 if absent.
 uint64_t rollup_kib(pid_t pid, const char* field);
 
