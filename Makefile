@@ -48,7 +48,7 @@ LIBJSON  := $(BUILD)/lib/libjson.a
 LIBAMQP  := $(BUILD)/lib/libamqp.a
 LIBUR    := $(BUILD)/lib/libur.a
 LIBTOOLS := $(BUILD)/lib/libtools.a
-LIBS     := $(LIBUR) $(LIBTOOLS) $(LIBAMQP) $(LIBJSON)
+LIBS     := $(LIBTOOLS) $(LIBUR) $(LIBAMQP) $(LIBJSON)
 
 AGENT    := $(BUILD)/ur-agent
 TOOLS    := $(addprefix $(BUILD)/,$(TOOL_DIRS))
@@ -96,8 +96,9 @@ check: deps all $(UNIT)
 bench: all
 	@BUILD=$(BUILD) tools/bench/run $(BENCH_ARGS)
 
-demo:
-	@echo "make demo: not implemented yet (see issue 'urctl and make demo')" >&2; exit 1
+# The README's first command: the agent, the fake broker and urctl at work.
+demo: $(AGENT) $(BUILD)/urctl $(BUILD)/fake-broker
+	@tools/demo $(BUILD)
 
 fuzz:
 	@echo "make fuzz: not implemented yet (see issue 'Hardening')" >&2; exit 1

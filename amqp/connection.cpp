@@ -459,16 +459,18 @@ void Connection::handle_header(uint16_t ch, Channel& c, std::string_view payload
                                              " after a basic method");
         return;
     }
-    if (h.body_size > opt_.max_body_size) {
-        protocol_error(kResourceError, "message body of " + std::to_string(h.body_size) +
-                                           " bytes exceeds our limit of " +
-                                           std::to_string(opt_.max_body_size));
-        return;
-    }
+    // An oversize body is not a protocol error: closing the connection would
+    // have the broker redeliver the same message forever.  Its bytes are
+    // read and dropped, and the caller gets the message flagged so it can
+    // refuse it (and ack it away).
     c.pending.properties = std::move(h.properties);
     c.body_size = h.body_size;
+    c.body_received = 0;
+    c.pending.body_size = h.body_size;
+    c.pending.body_discarded = h.body_size > opt_.max_body_size;
     c.pending.body.clear();
-    c.pending.body.reserve(size_t(std::min(h.body_size, kBodyReserveCap)));
+    if (!c.pending.body_discarded)
+        c.pending.body.reserve(size_t(std::min(h.body_size, kBodyReserveCap)));
     c.content = Content::AwaitBody;
     if (h.body_size == 0) finish_content(ch, c);
 }
@@ -480,15 +482,16 @@ void Connection::handle_body(uint16_t ch, Channel& c, std::string_view payload) 
                                              " without a content header");
         return;
     }
-    // Check before appending: body_size - size cannot underflow because
-    // size never exceeds body_size.
-    if (payload.size() > c.body_size - c.pending.body.size()) {
+    // Check before appending: body_size - received cannot underflow because
+    // received never exceeds body_size.
+    if (payload.size() > c.body_size - c.body_received) {
         protocol_error(kUnexpectedFrame, "content body on channel " + std::to_string(ch) +
                                              " longer than its header declared");
         return;
     }
-    c.pending.body.append(payload.data(), payload.size());
-    if (c.pending.body.size() == c.body_size) finish_content(ch, c);
+    if (!c.pending.body_discarded) c.pending.body.append(payload.data(), payload.size());
+    c.body_received += payload.size();
+    if (c.body_received == c.body_size) finish_content(ch, c);
 }
 
 void Connection::finish_content(uint16_t, Channel& c) {
@@ -496,6 +499,7 @@ void Connection::finish_content(uint16_t, Channel& c) {
     c.pending = make_event(EventKind::Opened);
     c.content = Content::None;
     c.body_size = 0;
+    c.body_received = 0;
 }
 
 // ---- timers ----

@@ -30,7 +30,7 @@ struct ConnectionOptions {
     // connection with 506 RESOURCE_ERROR (Closed, ProtocolError): we cannot
     // take it, and refusing it on one channel would leave the broker
     // redelivering it forever.
-    uint64_t max_body_size = 256u << 20;
+    uint64_t max_body_size = 256u << 20;  // larger bodies are skipped, see Event::body_discarded
     std::string product = "ur", version = "0.0.0", platform = "C++", connection_name;
 };
 
@@ -65,6 +65,11 @@ struct Event {
     uint32_t message_count = 0, consumer_count = 0;
     BasicProperties properties;
     std::string body;
+    // A Delivery/Returned whose declared size exceeded max_body_size: its
+    // bytes were read and dropped (the connection stays usable), `body` is
+    // empty and `body_size` says how large it was.
+    bool body_discarded = false;
+    uint64_t body_size = 0;
     uint16_t code = 0, class_id = 0, method_id = 0;
     std::string text;
     CloseReason close_reason{};
@@ -141,6 +146,7 @@ private:
         uint64_t next_publish_seq = 0;
         Content content = Content::None;
         uint64_t body_size = 0;
+        uint64_t body_received = 0;
         Event pending;  // the Delivery/Returned being assembled
     };
 

@@ -142,7 +142,7 @@ bool Agent::setup(std::string& error) {
         return false;
     }
     std::string jerr;
-    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", jerr))
+    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
         log::error("running without an in-flight journal", {{"error", jerr}});
     return true;
 }
@@ -337,12 +337,18 @@ void Agent::on_connected(uint64_t now) {
     o.platform = "Linux";
 #endif
     o.connection_name = "ur-agent " + id_.uuid;
-    // Requests carry whole scripts; replies carry up to two capped streams.
-    o.max_body_size = std::max<uint64_t>(64u << 20, cfg_.max_output * 2 + (1u << 20));
+    o.max_body_size = max_body_size();
     conn_ = std::make_unique<amqp::Connection>(o);
     conn_->start(now);
     link_ = Link::Handshake;
     log::debug("connected, AMQP handshake", {{"broker", peer_}});
+}
+
+uint64_t Agent::max_body_size() const {
+    // Requests carry whole scripts: a few MiB at most in practice.  Parsed
+    // JSON takes several times its text in memory, so this bound is what
+    // keeps a hostile request from costing more than a few hundred MiB.
+    return kMaxRequestBytes;
 }
 
 void Agent::link_down(const std::string& why, uint64_t now) {
@@ -581,6 +587,10 @@ void Agent::on_consuming(uint64_t now) {
 void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     if (ev.channel != cons_ch_ || stopping_) return;  // stale channel: the broker requeues it
     Request req = parse_request(id_, ev.routing_key, ev.body);
+    if (ev.body_discarded && req.kind == RequestKind::Execute)
+        req.error = "request body of " + std::to_string(ev.body_size) +
+                    " bytes exceeds the agent's limit of " + std::to_string(max_body_size()) +
+                    " bytes";
     auto ack = [&] { conn_->basic_ack(ev.channel, ev.delivery_tag); };
     switch (req.kind) {
     case RequestKind::Ignored:

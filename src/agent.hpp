@@ -78,6 +78,7 @@ private:
     void connect_next(uint64_t now);
     void on_connected(uint64_t now);
     void link_down(const std::string& why, uint64_t now);
+    uint64_t max_body_size() const;
     void read_socket(uint64_t now);
     void write_socket(uint64_t now);
     void handle_events(uint64_t now);

@@ -63,6 +63,8 @@ std::string usage_text() {
         "  --default-timeout SECS  kill a script after SECS, 0 = never (default 3600)\n"
         "  --shutdown-grace SECS   on SIGTERM, wait this long for scripts (default 10)\n"
         "  --max-pending-bytes N   replies kept while the broker is away (default 67108864)\n"
+        "  --journal-fsync         fsync each entry of the in-flight journal (survives a\n"
+        "                          kernel crash too; costs a disk flush per request)\n"
         "\n"
         "Other:\n"
         "  --config FILE           JSON object of these options without \"--\", e.g.\n"
@@ -352,12 +354,12 @@ bool apply_config_file(const std::string& path, Config& cfg, std::string& passwo
     }
     for (const auto& [key, val] : v.as_object()) {
         std::string name = "--" + key;
-        if (name == "--print-sysinfo") {
+        if (name == "--print-sysinfo" || name == "--journal-fsync") {
             if (!val.is_bool()) {
                 error = "--config " + path + ": \"" + key + "\" must be true or false";
                 return false;
             }
-            cfg.print_sysinfo = val.as_bool();
+            (name == "--print-sysinfo" ? cfg.print_sysinfo : cfg.journal_fsync) = val.as_bool();
             continue;
         }
         if (!value_flag(name) || name == "--config") {
@@ -453,12 +455,12 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             value = arg.substr(eq + 1);
             has_value = true;
         }
-        if (name == "--print-sysinfo") {
+        if (name == "--print-sysinfo" || name == "--journal-fsync") {
             if (has_value) {
                 error = name + " takes no value";
                 return ConfigStatus::Error;
             }
-            cfg.print_sysinfo = true;
+            (name == "--print-sysinfo" ? cfg.print_sysinfo : cfg.journal_fsync) = true;
             continue;
         }
         if (!value_flag(name)) {

@@ -30,6 +30,7 @@ struct Config {
     std::string admin_nic;                    // built-in sysinfo: admin interface
     std::string admin_nic_tag;                // built-in sysinfo: "Admin NIC Tag"
     bool print_sysinfo = false;               // print the sysinfo and exit
+    bool journal_fsync = false;               // fsync each in-flight journal entry
     std::string config_file;
     std::string state_dir = "/tmp";
     std::string work_dir;                     // private script directory; default <state-dir>/.ur-agent-work

@@ -17,7 +17,8 @@ namespace ur {
 static const char kPrefix[] = "req-";
 static const char kReplyPrefix[] = "ur.execute-reply.";
 
-bool Journal::open(const std::string& dir, std::string& error) {
+bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) {
+    fsync_ = fsync_each;
     if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
         error = "cannot create journal directory " + dir + ": " + std::strerror(errno);
         return false;
@@ -71,15 +72,16 @@ std::string Journal::add(const std::string& reply_key, const std::string& req_id
         return "";
     }
     std::string line = reply_key + "\n";
-    bool ok = ::write(fd, line.data(), line.size()) == ssize_t(line.size()) && fsync(fd) == 0;
+    bool ok = ::write(fd, line.data(), line.size()) == ssize_t(line.size()) &&
+              (!fsync_ || fsync(fd) == 0);
     close(fd);
     if (!ok) {
         log::error("cannot write journal entry", {{"file", path}, {"req_id", req_id}});
         unlink(path.c_str());
         return "";
     }
-    // fsync the directory so the new name survives a crash.
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_CLOEXEC);
+    // fsync the directory too, so the new name survives a kernel crash.
+    int dfd = fsync_ ? ::open(dir_.c_str(), O_RDONLY | O_CLOEXEC) : -1;
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);

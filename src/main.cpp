@@ -1,4 +1,5 @@
 // ur-agent: the Triton Ur agent.  See README.md and `ur-agent --help`.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,7 @@
 #include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
 #include "src/sysinfo.hpp"
+#include "src/work_dir.hpp"
 
 int main(int argc, char** argv) {
     ur::log::init("ur", ur::log::Level::Info);
@@ -55,6 +57,24 @@ int main(int argc, char** argv) {
     // environment (the agent's environment is theirs when a request has
     // no "env").
     unsetenv("AMQP_PASSWORD");
+    // The script directory: when the configured one is not usable (in a
+    // world-writable state dir such as /tmp, someone may have created it
+    // first), fall back to a fresh private one rather than refusing to run.
+    if (mkdir(cfg.state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+        ur::log::fatal("cannot create the state directory",
+                       {{"dir", cfg.state_dir}, {"error", std::strerror(errno)}});
+        return 1;
+    }
+    if (std::string werr; !ur::prepare_work_dir(cfg.work_dir, werr)) {
+        std::string tmpl = cfg.state_dir + "/.ur-agent-work.XXXXXX";
+        if (mkdtemp(tmpl.data()) == nullptr) {
+            ur::log::fatal("no usable script directory", {{"error", werr}});
+            return 1;
+        }
+        ur::log::error("script directory not usable; using a fresh private one",
+                       {{"error", werr}, {"work_dir", tmpl}});
+        cfg.work_dir = tmpl;
+    }
     ur::Agent agent(std::move(cfg));
     return agent.run();
 }

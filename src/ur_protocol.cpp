@@ -72,6 +72,11 @@ void parse_execute_body(std::string_view body, Request& r) {
             r.error = "\"args\" must be an array of strings";
             return;
         }
+        if (args->as_array().size() > kMaxArgs) {
+            r.error = "\"args\" has " + std::to_string(args->as_array().size()) +
+                      " entries; the limit is " + std::to_string(kMaxArgs);
+            return;
+        }
         r.args.reserve(args->as_array().size());
         size_t i = 0;
         for (const auto& a : args->as_array()) {
@@ -90,6 +95,11 @@ void parse_execute_body(std::string_view body, Request& r) {
     if (const json::Value* env = v.find("env"); env && !env->is_null()) {
         if (!env->is_object()) {
             r.error = "\"env\" must be an object of strings";
+            return;
+        }
+        if (env->as_object().size() > kMaxEnv) {
+            r.error = "\"env\" has " + std::to_string(env->as_object().size()) +
+                      " entries; the limit is " + std::to_string(kMaxEnv);
             return;
         }
         std::vector<std::string> list;

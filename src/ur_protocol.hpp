@@ -13,6 +13,12 @@
 
 namespace ur {
 
+// Limits on what a request may ask for (see README, "Security").  Larger
+// requests are answered with exit_status 2 and the reason.
+constexpr uint64_t kMaxRequestBytes = 16u << 20;  // message body
+constexpr size_t kMaxArgs = 262144;               // "args" entries
+constexpr size_t kMaxEnv = 65536;                 // "env" entries
+
 enum class RequestKind {
     Execute,    // run a script or file, reply on reply_key (or, when `error`
                 // is set, reply at once with exit_status 2 and the reason)

@@ -355,17 +355,41 @@ TEST_CASE("connection: content out of order is 505") {
     }
 }
 
-TEST_CASE("connection: body over max_body_size is refused from the header (506)") {
+// Regression: an oversize request used to close the connection (506); the
+// broker then redelivered it on every reconnect, for ever.
+TEST_CASE("connection: a body over max_body_size is skipped, flagged, and the connection lives") {
     ConnectionOptions o = options();
     o.max_body_size = 1000;
     Connection c(o);
     open_connection(c);
+    BasicDeliver d;
+    d.delivery_tag = 5;
+    d.routing_key = "ur.big";
     ContentHeader h;
-    h.body_size = 1001;
-    std::string bytes = pika("basic_deliver");
+    h.body_size = 5000;
+    std::string bytes = method_frame(1, d);
     encode_header_frame(bytes, 1, h);
+    encode_body_frames(bytes, 1, std::string(5000, 'z'), 4096);
+    d.delivery_tag = 6;
+    d.routing_key = "ur.small";
+    h.body_size = 3;
+    bytes += method_frame(1, d);
+    encode_header_frame(bytes, 1, h);
+    encode_body_frames(bytes, 1, "abc", 4096);
     feed(c, bytes);
-    expect_protocol_error(c, kResourceError);
+    Event e;
+    REQUIRE(c.next_event(e));
+    CHECK(e.kind == EventKind::Delivery);
+    CHECK(e.delivery_tag == 5);
+    CHECK(e.body_discarded);
+    CHECK(e.body_size == 5000);
+    CHECK(e.body.empty());
+    REQUIRE(c.next_event(e));
+    CHECK(e.kind == EventKind::Delivery);
+    CHECK(e.delivery_tag == 6);
+    CHECK_FALSE(e.body_discarded);
+    CHECK(e.body == "abc");
+    CHECK(c.is_open());
 }
 
 TEST_CASE("connection: framing and syntax errors close with their codes") {

@@ -135,3 +135,19 @@ TEST_CASE("reply bodies") {
     CHECK(signal_name(15) == "SIGTERM");
     CHECK(signal_name(77) == "SIG77");
 }
+
+TEST_CASE("execute: args and env counts are bounded") {
+    std::string args = "[";
+    for (size_t i = 0; i <= kMaxArgs; ++i) args += i ? ",\"\"" : "\"\"";
+    args += "]";
+    Request r = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"script","script":"x","args":)" + args + "}");
+    CHECK(r.error.find("\"args\" has 262145 entries; the limit is 262144") != std::string::npos);
+    std::string ok_args = "[" + std::string("\"a\"");
+    for (int i = 1; i < 100000; ++i) ok_args += ",\"a\"";
+    ok_args += "]";
+    Request ok = parse_request(node(), "ur.execute." + U + ".r",
+                               R"({"type":"script","script":"x","args":)" + ok_args + "}");
+    CHECK(ok.error == "");
+    CHECK(ok.args.size() == 100000);
+}

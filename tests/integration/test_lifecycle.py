@@ -4,6 +4,8 @@ broker lists and the log."""
 
 import json
 import os
+import subprocess
+import shutil
 import re
 import signal
 import time
@@ -348,6 +350,25 @@ class Brokers(AgentTestCase):
         self.assertNotEqual(agent_connection(a), old)
 
 
+def find_bunyan():
+    """The bunyan CLI: on PATH, already installed under build/npm, or
+    installed there from the npm registry (bunyan is Triton's own)."""
+    on_path = shutil.which("bunyan")
+    if on_path:
+        return on_path
+    prefix = os.path.abspath(os.path.join(os.environ.get("BUILD", "build"), "npm"))
+    local = os.path.join(prefix, "node_modules", ".bin", "bunyan")
+    if os.access(local, os.X_OK):
+        return local
+    if not shutil.which("npm"):
+        return None
+    os.makedirs(prefix, exist_ok=True)
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                    "--prefix", prefix, "bunyan@1"], timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return local if os.access(local, os.X_OK) else None
+
+
 class Log(AgentTestCase):
 
     def test_log_is_bunyan_json_lines(self):
@@ -370,6 +391,29 @@ class Log(AgentTestCase):
         self.assertTrue(mine, "no log record with req_id %s" % req)
         self.assertTrue([rec for rec in mine if rec.get("exit_status") == 5],
                         "no record of req %s with its exit_status" % req)
+
+    def test_log_renders_with_the_bunyan_cli(self):
+        """Triton reads agent logs with the `bunyan` CLI (npm package
+        bunyan): a real log piped through it renders every record."""
+        bunyan = find_bunyan()
+        if not bunyan:
+            self.skipTest("no bunyan CLI and no npm to install it with")
+        a = self.start_agent()
+        req = self.client.send_execute(a.uuid, "#!/bin/sh\nexit 4\n", env={})
+        self.assertReply(self.client.wait_reply(a.uuid, req), 4)
+        a.stop()
+        log = a.log_text()
+        out = subprocess.run([bunyan, "--strict", "-o", "short", "--no-color"],
+                             input=log.encode(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr.decode(errors="replace"))
+        text = out.stdout.decode()
+        records = [l for l in log.splitlines() if l.strip()]
+        rendered = [l for l in text.splitlines() if re.match(
+            r"^\d\d:\d\d:\d\d\.\d+Z +(TRACE|DEBUG|INFO|WARN|ERROR|FATAL) ur:", l)]
+        # --strict drops anything that is not a bunyan record: all must stay.
+        self.assertEqual(len(rendered), len(records), text)
+        self.assertRegex(text, r"INFO ur: execute finished \(.*req_id=%s" % re.escape(req))
 
     def test_log_level_warn_is_quiet(self):
         a = self.start_agent(args=["--log-level", "warn"])

@@ -1,0 +1,76 @@
+"""The agent through Triton's real client library: urclient (npm), the
+library CNAPI and sdc-oneachnode use.  Installed from the npm registry into
+$BUILD/npm-urclient with --ignore-scripts: its native `libuuid` dependency
+does not build on current Node, so a one-line stand-in providing
+`create()` replaces it (a test fixture, not part of the agent)."""
+import json
+import os
+import shutil
+import subprocess
+
+from urharness import RABBITMQ_PORT, AgentTestCase
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VERSION = "1.2.2"
+
+
+def install_urclient():
+    prefix = os.path.abspath(os.path.join(os.environ.get("BUILD", "build"), "npm-urclient"))
+    lib = os.path.join(prefix, "node_modules", "urclient")
+    if not os.path.isdir(lib):
+        if not (shutil.which("npm") and shutil.which("node")):
+            return None
+        os.makedirs(prefix, exist_ok=True)
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                            "--ignore-scripts", "--prefix", prefix, "urclient@" + VERSION],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        if r.returncode != 0 or not os.path.isdir(lib):
+            return None
+    uuid_dir = os.path.join(prefix, "node_modules", "libuuid")
+    with open(os.path.join(uuid_dir, "ur-test-stand-in.js"), "w") as f:
+        f.write("module.exports = { create: function () {"
+                " return require('crypto').randomUUID(); } };\n")
+    pkg_path = os.path.join(uuid_dir, "package.json")
+    with open(pkg_path) as f:
+        pkg = json.load(f)
+    pkg["main"] = "ur-test-stand-in.js"
+    with open(pkg_path, "w") as f:
+        json.dump(pkg, f)
+    return prefix
+
+
+class URClient(AgentTestCase):
+
+    def test_discover_ping_exec_through_urclient(self):
+        prefix = install_urclient()
+        if not prefix:
+            self.skipTest("no node/npm, or urclient could not be installed from npm")
+        a = self.start_agent()
+        env = dict(os.environ, NODE_PATH=os.path.join(prefix, "node_modules"))
+        r = subprocess.run(["node", os.path.join(HERE, "urclient_drive.js"),
+                            str(RABBITMQ_PORT), a.uuid], env=env, timeout=90,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines = [json.loads(l) for l in r.stdout.decode().splitlines() if l.startswith("{")]
+        steps = {l["step"]: l for l in lines}
+        self.assertEqual(r.returncode, 0, "%r\nstderr: %s" % (lines, r.stderr.decode()[-2000:]))
+
+        found = steps["discover"]["value"]
+        self.assertIsNone(steps["discover"]["error"])
+        self.assertEqual([s["uuid"] for s in found], [a.uuid])
+        self.assertEqual(found[0]["hostname"], a.sysinfo["Hostname"])
+
+        self.assertIsNone(steps["ping"]["error"])
+        self.assertIn("timestamp", steps["ping"]["value"])
+
+        ex = steps["exec"]
+        self.assertIsNone(ex["error"])
+        self.assertEqual(ex["value"]["exit_status"], 7)
+        self.assertEqual(ex["value"]["stdout"], "hello big world\n")
+        self.assertEqual(ex["value"]["stderr"], "FOO=bar\n")
+
+        # urclient sends env {} when none is given: an empty environment.
+        de = steps["exec-default-env"]["value"]
+        self.assertEqual(de["exit_status"], 0)
+        names = [l.split("=", 1)[0] for l in de["stdout"].splitlines()]
+        self.assertNotIn("AMQP_PASSWORD", names)
+        self.assertNotIn("HOME", names)
