@@ -22,7 +22,13 @@
 //                                 N agents: start-up of all, total RSS,
 //                                 discover (broadcast) of all, run hostname
 //                                 on all
-//   publish-once --key KEY         connect, publish {} on amq.topic, exit
+//   publish-once --key KEY [--agent-setup 1]
+//                                 connect, (set up queues as the agent does,)
+//                                 publish {} on amq.topic, exit
+//
+// Common options: --agent-arg ARG (repeatable) is passed to every agent;
+// --broker-pid PID attributes RabbitMQ's CPU time (throughput);
+// --agent-only 1 skips rtt's floor.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -55,13 +61,25 @@ struct Options {
     int runs = 0, requests = 2000, concurrency = 16, count = 0;
     bool agent_only = false, agent_setup = false;
     pid_t broker_pid = 0;  // RabbitMQ's beam.smp, for CPU attribution (0: none)
+    std::vector<std::string> agent_args;  // --agent-arg X: given to every agent
     uint64_t size = 0;
     std::string command;  // the command line, for the figures
 };
 
+// Agents started and not yet stopped: die() stops them, so that a failed
+// run leaves nothing behind on the broker.
+std::set<pid_t> g_agents;
+
 [[noreturn]] void die(const std::string& msg) {
     std::fprintf(stderr, "ur-bench: %s\n", msg.c_str());
+    for (pid_t p : g_agents) kill(p, SIGTERM);
+    for (pid_t p : g_agents) stop(p, 2000);
     std::exit(1);
+}
+
+void stop_agent(pid_t pid, int grace_ms = 3000) {
+    stop(pid, grace_ms);
+    g_agents.erase(pid);
 }
 
 const char kTrivial[] = "#!/bin/sh\nexit 0\n";
@@ -125,11 +143,13 @@ AgentProc start_agent(const Options& o, const std::string& dir,
                                      "--setup-file", dir + "/setup.json",
                                      "--reboot-cmd", "/bin/true"};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.insert(argv.end(), o.agent_args.begin(), o.agent_args.end());
     int fd = log_fd;
     if (fd < 0) fd = open((dir + "/agent.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     a.pid = spawn(argv, fd);
     if (log_fd < 0 && fd >= 0) close(fd);
     if (a.pid < 0) die("cannot start " + o.agent);
+    g_agents.insert(a.pid);
     return a;
 }
 
@@ -190,7 +210,7 @@ void mode_startup(const Options& o) {
         usleep(300000);
         rss_kib.push_back(double(rss_tree_kib(a.pid)));
         anon_kib.push_back(double(rollup_kib(a.pid, "Anonymous:")));
-        stop(a.pid);
+        stop_agent(a.pid);
     }
     emit("startup_agent", "Start-up: exec ur-agent -> ur.startup arrives", "ms", stats(agent_ms),
          false, o.command);
@@ -279,7 +299,7 @@ void mode_rtt(const Options& o) {
         agent_ms.push_back(execute_once(mon, a, body, 20000));
         cpu_ms.push_back(double(cpu_ns(a.pid) - c0) / 1e6);
     }
-    stop(a.pid);
+    stop_agent(a.pid);
     emit("rtt_agent_cpu", "Execute: the agent's own CPU time per request (schedstat)", "ms",
          stats(cpu_ms), true, o.command);
     if (o.agent_only) {
@@ -403,7 +423,7 @@ void mode_throughput(const Options& o) {
         cpu_us.push_back(double(cpu_ns(a.pid) - c0) / 1e3 / double(o.requests));
         if (o.broker_pid)
             broker_us.push_back(double(cpu_ns(o.broker_pid) - b0) / 1e3 / double(o.requests));
-        stop(a.pid);
+        stop_agent(a.pid);
         bare_rate.push_back(bare_throughput(script, o.requests, o.concurrency, false));
         fork_rate.push_back(bare_throughput(script, o.requests, o.concurrency, true));
     }
@@ -488,7 +508,7 @@ void mode_large(const Options& o) {
         double hwm = double(status_kib(a.pid, "VmHWM:")) * 1024.0;
         hwm_mib.push_back(hwm / 1048576.0);
         hwm_ratio.push_back(hwm / double(o.size));
-        stop(a.pid);
+        stop_agent(a.pid);
         floor_script.push_back(run_drained(script));
         // One hop of the reply's bytes, same client code on both ends.
         uint64_t t0 = now_ns();
@@ -576,7 +596,7 @@ void mode_fleet(const Options& o) {
     size_t seen = 0;
     double up_ms = collect(mon, "ur.startup.", "", agents.size(), t0, 600000, &seen);
     if (up_ms < 0) {
-        for (auto& a : agents) stop(a.pid, 100);
+        for (auto& a : agents) stop_agent(a.pid, 100);
         die("fleet: only " + std::to_string(seen) + " of " + n + " agents announced start-up; see " +
             base + "/agents.log");
     }
@@ -645,7 +665,7 @@ void mode_fleet(const Options& o) {
              "ms", stats(wall), false, o.command, "includes its discover (--find-timeout 3 s)");
     }
     for (auto& a : agents) kill(a.pid, SIGTERM);
-    for (auto& a : agents) stop(a.pid, 5000);
+    for (auto& a : agents) stop_agent(a.pid, 5000);
     close(log_fd);
 }
 
@@ -670,6 +690,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--concurrency") o.concurrency = std::atoi(v.c_str());
         else if (a == "--count") o.count = std::atoi(v.c_str());
         else if (a == "--agent-only") o.agent_only = v == "1";
+        else if (a == "--agent-arg") o.agent_args.push_back(v);
         else if (a == "--broker-pid") o.broker_pid = pid_t(std::atoi(v.c_str()));
         else if (a == "--agent-setup") o.agent_setup = v == "1";
         else if (a == "--size") o.size = std::strtoull(v.c_str(), nullptr, 10);
