@@ -22,6 +22,9 @@
 //                                 N agents: start-up of all, total RSS,
 //                                 discover (broadcast) of all, run hostname
 //                                 on all
+//   drain [--size BYTES]         no broker: amqp::Connection::basic_publish of
+//                                 BYTES, output consumed in 64 KiB / 256 KiB /
+//                                 4 MiB writes (cost of consume_output)
 //   publish-once --key KEY [--agent-setup 1]
 //                                 connect, (set up queues as the agent does,)
 //                                 publish {} on amq.topic, exit
@@ -669,6 +672,53 @@ void mode_fleet(const Options& o) {
     close(log_fd);
 }
 
+// ------------------------------------------------------------ output drain
+
+// amqp::Connection's output after one basic_publish of --size bytes,
+// drained the way the agent's write_socket() does when the socket takes
+// `chunk` bytes per write(): output() then consume_output(n).  No socket:
+// this isolates the cost of consuming the output buffer.
+void mode_drain(const Options& o) {
+    uint64_t size = o.size ? o.size : (64u << 20);
+    std::string body(size, 'x');
+    std::vector<double> per_chunk[3];
+    const size_t chunks[3] = {64u << 10, 256u << 10, 4u << 20};
+    int runs = o.runs ? o.runs : 3;
+    for (int r = 0; r < runs; ++r)
+        for (int c = 0; c < 3; ++c) {
+            amqp::ConnectionOptions co;
+            amqp::Connection k(co);
+            k.start(0);
+            std::string in;
+            amqp::ConnectionTune t;
+            t.frame_max = 131072;
+            amqp::encode_method_frame(in, 0, amqp::ConnectionStart{});
+            amqp::encode_method_frame(in, 0, t);
+            amqp::encode_method_frame(in, 0, amqp::ConnectionOpenOk{});
+            k.feed(in.data(), in.size(), 0);
+            uint16_t ch = k.open_channel();
+            in.clear();
+            amqp::encode_method_frame(in, ch, amqp::ChannelOpenOk{});
+            k.feed(in.data(), in.size(), 0);
+            k.consume_output(k.output().size());
+            uint64_t t0 = now_ns();
+            k.basic_publish(ch, "amq.topic", "ur.execute-reply.x.y", amqp::BasicProperties{}, body);
+            size_t written = 0;
+            while (k.wants_write()) {
+                size_t n = std::min(chunks[c], k.output().size());
+                written += n;
+                k.consume_output(n);
+            }
+            per_chunk[c].push_back(ms_since(t0));
+        }
+    std::string mib = std::to_string(size >> 20) + " MiB";
+    const char* names[3] = {"64 KiB", "256 KiB", "4 MiB"};
+    for (int c = 0; c < 3; ++c)
+        emit("drain_" + std::to_string(chunks[c]),
+             "amqp::Connection: publish " + mib + " + drain output in " + names[c] + " writes",
+             "ms", stats(per_chunk[c]), false, o.command);
+}
+
 Options parse(int argc, char** argv) {
     Options o;
     o.self = argv[0];
@@ -710,6 +760,7 @@ int main(int argc, char** argv) {
     else if (o.mode == "throughput") mode_throughput(o);
     else if (o.mode == "large") mode_large(o);
     else if (o.mode == "fleet") mode_fleet(o);
+    else if (o.mode == "drain") mode_drain(o);
     else die("unknown mode " + o.mode);
     return 0;
 }
