@@ -406,7 +406,7 @@ void Agent::read_socket(uint64_t now) {
 
 void Agent::write_socket(uint64_t now) {
     while (fd_ >= 0 && conn_ && conn_->wants_write()) {
-        const std::string& out = conn_->output();
+        std::string_view out = conn_->pending_output();
         ssize_t n = write(fd_, out.data(), out.size());
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;

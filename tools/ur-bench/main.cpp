@@ -676,7 +676,7 @@ void mode_fleet(const Options& o) {
 
 // amqp::Connection's output after one basic_publish of --size bytes,
 // drained the way the agent's write_socket() does when the socket takes
-// `chunk` bytes per write(): output() then consume_output(n).  No socket:
+// `chunk` bytes per write(): pending_output() then consume_output(n).  No socket:
 // this isolates the cost of consuming the output buffer.
 void mode_drain(const Options& o) {
     uint64_t size = o.size ? o.size : (64u << 20);
@@ -705,7 +705,7 @@ void mode_drain(const Options& o) {
             k.basic_publish(ch, "amq.topic", "ur.execute-reply.x.y", amqp::BasicProperties{}, body);
             size_t written = 0;
             while (k.wants_write()) {
-                size_t n = std::min(chunks[c], k.output().size());
+                size_t n = std::min(chunks[c], k.pending_output().size());
                 written += n;
                 k.consume_output(n);
             }
