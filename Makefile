@@ -91,8 +91,11 @@ deps:
 check: deps all $(UNIT)
 	@BUILD=$(BUILD) tests/run
 
-bench:
-	@echo "make bench: not implemented yet (see issue 'make bench')" >&2; exit 1
+# The agent's costs against the physical floor, through a private RabbitMQ
+# (tools/bench/README.md); the table on stdout, the figures in
+# $(BUILD)/bench.json.  BENCH_ARGS=--quick for a short smoke run.
+bench: all
+	@BUILD=$(BUILD) tools/bench/run $(BENCH_ARGS)
 
 # The README's first command: the agent, the fake broker and urctl at work.
 demo: $(AGENT) $(BUILD)/urctl $(BUILD)/fake-broker

@@ -79,7 +79,26 @@ void Connection::start(uint64_t now_ms) {
     state_ = State::AwaitStart;
 }
 
-void Connection::consume_output(size_t n) { out_.erase(0, std::min(n, out_.size())); }
+const std::string& Connection::output() const {
+    if (out_pos_ != 0) {
+        out_.erase(0, out_pos_);
+        out_pos_ = 0;
+    }
+    return out_;
+}
+
+void Connection::consume_output(size_t n) {
+    out_pos_ += std::min(n, out_.size() - out_pos_);
+    if (out_pos_ == out_.size()) {
+        out_.clear();
+        out_pos_ = 0;
+    } else if (out_pos_ >= out_.size() / 2) {
+        // The rest is no longer than what was consumed: moving it now
+        // costs at most one move per byte written, amortized.
+        out_.erase(0, out_pos_);
+        out_pos_ = 0;
+    }
+}
 
 bool Connection::next_event(Event& ev) {
     if (events_.empty()) return false;

@@ -408,7 +408,7 @@ void Agent::read_socket(uint64_t now) {
 
 void Agent::write_socket(uint64_t now) {
     while (fd_ >= 0 && conn_ && conn_->wants_write()) {
-        const std::string& out = conn_->output();
+        std::string_view out = conn_->pending_output();
         ssize_t n = write(fd_, out.data(), out.size());
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -745,8 +745,9 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     OutMessage m;
     m.routing_key = run.reply_key;
     m.body = execute_reply_body(o);
-    // The body holds the output now; the capture (up to --max-output per
-    // stream) need not stay alive while the reply is queued and framed.
+    // Free the captured streams (o only views them) before enqueue()
+    // frames the body for the socket: the peak is then two copies of the
+    // output (body + frames), not three.
     o.out.data = o.err.data = {};
     std::string().swap(r.out.data);
     std::string().swap(r.err.data);
