@@ -55,7 +55,7 @@ AGENT    := $(BUILD)/ur-agent
 TOOLS    := $(addprefix $(BUILD)/,$(TOOL_DIRS))
 UNIT     := $(BUILD)/tests/unit
 
-.PHONY: all check unit bench demo fuzz install clean deps
+.PHONY: all check unit bench demo fuzz hostile install clean deps
 all: $(AGENT) $(TOOLS)
 
 $(BUILD)/obj/%.o: %.cpp
@@ -96,6 +96,11 @@ check: deps all $(UNIT)
 # $(BUILD)/bench.json.  BENCH_ARGS=--quick for a short smoke run.
 bench: all
 	@BUILD=$(BUILD) tools/bench/run $(BENCH_ARGS)
+
+# The hostile broker storm: 10,000 abusive sessions against one agent
+# (tools/hostile-run --help).
+hostile: all
+	@tools/hostile-run --build $(BUILD) $(HOSTILE_ARGS)
 
 # The README's first command: the agent, the fake broker and urctl at work.
 demo: $(AGENT) $(BUILD)/urctl $(BUILD)/fake-broker
