@@ -143,62 +143,6 @@ bool parse_seconds(const std::string& text, uint64_t max_s, uint64_t& out_ms) {
     return true;
 }
 
-bool parse_brokers(const std::string& spec, uint16_t default_port, std::vector<Broker>& out,
-                   std::string& error) {
-    std::vector<Broker> list;
-    for (const std::string& item : split_commas(spec)) {
-        if (item.empty()) {
-            error = "empty broker address in '" + spec + "'";
-            return false;
-        }
-        Broker b;
-        b.port = default_port;
-        std::string port_text;
-        bool has_port = false;
-        if (item[0] == '[') {  // [v6]:port
-            size_t close = item.find(']');
-            if (close == std::string::npos) {
-                error = "unbalanced '[' in broker address '" + item + "'";
-                return false;
-            }
-            b.host = item.substr(1, close - 1);
-            if (close + 1 < item.size()) {
-                if (item[close + 1] != ':') {
-                    error = "expected ':PORT' after ']' in '" + item + "'";
-                    return false;
-                }
-                port_text = item.substr(close + 2);
-                has_port = true;
-            }
-        } else {
-            size_t colon = item.find(':');
-            if (colon != std::string::npos && item.find(':', colon + 1) != std::string::npos) {
-                b.host = item;  // a bare IPv6 address, no port
-            } else if (colon != std::string::npos) {
-                b.host = item.substr(0, colon);
-                port_text = item.substr(colon + 1);
-                has_port = true;
-            } else {
-                b.host = item;
-            }
-        }
-        if (b.host.empty()) {
-            error = "missing host in broker address '" + item + "'";
-            return false;
-        }
-        if (has_port) {
-            uint64_t p = 0;
-            if (!parse_uint(port_text, 65535, p) || p == 0) {
-                error = "bad port '" + port_text + "' in broker address '" + item + "'";
-                return false;
-            }
-            b.port = uint16_t(p);
-        }
-        list.push_back(std::move(b));
-    }
-    out = std::move(list);
-    return true;
-}
 
 ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, Options& opt,
                        std::string& output, std::string& error) {

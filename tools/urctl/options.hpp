@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "src/config.hpp"
+
 namespace urctl {
 
 // Exit codes, documented in --help.  `exec` exits with the remote exit
@@ -26,10 +28,9 @@ enum ExitCode : int {
 
 enum class Command { Ping, Discover, Exec, OnEach, Watch };
 
-struct Broker {
-    std::string host;
-    uint16_t port = 5672;
-};
+// The agent's broker address and its "HOST[:PORT][,...]" parser: one
+// syntax for both programs.
+using Broker = ur::BrokerAddress;
 
 struct Options {
     Command command = Command::Ping;
@@ -87,8 +88,7 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
                        std::string& output, std::string& error);
 
 // Parses "HOST[:PORT][,HOST[:PORT]...]" ("[v6addr]:port" for IPv6).
-bool parse_brokers(const std::string& spec, uint16_t default_port, std::vector<Broker>& out,
-                   std::string& error);
+using ur::parse_brokers;
 
 // Parses seconds with up to three decimals ("2", "0.25") into ms.
 bool parse_seconds(const std::string& text, uint64_t max_s, uint64_t& out_ms);

@@ -1,5 +1,7 @@
 #include "tools/urctl/session.hpp"
 
+#include "src/net.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -111,51 +113,12 @@ bool interrupted() { return g_interrupted != 0; }
 
 namespace {
 
-std::string address_text(const sockaddr* sa) {
-    char buf[INET6_ADDRSTRLEN] = {0};
-    if (sa->sa_family == AF_INET) {
-        auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-        inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-        return std::string(buf) + ":" + std::to_string(ntohs(in->sin_port));
-    }
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
-    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
-}
+using Address = ur::SocketAddress;
 
-struct Address {
-    sockaddr_storage addr{};
-    socklen_t len = 0;
-    std::string text;
-};
-
+// The agent's resolver: numeric addresses and "localhost" need no lookup (a
+// static binary may lack the NSS modules getaddrinfo loads).
 bool resolve(const Broker& b, std::vector<Address>& out, std::string& error) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    std::string service = std::to_string(b.port);
-    // "localhost" needs no resolver (a static binary may lack NSS modules).
-    const char* host = b.host == "localhost" ? "127.0.0.1" : b.host.c_str();
-    int rc = getaddrinfo(host, service.c_str(), &hints, &res);
-    if (rc != 0) {
-        error = "cannot resolve '" + b.host + "': " + gai_strerror(rc);
-        return false;
-    }
-    for (addrinfo* p = res; p; p = p->ai_next) {
-        if (p->ai_addrlen > sizeof(sockaddr_storage)) continue;
-        Address a;
-        std::memcpy(&a.addr, p->ai_addr, p->ai_addrlen);
-        a.len = p->ai_addrlen;
-        a.text = address_text(p->ai_addr);
-        out.push_back(a);
-    }
-    freeaddrinfo(res);
-    if (out.empty()) {
-        error = "'" + b.host + "' has no usable address";
-        return false;
-    }
-    return true;
+    return ur::resolve(b.host, b.port, out, error);
 }
 
 // Connects a non-blocking socket, waiting until deadline_ms.  Returns the
