@@ -157,6 +157,10 @@ class Outage(AgentTestCase):
         self.wait_log_n(a, "serving requests", 1)
         r = c.reply(c.send("#!/bin/sh\necho up\n"))
         self.assertEqual(r.get("stdout"), "up\n", r)
+        # A slow (e.g. ASan) agent may publish its first ur.startup after our
+        # queue was bound: forget it, the tests count re-sends after outages.
+        c.count("ur.startup.")
+        c.buffer[:] = [m for m in c.buffer if not m[0].startswith("ur.startup.")]
         return a, c
 
     def count_log(self, a, text):
