@@ -35,10 +35,16 @@ else
 WFLAGS   := -Wall -Wextra
 endif
 
-OPT      ?= -O2 -g
+# Size over speed for most of the code: the agent's idle RSS is mostly the
+# pages of its own text (the kernel maps file pages in 64 KiB around each
+# fault), so -Os and section garbage collection take it from 1.6 to about
+# 1.3 MiB (make bench).  The byte loops that move request and reply bodies
+# (json/, the AMQP frame and wire codecs) keep HOT_OPT.
+OPT      ?= -Os -g
+HOT_OPT  ?= -O2 -g
 CXXFLAGS += -std=c++17 $(OPT) $(WFLAGS) $(SANWARN) $(SANFLAGS) -MMD -MP -I. \
-            -DUR_VERSION='"$(VERSION)"'
-LDFLAGS  += $(SANFLAGS)
+            -ffunction-sections -fdata-sections -DUR_VERSION='"$(VERSION)"'
+LDFLAGS  += $(SANFLAGS) -Wl,--gc-sections
 
 JSON_SRC  := $(wildcard json/*.cpp)
 AMQP_SRC  := $(wildcard amqp/*.cpp)
@@ -61,6 +67,8 @@ UNIT     := $(BUILD)/tests/unit
 
 .PHONY: all check unit bench demo fuzz hostile install clean deps
 all: $(AGENT) $(TOOLS)
+
+$(BUILD)/obj/json/%.o $(BUILD)/obj/amqp/frame.o $(BUILD)/obj/amqp/wire.o: OPT = $(HOT_OPT)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)

@@ -14,6 +14,9 @@ constexpr uint64_t kCloseTimeoutMs = 5000;
 constexpr uint64_t kBodyReserveCap = 1u << 20;
 // Outgoing body frames when the peers agreed on no frame_max limit.
 constexpr uint32_t kDefaultFrameMax = 131072;
+// An output buffer that grew past this for one big message is freed once
+// drained instead of kept (consume_output).
+constexpr size_t kKeepOutputCapacity = 1u << 20;
 
 // Negotiates a limit where 0 means "no limit": either side's 0 yields the
 // other's value, else the smaller.
@@ -90,7 +93,12 @@ const std::string& Connection::output() const {
 void Connection::consume_output(size_t n) {
     out_pos_ += std::min(n, out_.size() - out_pos_);
     if (out_pos_ == out_.size()) {
-        out_.clear();
+        // A big message has gone out: let its buffer go with it rather
+        // than keep megabytes for the next heartbeat.
+        if (out_.capacity() > kKeepOutputCapacity)
+            std::string().swap(out_);
+        else
+            out_.clear();
         out_pos_ = 0;
     } else if (out_pos_ >= out_.size() / 2) {
         // The rest is no longer than what was consumed: moving it now

@@ -100,6 +100,12 @@ void append_quoted(std::string& out, std::string_view utf8)
     // Room for the common case (few escapes); append() grows it otherwise.
     out.reserve(out.size() + utf8.size() + utf8.size() / 16 + 2);
     out.push_back('"');
+    append_escaped(out, utf8);
+    out.push_back('"');
+}
+
+void append_escaped(std::string& out, std::string_view utf8)
+{
     const char* p = utf8.data();
     const char* end = p + utf8.size();
     const char* run = p;
@@ -119,7 +125,6 @@ void append_quoted(std::string& out, std::string_view utf8)
         run = ++p;
     }
     out.append(run, static_cast<size_t>(p - run));
-    out.push_back('"');
 }
 
 void write(const Value& v, std::string& out) { write_value(v, out); }

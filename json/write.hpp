@@ -22,6 +22,10 @@ void write(const Value& v, std::string& out);
 // Appends utf8 as a quoted JSON string: '"' and '\\' escaped, control
 // characters as \b \f \n \r \t or \u00XX, everything else unchanged.
 void append_quoted(std::string& out, std::string_view utf8);
+// The same without the quotes: what goes between them.  Escaping a string
+// piece by piece gives the same bytes as escaping it whole, so a stream
+// can be escaped as it arrives (the agent does so for a script's output).
+void append_escaped(std::string& out, std::string_view utf8);
 
 }  // namespace json
 

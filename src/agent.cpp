@@ -13,6 +13,7 @@
 #include "src/clock.hpp"
 #include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
+#include "src/memory.hpp"
 
 namespace ur {
 
@@ -149,6 +150,7 @@ bool Agent::setup(std::string& error) {
 }
 
 int Agent::run() {
+    memory::tune();
     std::string error;
     if (!setup(error)) {
         log::fatal("cannot start: " + error);
@@ -279,6 +281,8 @@ void Agent::loop_once() {
     publish_outbox(now);
     if (stopping_) check_shutdown(now);
     if (fd_ >= 0 && conn_ && conn_->wants_write()) write_socket(now);
+    if (sup_.running() == 0 && outbox_.empty() && !(conn_ && conn_->wants_write()))
+        memory::release_when_idle();
 }
 
 void Agent::drain_self_pipe() {
@@ -685,6 +689,7 @@ void Agent::start_job(Queued& q, uint64_t now) {
     double t = q.req.timeout_s > 0 ? q.req.timeout_s : double(cfg_.default_timeout_s);
     spec.timeout_ms = uint64_t(t * 1000.0);
     spec.max_output = size_t(cfg_.max_output);
+    spec.json_output = true;  // escaped while the script runs, not after
     Running r;
     r.req_id = q.req.req_id;
     r.reply_key = q.req.reply_key;
@@ -729,8 +734,8 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     if (reboot) o.exit_status = 0;
     o.signal = r.signal;
     o.timed_out = r.timed_out;
-    o.out = {r.out.data, r.out.total, r.out.truncated};
-    o.err = {r.err.data, r.err.total, r.err.truncated};
+    o.out = {r.out.data, r.out.total, r.out.truncated, r.out.escaped};
+    o.err = {r.err.data, r.err.total, r.err.truncated, r.err.escaped};
     o.duration_ms = r.duration_ms;
     log::info("execute finished",
               {{"req_id", field(run.req_id)}, {"exit_status", json::Value(r.exit_status)},
@@ -745,6 +750,7 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     OutMessage m;
     m.routing_key = run.reply_key;
     m.body = execute_reply_body(o);
+    memory::note_buffer(m.body.size());
     // Free the captured streams (o only views them) before enqueue()
     // frames the body for the socket: the peak is then two copies of the
     // output (body + frames), not three.

@@ -3,21 +3,65 @@
 #include <algorithm>
 #include <cstring>
 
+#include "json/write.hpp"
+
 namespace ur {
 
-OutputCapture::OutputCapture(size_t max_output, size_t tail_keep)
+namespace {
+// Crossing this many bytes, a stream is a big one (see keep_head()).
+constexpr size_t kReserveAfter = 256 * 1024;
+constexpr size_t kReserveMax = 64u << 20;
+}  // namespace
+
+void append_note(StreamCapture& c, const std::string& note) {
+    if (c.escaped)
+        json::append_escaped(c.data, json::string_from_bytes(note));
+    else
+        c.data += note;
+}
+
+OutputCapture::OutputCapture(size_t max_output, size_t tail_keep, Encoding enc)
     : head_cap_(max_output > tail_keep ? max_output - tail_keep : 0),
-      tail_cap_(std::min(tail_keep, max_output)) {}
+      tail_cap_(std::min(tail_keep, max_output)),
+      enc_(enc) {}
 
 std::string OutputCapture::marker(uint64_t cut) {
     return "\n[ur-agent: " + std::to_string(cut) + " bytes cut]\n";
 }
 
+void OutputCapture::encode(const char* data, size_t n, std::string& out) {
+    if (enc_ == Encoding::Raw) {
+        out.append(data, n);
+        return;
+    }
+    scratch_.clear();
+    utf8_.feed(std::string_view(data, n), scratch_);
+    json::append_escaped(out, scratch_);
+}
+
+void OutputCapture::keep_head(const char* data, size_t n) {
+    // Crossing kReserveAfter bytes, the stream is a big one: take the whole
+    // head at once instead of doubling.  The capacity is only address
+    // space until written (large blocks are mmap()ed or come from pages
+    // freed earlier), while doubling would copy every byte again and fault
+    // in twice the memory.  Capped, so that a huge --max-output does not
+    // ask for gigabytes of address space up front (strict overcommit,
+    // illumos swap reservations); past the cap the string doubles as usual.
+    if (head_raw_ <= kReserveAfter && head_raw_ + n > kReserveAfter) {
+        size_t want = head_cap_;
+        if (enc_ == Encoding::JsonEscaped)
+            want += head_cap_ / 16;  // a few escapes (one "\n" a line)
+        head_.reserve(std::min(want, kReserveMax));
+    }
+    head_raw_ += n;
+    encode(data, n, head_);
+}
+
 void OutputCapture::append(const char* data, size_t n) {
     total_ += n;
-    if (head_.size() < head_cap_) {
-        size_t take = std::min(n, head_cap_ - head_.size());
-        head_.append(data, take);
+    if (head_raw_ < head_cap_) {
+        size_t take = std::min(n, head_cap_ - head_raw_);
+        keep_head(data, take);
         data += take;
         n -= take;
     }
@@ -47,15 +91,26 @@ void OutputCapture::append(const char* data, size_t n) {
 StreamCapture OutputCapture::finish() {
     StreamCapture c;
     c.total = total_;
-    uint64_t kept = head_.size() + ring_.size();
+    c.escaped = enc_ == Encoding::JsonEscaped;
+    uint64_t kept = head_raw_ + ring_.size();
     c.truncated = total_ > kept;
     c.data = std::move(head_);
-    if (c.truncated)
-        c.data += marker(total_ - kept);
+    if (c.truncated) {
+        std::string m = marker(total_ - kept);
+        encode(m.data(), m.size(), c.data);
+    }
     // ring_pos_ is the oldest byte once the ring has wrapped, else 0.
-    c.data.append(ring_, ring_pos_, std::string::npos);
-    c.data.append(ring_, 0, ring_pos_);
+    encode(ring_.data() + ring_pos_, ring_.size() - ring_pos_, c.data);
+    encode(ring_.data(), ring_pos_, c.data);
+    if (enc_ == Encoding::JsonEscaped) {
+        // A sequence cut off by the end of the stream becomes U+FFFD.
+        scratch_.clear();
+        utf8_.finish(scratch_);
+        json::append_escaped(c.data, scratch_);
+        std::string().swap(scratch_);
+    }
     head_.clear();
+    head_raw_ = 0;
     ring_.clear();
     ring_pos_ = 0;
     total_ = 0;

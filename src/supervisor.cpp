@@ -45,8 +45,13 @@ std::string display_name(const JobSpec& spec) {
 struct Supervisor::Job {
     Job(JobSpec s, const SupervisorOptions& opt)
         : spec(std::move(s)),
-          out(spec.max_output, opt.tail_keep),
-          err(spec.max_output, opt.tail_keep) {}
+          out(spec.max_output, opt.tail_keep, encoding(spec)),
+          err(spec.max_output, opt.tail_keep, encoding(spec)) {}
+
+    static OutputCapture::Encoding encoding(const JobSpec& spec) {
+        return spec.json_output ? OutputCapture::Encoding::JsonEscaped
+                                : OutputCapture::Encoding::Raw;
+    }
 
     JobSpec spec;
     JobState state = JobState::Starting;
@@ -117,7 +122,8 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
         r.id = job->spec.id;
         r.exit_status = status;
         std::string msg = "ur-agent: " + why + "\n";
-        r.err.data = msg;
+        r.err.escaped = job->spec.json_output;
+        append_note(r.err, msg);
         r.err.total = msg.size();
         finished_.push_back(std::move(r));
         return true;
@@ -153,6 +159,10 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     job->out_fd = child.out_fd;
     job->err_fd = child.err_fd;
     job->exec_fd = child.exec_fd;
+    if (child.exec_fd < 0) {
+        job->exec_errno = child.exec_errno;
+        job->state = JobState::Running;
+    }
     if (job->spec.timeout_ms > 0)
         job->timeout_at = add_ms(now_ms, job->spec.timeout_ms);
     jobs_.push_back(std::move(job));
@@ -306,7 +316,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     int st = job.wait_status;
     if (job.status_lost) {
         r.exit_status = 1;
-        r.err.data += "\nur-agent: exit status lost (the child was reaped elsewhere)\n";
+        append_note(r.err, "\nur-agent: exit status lost (the child was reaped elsewhere)\n");
     } else if (WIFEXITED(st)) {
         r.exit_status = WEXITSTATUS(st);
     } else if (WIFSIGNALED(st)) {
@@ -328,7 +338,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             why = std::strerror(job.exec_errno);
         }
         std::string msg = "ur-agent: cannot execute " + name + ": " + why + "\n";
-        r.err.data += msg;
+        append_note(r.err, msg);
         r.err.total += msg.size();
     }
     if (!job.script_path.empty()) {

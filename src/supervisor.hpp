@@ -56,6 +56,7 @@ struct JobSpec {
     std::optional<std::vector<std::string>> env;  // "K=V" entries; present = the whole environment; absent = inherit ours
     uint64_t timeout_ms = 0;              // 0 = none
     size_t max_output = 5u << 20;         // per stream cap on bytes kept
+    bool json_output = false;             // capture as JSON-escaped UTF-8 (StreamCapture::escaped)
 };
 
 struct JobResult {

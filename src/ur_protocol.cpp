@@ -270,6 +270,13 @@ static void append_stream(std::string& out, const char* name, const StreamReply&
     out += ",\"";
     out += name;
     out += "\":";
+    if (s.escaped) {
+        // Made valid and escaped while the script ran (OutputCapture).
+        out += '"';
+        out += s.data;
+        out += '"';
+        return;
+    }
     // string_from_bytes() returns valid input unchanged, so skip its copy
     // (a whole stream, up to --max-output bytes) when there is nothing to
     // repair: same output, one allocation and one pass fewer.

@@ -67,6 +67,7 @@ struct StreamReply {
     std::string_view data;   // raw bytes kept (converted to UTF-8 with U+FFFD)
     uint64_t total = 0;      // bytes the child wrote
     bool truncated = false;
+    bool escaped = false;    // data is already valid, JSON-escaped UTF-8 (no quotes)
 };
 
 struct ExecuteOutcome {

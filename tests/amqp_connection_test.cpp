@@ -638,6 +638,26 @@ TEST_CASE("connection: the captured delivery carries all 14 properties") {
     CHECK(found);
 }
 
+TEST_CASE("connection: the output buffer of a big message is freed once drained") {
+    // A 4 MiB reply must not leave a 4 MiB buffer behind for the rest of
+    // the connection's life; small messages keep theirs (no churn).
+    Connection c{ConnectionOptions{}};
+    open_connection(c);
+    auto drain = [&] {
+        while (c.wants_write()) c.consume_output(c.pending_output().size());
+    };
+    drain();
+    c.basic_publish(1, "amq.topic", "k.small", BasicProperties{}, std::string(1000, 's'));
+    size_t small_cap = c.output().capacity();
+    drain();
+    CHECK(c.output().capacity() == small_cap);
+    c.basic_publish(1, "amq.topic", "k.big", BasicProperties{}, std::string(4u << 20, 'b'));
+    CHECK(c.output().capacity() >= (4u << 20));
+    drain();
+    CHECK(c.output().empty());
+    CHECK(c.output().capacity() < (1u << 20));
+}
+
 TEST_CASE("connection: a large publish drained in partial writes (quadratic consume_output)") {
     // Regression: consume_output() moved the rest of the buffer after every
     // write, O(size^2 / write size) for a large body.  It now advances an

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "json/utf8.hpp"
+#include "json/write.hpp"
 #include "src/output_capture.hpp"
 
 using ur::OutputCapture;
@@ -100,4 +102,63 @@ TEST_CASE("output capture: memory stays bounded by the cap") {
     StreamCapture r = c.finish();
     CHECK(r.total == 2000u * 4096u);
     CHECK(r.data.size() == 1000 + OutputCapture::marker(r.total - 1000).size());
+}
+
+TEST_CASE("output capture: a big stream (head reserved at once) is kept exactly") {
+    // Crossing 256 KiB the head is reserved whole instead of doubled; the
+    // bytes must not change, whichever chunk straddles the threshold, with
+    // and without truncation.
+    std::string all = pattern(1000003);
+    for (size_t chunk : {size_t(65536), size_t(4093), size_t(262145), size_t(1000003)}) {
+        CAPTURE(chunk);
+        CHECK(capture(all, 2000000, 65536, chunk).data == all);
+        CHECK(capture(all, 600000, 65536, chunk).data == expected(all, 600000, 65536));
+        CHECK(capture(all, 300000, 200000, chunk).data == expected(all, 300000, 200000));
+    }
+}
+
+TEST_CASE("output capture: JsonEscaped is the raw capture repaired and escaped, however split") {
+    // The reply must not depend on how the pipe cut the stream: a UTF-8
+    // sequence, an invalid byte or a control character may straddle any
+    // read, the head/marker boundary or the tail ring's wrap.
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    auto rnd = [&seed] {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        return seed;
+    };
+    const std::string pieces[] = {"a", "\n", "\"", "\\", "\x01", "\x7f", "\xc3\xa9",
+                                  "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xed\xa0\x80",
+                                  "\xc3", "\xe2\x82", "\xf0\x9f", "\x80", "\xff", "\xc0\xaf"};
+    for (int round = 0; round < 400; ++round) {
+        std::string all;
+        size_t len = rnd() % 3000;
+        while (all.size() < len) all += pieces[rnd() % (sizeof pieces / sizeof pieces[0])];
+        size_t max = 1 + rnd() % 2500, tail = rnd() % 700, chunk = 1 + rnd() % 300;
+        CAPTURE(round);
+        StreamCapture raw = capture(all, max, tail, chunk);
+        OutputCapture c(max, tail, OutputCapture::Encoding::JsonEscaped);
+        for (size_t i = 0; i < all.size(); i += chunk)
+            c.append(all.data() + i, std::min(chunk, all.size() - i));
+        StreamCapture esc = c.finish();
+        std::string want;
+        json::append_escaped(want, json::string_from_bytes(raw.data));
+        CHECK(esc.escaped);
+        CHECK(esc.data == want);
+        CHECK(esc.total == raw.total);
+        CHECK(esc.truncated == raw.truncated);
+    }
+}
+
+TEST_CASE("output capture: a note is appended in the capture's encoding") {
+    StreamCapture raw;
+    raw.data = "x";
+    ur::append_note(raw, "ur-agent: \"q\"\n");
+    CHECK(raw.data == "xur-agent: \"q\"\n");
+    StreamCapture esc;
+    esc.escaped = true;
+    esc.data = "x";
+    ur::append_note(esc, "ur-agent: \"q\" \xff\n");
+    CHECK(esc.data == "xur-agent: \\\"q\\\" \xef\xbf\xbd\\n");
 }

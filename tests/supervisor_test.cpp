@@ -225,6 +225,29 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: stdout and stderr are captured") {
     CHECK(sup.running() == 0);
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: json_output captures JSON-escaped UTF-8, notes included") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("esc", "#!/bin/sh\nprintf 'a\\tb\\n\\377\\303'\nprintf '%s\\n' '\"q\"' >&2\n");
+    s.json_output = true;
+    JobResult r = run_one(sup, s);
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.escaped);
+    CHECK(r.out.data == "a\\tb\\n\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK(r.out.total == 6);
+    CHECK(r.err.data == "\\\"q\\\"\\n");
+
+    // The agent's own notes come in the same encoding.
+    JobSpec m = file("missing", "/nonexistent/\"ur\"");
+    m.json_output = true;
+    r = run_one(sup, m);
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.escaped);
+    CHECK(r.err.data ==
+          "ur-agent: cannot execute /nonexistent/\\\"ur\\\": No such file or directory\\n");
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: args with spaces, quotes and unicode, never through a shell") {
     Supervisor sup(opt);
     std::string error;

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "json/utf8.hpp"
+#include "json/write.hpp"
 #include "src/ur_protocol.hpp"
 
 using namespace ur;
@@ -171,4 +172,24 @@ TEST_CASE("execute: args and env counts are bounded") {
                                R"({"type":"script","script":"x","args":)" + ok_args + "}");
     CHECK(ok.error == "");
     CHECK(ok.args.size() == 100000);
+}
+
+TEST_CASE("reply: an escaped stream gives the same body as its raw bytes") {
+    // The agent escapes a script's output while it runs (OutputCapture's
+    // JsonEscaped); the reply must be byte for byte the one the raw
+    // capture gives.
+    std::string raw_out = std::string("line \"1\"\n\ttab\\ \xff\xc3 end\x01") + std::string(1, '\0');
+    std::string raw_err = "err\xe2\x82";
+    std::string esc_out, esc_err;
+    json::append_escaped(esc_out, json::string_from_bytes(raw_out));
+    json::append_escaped(esc_err, json::string_from_bytes(raw_err));
+    ExecuteOutcome a, b;
+    a.exit_status = b.exit_status = 3;
+    a.duration_ms = b.duration_ms = 12;
+    a.out = {raw_out, 900, true, false};
+    a.err = {raw_err, raw_err.size(), false, false};
+    b.out = {esc_out, 900, true, true};
+    b.err = {esc_err, raw_err.size(), false, true};
+    CHECK(execute_reply_body(b) == execute_reply_body(a));
+    CHECK(execute_reply_body(b).find("\"stdout_truncated\":true") != std::string::npos);
 }

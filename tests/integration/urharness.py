@@ -540,7 +540,8 @@ class Proxy:
                     if not data:
                         return
                     (u if s is c else c).sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: reset_all() closed a socket under select() (fd -1).
             return
         finally:
             if not pair[2]:

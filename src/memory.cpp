@@ -1,0 +1,43 @@
+#include "src/memory.hpp"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace ur::memory {
+
+namespace {
+
+// A buffer at least this big (smaller than the mmap threshold, so on the
+// heap) makes the heap worth trimming once idle.
+constexpr size_t kBigBuffer = 64 * 1024;
+
+bool g_dirty = false;
+
+}  // namespace
+
+void tune() {
+#if defined(__GLIBC__)
+    // A fixed threshold (which also stops glibc from moving it): blocks
+    // from 256 KiB up are mmap()ed and unmapped when freed.
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+#endif
+}
+
+void note_buffer(size_t bytes) {
+    if (bytes >= kBigBuffer)
+        g_dirty = true;
+}
+
+void release_when_idle() {
+    if (!g_dirty)
+        return;
+    g_dirty = false;
+#if defined(__GLIBC__)
+    // Also returns whole free pages inside the heap (MADV_DONTNEED), not
+    // only its top.
+    malloc_trim(0);
+#endif
+}
+
+}  // namespace ur::memory

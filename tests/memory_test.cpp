@@ -1,0 +1,65 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "src/memory.hpp"
+
+namespace {
+
+// RssAnon of this process in KiB, or -1 where /proc does not tell.
+long rss_anon_kib() {
+    FILE* f = std::fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+        if (std::strncmp(line, "RssAnon:", 8) == 0) kib = std::strtol(line + 8, nullptr, 10);
+    std::fclose(f);
+    return kib;
+}
+
+}  // namespace
+
+TEST_CASE("memory: big buffers do not linger; the heap is trimmed when idle") {
+#if defined(__GLIBC__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+    ur::memory::tune();
+    // Start from a trimmed heap (earlier tests in this process used it).
+    ur::memory::note_buffer(1u << 20);
+    ur::memory::release_when_idle();
+    long base = rss_anon_kib();
+    REQUIRE(base > 0);
+
+    // A big buffer is its own mapping: gone from RSS as soon as it is
+    // freed, even after another big one was freed before it (glibc's
+    // default would have moved big blocks onto the heap by then).
+    for (int i = 0; i < 3; ++i) {
+        std::string big(24u << 20, char('a' + i));
+        CHECK(rss_anon_kib() >= base + 20 * 1024);
+    }
+    CHECK(rss_anon_kib() < base + 4 * 1024);
+
+    // Medium buffers live on the heap; freed under a live one they stay
+    // resident until the agent is idle.
+    std::vector<std::string> medium;
+    for (int i = 0; i < 160; ++i) medium.emplace_back(100 * 1024, 'm');
+    std::string last(100 * 1024, 'l');
+    ur::memory::note_buffer(medium.back().size());
+    medium.clear();
+    medium.shrink_to_fit();
+    long kept = rss_anon_kib();
+    CHECK(kept >= base + 12 * 1024);
+    ur::memory::release_when_idle();
+    CHECK(rss_anon_kib() < kept - 10 * 1024);
+    // Nothing new since: the next call has nothing to do.
+    ur::memory::release_when_idle();
+#else
+    ur::memory::tune();
+    ur::memory::note_buffer(1u << 20);
+    ur::memory::release_when_idle();
+    MESSAGE("skipped: glibc malloc on Linux only (other allocators keep their own policy)");
+#endif
+}
