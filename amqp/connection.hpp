@@ -160,13 +160,25 @@ private:
     };
 
     void handle_frame(const FrameView& f);
+    // Decodes a method frame's payload; on failure closes the connection
+    // (502 or 503) and returns false.
+    bool decode(std::string_view payload, Method& m);
     void handle_connection_method(const Method& m);
     void handle_channel_method(uint16_t ch, Channel& c, Method& m);
+    // Starts assembling a Delivery/Returned (`ev`, which takes exchange and
+    // routing_key): the content header and body frames complete it.
+    void expect_content(Channel& c, Event ev, std::string& exchange, std::string& routing_key);
     void handle_header(uint16_t ch, Channel& c, std::string_view payload);
     void handle_body(uint16_t ch, Channel& c, std::string_view payload);
     void finish_content(uint16_t ch, Channel& c);
 
     void send(uint16_t ch, const Method& m);
+    // Sends m on ch if ch is usable(); false (nothing sent) otherwise.
+    bool request(uint16_t ch, const Method& m);
+    // connection.close (ch 0) or channel.close; text is cut to 255 bytes.
+    void send_close(uint16_t ch, uint16_t code, std::string_view text, uint16_t class_id = 0,
+                    uint16_t method_id = 0);
+    std::string plain_response() const;  // SASL PLAIN: \0login\0password
     void send_start_ok(const ConnectionStart& s);
     // Sends connection.close with the code and emits Closed(ProtocolError).
     void protocol_error(uint16_t code, std::string text, uint16_t class_id = 0,
