@@ -105,6 +105,10 @@ public:
     bool ok() const { return status_ == WireStatus::Ok; }
 
 private:
+    // Reads a table or array: a long size, then elements until that many
+    // bytes are used up, each by read_one(sub) on a Reader one level
+    // deeper that spans exactly those bytes.
+    template <class ReadOne> WireStatus nested(ReadOne&& read_one);
     WireStatus fail(WireStatus s) {
         if (status_ == WireStatus::Ok) status_ = s;
         return status_;
@@ -145,6 +149,10 @@ public:
     std::string& out() { return out_; }
 
 private:
+    // Writes a long size placeholder, then write_all(), then patches the
+    // size to what write_all() appended.
+    template <class WriteAll> void nested(WriteAll&& write_all);
+
     std::string& out_;
     WireStatus status_ = WireStatus::Ok;
 };
