@@ -30,13 +30,13 @@ Event make_event(EventKind k, uint16_t channel = 0) {
     return e;
 }
 
-// connection.close or channel.close.  reply-text is a shortstr and only
-// explains, so it is cut to fit rather than refused.
+// connection.close or channel.close.  The encoder cuts a reply-text over
+// 255 bytes (it only explains), so a close always goes out.
 template <class Close>
 Close make_close(uint16_t code, std::string_view text, uint16_t class_id, uint16_t method_id) {
     Close c;
     c.reply_code = code;
-    c.reply_text = std::string(text.substr(0, 255));
+    c.reply_text = std::string(text);
     c.class_id = class_id;
     c.method_id = method_id;
     return c;
@@ -119,9 +119,10 @@ bool Connection::next_event(Event& ev) {
     return true;
 }
 
-void Connection::send(uint16_t ch, const Method& m) {
-    encode_method_frame(out_, ch, m);
+bool Connection::send(uint16_t ch, const Method& m) {
+    if (!encode_method_frame(out_, ch, m)) return false;
     last_send_ = now_;
+    return true;
 }
 
 void Connection::send_close(uint16_t ch, uint16_t code, std::string_view text,
@@ -331,7 +332,14 @@ void Connection::handle_connection_method(const Method& m) {
             send(0, ok);
             ConnectionOpen open;
             open.virtual_host = opt_.vhost;
-            send(0, open);
+            if (!send(0, open)) {
+                // A cut name would open another virtual host: give up.
+                std::string why = "virtual host name of " + std::to_string(opt_.vhost.size()) +
+                                  " bytes (AMQP allows 255)";
+                send_close(0, kReplySuccess, why);
+                emit_closed(CloseReason::ClosedByUs, kReplySuccess, std::move(why));
+                return;
+            }
             parser_.set_frame_max(frame_max_);
             state_ = State::AwaitOpenOk;
             return;
@@ -595,9 +603,7 @@ uint16_t Connection::open_channel() {
 }
 
 bool Connection::request(uint16_t ch, const Method& m) {
-    if (!usable(ch)) return false;
-    send(ch, m);
-    return true;
+    return usable(ch) && send(ch, m);
 }
 
 void Connection::close_channel(uint16_t ch, uint16_t code, std::string text) {
@@ -607,7 +613,7 @@ void Connection::close_channel(uint16_t ch, uint16_t code, std::string text) {
     channels_[ch].content = Content::None;
 }
 
-void Connection::exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
+bool Connection::exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
                                   bool durable, bool auto_delete) {
     ExchangeDeclare m;
     m.exchange = std::move(name);
@@ -615,10 +621,10 @@ void Connection::exchange_declare(uint16_t ch, std::string name, std::string typ
     m.passive = passive;
     m.durable = durable;
     m.auto_delete = auto_delete;
-    request(ch, std::move(m));
+    return request(ch, std::move(m));
 }
 
-void Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool durable,
+bool Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool durable,
                                bool exclusive, bool auto_delete, Table args) {
     QueueDeclare m;
     m.queue = std::move(name);
@@ -627,28 +633,28 @@ void Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool
     m.exclusive = exclusive;
     m.auto_delete = auto_delete;
     m.arguments = std::move(args);
-    request(ch, std::move(m));
+    return request(ch, std::move(m));
 }
 
-void Connection::queue_bind(uint16_t ch, std::string queue, std::string exchange,
+bool Connection::queue_bind(uint16_t ch, std::string queue, std::string exchange,
                             std::string routing_key) {
     QueueBind m;
     m.queue = std::move(queue);
     m.exchange = std::move(exchange);
     m.routing_key = std::move(routing_key);
-    request(ch, std::move(m));
+    return request(ch, std::move(m));
 }
 
-void Connection::queue_delete(uint16_t ch, std::string queue) {
+bool Connection::queue_delete(uint16_t ch, std::string queue) {
     QueueDelete m;
     m.queue = std::move(queue);
-    request(ch, std::move(m));
+    return request(ch, std::move(m));
 }
 
-void Connection::basic_qos(uint16_t ch, uint16_t prefetch_count) {
+bool Connection::basic_qos(uint16_t ch, uint16_t prefetch_count) {
     BasicQos m;
     m.prefetch_count = prefetch_count;
-    request(ch, m);
+    return request(ch, m);
 }
 
 void Connection::confirm_select(uint16_t ch) {
@@ -660,28 +666,29 @@ void Connection::confirm_select(uint16_t ch) {
     }
 }
 
-void Connection::basic_consume(uint16_t ch, std::string queue, std::string consumer_tag,
+bool Connection::basic_consume(uint16_t ch, std::string queue, std::string consumer_tag,
                                bool no_ack, bool exclusive) {
     BasicConsume m;
     m.queue = std::move(queue);
     m.consumer_tag = std::move(consumer_tag);
     m.no_ack = no_ack;
     m.exclusive = exclusive;
-    request(ch, std::move(m));
+    return request(ch, std::move(m));
 }
 
-void Connection::basic_cancel(uint16_t ch, std::string consumer_tag) {
+bool Connection::basic_cancel(uint16_t ch, std::string consumer_tag) {
     BasicCancel m;
     m.consumer_tag = std::move(consumer_tag);
-    request(ch, std::move(m));
+    return request(ch, std::move(m));
 }
 
 uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
                                    std::string_view routing_key, const BasicProperties& props,
-                                   std::string_view body, bool mandatory) {
+                                   std::string_view body, bool mandatory, std::string* why) {
     if (!usable(ch)) return 0;
     // Written straight into the output, without building a BasicPublish
     // (which would copy exchange and routing key into std::strings).
+    size_t start = out_.size();
     size_t at = begin_frame(out_, kFrameMethod, ch);
     Writer w(out_);
     w.u16(BasicPublish::kClassId);
@@ -694,33 +701,47 @@ uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
     ContentHeader h;
     h.body_size = body.size();
     h.properties = props;
-    encode_header_frame(out_, ch, h);
+    if (w.status() != WireStatus::Ok || !encode_header_frame(out_, ch, h)) {
+        // Refused, never cut: a cut routing key would route the message
+        // elsewhere.  Nothing of this publish stays in the output.
+        out_.resize(start);
+        if (why) {
+            auto over = [](const char* what, size_t n) {
+                return std::string(what) + " is " + std::to_string(n) + " bytes";
+            };
+            *why = "basic.publish refused (a short string holds at most 255 bytes): " +
+                   (exchange.size() > 255      ? over("the exchange name", exchange.size())
+                    : routing_key.size() > 255 ? over("the routing key", routing_key.size())
+                                               : std::string("a property is longer"));
+        }
+        return 0;
+    }
     encode_body_frames(out_, ch, body, frame_max_ == 0 ? kDefaultFrameMax : frame_max_);
     last_send_ = now_;
     Channel& c = channels_[ch];
     return c.confirms ? c.next_publish_seq++ : 0;
 }
 
-void Connection::basic_ack(uint16_t ch, uint64_t tag, bool multiple) {
+bool Connection::basic_ack(uint16_t ch, uint64_t tag, bool multiple) {
     BasicAck m;
     m.delivery_tag = tag;
     m.multiple = multiple;
-    request(ch, m);
+    return request(ch, m);
 }
 
-void Connection::basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue) {
+bool Connection::basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue) {
     BasicNack m;
     m.delivery_tag = tag;
     m.multiple = multiple;
     m.requeue = requeue;
-    request(ch, m);
+    return request(ch, m);
 }
 
-void Connection::basic_reject(uint16_t ch, uint64_t tag, bool requeue) {
+bool Connection::basic_reject(uint16_t ch, uint64_t tag, bool requeue) {
     BasicReject m;
     m.delivery_tag = tag;
     m.requeue = requeue;
-    request(ch, m);
+    return request(ch, m);
 }
 
 void Connection::close(uint16_t code, std::string text) {

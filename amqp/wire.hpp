@@ -128,7 +128,8 @@ private:
 // Appends to a caller-owned string.  Writing cannot fail except for a
 // shortstr over 255 bytes: the writer then records TooLong and writes the
 // first 255 bytes, so the output stays well formed; callers that pass
-// outside strings check status().
+// outside strings check status() and must not send such output (the
+// encoders in methods.hpp drop it and report the refusal).
 class Writer {
 public:
     explicit Writer(std::string& out) : out_(out) {}
