@@ -264,8 +264,10 @@ void Connection::send_start_ok(const ConnectionStart& s) {
     p.push_back({"capabilities", FieldValue::make_table(std::move(caps))});
     ok.mechanism = "PLAIN";
     ok.response = plain_response();
-    // The server's locale list is space-separated; take the first.
-    ok.locale = s.locales.substr(0, s.locales.find(' '));
+    // The server's locale list is space-separated; take the first.  A
+    // hostile one longer than a shortstr is cut (as the writer used to):
+    // refusing would leave start-ok unsent and the handshake hanging.
+    ok.locale = s.locales.substr(0, std::min<size_t>(s.locales.find(' '), 255));
     if (ok.locale.empty()) ok.locale = "en_US";
     send(0, ok);
     start_ok_sent_ = true;

@@ -567,6 +567,19 @@ TEST_CASE("connection: a virtual host name over 255 bytes closes the connection,
     CHECK(e.text.find("256 bytes") != std::string::npos);
 }
 
+TEST_CASE("connection: a server locale over 255 bytes still gets a start-ok") {
+    Connection c(options());
+    c.start(1000);
+    ConnectionStart st;
+    st.locales = std::string(300, 'l');
+    std::string f;
+    encode_method_frame(f, 0, st);
+    feed(c, f);
+    auto sent = take_output(c, true);
+    REQUIRE(sent.size() == 1);
+    CHECK(std::get<ConnectionStartOk>(sent[0].method).locale == std::string(255, 'l'));
+}
+
 TEST_CASE("connection: blocked, unblocked, server cancel, flow") {
     Connection c(options());
     open_connection(c);
