@@ -33,6 +33,18 @@ Event make_event(EventKind k, uint16_t channel = 0) {
     return e;
 }
 
+// connection.close or channel.close.  The encoder cuts a reply-text over
+// 255 bytes (it only explains), so a close always goes out.
+template <class Close>
+Close make_close(uint16_t code, std::string_view text, uint16_t class_id, uint16_t method_id) {
+    Close c;
+    c.reply_code = code;
+    c.reply_text = std::string(text);
+    c.class_id = class_id;
+    c.method_id = method_id;
+    return c;
+}
+
 }  // namespace
 
 const char* to_string(EventKind k) {
@@ -115,9 +127,18 @@ bool Connection::next_event(Event& ev) {
     return true;
 }
 
-void Connection::send(uint16_t ch, const Method& m) {
-    encode_method_frame(out_, ch, m);
+bool Connection::send(uint16_t ch, const Method& m) {
+    if (!encode_method_frame(out_, ch, m)) return false;
     last_send_ = now_;
+    return true;
+}
+
+void Connection::send_close(uint16_t ch, uint16_t code, std::string_view text,
+                            uint16_t class_id, uint16_t method_id) {
+    if (ch == 0)
+        send(0, make_close<ConnectionClose>(code, text, class_id, method_id));
+    else
+        send(ch, make_close<ChannelClose>(code, text, class_id, method_id));
 }
 
 void Connection::emit_closed(CloseReason r, uint16_t code, std::string text) {
@@ -133,12 +154,7 @@ void Connection::emit_closed(CloseReason r, uint16_t code, std::string text) {
 void Connection::protocol_error(uint16_t code, std::string text, uint16_t class_id,
                                 uint16_t method_id) {
     if (state_ == State::Closed) return;
-    ConnectionClose c;
-    c.reply_code = code;
-    c.reply_text = text.substr(0, 255);
-    c.class_id = class_id;
-    c.method_id = method_id;
-    send(0, c);
+    send_close(0, code, text, class_id, method_id);
     emit_closed(CloseReason::ProtocolError, code, std::move(text));
 }
 
@@ -186,6 +202,14 @@ Connection::Channel* Connection::channel(uint16_t ch) {
     return &channels_[ch];
 }
 
+bool Connection::decode(std::string_view payload, Method& m) {
+    std::string why;
+    DecodeStatus st = decode_method(payload, m, &why);
+    if (st == DecodeStatus::Ok) return true;
+    protocol_error(reply_code(st), why);
+    return false;
+}
+
 void Connection::handle_frame(const FrameView& f) {
     if (f.type == kFrameHeartbeat) return;  // last_recv_ already updated
     if (f.channel == 0) {
@@ -194,13 +218,7 @@ void Connection::handle_frame(const FrameView& f) {
             return;
         }
         Method m;
-        std::string why;
-        DecodeStatus st = decode_method(f.payload, m, &why);
-        if (st != DecodeStatus::Ok) {
-            protocol_error(reply_code(st), why);
-            return;
-        }
-        handle_connection_method(m);
+        if (decode(f.payload, m)) handle_connection_method(m);
         return;
     }
     if (state_ == State::Closing) return;  // discard all but connection.close/close-ok
@@ -224,12 +242,7 @@ void Connection::handle_frame(const FrameView& f) {
         return;
     }
     Method m;
-    std::string why;
-    DecodeStatus st = decode_method(f.payload, m, &why);
-    if (st != DecodeStatus::Ok) {
-        protocol_error(reply_code(st), why);
-        return;
-    }
+    if (!decode(f.payload, m)) return;
     if (c->content != Content::None) {
         protocol_error(kUnexpectedFrame, std::string(method_name(m)) + " on channel " +
                                              std::to_string(f.channel) +
@@ -238,6 +251,10 @@ void Connection::handle_frame(const FrameView& f) {
         return;
     }
     handle_channel_method(f.channel, *c, m);
+}
+
+std::string Connection::plain_response() const {
+    return std::string(1, '\0') + opt_.login + std::string(1, '\0') + opt_.password;
 }
 
 void Connection::send_start_ok(const ConnectionStart& s) {
@@ -254,9 +271,11 @@ void Connection::send_start_ok(const ConnectionStart& s) {
         p.push_back({"connection_name", FieldValue::make_string(opt_.connection_name)});
     p.push_back({"capabilities", FieldValue::make_table(std::move(caps))});
     ok.mechanism = "PLAIN";
-    ok.response = std::string(1, '\0') + opt_.login + std::string(1, '\0') + opt_.password;
-    // The server's locale list is space-separated; take the first.
-    ok.locale = s.locales.substr(0, s.locales.find(' '));
+    ok.response = plain_response();
+    // The server's locale list is space-separated; take the first.  A
+    // hostile one longer than a shortstr is cut (as the writer used to):
+    // refusing would leave start-ok unsent and the handshake hanging.
+    ok.locale = s.locales.substr(0, std::min<size_t>(s.locales.find(' '), 255));
     if (ok.locale.empty()) ok.locale = "en_US";
     send(0, ok);
     start_ok_sent_ = true;
@@ -305,7 +324,7 @@ void Connection::handle_connection_method(const Method& m) {
         if (std::holds_alternative<ConnectionSecure>(m)) {
             // PLAIN needs no challenge; answer with the same response.
             ConnectionSecureOk ok;
-            ok.response = std::string(1, '\0') + opt_.login + std::string(1, '\0') + opt_.password;
+            ok.response = plain_response();
             send(0, ok);
             return;
         }
@@ -323,7 +342,14 @@ void Connection::handle_connection_method(const Method& m) {
             send(0, ok);
             ConnectionOpen open;
             open.virtual_host = opt_.vhost;
-            send(0, open);
+            if (!send(0, open)) {
+                // A cut name would open another virtual host: give up.
+                std::string why = "virtual host name of " + std::to_string(opt_.vhost.size()) +
+                                  " bytes (AMQP allows 255)";
+                send_close(0, kReplySuccess, why);
+                emit_closed(CloseReason::ClosedByUs, kReplySuccess, std::move(why));
+                return;
+            }
             parser_.set_frame_max(frame_max_);
             state_ = State::AwaitOpenOk;
             return;
@@ -398,20 +424,14 @@ void Connection::handle_channel_method(uint16_t ch, Channel& c, Method& m) {
         ev.consumer_tag = std::move(d->consumer_tag);
         ev.delivery_tag = d->delivery_tag;
         ev.redelivered = d->redelivered;
-        ev.exchange = std::move(d->exchange);
-        ev.routing_key = std::move(d->routing_key);
-        c.pending = std::move(ev);
-        c.content = Content::AwaitHeader;
+        expect_content(c, std::move(ev), d->exchange, d->routing_key);
         return;
     }
     if (auto* r = std::get_if<BasicReturn>(&m)) {
         ev.kind = EventKind::Returned;
         ev.code = r->reply_code;
         ev.text = std::move(r->reply_text);
-        ev.exchange = std::move(r->exchange);
-        ev.routing_key = std::move(r->routing_key);
-        c.pending = std::move(ev);
-        c.content = Content::AwaitHeader;
+        expect_content(c, std::move(ev), r->exchange, r->routing_key);
         return;
     }
     if (auto* a = std::get_if<BasicAck>(&m)) {
@@ -465,6 +485,14 @@ void Connection::handle_channel_method(uint16_t ch, Channel& c, Method& m) {
         return;
     }
     events_.push_back(std::move(ev));
+}
+
+void Connection::expect_content(Channel& c, Event ev, std::string& exchange,
+                                std::string& routing_key) {
+    ev.exchange = std::move(exchange);
+    ev.routing_key = std::move(routing_key);
+    c.pending = std::move(ev);
+    c.content = Content::AwaitHeader;
 }
 
 void Connection::handle_header(uint16_t ch, Channel& c, std::string_view payload) {
@@ -584,31 +612,30 @@ uint16_t Connection::open_channel() {
     return ch;
 }
 
+bool Connection::request(uint16_t ch, const Method& m) {
+    return usable(ch) && send(ch, m);
+}
+
 void Connection::close_channel(uint16_t ch, uint16_t code, std::string text) {
     if (!usable(ch)) return;
-    ChannelClose c;
-    c.reply_code = code;
-    c.reply_text = std::move(text);
-    send(ch, c);
+    send_close(ch, code, text);
     channels_[ch].state = ChannelState::Closing;
     channels_[ch].content = Content::None;
 }
 
-void Connection::exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
+bool Connection::exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
                                   bool durable, bool auto_delete) {
-    if (!usable(ch)) return;
     ExchangeDeclare m;
     m.exchange = std::move(name);
     m.type = std::move(type);
     m.passive = passive;
     m.durable = durable;
     m.auto_delete = auto_delete;
-    send(ch, m);
+    return request(ch, std::move(m));
 }
 
-void Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool durable,
+bool Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool durable,
                                bool exclusive, bool auto_delete, Table args) {
-    if (!usable(ch)) return;
     QueueDeclare m;
     m.queue = std::move(name);
     m.passive = passive;
@@ -616,36 +643,32 @@ void Connection::queue_declare(uint16_t ch, std::string name, bool passive, bool
     m.exclusive = exclusive;
     m.auto_delete = auto_delete;
     m.arguments = std::move(args);
-    send(ch, m);
+    return request(ch, std::move(m));
 }
 
-void Connection::queue_bind(uint16_t ch, std::string queue, std::string exchange,
+bool Connection::queue_bind(uint16_t ch, std::string queue, std::string exchange,
                             std::string routing_key) {
-    if (!usable(ch)) return;
     QueueBind m;
     m.queue = std::move(queue);
     m.exchange = std::move(exchange);
     m.routing_key = std::move(routing_key);
-    send(ch, m);
+    return request(ch, std::move(m));
 }
 
-void Connection::queue_delete(uint16_t ch, std::string queue) {
-    if (!usable(ch)) return;
+bool Connection::queue_delete(uint16_t ch, std::string queue) {
     QueueDelete m;
     m.queue = std::move(queue);
-    send(ch, m);
+    return request(ch, std::move(m));
 }
 
-void Connection::basic_qos(uint16_t ch, uint16_t prefetch_count) {
-    if (!usable(ch)) return;
+bool Connection::basic_qos(uint16_t ch, uint16_t prefetch_count) {
     BasicQos m;
     m.prefetch_count = prefetch_count;
-    send(ch, m);
+    return request(ch, m);
 }
 
 void Connection::confirm_select(uint16_t ch) {
-    if (!usable(ch)) return;
-    send(ch, ConfirmSelect{});
+    if (!request(ch, ConfirmSelect{})) return;
     // The server numbers publishes from 1 starting with the select.
     if (!channels_[ch].confirms) {
         channels_[ch].confirms = true;
@@ -653,30 +676,29 @@ void Connection::confirm_select(uint16_t ch) {
     }
 }
 
-void Connection::basic_consume(uint16_t ch, std::string queue, std::string consumer_tag,
+bool Connection::basic_consume(uint16_t ch, std::string queue, std::string consumer_tag,
                                bool no_ack, bool exclusive) {
-    if (!usable(ch)) return;
     BasicConsume m;
     m.queue = std::move(queue);
     m.consumer_tag = std::move(consumer_tag);
     m.no_ack = no_ack;
     m.exclusive = exclusive;
-    send(ch, m);
+    return request(ch, std::move(m));
 }
 
-void Connection::basic_cancel(uint16_t ch, std::string consumer_tag) {
-    if (!usable(ch)) return;
+bool Connection::basic_cancel(uint16_t ch, std::string consumer_tag) {
     BasicCancel m;
     m.consumer_tag = std::move(consumer_tag);
-    send(ch, m);
+    return request(ch, std::move(m));
 }
 
 uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
                                    std::string_view routing_key, const BasicProperties& props,
-                                   std::string_view body, bool mandatory) {
+                                   std::string_view body, bool mandatory, std::string* why) {
     if (!usable(ch)) return 0;
     // Written straight into the output, without building a BasicPublish
     // (which would copy exchange and routing key into std::strings).
+    size_t start = out_.size();
     size_t at = begin_frame(out_, kFrameMethod, ch);
     Writer w(out_);
     w.u16(BasicPublish::kClassId);
@@ -689,36 +711,47 @@ uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
     ContentHeader h;
     h.body_size = body.size();
     h.properties = props;
-    encode_header_frame(out_, ch, h);
+    if (w.status() != WireStatus::Ok || !encode_header_frame(out_, ch, h)) {
+        // Refused, never cut: a cut routing key would route the message
+        // elsewhere.  Nothing of this publish stays in the output.
+        out_.resize(start);
+        if (why) {
+            auto over = [](const char* what, size_t n) {
+                return std::string(what) + " is " + std::to_string(n) + " bytes";
+            };
+            *why = "basic.publish refused (a short string holds at most 255 bytes): " +
+                   (exchange.size() > 255      ? over("the exchange name", exchange.size())
+                    : routing_key.size() > 255 ? over("the routing key", routing_key.size())
+                                               : std::string("a property is longer"));
+        }
+        return 0;
+    }
     encode_body_frames(out_, ch, body, frame_max_ == 0 ? kDefaultFrameMax : frame_max_);
     last_send_ = now_;
     Channel& c = channels_[ch];
     return c.confirms ? c.next_publish_seq++ : 0;
 }
 
-void Connection::basic_ack(uint16_t ch, uint64_t tag, bool multiple) {
-    if (!usable(ch)) return;
+bool Connection::basic_ack(uint16_t ch, uint64_t tag, bool multiple) {
     BasicAck m;
     m.delivery_tag = tag;
     m.multiple = multiple;
-    send(ch, m);
+    return request(ch, m);
 }
 
-void Connection::basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue) {
-    if (!usable(ch)) return;
+bool Connection::basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue) {
     BasicNack m;
     m.delivery_tag = tag;
     m.multiple = multiple;
     m.requeue = requeue;
-    send(ch, m);
+    return request(ch, m);
 }
 
-void Connection::basic_reject(uint16_t ch, uint64_t tag, bool requeue) {
-    if (!usable(ch)) return;
+bool Connection::basic_reject(uint16_t ch, uint64_t tag, bool requeue) {
     BasicReject m;
     m.delivery_tag = tag;
     m.requeue = requeue;
-    send(ch, m);
+    return request(ch, m);
 }
 
 void Connection::close(uint16_t code, std::string text) {
@@ -730,10 +763,7 @@ void Connection::close(uint16_t code, std::string text) {
         emit_closed(CloseReason::ClosedByUs, code, std::move(text));
         return;
     }
-    ConnectionClose c;
-    c.reply_code = code;
-    c.reply_text = std::move(text);
-    send(0, c);
+    send_close(0, code, text);
     state_ = State::Closing;
     close_deadline_ = now_ + kCloseTimeoutMs;
 }

@@ -119,27 +119,34 @@ public:
 
     // Requests, valid once open (ignored otherwise).  Completion arrives as
     // an event.  Channel arguments must name a channel from open_channel().
+    // Those returning bool return false when nothing was sent: the channel
+    // is not usable, or a name, key or tag is over 255 bytes (a shortstr;
+    // refused rather than cut, which would name something else).
     // Returns the channel number (>= 1), or 0 when all are in use.
     uint16_t open_channel();
     void close_channel(uint16_t ch, uint16_t code = 200, std::string text = "");
-    void exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
+    bool exchange_declare(uint16_t ch, std::string name, std::string type, bool passive,
                           bool durable, bool auto_delete);
-    void queue_declare(uint16_t ch, std::string name, bool passive, bool durable, bool exclusive,
+    bool queue_declare(uint16_t ch, std::string name, bool passive, bool durable, bool exclusive,
                        bool auto_delete, Table args = {});
-    void queue_bind(uint16_t ch, std::string queue, std::string exchange, std::string routing_key);
-    void queue_delete(uint16_t ch, std::string queue);
-    void basic_qos(uint16_t ch, uint16_t prefetch_count);
+    bool queue_bind(uint16_t ch, std::string queue, std::string exchange, std::string routing_key);
+    bool queue_delete(uint16_t ch, std::string queue);
+    bool basic_qos(uint16_t ch, uint16_t prefetch_count);
     void confirm_select(uint16_t ch);
-    void basic_consume(uint16_t ch, std::string queue, std::string consumer_tag, bool no_ack,
+    bool basic_consume(uint16_t ch, std::string queue, std::string consumer_tag, bool no_ack,
                        bool exclusive);
-    void basic_cancel(uint16_t ch, std::string consumer_tag);
-    // Returns the publish sequence number when confirms are on for ch, else 0.
+    bool basic_cancel(uint16_t ch, std::string consumer_tag);
+    // Returns the publish sequence number when confirms are on for ch, else
+    // 0.  Nothing is sent, and 0 returned, when ch is not usable (ignored,
+    // like every request) or when the exchange, the routing key or a
+    // shortstr property is over 255 bytes: refused, never cut, and then
+    // only `why`, if given, is set to say which.
     uint64_t basic_publish(uint16_t ch, std::string_view exchange, std::string_view routing_key,
                            const BasicProperties& props, std::string_view body,
-                           bool mandatory = false);
-    void basic_ack(uint16_t ch, uint64_t tag, bool multiple = false);
-    void basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue);
-    void basic_reject(uint16_t ch, uint64_t tag, bool requeue);
+                           bool mandatory = false, std::string* why = nullptr);
+    bool basic_ack(uint16_t ch, uint64_t tag, bool multiple = false);
+    bool basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue);
+    bool basic_reject(uint16_t ch, uint64_t tag, bool requeue);
     // Starts the connection.close handshake; Closed(ClosedByUs) follows the
     // server's close-ok, or 5 s without it.
     void close(uint16_t code = 200, std::string text = "");
@@ -160,13 +167,27 @@ private:
     };
 
     void handle_frame(const FrameView& f);
+    // Decodes a method frame's payload; on failure closes the connection
+    // (502 or 503) and returns false.
+    bool decode(std::string_view payload, Method& m);
     void handle_connection_method(const Method& m);
     void handle_channel_method(uint16_t ch, Channel& c, Method& m);
+    // Starts assembling a Delivery/Returned (`ev`, which takes exchange and
+    // routing_key): the content header and body frames complete it.
+    void expect_content(Channel& c, Event ev, std::string& exchange, std::string& routing_key);
     void handle_header(uint16_t ch, Channel& c, std::string_view payload);
     void handle_body(uint16_t ch, Channel& c, std::string_view payload);
     void finish_content(uint16_t ch, Channel& c);
 
-    void send(uint16_t ch, const Method& m);
+    // Appends m as a frame; false (nothing appended) when encode_method
+    // refuses an overlong shortstr.
+    bool send(uint16_t ch, const Method& m);
+    // Sends m on ch if ch is usable(); false when nothing was sent.
+    bool request(uint16_t ch, const Method& m);
+    // connection.close (ch 0) or channel.close; the encoder cuts text to 255.
+    void send_close(uint16_t ch, uint16_t code, std::string_view text, uint16_t class_id = 0,
+                    uint16_t method_id = 0);
+    std::string plain_response() const;  // SASL PLAIN: \0login\0password
     void send_start_ok(const ConnectionStart& s);
     // Sends connection.close with the code and emits Closed(ProtocolError).
     void protocol_error(uint16_t code, std::string text, uint16_t class_id = 0,

@@ -22,6 +22,9 @@ public:
     void u32(const uint32_t& v) { w_.u32(v); }
     void u64(const uint64_t& v) { w_.u64(v); }
     void shortstr(const std::string& v) { w_.shortstr(v); }
+    // A reply text only explains: one over 255 bytes is cut to fit rather
+    // than failing the method (a close must still go out).
+    void text(const std::string& v) { w_.shortstr(std::string_view(v).substr(0, 255)); }
     void longstr(const std::string& v) { w_.longstr(v); }
     void table(const Table& v) { w_.table(v); }
     void bits(std::initializer_list<bool*> flags) {
@@ -35,6 +38,11 @@ public:
 private:
     Writer w_;
 };
+
+// reply-text (and connection.blocked's reason): a shortstr, cut by the
+// Encoder where names and keys are refused.
+void text(Reader& r, std::string& v) { r.shortstr(v); }
+void text(Encoder& e, const std::string& v) { e.text(v); }
 
 template <class IO> void fields(IO& io, ConnectionStart& m) {
     io.u8(m.version_major); io.u8(m.version_minor); io.table(m.server_properties);
@@ -57,10 +65,10 @@ template <class IO> void fields(IO& io, ConnectionOpen& m) {
 }
 template <class IO> void fields(IO& io, ConnectionOpenOk& m) { io.shortstr(m.known_hosts); }
 template <class IO> void fields(IO& io, ConnectionClose& m) {
-    io.u16(m.reply_code); io.shortstr(m.reply_text); io.u16(m.class_id); io.u16(m.method_id);
+    io.u16(m.reply_code); text(io, m.reply_text); io.u16(m.class_id); io.u16(m.method_id);
 }
 template <class IO> void fields(IO&, ConnectionCloseOk&) {}
-template <class IO> void fields(IO& io, ConnectionBlocked& m) { io.shortstr(m.reason); }
+template <class IO> void fields(IO& io, ConnectionBlocked& m) { text(io, m.reason); }
 template <class IO> void fields(IO&, ConnectionUnblocked&) {}
 
 template <class IO> void fields(IO& io, ChannelOpen& m) { io.shortstr(m.out_of_band); }
@@ -68,7 +76,7 @@ template <class IO> void fields(IO& io, ChannelOpenOk& m) { io.longstr(m.channel
 template <class IO> void fields(IO& io, ChannelFlow& m) { io.bits({&m.active}); }
 template <class IO> void fields(IO& io, ChannelFlowOk& m) { io.bits({&m.active}); }
 template <class IO> void fields(IO& io, ChannelClose& m) {
-    io.u16(m.reply_code); io.shortstr(m.reply_text); io.u16(m.class_id); io.u16(m.method_id);
+    io.u16(m.reply_code); text(io, m.reply_text); io.u16(m.class_id); io.u16(m.method_id);
 }
 template <class IO> void fields(IO&, ChannelCloseOk&) {}
 
@@ -115,7 +123,7 @@ template <class IO> void fields(IO& io, BasicPublish& m) {
     io.bits({&m.mandatory, &m.immediate});
 }
 template <class IO> void fields(IO& io, BasicReturn& m) {
-    io.u16(m.reply_code); io.shortstr(m.reply_text); io.shortstr(m.exchange);
+    io.u16(m.reply_code); text(io, m.reply_text); io.shortstr(m.exchange);
     io.shortstr(m.routing_key);
 }
 template <class IO> void fields(IO& io, BasicDeliver& m) {
@@ -167,7 +175,8 @@ uint16_t reply_code(DecodeStatus s) {
 }
 
 bool encode_method(const Method& m, std::string& out) {
-    return std::visit([&out](const auto& v) {
+    size_t start = out.size();
+    bool ok = std::visit([&out](const auto& v) {
         using T = std::decay_t<decltype(v)>;
         Encoder e(out);
         e.u16(T::kClassId);
@@ -177,6 +186,9 @@ bool encode_method(const Method& m, std::string& out) {
         fields(e, const_cast<T&>(v));
         return e.ok();
     }, m);
+    // The Writer cut the overlong string; none of it may go out.
+    if (!ok) out.resize(start);
+    return ok;
 }
 
 DecodeStatus decode_method(std::string_view payload, Method& out, std::string* why) {
@@ -260,6 +272,7 @@ void get(Reader& r, uint64_t& v) { r.u64(v); }
 }  // namespace
 
 bool encode_content_header(const ContentHeader& h, std::string& out) {
+    size_t start = out.size();
     Writer w(out);
     w.u16(h.class_id);
     w.u16(h.weight);
@@ -272,7 +285,9 @@ bool encode_content_header(const ContentHeader& h, std::string& out) {
     each_property(h.properties, [&](uint16_t, const auto& opt) {
         if (opt) put(w, *opt);
     });
-    return w.status() == WireStatus::Ok;
+    if (w.status() == WireStatus::Ok) return true;
+    out.resize(start);
+    return false;
 }
 
 DecodeStatus decode_content_header(std::string_view payload, ContentHeader& out,
@@ -307,16 +322,24 @@ DecodeStatus decode_content_header(std::string_view payload, ContentHeader& out,
 
 // ---- whole frames ----
 
-void encode_method_frame(std::string& out, uint16_t channel, const Method& m) {
+bool encode_method_frame(std::string& out, uint16_t channel, const Method& m) {
     size_t at = begin_frame(out, kFrameMethod, channel);
-    encode_method(m, out);
+    if (!encode_method(m, out)) {
+        out.resize(at);
+        return false;
+    }
     end_frame(out, at);
+    return true;
 }
 
-void encode_header_frame(std::string& out, uint16_t channel, const ContentHeader& h) {
+bool encode_header_frame(std::string& out, uint16_t channel, const ContentHeader& h) {
     size_t at = begin_frame(out, kFrameHeader, channel);
-    encode_content_header(h, out);
+    if (!encode_content_header(h, out)) {
+        out.resize(at);
+        return false;
+    }
     end_frame(out, at);
+    return true;
 }
 
 void encode_body_frames(std::string& out, uint16_t channel, std::string_view body,

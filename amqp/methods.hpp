@@ -171,8 +171,10 @@ enum class DecodeStatus {
 uint16_t reply_code(DecodeStatus s);
 
 // Appends class id, method id and the method's arguments (a method frame's
-// payload).  Returns false only if a shortstr field was over 255 bytes (it
-// was then cut to 255 so the output is still well formed).
+// payload).  A shortstr argument over 255 bytes (a name, key or tag) is
+// refused, never cut: encode_method then returns false and leaves `out` as
+// it was.  Reply texts (reply-text, connection.blocked's reason) only
+// explain, so they are cut to 255 bytes instead.
 bool encode_method(const Method& m, std::string& out);
 
 // Decodes a method frame payload.  On failure `out` is unspecified and
@@ -207,7 +209,8 @@ struct ContentHeader {
     BasicProperties properties;
 };
 
-// Appends a content header frame payload.  Same return as encode_method.
+// Appends a content header frame payload.  A shortstr property over 255
+// bytes is refused as in encode_method: false, `out` unchanged.
 bool encode_content_header(const ContentHeader& h, std::string& out);
 // Property flags naming properties basic does not have, or a continuation
 // word, are a syntax error, as are trailing bytes.
@@ -216,8 +219,10 @@ DecodeStatus decode_content_header(std::string_view payload, ContentHeader& out,
 
 // ---- whole frames ----
 
-void encode_method_frame(std::string& out, uint16_t channel, const Method& m);
-void encode_header_frame(std::string& out, uint16_t channel, const ContentHeader& h);
+// Append a whole frame; on a refused shortstr (see encode_method) they
+// return false and append nothing.
+bool encode_method_frame(std::string& out, uint16_t channel, const Method& m);
+bool encode_header_frame(std::string& out, uint16_t channel, const ContentHeader& h);
 // Appends body frames of at most frame_max - 8 payload bytes each (none for
 // an empty body).  frame_max must be >= kFrameMinSize.
 void encode_body_frames(std::string& out, uint16_t channel, std::string_view body,

@@ -125,35 +125,34 @@ WireStatus Reader::bits(std::initializer_list<bool*> flags) {
     return status_;
 }
 
-WireStatus Reader::table(Table& v) {
-    v.clear();
+template <class ReadOne> WireStatus Reader::nested(ReadOne&& read_one) {
     uint32_t n = 0;
     std::string_view body;
     if (u32(n) != WireStatus::Ok || bytes(n, body) != WireStatus::Ok) return status_;
     if (depth_ >= kMaxTableDepth) return fail(WireStatus::TooDeep);
     Reader sub(body, depth_ + 1);
-    while (!sub.at_end()) {
-        TableEntry e;
-        if (sub.shortstr(e.name) != WireStatus::Ok || sub.field_value(e.value) != WireStatus::Ok)
-            return fail(sub.status());
-        v.push_back(std::move(e));
-    }
+    while (!sub.at_end())
+        if (read_one(sub) != WireStatus::Ok) return fail(sub.status());
     return status_;
+}
+
+WireStatus Reader::table(Table& v) {
+    v.clear();
+    return nested([&v](Reader& sub) {
+        TableEntry e;
+        if (sub.shortstr(e.name) == WireStatus::Ok && sub.field_value(e.value) == WireStatus::Ok)
+            v.push_back(std::move(e));
+        return sub.status();
+    });
 }
 
 WireStatus Reader::field_array(FieldArray& v) {
     v.clear();
-    uint32_t n = 0;
-    std::string_view body;
-    if (u32(n) != WireStatus::Ok || bytes(n, body) != WireStatus::Ok) return status_;
-    if (depth_ >= kMaxTableDepth) return fail(WireStatus::TooDeep);
-    Reader sub(body, depth_ + 1);
-    while (!sub.at_end()) {
+    return nested([&v](Reader& sub) {
         FieldValue e;
-        if (sub.field_value(e) != WireStatus::Ok) return fail(sub.status());
-        v.push_back(std::move(e));
-    }
-    return status_;
+        if (sub.field_value(e) == WireStatus::Ok) v.push_back(std::move(e));
+        return sub.status();
+    });
 }
 
 WireStatus Reader::field_value(FieldValue& v) {
@@ -225,21 +224,26 @@ void Writer::bits(std::initializer_list<bool> flags) {
     u8(octet);
 }
 
-void Writer::table(const Table& v) {
+template <class WriteAll> void Writer::nested(WriteAll&& write_all) {
     size_t at = out_.size();
     u32(0);
-    for (const auto& e : v) {
-        shortstr(e.name);
-        field_value(e.value);
-    }
+    write_all();
     put_u32_at(out_, at, uint32_t(out_.size() - at - 4));
 }
 
+void Writer::table(const Table& v) {
+    nested([&] {
+        for (const auto& e : v) {
+            shortstr(e.name);
+            field_value(e.value);
+        }
+    });
+}
+
 void Writer::field_array(const FieldArray& v) {
-    size_t at = out_.size();
-    u32(0);
-    for (const auto& e : v) field_value(e);
-    put_u32_at(out_, at, uint32_t(out_.size() - at - 4));
+    nested([&] {
+        for (const auto& e : v) field_value(e);
+    });
 }
 
 void Writer::field_value(const FieldValue& v) {

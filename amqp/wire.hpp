@@ -105,6 +105,10 @@ public:
     bool ok() const { return status_ == WireStatus::Ok; }
 
 private:
+    // Reads a table or array: a long size, then elements until that many
+    // bytes are used up, each by read_one(sub) on a Reader one level
+    // deeper that spans exactly those bytes.
+    template <class ReadOne> WireStatus nested(ReadOne&& read_one);
     WireStatus fail(WireStatus s) {
         if (status_ == WireStatus::Ok) status_ = s;
         return status_;
@@ -124,7 +128,8 @@ private:
 // Appends to a caller-owned string.  Writing cannot fail except for a
 // shortstr over 255 bytes: the writer then records TooLong and writes the
 // first 255 bytes, so the output stays well formed; callers that pass
-// outside strings check status().
+// outside strings check status() and must not send such output (the
+// encoders in methods.hpp drop it and report the refusal).
 class Writer {
 public:
     explicit Writer(std::string& out) : out_(out) {}
@@ -145,6 +150,10 @@ public:
     std::string& out() { return out_; }
 
 private:
+    // Writes a long size placeholder, then write_all(), then patches the
+    // size to what write_all() appended.
+    template <class WriteAll> void nested(WriteAll&& write_all);
+
     std::string& out_;
     WireStatus status_ = WireStatus::Ok;
 };

@@ -90,10 +90,10 @@ bool parse_uint(const char* s, uint64_t max, uint64_t& out) {
     return true;
 }
 
-// Reads the first line of a password file.  Warns (returns a warning in
-// `warning`) when the file is readable by group or others.
-bool read_password_file(const std::string& path, std::string& password,
-                        std::string& error) {
+}  // namespace
+
+bool read_password_file(const std::string& path, std::string& password, std::string& error,
+                        bool* readable_by_others) {
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         error = "--password-file " + path + ": " + std::strerror(errno);
@@ -131,13 +131,9 @@ bool read_password_file(const std::string& path, std::string& password,
         return false;
     }
     password = std::move(data);
-    if (st.st_mode & (S_IRWXG | S_IRWXO))
-        log::warn("password file is readable by group or others; chmod 600 it",
-                  {{"file", path}});
+    if (readable_by_others) *readable_by_others = (st.st_mode & (S_IRWXG | S_IRWXO)) != 0;
     return true;
 }
-
-}  // namespace
 
 bool parse_brokers(const std::string& spec, uint16_t default_port,
                    std::vector<BrokerAddress>& out, std::string& error) {
@@ -482,8 +478,14 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
         if (!apply_flag(name, value, cfg, password_file, work_dir_set, error))
             return ConfigStatus::Error;
     }
-    if (!password_file.empty() && !read_password_file(password_file, cfg.password, error))
-        return ConfigStatus::Error;
+    if (!password_file.empty()) {
+        bool loose = false;
+        if (!read_password_file(password_file, cfg.password, error, &loose))
+            return ConfigStatus::Error;
+        if (loose)
+            log::warn("password file is readable by group or others; chmod 600 it",
+                      {{"file", password_file}});
+    }
     if (!work_dir_set) cfg.work_dir = cfg.state_dir + "/.ur-agent-work";
     return ConfigStatus::Ok;
 }

@@ -69,6 +69,14 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
 // The --help text.
 std::string usage_text();
 
+// Reads a password: the first line (without its end) of a regular file of
+// at most 64 KiB; an empty one is an error.  False with `error` set to
+// "--password-file PATH: why".  `readable_by_others`, if given, is set when
+// group or others may read the file (the agent warns; it is not refused).
+// Shared by the agent and urctl.
+bool read_password_file(const std::string& path, std::string& password, std::string& error,
+                        bool* readable_by_others = nullptr);
+
 // Parses "HOST[:PORT][,HOST[:PORT]...]" ("[v6addr]:port" for IPv6).
 bool parse_brokers(const std::string& spec, uint16_t default_port,
                    std::vector<BrokerAddress>& out, std::string& error);

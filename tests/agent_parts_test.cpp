@@ -275,6 +275,30 @@ TEST_CASE("config: --password-file reads the first line") {
     CHECK(err.find("hunter2") == std::string::npos);
 }
 
+// The one reader the agent and urctl share (urctl had its own copy).
+TEST_CASE("config: read_password_file: first line, errors name the flag and file") {
+    std::string dir = temp_dir();
+    std::string file = dir + "/pw";
+    write_text(file, "s3cret\r\nrest");
+    chmod(file.c_str(), 0640);
+    std::string pw, err;
+    bool loose = false;
+    REQUIRE(ur::read_password_file(file, pw, err, &loose));
+    CHECK(pw == "s3cret");
+    CHECK(loose);
+    chmod(file.c_str(), 0600);
+    REQUIRE(ur::read_password_file(file, pw, err, &loose));
+    CHECK(!loose);
+    write_text(file, std::string(65537, 'x'));
+    CHECK(!ur::read_password_file(file, pw, err));
+    CHECK(err == "--password-file " + file + ": larger than 64 KiB");
+    CHECK(!ur::read_password_file(dir, pw, err));
+    CHECK(err == "--password-file " + dir + ": not a regular file");
+    CHECK(!ur::read_password_file(dir + "/missing", pw, err));
+    CHECK(err.rfind("--password-file " + dir + "/missing: ", 0) == 0);
+    CHECK(pw == "s3cret");  // untouched by the failures
+}
+
 #if defined(__linux__)
 TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
     std::string root = temp_dir();

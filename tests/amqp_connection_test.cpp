@@ -500,6 +500,86 @@ TEST_CASE("connection: confirms number publishes from 1 and pass acks through") 
                                                "Nacked ch=1 tag=8 multiple"});
 }
 
+// A shortstr over 255 bytes used to be cut by the Writer and the publish
+// sent with the truncated routing key (routed to another queue).
+TEST_CASE("connection: basic.publish refuses a routing key over 255 bytes, never cuts it") {
+    Connection c(options());
+    open_connection(c);
+    c.confirm_select(1);
+    take_output(c);
+    const std::string fits(255, 'k'), over(256, 'k');
+    std::string why;
+    CHECK(c.basic_publish(1, "amq.topic", over, {}, "body", false, &why) == 0);
+    CHECK(why.find("routing key is 256 bytes") != std::string::npos);
+    CHECK(c.output().empty());
+    CHECK(c.basic_publish(1, std::string(300, 'x'), "k", {}, "body", false, &why) == 0);
+    CHECK(why.find("exchange name is 300 bytes") != std::string::npos);
+    BasicProperties long_prop;
+    long_prop.reply_to = over;
+    CHECK(c.basic_publish(1, "amq.topic", "k", long_prop, "body", false, &why) == 0);
+    CHECK(why.find("property") != std::string::npos);
+    CHECK(c.output().empty());
+    // A refused publish takes no sequence number: the next one is still 1.
+    why.clear();
+    CHECK(c.basic_publish(1, "amq.topic", fits, {}, "body", false, &why) == 1);
+    CHECK(why.empty());
+    auto sent = take_output(c);
+    REQUIRE(sent.size() == 3);
+    CHECK(std::get<BasicPublish>(sent[0].method).routing_key == fits);
+    CHECK(c.is_open());
+}
+
+TEST_CASE("connection: requests refuse a name over 255 bytes and send nothing") {
+    Connection c(options());
+    open_connection(c);
+    const std::string over(256, 'q');
+    CHECK_FALSE(c.queue_declare(1, over, false, false, true, true));
+    CHECK_FALSE(c.queue_bind(1, "q", "amq.topic", over));
+    CHECK_FALSE(c.basic_consume(1, "q", over, true, false));
+    CHECK_FALSE(c.exchange_declare(1, over, "topic", false, false, false));
+    CHECK(c.output().empty());
+    CHECK(c.queue_bind(1, "q", "amq.topic", std::string(255, 'q')));
+    auto sent = take_output(c);
+    REQUIRE(sent.size() == 1);
+    CHECK(std::get<QueueBind>(sent[0].method).routing_key == std::string(255, 'q'));
+    // A close text only explains: it is still cut to fit, so the close goes out.
+    c.close_channel(1, 200, std::string(400, 't'));
+    sent = take_output(c);
+    REQUIRE(sent.size() == 1);
+    CHECK(std::get<ChannelClose>(sent[0].method).reply_text == std::string(255, 't'));
+}
+
+TEST_CASE("connection: a virtual host name over 255 bytes closes the connection, not cut") {
+    ConnectionOptions o = options();
+    o.vhost = std::string(256, 'v');
+    Connection c(o);
+    c.start(1000);
+    feed(c, rabbitmq_start());
+    feed(c, pika("connection_tune"));
+    auto sent = take_output(c, true);
+    for (const auto& f : sent) CHECK(!std::holds_alternative<ConnectionOpen>(f.method));
+    REQUIRE(!sent.empty());
+    CHECK(std::holds_alternative<ConnectionClose>(sent.back().method));
+    Event e;
+    REQUIRE(c.next_event(e));
+    CHECK(e.kind == EventKind::Closed);
+    CHECK(e.close_reason == CloseReason::ClosedByUs);
+    CHECK(e.text.find("256 bytes") != std::string::npos);
+}
+
+TEST_CASE("connection: a server locale over 255 bytes still gets a start-ok") {
+    Connection c(options());
+    c.start(1000);
+    ConnectionStart st;
+    st.locales = std::string(300, 'l');
+    std::string f;
+    encode_method_frame(f, 0, st);
+    feed(c, f);
+    auto sent = take_output(c, true);
+    REQUIRE(sent.size() == 1);
+    CHECK(std::get<ConnectionStartOk>(sent[0].method).locale == std::string(255, 'l'));
+}
+
 TEST_CASE("connection: blocked, unblocked, server cancel, flow") {
     Connection c(options());
     open_connection(c);

@@ -226,3 +226,48 @@ TEST_CASE("methods: connection.start captured from RabbitMQ 3.10") {
     encode_method_frame(out, 0, m);
     CHECK(to_hex(out) == to_hex(frame));
 }
+
+// The encoders used to cut a shortstr over 255 bytes and report it in a
+// return value nobody read: a publish went out with a truncated key.
+TEST_CASE("methods: a shortstr over 255 bytes is refused, not cut; 255 bytes is fine") {
+    std::string out = "kept";
+    QueueBind b;
+    b.queue = "q";
+    b.exchange = "amq.topic";
+    b.routing_key = std::string(256, 'k');
+    CHECK_FALSE(encode_method(b, out));
+    CHECK(out == "kept");
+    CHECK_FALSE(encode_method_frame(out, 1, b));
+    CHECK(out == "kept");
+    BasicPublish p;
+    p.routing_key = std::string(256, 'k');
+    CHECK_FALSE(encode_method_frame(out, 1, p));
+    CHECK(out == "kept");
+
+    b.routing_key = std::string(255, 'k');
+    REQUIRE(encode_method_frame(out, 1, b));
+    Method m;
+    REQUIRE(decode_method(payload_of(out.substr(4)), m) == DecodeStatus::Ok);
+    CHECK(std::get<QueueBind>(m).routing_key == std::string(255, 'k'));
+
+    ContentHeader h;
+    h.properties.correlation_id = std::string(256, 'c');
+    out = "kept";
+    CHECK_FALSE(encode_content_header(h, out));
+    CHECK_FALSE(encode_header_frame(out, 1, h));
+    CHECK(out == "kept");
+    h.properties.correlation_id = std::string(255, 'c');
+    CHECK(encode_header_frame(out, 1, h));
+}
+
+TEST_CASE("methods: a reply text over 255 bytes is cut so the close still goes out") {
+    ConnectionClose c;
+    c.reply_code = 320;
+    c.reply_text = std::string(300, 't');
+    std::string out;
+    REQUIRE(encode_method_frame(out, 0, c));
+    Method m;
+    REQUIRE(decode_method(payload_of(out), m) == DecodeStatus::Ok);
+    CHECK(std::get<ConnectionClose>(m).reply_text == std::string(255, 't'));
+    CHECK(std::get<ConnectionClose>(m).reply_code == 320);
+}

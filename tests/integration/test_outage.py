@@ -25,8 +25,9 @@ import time
 import pika
 
 from urharness import (AgentTestCase, RABBITMQ_PORT, RABBITMQ_NODE, ROOT,
-                       WAIT, fd_count, port_accepts, rabbitmqctl,
-                       random_token, wait_until, wall_of, zombie_children)
+                       WAIT, fd_count, free_port_pair, port_accepts,
+                       rabbitmqctl, random_token, wait_until, wall_of,
+                       zombie_children)
 
 CYCLES = int(os.environ.get("UR_OUTAGE_CYCLES", "20"))
 RABBITMQ_SH = os.path.join(ROOT, "tests", "rabbitmq.sh")
@@ -154,7 +155,7 @@ class Outage(AgentTestCase):
                            + list(args), **kw).start()
         c = DurableClient(port or RABBITMQ_PORT, a.uuid)
         self.addCleanup(c.delete)
-        self.wait_log_n(a, "serving requests", 1)
+        a.wait_log_n("serving requests", 1)
         r = c.reply(c.send("#!/bin/sh\necho up\n"))
         self.assertEqual(r.get("stdout"), "up\n", r)
         # A slow (e.g. ASan) agent may publish its first ur.startup after our
@@ -162,19 +163,6 @@ class Outage(AgentTestCase):
         c.count("ur.startup.")
         c.buffer[:] = [m for m in c.buffer if not m[0].startswith("ur.startup.")]
         return a, c
-
-    def count_log(self, a, text):
-        return len([r for r in a.logs() if r.get("msg") == text])
-
-    def wait_log_n(self, a, text, n, secs=WAIT):
-        def nth():
-            got = [r for r in a.logs() if r.get("msg") == text]
-            return got[n - 1] if len(got) >= n else None
-        try:
-            return wait_until(nth, secs, "log record #%d %r" % (n, text))
-        except AssertionError as e:
-            raise AssertionError("%s; agent running: %s; log tail:\n%s" % (
-                e, a.running(), a.log_tail(30)))
 
     def held(self, c, tag="held", limit=600):
         """Sends a script that waits (at most limit/20 s) for a release
@@ -214,16 +202,16 @@ class Outage(AgentTestCase):
         startups0 = c.count("ur.startup.%s" % a.uuid)
         self.addCleanup(self.ensure_node_up)
         rabbitmqctl("stop_app")
-        self.wait_log_n(a, "lost the broker connection", 1)
+        a.wait_log_n("lost the broker connection", 1)
         open(release, "w").close()
-        self.wait_log_n(a, "execute finished", 2)  # while the broker is away
-        serving0 = self.count_log(a, "serving requests")
+        a.wait_log_n("execute finished", 2)  # while the broker is away
+        serving0 = a.count_log("serving requests")
         rabbitmqctl("start_app")
         t_back = time.time()
         wait_until(lambda: port_accepts(RABBITMQ_PORT), 60, "port back",
                    interval=0.02)
         t_back = time.time()
-        rec = self.wait_log_n(a, "serving requests", serving0 + 1, secs=60)
+        rec = a.wait_log_n("serving requests", serving0 + 1, secs=60)
         report("start_app -> agent serving", max(0.0, wall_of(rec) - t_back))
         r = c.reply(req, timeout=60)
         self.assertEqual((r.get("exit_status"), r.get("stdout")),
@@ -238,12 +226,12 @@ class Outage(AgentTestCase):
         self.assertEqual(hb[-1].get("heartbeat_s"), 2, hb)
         out = rabbitmqctl("eval", "os:getpid().")
         pid = int(out.strip().strip('"'))
-        lost0 = self.count_log(a, "lost the broker connection")
+        lost0 = a.count_log("lost the broker connection")
         t0 = time.time()
         os.kill(pid, signal.SIGSTOP)
         try:
-            rec = self.wait_log_n(a, "lost the broker connection", lost0 + 1,
-                                  secs=15)
+            rec = a.wait_log_n("lost the broker connection", lost0 + 1,
+                               secs=15)
             dead_after = wall_of(rec) - t0
             self.assertIn("peer dead", rec.get("reason", ""), rec)
             # A little longer than two intervals, then thaw.
@@ -254,7 +242,7 @@ class Outage(AgentTestCase):
         report("SIGSTOP: declared dead after (heartbeat 2 s)", dead_after)
         self.assertGreaterEqual(dead_after, 2.0)
         self.assertLess(dead_after, 7.0)
-        rec = self.wait_log_n(a, "serving requests", 2, secs=60)
+        rec = a.wait_log_n("serving requests", 2, secs=60)
         report("SIGCONT -> agent serving", wall_of(rec) - t_cont)
         self.prove_served(a, c, "SIGCONT")
 
@@ -283,11 +271,11 @@ class Outage(AgentTestCase):
         times = []
         try:
             for i in range(1, CYCLES + 1):
-                self.wait_log_n(a, "lost the broker connection", i, secs=60)
+                a.wait_log_n("lost the broker connection", i, secs=60)
                 wait_until(lambda: port_accepts(RABBITMQ_PORT, 0.05), 60,
                            "broker back, cycle %d" % i, interval=0.01)
                 t_back = time.time()
-                rec = self.wait_log_n(a, "serving requests", i + 1, secs=60)
+                rec = a.wait_log_n("serving requests", i + 1, secs=60)
                 times.append(max(0.0, wall_of(rec) - t_back))
                 open(os.path.join(sync, "served.%d" % i), "w").close()
                 self.assertTrue(a.running(), "agent died in cycle %d" % i)
@@ -314,15 +302,15 @@ class Outage(AgentTestCase):
 
     def test_delete_request_queue(self):
         a, c = self.agent()
-        serving0 = self.count_log(a, "serving requests")
+        serving0 = a.count_log("serving requests")
         queue = "ur.request.%s.%s" % (a.uuid, a.mac)
         t0 = time.time()
         rabbitmqctl("delete_queue", queue)
-        rec = self.wait_log_n(a, "serving requests", serving0 + 1, secs=15)
+        rec = a.wait_log_n("serving requests", serving0 + 1, secs=15)
         report("delete_queue -> consuming again", wall_of(rec) - t0)
         self.assertLess(wall_of(rec) - t0, 10)
         self.prove_served(a, c, "delete_queue")
-        self.assertEqual(self.count_log(a, "lost the broker connection"), 0)
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
 
     def test_memory_alarm_holds_reply_until_cleared(self):
         a, c = self.agent()
@@ -332,7 +320,7 @@ class Outage(AgentTestCase):
         rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
         try:
             open(release, "w").close()
-            self.wait_log_n(a, "execute finished", 2)
+            a.wait_log_n("execute finished", 2)
             a.wait_log(lambda r: "blocked" in r.get("msg", "")
                        and r.get("level") == 40, timeout=30,
                        what="connection.blocked logged")
@@ -351,20 +339,6 @@ class Outage(AgentTestCase):
         a.wait_log(lambda r: r.get("msg") == "the broker unblocked publishing",
                    what="unblocked logged")
         self.prove_served(a, c, "the alarm")
-
-
-def free_port_pair():
-    """A port p with p and p + 10000 (its Erlang distribution port) free."""
-    import socket
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p + 10000 < 65536 and not port_accepts(p) and \
-                not port_accepts(p + 10000):
-            return p
-    raise AssertionError("no free port pair")
 
 
 class Cluster(AgentTestCase):

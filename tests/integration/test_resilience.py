@@ -40,20 +40,6 @@ class Resilience(FakeBrokerTestCase):
 
     # -- helpers ---------------------------------------------------------
 
-    def count_log(self, a, text):
-        return len([r for r in a.logs() if r.get("msg") == text])
-
-    def wait_log_n(self, a, text, n, secs=WAIT):
-        """The n-th (1-based) log record whose msg is text."""
-        def nth():
-            got = [r for r in a.logs() if r.get("msg") == text]
-            return got[n - 1] if len(got) >= n else None
-        try:
-            return wait_until(nth, secs, "log record #%d %r" % (n, text))
-        except AssertionError as e:
-            raise AssertionError("%s; agent running: %s; log tail:\n%s" % (
-                e, a.running(), a.log_tail(30)))
-
     def held_script(self, tag):
         """A script that writes its pid to STARTED, waits (bounded, 30 s)
         for RELEASE, then prints PAYLOAD.  Returns (script, started,
@@ -88,7 +74,7 @@ class Resilience(FakeBrokerTestCase):
         """A fake broker and an agent serving on it, proven by one reply."""
         b = self.start_broker(heartbeat=broker_hb)
         a = self.new_agent([b], heartbeat=heartbeat, args=args, **kw).start()
-        self.wait_log_n(a, "serving requests", 1)
+        a.wait_log_n("serving requests", 1)
         r = self.execute(b, a, "#!/bin/sh\necho up\n")
         self.assertEqual(r["stdout"], "up\n")
         return b, a
@@ -111,15 +97,15 @@ class Resilience(FakeBrokerTestCase):
         injects it.  Returns the seconds from the fault to serving again."""
         b, a = self.up(heartbeat=heartbeat)
         sysinfo0 = b.count("ur.sysinfo.%s.*" % a.uuid)
-        lost0 = self.count_log(a, "lost the broker connection")
-        serving0 = self.count_log(a, "serving requests")
+        lost0 = a.count_log("lost the broker connection")
+        serving0 = a.count_log("serving requests")
         req, release, pid = self.start_held(b, a)
         t0 = time.time()
         fault(b, a)
-        self.wait_log_n(a, "lost the broker connection", lost0 + 1)
+        a.wait_log_n("lost the broker connection", lost0 + 1)
         if settle:
             settle(b, a)
-        rec = self.wait_log_n(a, "serving requests", serving0 + 1, secs=30)
+        rec = a.wait_log_n("serving requests", serving0 + 1, secs=30)
         took = wall_of(rec) - t0
         self.assertTrue(os.path.exists("/proc/%d" % pid),
                         "the running script died with the connection")
@@ -206,16 +192,16 @@ class Resilience(FakeBrokerTestCase):
         # delivered once the broker is back.
         b, a = self.up()
         req, release, pid = self.start_held(b, a)
-        serving0 = self.count_log(a, "serving requests")
+        serving0 = a.count_log("serving requests")
         b.cmd("stop-listening")
         b.cmd("drop-now")
-        self.wait_log_n(a, "cannot connect to the broker", 1)
+        a.wait_log_n("cannot connect to the broker", 1)
         open(release, "w").close()
-        self.wait_log_n(a, "execute finished", 2)
+        a.wait_log_n("execute finished", 2)
         self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, req)), 0)
         t_back = time.time()
         b.cmd("start-listening")
-        rec = self.wait_log_n(a, "serving requests", serving0 + 1)
+        rec = a.wait_log_n("serving requests", serving0 + 1)
         report("broker back (stop/start-listening) -> serving",
                wall_of(rec) - t_back)
         self.assertPayloadReply(self.reply(b, a, req))
@@ -244,18 +230,18 @@ class Resilience(FakeBrokerTestCase):
         (same connection: no 'lost the broker connection'), a held script
         survives, its reply and a new request are answered."""
         b, a = self.up()
-        serving0 = self.count_log(a, "serving requests")
+        serving0 = a.count_log("serving requests")
         req, release, pid = self.start_held(b, a)
         t0 = time.time()
         fault(b, a)
-        rec = self.wait_log_n(a, "serving requests", serving0 + 1)
+        rec = a.wait_log_n("serving requests", serving0 + 1)
         report(what, wall_of(rec) - t0)
         b.cmd("wait-consumers %s 1 10" % self.request_queue(a))
         b.cmd("wait-consumers ur.ping.%s 1 10" % a.uuid)
         open(release, "w").close()
         self.assertPayloadReply(self.reply(b, a, req))
         self.prove_served(b, a, what)
-        self.assertEqual(self.count_log(a, "lost the broker connection"), 0)
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
         self.prove_no_second_startup(b, a)
         return b, a
 
@@ -309,12 +295,12 @@ class Resilience(FakeBrokerTestCase):
         key = "ur.execute-reply.%s.%s" % (a.uuid, req)
         b.wait_count(key, 1)
         first = b.last(key)
-        serving0 = self.count_log(a, "serving requests")
+        serving0 = a.count_log("serving requests")
         # Confirms are timed at publish: this one stays pending until the
         # connection goes.
         b.cmd("confirm-delay 0")
         b.cmd("drop-now")
-        self.wait_log_n(a, "serving requests", serving0 + 1)
+        a.wait_log_n("serving requests", serving0 + 1)
         b.wait_count(key, 2)
         self.assertEqual(b.last(key), first, "re-published bytes differ")
         self.assertPayloadReply(json.loads(first[1]))
@@ -340,7 +326,7 @@ class Resilience(FakeBrokerTestCase):
                    and r.get("level") == 40, what="blocked logged")
         open(release, "w").close()
         # The child runs to its end while blocked.
-        self.wait_log_n(a, "execute finished", 2)
+        a.wait_log_n("execute finished", 2)
         key = "ur.execute-reply.%s.%s" % (a.uuid, req)
         time.sleep(1.0)  # proving an absence
         self.assertEqual(b.count(key), 0, "reply published while blocked")
@@ -348,9 +334,9 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("blocked off")
         self.assertPayloadReply(self.reply(b, a, req))
         report("unblocked -> held reply delivered", time.time() - t0)
-        self.wait_log_n(a, "the broker unblocked publishing", 1)
+        a.wait_log_n("the broker unblocked publishing", 1)
         self.prove_served(b, a, "blocked")
-        self.assertEqual(self.count_log(a, "lost the broker connection"), 0)
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
 
     def collector(self, b, uuid):
         """A pika connection to the fake broker with a plain (not
@@ -387,19 +373,19 @@ class Resilience(FakeBrokerTestCase):
         b, a = self.up(args=["--max-pending-bytes", "7000"])
         q = self.collector(b, a.uuid)
         held = [self.start_held(b, a, "h%d" % i) for i in range(3)]
-        serving0 = self.count_log(a, "serving requests")
+        serving0 = a.count_log("serving requests")
         b.cmd("stop-listening")
         b.cmd("drop-now")
-        self.wait_log_n(a, "cannot connect to the broker", 1)
+        a.wait_log_n("cannot connect to the broker", 1)
         for i, (req, release, pid) in enumerate(held):
             open(release, "w").close()
-            self.wait_log_n(a, "execute finished", 2 + i)
+            a.wait_log_n("execute finished", 2 + i)
         drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
                           what="the dropped reply logged")
         self.assertEqual(drop.get("level"), 50, drop)
         self.assertEqual(drop.get("req_id"), held[0][0], drop)
         b.cmd("start-listening")
-        self.wait_log_n(a, "serving requests", serving0 + 1)
+        a.wait_log_n("serving requests", serving0 + 1)
         got = self.drain(b, q, 2)
         keys = [k for k, _ in got]
         want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held[1:]]
@@ -417,7 +403,7 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("stop-listening")
         b.cmd("drop-now")
         # Attempts at about 0.1, 0.2, 0.4, 0.8, 1.6, 3.2 s apart.
-        self.wait_log_n(a, "cannot connect to the broker", 5, secs=15)
+        a.wait_log_n("cannot connect to the broker", 5, secs=15)
         recs = [r for r in a.logs() if r.get("msg") in (
             "lost the broker connection", "cannot connect to the broker")]
         delays = [r["retry_in_ms"] for r in recs]
@@ -441,13 +427,13 @@ class Resilience(FakeBrokerTestCase):
         b, a = self.up()
         b.cmd("stop-listening")
         b.cmd("drop-now")
-        self.wait_log_n(a, "cannot connect to the broker", 4, secs=15)
+        a.wait_log_n("cannot connect to the broker", 4, secs=15)
         b.cmd("start-listening")
-        self.wait_log_n(a, "serving requests", 2)
+        a.wait_log_n("serving requests", 2)
         b.cmd("drop-now")
-        rec = self.wait_log_n(a, "lost the broker connection", 2)
+        rec = a.wait_log_n("lost the broker connection", 2)
         self.assertLessEqual(rec["retry_in_ms"], 125, rec)
-        self.wait_log_n(a, "serving requests", 3)
+        a.wait_log_n("serving requests", 3)
         self.prove_served(b, a, "outage over")
 
     def test_backoff_keeps_growing_while_the_broker_flaps(self):
@@ -455,14 +441,14 @@ class Resilience(FakeBrokerTestCase):
         # a flapping broker, which must not be hammered.
         b, a = self.up()
         for i in range(5):
-            self.wait_log_n(a, "serving requests", i + 1, secs=15)
+            a.wait_log_n("serving requests", i + 1, secs=15)
             b.cmd("drop-now")
-            self.wait_log_n(a, "lost the broker connection", i + 1)
+            a.wait_log_n("lost the broker connection", i + 1)
         delays = [r["retry_in_ms"] for r in a.logs()
                   if r.get("msg") == "lost the broker connection"]
         for i, d in enumerate(delays):
             self.assertGreaterEqual(d, 100 * 2 ** i * 0.75, delays)
-        self.wait_log_n(a, "serving requests", 6, secs=15)
+        a.wait_log_n("serving requests", 6, secs=15)
         self.prove_served(b, a, "flapping")
 
     def test_cycles_through_every_broker(self):
@@ -546,7 +532,7 @@ class Resilience(FakeBrokerTestCase):
         a2.stop()
         a3 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
                             state_dir=a.state_dir, name="third").start()
-        self.wait_log_n(a3, "serving requests", 1)
+        a3.wait_log_n("serving requests", 1)
         time.sleep(0.5)  # proving an absence
         self.assertEqual(b.count(key), 1, "journal answered twice")
         self.assertEqual(b.count("ur.startup.%s" % a.uuid), 1)

@@ -490,6 +490,21 @@ class Agent:
         except AssertionError as e:
             raise AssertionError("%s; log tail:\n%s" % (e, self.log_tail()))
 
+    def count_log(self, text):
+        """How many log records have msg == text."""
+        return len([r for r in self.logs() if r.get("msg") == text])
+
+    def wait_log_n(self, text, n, secs=WAIT):
+        """The n-th (1-based) log record whose msg is text."""
+        def nth():
+            got = [r for r in self.logs() if r.get("msg") == text]
+            return got[n - 1] if len(got) >= n else None
+        try:
+            return wait_until(nth, secs, "log record #%d %r" % (n, text))
+        except AssertionError as e:
+            raise AssertionError("%s; agent running: %s; log tail:\n%s" % (
+                e, self.running(), self.log_tail(30)))
+
 
 class Proxy:
     """A TCP proxy on 127.0.0.1 to the test broker, to make outages the
@@ -716,6 +731,19 @@ def port_accepts(port, timeout=0.2):
             return True
     except OSError:
         return False
+
+
+def free_port_pair():
+    """A port p with p and p + 10000 (its Erlang distribution port) free."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p + 10000 < 65536 and not port_accepts(p) and \
+                not port_accepts(p + 10000):
+            return p
+    raise AssertionError("no free port pair")
 
 
 def fd_count(pid):

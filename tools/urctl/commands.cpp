@@ -105,7 +105,8 @@ private:
         std::string rid;
         if (!random_uuid(rid, error)) return SessionStatus::Lost;
         const std::string key = ping_key(uuid);
-        session_.publish(key, ping_body(client_id_, rid), true);
+        if (!session_.publish(key, ping_body(client_id_, rid), true, error))
+            return SessionStatus::Lost;
         for (;;) {
             Incoming in;
             SessionStatus s = session_.next(in, deadline_ms, error);
@@ -136,7 +137,7 @@ private:
         std::string rid;
         if (!random_uuid(rid, error)) return SessionStatus::Lost;
         const std::string key = broadcast_sysinfo_key(rid);
-        session_.publish(key, "{}", true);
+        if (!session_.publish(key, "{}", true, error)) return SessionStatus::Lost;
         for (;;) {
             Incoming in;
             SessionStatus s = session_.next(in, deadline_ms, error);
@@ -251,7 +252,8 @@ private:
         std::string rid, error;
         if (!random_uuid(rid, error)) return fail(kExitFailed, error);
         const std::string key = execute_key(node.uuid, rid);
-        session_.publish(key, execute_body(request()), true);
+        if (!session_.publish(key, execute_body(request()), true, error))
+            return fail(kExitFailed, "node " + opt_.node + ": " + error);
         uint64_t deadline = monotonic_ms() + opt_.timeout_ms;
         for (;;) {
             Incoming in;
@@ -328,7 +330,10 @@ private:
             if (!random_uuid(rid, error)) return fail(kExitFailed, error);
             results[i].node = nodes[i];
             by_req[rid] = i;
-            session_.publish(execute_key(nodes[i].uuid, rid), body, false);
+            // A node whose request cannot be sent is reported as not replying.
+            if (!session_.publish(execute_key(nodes[i].uuid, rid), body, false, error))
+                std::fprintf(ctx_.err, "urctl: node %s: %s\n", nodes[i].uuid.c_str(),
+                             error.c_str());
         }
         size_t pending = nodes.size();
         uint64_t deadline = monotonic_ms() + opt_.timeout_ms;

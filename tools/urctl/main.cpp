@@ -6,10 +6,9 @@
 #include <cstring>
 #include <string>
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "src/config.hpp"
 #include "tools/urctl/commands.hpp"
 #include "tools/urctl/options.hpp"
 #include "tools/urctl/session.hpp"
@@ -35,30 +34,6 @@ bool read_all(int fd, size_t max, std::string& out, std::string& error) {
     }
 }
 
-bool read_password_file(const std::string& path, std::string& password, std::string& error) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        error = "--password-file " + path + ": " + std::strerror(errno);
-        return false;
-    }
-    struct stat st;
-    std::string data, why;
-    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && read_all(fd, 65536, data, why);
-    close(fd);
-    if (!ok) {
-        error = "--password-file " + path + ": " + (why.empty() ? "not a regular file" : why);
-        return false;
-    }
-    size_t nl = data.find_first_of("\r\n");
-    if (nl != std::string::npos) data.resize(nl);
-    if (data.empty()) {
-        error = "--password-file " + path + ": empty";
-        return false;
-    }
-    password = std::move(data);
-    return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -74,7 +49,8 @@ int main(int argc, char** argv) {
         return urctl::kExitUsage;
     case urctl::ParseStatus::Ok: break;
     }
-    if (!opt.password_file.empty() && !read_password_file(opt.password_file, opt.password, error)) {
+    if (!opt.password_file.empty() &&
+        !ur::read_password_file(opt.password_file, opt.password, error)) {
         std::fprintf(stderr, "urctl: %s\n", error.c_str());
         return urctl::kExitUsage;
     }

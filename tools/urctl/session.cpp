@@ -408,11 +408,16 @@ SessionStatus Session::open(const SessionOptions& opt, const std::string& queue,
     return SessionStatus::Ok;
 }
 
-void Session::publish(std::string_view routing_key, std::string_view body, bool mandatory) {
-    if (!conn_ || !conn_->is_open()) return;
+bool Session::publish(std::string_view routing_key, std::string_view body, bool mandatory,
+                      std::string& error) {
+    if (!conn_ || !conn_->is_open()) return true;  // next() says Lost
     amqp::BasicProperties props;
     props.content_type = "application/json";
-    conn_->basic_publish(ch_, "amq.topic", routing_key, props, body, mandatory);
+    std::string why;
+    conn_->basic_publish(ch_, "amq.topic", routing_key, props, body, mandatory, &why);
+    if (why.empty()) return true;
+    error = std::move(why);
+    return false;
 }
 
 SessionStatus Session::next(Incoming& in, uint64_t deadline_ms, std::string& error) {

@@ -71,8 +71,11 @@ public:
 
     // Queues a publish to amq.topic with content-type application/json.
     // With `mandatory`, an unroutable message comes back as a Returned
-    // Incoming.  Output leaves during the next wait.
-    void publish(std::string_view routing_key, std::string_view body, bool mandatory);
+    // Incoming.  Output leaves during the next wait, which also reports a
+    // lost connection.  False with `error` set when the publish was refused:
+    // a routing key over 255 bytes (AMQP cannot carry it; it is never cut).
+    bool publish(std::string_view routing_key, std::string_view body, bool mandatory,
+                 std::string& error);
 
     // Waits for the next Incoming, flushing output meanwhile.  Ok with `in`
     // set; Timeout at the deadline; Lost / Interrupted as they happen.
