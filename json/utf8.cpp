@@ -40,19 +40,26 @@ const unsigned char* sanitize(const unsigned char* p, const unsigned char* end,
 
 }  // namespace
 
-bool is_valid_utf8(std::string_view bytes)
+size_t valid_utf8_prefix(std::string_view bytes)
 {
-    auto p = reinterpret_cast<const unsigned char*>(bytes.data());
+    auto begin = reinterpret_cast<const unsigned char*>(bytes.data());
+    auto p = begin;
     auto end = p + bytes.size();
     for (;;) {
         while (end - p >= 8 && !detail::has_high(detail::load8(p))) p += 8;
         while (p < end && *p < 0x80) ++p;
-        if (p == end) return true;
+        if (p == end) break;
         size_t need;
         if (utf8_prefix(p, static_cast<size_t>(end - p), need) != need)
-            return false;
+            break;
         p += need;
     }
+    return static_cast<size_t>(p - begin);
+}
+
+bool is_valid_utf8(std::string_view bytes)
+{
+    return valid_utf8_prefix(bytes) == bytes.size();
 }
 
 std::string string_from_bytes(std::string_view bytes)

@@ -60,6 +60,9 @@ inline size_t utf8_prefix(const unsigned char* p, size_t avail, size_t& need)
 
 // Whether bytes is entirely well-formed UTF-8.
 bool is_valid_utf8(std::string_view bytes);
+// The length of the longest prefix of bytes made of complete, well-formed
+// sequences (it stops before an ill-formed or cut-off one).
+size_t valid_utf8_prefix(std::string_view bytes);
 
 // bytes as valid UTF-8, ill-formed parts replaced by U+FFFD.
 std::string string_from_bytes(std::string_view bytes);
@@ -72,6 +75,9 @@ public:
     // Ends the stream: a kept-back incomplete sequence becomes one U+FFFD.
     // The sanitizer is then ready for a new stream.
     void finish(std::string& out);
+    // No sequence kept back: feed() would pass a well-formed chunk through
+    // unchanged.
+    bool idle() const { return npending_ == 0; }
 
 private:
     unsigned char pending_[4] = {};

@@ -749,7 +749,12 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                   {{"req_id", field(run.req_id)}});
     OutMessage m;
     m.routing_key = run.reply_key;
-    m.body = execute_reply_body(o);
+    if (r.out.escaped) {
+        o.out.data = {};  // the capture becomes the body
+        m.body = execute_reply_body(o, std::move(r.out.data));
+    } else {
+        m.body = execute_reply_body(o);
+    }
     memory::note_buffer(m.body.size());
     // Free the captured streams (o only views them) before enqueue()
     // frames the body for the socket: the peak is then two copies of the

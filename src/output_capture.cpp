@@ -34,6 +34,17 @@ void OutputCapture::encode(const char* data, size_t n, std::string& out) {
         out.append(data, n);
         return;
     }
+    if (utf8_.idle()) {
+        // The common case, well-formed output: escape it straight from the
+        // read buffer; only what follows a bad or cut sequence goes through
+        // the sanitizer (the same bytes either way).
+        size_t ok = json::valid_utf8_prefix(std::string_view(data, n));
+        json::append_escaped(out, std::string_view(data, ok));
+        data += ok;
+        n -= ok;
+        if (n == 0)
+            return;
+    }
     scratch_.clear();
     utf8_.feed(std::string_view(data, n), scratch_);
     json::append_escaped(out, scratch_);

@@ -286,12 +286,10 @@ static void append_stream(std::string& out, const char* name, const StreamReply&
         json::append_quoted(out, json::string_from_bytes(s.data));
 }
 
-std::string execute_reply_body(const ExecuteOutcome& o) {
-    std::string out;
-    out.reserve(o.out.data.size() + o.err.data.size() + 256);
-    out += "{\"exit_status\":";
-    out += std::to_string(o.exit_status);
-    append_stream(out, "stdout", o.out);
+namespace {
+
+// Everything after stdout's value: stderr and the extensions.
+void append_reply_rest(std::string& out, const ExecuteOutcome& o) {
     append_stream(out, "stderr", o.err);
     if (o.signal != 0) {
         out += ",\"signal\":";
@@ -307,6 +305,33 @@ std::string execute_reply_body(const ExecuteOutcome& o) {
     }
     if (o.has_duration) out += ",\"duration_ms\":" + std::to_string(o.duration_ms);
     out += '}';
+}
+
+std::string reply_prefix(const ExecuteOutcome& o) {
+    return "{\"exit_status\":" + std::to_string(o.exit_status);
+}
+
+}  // namespace
+
+std::string execute_reply_body(const ExecuteOutcome& o) {
+    std::string out;
+    out.reserve(o.out.data.size() + o.err.data.size() + 256);
+    out += reply_prefix(o);
+    append_stream(out, "stdout", o.out);
+    append_reply_rest(out, o);
+    return out;
+}
+
+std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_stdout) {
+    std::string head = reply_prefix(o) + ",\"stdout\":\"";
+    std::string out = std::move(escaped_stdout);
+    // Room for both ends at once; a capture of any size already has it
+    // (OutputCapture reserves its head with slack), so this moves the
+    // output in place instead of copying it to a new buffer.
+    out.reserve(out.size() + head.size() + o.err.data.size() + 256);
+    out.insert(0, head);
+    out += '"';
+    append_reply_rest(out, o);
     return out;
 }
 

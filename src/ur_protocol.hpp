@@ -82,6 +82,10 @@ struct ExecuteOutcome {
 
 // {"exit_status":..,"stdout":..,"stderr":.., extensions...}
 std::string execute_reply_body(const ExecuteOutcome& o);
+// The same body, built in the buffer of `escaped_stdout` (the stdout
+// capture, already JSON-escaped; o.out.data is not read): a big output is
+// moved within its own memory, not copied to a second buffer.
+std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_stdout);
 // exit_status 2, stderr "ur-agent: invalid request: <reason>\n"
 std::string invalid_request_body(std::string_view reason);
 // {"req_id":..,"timestamp":..}

@@ -170,3 +170,14 @@ TEST_CASE("string_from_bytes handles large mixed input")
     CHECK(json::is_valid_utf8(out));
     CHECK(out.size() == in.size() + (100000 - 100000 / 7 - 1) * 2);
 }
+
+TEST_CASE("utf8: valid_utf8_prefix stops before an ill-formed or cut sequence") {
+    CHECK(json::valid_utf8_prefix("") == 0);
+    CHECK(json::valid_utf8_prefix("abc") == 3);
+    CHECK(json::valid_utf8_prefix("ab\xc3\xa9z") == 5);
+    CHECK(json::valid_utf8_prefix("ab\xc3") == 2);             // cut off
+    CHECK(json::valid_utf8_prefix("abcdefghij\xe2\x82") == 10);  // cut, after the 8-byte scan
+    CHECK(json::valid_utf8_prefix("a\xff" "b") == 1);           // ill-formed
+    CHECK(json::valid_utf8_prefix("\xed\xa0\x80") == 0);        // surrogate
+    CHECK(json::valid_utf8_prefix("\xf0\x9f\x98\x80!") == 5);
+}

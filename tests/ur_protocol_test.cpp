@@ -193,3 +193,30 @@ TEST_CASE("reply: an escaped stream gives the same body as its raw bytes") {
     CHECK(execute_reply_body(b) == execute_reply_body(a));
     CHECK(execute_reply_body(b).find("\"stdout_truncated\":true") != std::string::npos);
 }
+
+TEST_CASE("reply: built in the stdout capture's buffer, the same body") {
+    std::string raw_out = "big \"output\"\n\xff", raw_err = "e\n";
+    for (bool truncated : {false, true}) {
+        for (int signal : {0, 9}) {
+            ExecuteOutcome o;
+            o.exit_status = signal ? 137 : 0;
+            o.signal = signal;
+            o.timed_out = truncated;
+            o.duration_ms = 5;
+            std::string esc_out, esc_err;
+            json::append_escaped(esc_out, json::string_from_bytes(raw_out));
+            json::append_escaped(esc_err, json::string_from_bytes(raw_err));
+            o.out = {esc_out, 1000, truncated, true};
+            o.err = {esc_err, raw_err.size(), false, true};
+            std::string want = execute_reply_body(o);
+            std::string buf = esc_out;
+            buf.reserve(1 << 16);
+            const char* mem = buf.data();
+            ExecuteOutcome moved = o;
+            moved.out.data = {};
+            std::string got = execute_reply_body(moved, std::move(buf));
+            CHECK(got == want);
+            CHECK(got.data() == mem);  // no second buffer
+        }
+    }
+}
