@@ -8,6 +8,8 @@
 
 #include "src/memory.hpp"
 
+#if defined(__GLIBC__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define UR_MEMORY_TEST 1
 namespace {
 
 // RssAnon of this process in KiB, or -1 where /proc does not tell.
@@ -23,9 +25,10 @@ long rss_anon_kib() {
 }
 
 }  // namespace
+#endif
 
 TEST_CASE("memory: big buffers do not linger; the heap is trimmed when idle") {
-#if defined(__GLIBC__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#ifdef UR_MEMORY_TEST
     ur::memory::tune();
     // Start from a trimmed heap (earlier tests in this process used it).
     ur::memory::note_buffer(1u << 20);
