@@ -66,6 +66,10 @@ TOOLS    := $(addprefix $(BUILD)/,$(TOOL_DIRS))
 UNIT     := $(BUILD)/tests/unit
 
 .PHONY: all check unit bench demo fuzz hostile install clean deps
+# Keep the tools' object files: make would otherwise delete them as
+# intermediates after the build, printing an "rm ..." line after the test
+# summary that must end the CI log.
+.SECONDARY:
 all: $(AGENT) $(TOOLS)
 
 $(BUILD)/obj/json/%.o $(BUILD)/obj/amqp/frame.o $(BUILD)/obj/amqp/wire.o: OPT = $(HOT_OPT)
