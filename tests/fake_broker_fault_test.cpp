@@ -37,8 +37,7 @@ TEST_CASE("fault: freeze stops all I/O for a while") {
     Client c(r.broker.port());
     REQUIRE(c.handshake());
     REQUIRE(c.open_channel(1));
-    c.send_method(1, ConfirmSelect{});
-    REQUIRE(c.expect<ConfirmSelectOk>(1));
+    REQUIRE(c.confirm_select(1));
     CHECK(r.cmd("freeze 1") == "ok frozen 1000ms");
     c.publish(1, "amq.topic", "k", "{}");
     RawFrame f;
@@ -136,8 +135,7 @@ TEST_CASE("fault: confirm-delay holds publisher confirms") {
     Client c(r.broker.port());
     REQUIRE(c.handshake());
     REQUIRE(c.open_channel(1));
-    c.send_method(1, ConfirmSelect{});
-    REQUIRE(c.expect<ConfirmSelectOk>(1));
+    REQUIRE(c.confirm_select(1));
     CHECK(r.cmd("confirm-delay 600") == "ok confirm-delay 600");
     c.publish(1, "amq.topic", "k", "{}");
     RawFrame f;

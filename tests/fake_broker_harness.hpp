@@ -186,6 +186,11 @@ struct Client {
         send_method(ch, ChannelOpen{});
         return expect<ChannelOpenOk>(ch);
     }
+    // Puts channel ch in confirm mode (publisher confirms).
+    bool confirm_select(uint16_t ch) {
+        send_method(ch, ConfirmSelect{});
+        return expect<ConfirmSelectOk>(ch);
+    }
     // Declares, binds (to amq.topic with each key) and returns the queue name.
     std::string queue(uint16_t ch, const std::string& name, bool exclusive,
                       std::initializer_list<const char*> keys = {}, bool auto_delete = false) {

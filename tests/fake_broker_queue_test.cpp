@@ -46,8 +46,7 @@ TEST_CASE("fake broker: topic, direct and default routing, mandatory return, con
     db.routing_key = "exact";
     c.send_method(1, db);
     REQUIRE(c.expect<QueueBindOk>(1));
-    c.send_method(1, ConfirmSelect{});
-    REQUIRE(c.expect<ConfirmSelectOk>(1));
+    REQUIRE(c.confirm_select(1));
 
     c.publish(1, "amq.topic", "ur.execute.u1.r1", "{\"n\":1}");
     BasicAck ack;

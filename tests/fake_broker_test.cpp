@@ -236,8 +236,7 @@ TEST_CASE("fake broker: a 64 MiB body goes through, split and reassembled") {
     sub.consume(1, "huge", true);
     std::string big(64u << 20, '\0');
     for (size_t i = 0; i < big.size(); i += 4096) big[i] = char(i >> 12);
-    pub.send_method(1, ConfirmSelect{});
-    REQUIRE(pub.expect<ConfirmSelectOk>(1));
+    REQUIRE(pub.confirm_select(1));
     // Publish from another thread: the broker delivers while we still send.
     std::thread t([&] { pub.publish(1, "amq.topic", "huge", big); });
     BasicDeliver d;
