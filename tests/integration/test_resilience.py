@@ -148,22 +148,30 @@ class Resilience(FakeBrokerTestCase):
             lambda b, a: b.cmd("close-connection 530 NOT_ALLOWED - vhost"))
         report("connection.close 530", took)
 
-    def test_freeze_beyond_two_heartbeats(self):
-        # --heartbeat 1: a broker silent for 2 s is dead.  The freeze lasts
-        # 5 s; the reconnect attempts during it hang in the handshake (the
-        # kernel still accepts) until the broker thaws.
+    def freeze_dead_after(self, heartbeat, freeze_s):
+        """Freezes the broker for freeze_s with the agent on --heartbeat
+        heartbeat; returns (seconds until the agent declared the peer dead,
+        seconds until it served again)."""
         got = {}
 
         def fault(b, a):
             got["t0"] = time.time()
-            b.cmd("freeze 5")
+            b.cmd("freeze %d" % freeze_s)
 
-        b, a, took = self.reconnect_fault(fault, heartbeat=1)
+        b, a, took = self.reconnect_fault(fault, heartbeat=heartbeat)
         lost = [r for r in a.logs()
                 if r.get("msg") == "lost the broker connection"][-1]
         self.assertIn("peer dead", lost.get("reason", ""), lost)
         dead_after = wall_of(lost) - got["t0"]
-        report("freeze: declared dead after (heartbeat 1 s)", dead_after)
+        report("freeze: declared dead after (heartbeat %d s)" % heartbeat,
+               dead_after)
+        return dead_after, took
+
+    def test_freeze_beyond_two_heartbeats(self):
+        # --heartbeat 1: a broker silent for 2 s is dead.  The freeze lasts
+        # 5 s; the reconnect attempts during it hang in the handshake (the
+        # kernel still accepts) until the broker thaws.
+        dead_after, took = self.freeze_dead_after(1, 5)
         report("freeze 5 s: serving again after", took)
         # Two intervals, plus at most one for where in its interval the
         # freeze began and slack for a loaded machine.
@@ -171,18 +179,7 @@ class Resilience(FakeBrokerTestCase):
         self.assertLess(dead_after, 4.0)
 
     def test_freeze_heartbeat_2(self):
-        got = {}
-
-        def fault(b, a):
-            got["t0"] = time.time()
-            b.cmd("freeze 6")
-
-        b, a, took = self.reconnect_fault(fault, heartbeat=2)
-        lost = [r for r in a.logs()
-                if r.get("msg") == "lost the broker connection"][-1]
-        self.assertIn("peer dead", lost.get("reason", ""), lost)
-        dead_after = wall_of(lost) - got["t0"]
-        report("freeze: declared dead after (heartbeat 2 s)", dead_after)
+        dead_after, _ = self.freeze_dead_after(2, 6)
         self.assertGreaterEqual(dead_after, 2.0)
         self.assertLess(dead_after, 6.5)
 

@@ -609,7 +609,58 @@ def alive(pid):
         return True
 
 
-class AgentTestCase(unittest.TestCase):
+class _AgentsTestCase(unittest.TestCase):
+    """What both test bases share: a temp dir, agents and stray pids that
+    are killed at the end whatever happened; a test that passed also
+    proves, for every agent it left running, a clean SIGTERM shutdown
+    (exit 0).  Subclasses release what else they hold in _release()."""
+
+    tmp_prefix = "ur-integ-"
+    log_tails_on_failure = False
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix=self.tmp_prefix)
+        os.chmod(self.tmp, 0o755)
+        self.agents = []
+        self.pids_to_kill = []
+        self.addCleanup(self._cleanup)
+
+    def _passed(self):
+        outcome = getattr(self, "_outcome", None)
+        return outcome is None or getattr(outcome, "success", True)
+
+    def tearDown(self):
+        if not self._passed():
+            if self.log_tails_on_failure:
+                for a in self.agents:
+                    print("\n    --- %s log tail:\n%s" % (a.name, a.log_tail(40)))
+            return
+        for a in self.agents:
+            if a.running():
+                a.stop()
+
+    def _release(self):
+        pass
+
+    def _cleanup(self):
+        for a in self.agents:
+            a.kill()
+        for pid in self.pids_to_kill:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self._release()
+        if os.environ.get("UR_INTEG_KEEP"):
+            print("  (kept %s)" % self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+
+class AgentTestCase(_AgentsTestCase):
     """Base class: skips without RabbitMQ, gives each test a temp dir, a
     Client, and agents that are killed at the end whatever happened."""
 
@@ -622,11 +673,8 @@ class AgentTestCase(unittest.TestCase):
                           " no RabbitMQ (run via tests/run or make check)")
         if self.needs_agent and not os.access(AGENT, os.X_OK):
             self.fail("%s is not built (make -j2)" % AGENT)
-        self.tmp = tempfile.mkdtemp(prefix="ur-integ-")
-        os.chmod(self.tmp, 0o755)
-        self.agents = []
-        self.pids_to_kill = []
-        self.addCleanup(self._cleanup)
+        self.client = None
+        super().setUp()
         self.client = Client() if self.needs_rabbitmq else None
 
     def proxy(self):
@@ -639,30 +687,14 @@ class AgentTestCase(unittest.TestCase):
         """A test that passed also proves, for every agent it left running,
         a clean SIGTERM shutdown (exit 0), and that every message the
         client received carried content-type application/json."""
-        outcome = getattr(self, "_outcome", None)
-        if outcome is not None and not getattr(outcome, "success", True):
-            return
-        for a in self.agents:
-            if a.running():
-                a.stop()
-        if self.client:
+        super().tearDown()
+        if self._passed() and self.client:
             self.assertEqual(self.client.bad_content_type, [],
                              "messages without content-type %s" % JSON_CT)
 
-    def _cleanup(self):
-        for a in self.agents:
-            a.kill()
-        for pid in self.pids_to_kill:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    def _release(self):
         if self.client:
             self.client.close()
-        if os.environ.get("UR_INTEG_KEEP"):
-            print("  (kept %s)" % self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def new_agent(self, **kw):
         kw.setdefault("name", "agent%d" % len(self.agents))
@@ -680,9 +712,6 @@ class AgentTestCase(unittest.TestCase):
                 raise AssertionError("%s (agent running: %s); log tail:\n%s"
                                      % (e, a.running(), a.log_tail()))
         return a
-
-    def path(self, name):
-        return os.path.join(self.tmp, name)
 
     def assertReply(self, reply, exit_status=0, stdout=None, stderr=None):
         """Checks the compatible reply fields and their types."""
@@ -855,49 +884,24 @@ class FakeBroker:
             self.log.close()
 
 
-class FakeBrokerTestCase(unittest.TestCase):
+class FakeBrokerTestCase(_AgentsTestCase):
     """Base class of the fake-broker tests: no RabbitMQ needed.  Gives each
     test a temp dir, fake brokers and agents (killed at the end whatever
     happened; a test that passed also proves exit 0 on SIGTERM)."""
+
+    tmp_prefix = "ur-resil-"
+    log_tails_on_failure = True
 
     def setUp(self):
         for exe in (AGENT, FAKE_BROKER):
             if not os.access(exe, os.X_OK):
                 self.fail("%s is not built (make -j2)" % exe)
-        self.tmp = tempfile.mkdtemp(prefix="ur-resil-")
-        os.chmod(self.tmp, 0o755)
-        self.agents = []
         self.brokers = []
-        self.pids_to_kill = []
-        self.addCleanup(self._cleanup)
+        super().setUp()
 
-    def tearDown(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is not None and not getattr(outcome, "success", True):
-            for a in self.agents:
-                print("\n    --- %s log tail:\n%s" % (a.name, a.log_tail(40)))
-            return
-        for a in self.agents:
-            if a.running():
-                a.stop()
-
-    def _cleanup(self):
-        for a in self.agents:
-            a.kill()
-        for pid in self.pids_to_kill:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    def _release(self):
         for b in self.brokers:
             b.stop()
-        if os.environ.get("UR_INTEG_KEEP"):
-            print("  (kept %s)" % self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def path(self, name):
-        return os.path.join(self.tmp, name)
 
     def start_broker(self, **kw):
         kw.setdefault("name", "fake%d" % len(self.brokers))
