@@ -263,21 +263,6 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     child.out_fd = out[0];
     child.err_fd = errp[0];
     child.exec_fd = rep[0];
-#ifdef UR_SPAWN_VFORK
-    // The child has exec'd (its end of the report pipe closed on exec) or
-    // written its errno and exited: the report is complete, read it now
-    // and spare the loop a third fd per job.
-    int report = 0;
-    ssize_t n;
-    do {
-        n = ::read(rep[0], &report, sizeof report);
-    } while (n < 0 && errno == EINTR);
-    if (n == 0 || n == ssize_t(sizeof report)) {
-        child.exec_errno = n == 0 ? 0 : (report != 0 ? report : EINVAL);
-        close_fd(child.exec_fd);
-    }
-    // Anything else (cannot happen): the loop reads the pipe as after fork().
-#endif
     return true;
 }
 

@@ -10,11 +10,10 @@
 // Whether exec succeeded is reported through a third pipe, close-on-exec in
 // the child: it reaches EOF when exec succeeds, or carries the child's
 // errno (sizeof(int) bytes) when exec fails, after which the child
-// _exit()s with exec_failure_status(errno).  With fork() the caller reads
-// it from its poll() loop, so spawn() never waits for the child.  With
-// vfork() (see spawn.cpp) spawn() returns only once the child has exec'd
-// or failed to, so it reads the report itself: exec_fd is then -1 and
-// exec_errno holds the outcome.
+// _exit()s with exec_failure_status(errno).  spawn() never waits for the
+// child; with vfork() (see spawn.cpp) it returns only once the child has
+// exec'd or failed to, so the report is already complete and the caller
+// can read it at once instead of from its poll() loop.
 #pragma once
 
 #include <sys/types.h>
@@ -29,8 +28,7 @@ struct SpawnedChild {
     pid_t pid = -1;
     int out_fd = -1;    // read end of the child's stdout
     int err_fd = -1;    // read end of the child's stderr
-    int exec_fd = -1;   // read end of the exec-status pipe (see above), or -1:
-    int exec_errno = 0; // ... exec already reported: 0 = it succeeded
+    int exec_fd = -1;   // read end of the exec-status pipe (see above)
 };
 
 // Forks and executes `path` with argv = {path, args...}.  `env` present:

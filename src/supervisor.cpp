@@ -159,10 +159,10 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     job->out_fd = child.out_fd;
     job->err_fd = child.err_fd;
     job->exec_fd = child.exec_fd;
-    if (child.exec_fd < 0) {
-        job->exec_errno = child.exec_errno;
-        job->state = JobState::Running;
-    }
+    // After vfork() the exec report is complete already: reading it now
+    // spares the loop a third fd per job.  After fork() this usually finds
+    // nothing yet (EAGAIN) and the loop reads it later.
+    read_exec_status(*job);
     if (job->spec.timeout_ms > 0)
         job->timeout_at = add_ms(now_ms, job->spec.timeout_ms);
     jobs_.push_back(std::move(job));
