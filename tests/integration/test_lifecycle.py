@@ -393,12 +393,18 @@ class Outages(AgentTestCase):
         p = self.proxy()
         a = self.start_via(p, "--heartbeat", "2")
         self.client.drop(lambda m: True)
+        serving0 = a.count_log("serving requests")
         p.freeze()
         t0 = time.monotonic()
         wait_until(lambda: p.accepted >= 2, timeout=30,
                    what="the agent reconnecting after heartbeats stopped")
         self.assertLess(time.monotonic() - t0, 15)
         self.client.wait_sysinfo(a.uuid, timeout=60)
+        # A sysinfo re-sent from the outbox can arrive before the request
+        # queue is ours again: RabbitMQ keeps the frozen connection's
+        # exclusive queue (and routes to it) until its own heartbeat gives
+        # up on it, and the agent retries the 405.  Execute once serving.
+        a.wait_log_n("serving requests", serving0 + 1, secs=60)
         r = self.client.execute(a.uuid, "#!/bin/sh\necho hb\n", env={})
         self.assertReply(r, 0, "hb\n")
 
