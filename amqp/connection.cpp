@@ -95,6 +95,14 @@ void Connection::start(uint64_t now_ms) {
 }
 
 const std::string& Connection::output() const {
+    if (!shared_out_.empty()) {
+        std::string all;
+        for (const Piece& p : shared_out_) all.append(p.bytes());
+        all.append(out_, out_pos_, std::string::npos);
+        shared_out_.clear();
+        out_.swap(all);
+        out_pos_ = 0;
+    }
     if (out_pos_ != 0) {
         out_.erase(0, out_pos_);
         out_pos_ = 0;
@@ -102,7 +110,27 @@ const std::string& Connection::output() const {
     return out_;
 }
 
+std::string_view Connection::pending_output() const {
+    if (!shared_out_.empty()) return shared_out_.front().bytes();
+    return std::string_view(out_).substr(out_pos_);
+}
+
+size_t Connection::output_pieces(std::string_view* pieces, size_t max) const {
+    size_t k = 0;
+    for (auto it = shared_out_.begin(); it != shared_out_.end() && k < max; ++it)
+        pieces[k++] = it->bytes();
+    if (k < max && out_.size() > out_pos_) pieces[k++] = std::string_view(out_).substr(out_pos_);
+    return k;
+}
+
 void Connection::consume_output(size_t n) {
+    while (n > 0 && !shared_out_.empty()) {
+        Piece& p = shared_out_.front();
+        size_t take = std::min(n, p.end - p.begin);
+        p.begin += take;
+        n -= take;
+        if (p.begin == p.end) shared_out_.pop_front();  // a finished body is let go here
+    }
     out_pos_ += std::min(n, out_.size() - out_pos_);
     if (out_pos_ == out_.size()) {
         // A big message has gone out: let its buffer go with it rather
@@ -118,6 +146,16 @@ void Connection::consume_output(size_t n) {
         out_.erase(0, out_pos_);
         out_pos_ = 0;
     }
+}
+
+void Connection::seal_output() {
+    if (out_.size() == out_pos_) return;
+    Piece p;
+    p.own.assign(out_, out_pos_, std::string::npos);
+    p.end = p.own.size();
+    shared_out_.push_back(std::move(p));
+    out_.clear();
+    out_pos_ = 0;
 }
 
 bool Connection::next_event(Event& ev) {
@@ -692,10 +730,10 @@ bool Connection::basic_cancel(uint16_t ch, std::string consumer_tag) {
     return request(ch, std::move(m));
 }
 
-uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
-                                   std::string_view routing_key, const BasicProperties& props,
-                                   std::string_view body, bool mandatory, std::string* why) {
-    if (!usable(ch)) return 0;
+bool Connection::publish_prefix(uint16_t ch, std::string_view exchange,
+                                std::string_view routing_key, const BasicProperties& props,
+                                uint64_t body_size, bool mandatory, std::string* why) {
+    if (!usable(ch)) return false;
     // Written straight into the output, without building a BasicPublish
     // (which would copy exchange and routing key into std::strings).
     size_t start = out_.size();
@@ -709,7 +747,7 @@ uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
     w.bits({mandatory, false});
     end_frame(out_, at);
     ContentHeader h;
-    h.body_size = body.size();
+    h.body_size = body_size;
     h.properties = props;
     if (w.status() != WireStatus::Ok || !encode_header_frame(out_, ch, h)) {
         // Refused, never cut: a cut routing key would route the message
@@ -724,12 +762,49 @@ uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
                     : routing_key.size() > 255 ? over("the routing key", routing_key.size())
                                                : std::string("a property is longer"));
         }
-        return 0;
+        return false;
     }
-    encode_body_frames(out_, ch, body, frame_max_ == 0 ? kDefaultFrameMax : frame_max_);
+    return true;
+}
+
+uint64_t Connection::publish_seq(uint16_t ch) {
     last_send_ = now_;
     Channel& c = channels_[ch];
     return c.confirms ? c.next_publish_seq++ : 0;
+}
+
+uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
+                                   std::string_view routing_key, const BasicProperties& props,
+                                   std::string_view body, bool mandatory, std::string* why) {
+    if (!publish_prefix(ch, exchange, routing_key, props, body.size(), mandatory, why)) return 0;
+    encode_body_frames(out_, ch, body, frame_max_ == 0 ? kDefaultFrameMax : frame_max_);
+    return publish_seq(ch);
+}
+
+uint64_t Connection::basic_publish(uint16_t ch, std::string_view exchange,
+                                   std::string_view routing_key, const BasicProperties& props,
+                                   const std::shared_ptr<const std::string>& body,
+                                   bool mandatory, std::string* why) {
+    static const std::string kNone;
+    const std::string& b = body ? *body : kNone;
+    if (b.size() < kShareMin) return basic_publish(ch, exchange, routing_key, props, b, mandatory, why);
+    if (!publish_prefix(ch, exchange, routing_key, props, b.size(), mandatory, why)) return 0;
+    // Each body frame: its header in the owned buffer (after the previous
+    // frame's end octet), then a slice of the body itself.
+    size_t chunk = (frame_max_ == 0 ? kDefaultFrameMax : frame_max_) - kFrameOverhead;
+    for (size_t at = 0; at < b.size(); at += chunk) {
+        size_t n = std::min(chunk, b.size() - at);
+        if (at != 0) out_.push_back(char(kFrameEnd));
+        append_frame_header(out_, kFrameBody, ch, uint32_t(n));
+        seal_output();
+        Piece p;
+        p.shared = body;
+        p.begin = at;
+        p.end = at + n;
+        shared_out_.push_back(std::move(p));
+    }
+    out_.push_back(char(kFrameEnd));
+    return publish_seq(ch);
 }
 
 bool Connection::basic_ack(uint16_t ch, uint64_t tag, bool multiple) {

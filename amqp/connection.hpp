@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,11 +27,9 @@ struct ConnectionOptions {
     uint16_t heartbeat = 30;        // seconds we want; 0 = we want none
     uint32_t frame_max = 131072;    // our preference (>= 4096)
     uint16_t channel_max = 2047;    // our preference
-    // A delivered or returned message declaring a larger body closes the
-    // connection with 506 RESOURCE_ERROR (Closed, ProtocolError): we cannot
-    // take it, and refusing it on one channel would leave the broker
-    // redelivering it forever.
-    uint64_t max_body_size = 256u << 20;  // larger bodies are skipped, see Event::body_discarded
+    // A delivered or returned message declaring a larger body is read
+    // and dropped, and delivered with Event::body_discarded set (no body).
+    uint64_t max_body_size = 256u << 20;
     std::string product = "ur", version = "0.0.0", platform = "C++", connection_name;
 };
 
@@ -90,18 +89,23 @@ public:
 
     bool next_event(Event& ev);  // pops one event (FIFO); false when none
 
-    // The bytes to write, oldest first; consume_output(n) drops the first
-    // n.  output() first moves the unconsumed bytes to the front if some
-    // were consumed; pending_output() is the same bytes without that move.
-    // A caller that writes a large body in many partial writes must use
-    // pending_output(): consume_output() only advances an offset (and
-    // compacts once at least half the buffer is consumed), so draining S
-    // bytes costs O(S), where moving the rest after each write cost
-    // O(S^2 / write size) (7 s of CPU for 64 MiB in 64 KiB writes).
+    // The bytes to write, oldest first, held as pieces: an owned buffer
+    // and, after a publish of a shared body (below), slices of that body
+    // between the frame headers.  consume_output(n) drops the first n bytes
+    // across pieces, advancing an offset (the owned buffer is compacted
+    // once at least half of it is consumed), so draining S bytes in many
+    // partial writes costs O(S).
+    //   pending_output(): the first piece; write it, consume what went out,
+    //     repeat while wants_write().
+    //   output_pieces(): up to `max` pieces at once, for writev().
+    //   output(): everything pending as one string; it copies shared slices
+    //     into the owned buffer, so it is for tests and small tools, not
+    //     for a caller that publishes big shared bodies.
     const std::string& output() const;
-    std::string_view pending_output() const { return std::string_view(out_).substr(out_pos_); }
+    std::string_view pending_output() const;
+    size_t output_pieces(std::string_view* pieces, size_t max) const;
     void consume_output(size_t n);
-    bool wants_write() const { return out_.size() > out_pos_; }
+    bool wants_write() const { return !shared_out_.empty() || out_.size() > out_pos_; }
 
     // Absolute ms of the next heartbeat to send, dead-peer check or close
     // timeout; UINT64_MAX if none.
@@ -143,6 +147,14 @@ public:
     // only `why`, if given, is set to say which.
     uint64_t basic_publish(uint16_t ch, std::string_view exchange, std::string_view routing_key,
                            const BasicProperties& props, std::string_view body,
+                           bool mandatory = false, std::string* why = nullptr);
+    // The same without copying a body of kShareMin bytes or more: its body
+    // frames go out as slices of *body, which the Connection holds until
+    // they are written (or it is destroyed).  A smaller body is copied.
+    static constexpr size_t kShareMin = 64 * 1024;
+    uint64_t basic_publish(uint16_t ch, std::string_view exchange, std::string_view routing_key,
+                           const BasicProperties& props,
+                           const std::shared_ptr<const std::string>& body,
                            bool mandatory = false, std::string* why = nullptr);
     bool basic_ack(uint16_t ch, uint64_t tag, bool multiple = false);
     bool basic_nack(uint16_t ch, uint64_t tag, bool multiple, bool requeue);
@@ -199,8 +211,31 @@ private:
     ConnectionOptions opt_;
     State state_ = State::Idle;
     FrameParser parser_;
+    // Method, header and body frames up to the body bytes of the publish;
+    // then whether confirms give it a sequence number.
+    bool publish_prefix(uint16_t ch, std::string_view exchange, std::string_view routing_key,
+                        const BasicProperties& props, uint64_t body_size, bool mandatory,
+                        std::string* why);
+    uint64_t publish_seq(uint16_t ch);
+
+    // Pending output: shared_out_ (oldest) then out_[out_pos_..].  A piece
+    // of shared_out_ is bytes [begin, end) of `shared` when set, else of
+    // `own`.
+    struct Piece {
+        std::shared_ptr<const std::string> shared;
+        std::string own;
+        size_t begin = 0, end = 0;
+        std::string_view bytes() const {
+            const std::string& s = shared ? *shared : own;
+            return std::string_view(s).substr(begin, end - begin);
+        }
+    };
+    mutable std::deque<Piece> shared_out_;  // mutable: output() flattens it
     mutable std::string out_;   // mutable: output() compacts it
     mutable size_t out_pos_ = 0;  // bytes of out_ already consumed
+    // Moves out_'s pending bytes to the end of shared_out_ (before a
+    // shared slice is queued behind them).
+    void seal_output();
     std::deque<Event> events_;
     std::vector<Channel> channels_;  // index = channel number; [0] unused
     Table server_properties_;

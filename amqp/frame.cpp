@@ -98,11 +98,15 @@ FrameStatus FrameParser::next(const char*& data, size_t& n, FrameView& out) {
 
 size_t begin_frame(std::string& out, uint8_t type, uint16_t channel) {
     size_t start = out.size();
+    append_frame_header(out, type, channel, 0);
+    return start;
+}
+
+void append_frame_header(std::string& out, uint8_t type, uint16_t channel, uint32_t size) {
     Writer w(out);
     w.u8(type);
     w.u16(channel);
-    w.u32(0);
-    return start;
+    w.u32(size);
 }
 
 void end_frame(std::string& out, size_t frame_start) {

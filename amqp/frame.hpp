@@ -97,5 +97,8 @@ void encode_heartbeat(std::string& out);
 // the size and appends the frame-end octet.
 size_t begin_frame(std::string& out, uint8_t type, uint16_t channel);
 void end_frame(std::string& out, size_t frame_start);
+// Appends only a frame header declaring `size` payload bytes: the payload
+// and the frame-end octet are the caller's to send after it.
+void append_frame_header(std::string& out, uint8_t type, uint16_t channel, uint32_t size);
 
 }  // namespace amqp

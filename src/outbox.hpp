@@ -11,14 +11,36 @@
 #include <cstdint>
 #include <list>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace ur {
 
+// A message body, immutable once set and shared with the AMQP connection
+// that writes it: a big reply is framed as slices of this one buffer, not
+// copied.
+class SharedBody {
+public:
+    SharedBody& operator=(std::string s) {
+        p_ = std::make_shared<const std::string>(std::move(s));
+        return *this;
+    }
+    const std::string& str() const { return p_ ? *p_ : empty(); }
+    size_t size() const { return p_ ? p_->size() : 0; }
+    const std::shared_ptr<const std::string>& shared() const { return p_; }
+
+private:
+    static const std::string& empty() {
+        static const std::string e;
+        return e;
+    }
+    std::shared_ptr<const std::string> p_;
+};
+
 struct OutMessage {
     std::string routing_key;
-    std::string body;
+    SharedBody body;
     std::string req_id;       // for logs; empty when not a reply
     std::string journal_key;  // journal entry to remove once confirmed
     bool keep = true;         // survive reconnects

@@ -167,7 +167,7 @@ TEST_CASE("sysinfo: identity and admin MAC") {
 static OutMessage msg(const char* key, size_t size, bool keep = true) {
     OutMessage m;
     m.routing_key = key;
-    m.body.assign(size, 'x');
+    m.body = std::string(size, 'x');
     m.req_id = key;
     m.keep = keep;
     return m;

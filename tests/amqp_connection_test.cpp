@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <random>
 
 #include "amqp/connection.hpp"
@@ -775,4 +776,103 @@ TEST_CASE("connection: a large publish drained in partial writes (quadratic cons
     std::string whole = publish_twice(a, false);
     CHECK(whole.size() > 600000);
     CHECK(publish_twice(b, true) == whole);
+}
+
+// Drains everything queued as a writev() caller would: up to `max` pieces
+// a call, and a partial write of `step` bytes at most.
+static std::string drain_pieces(Connection& c, size_t max, size_t step) {
+    std::string got;
+    std::vector<std::string_view> pieces(max);
+    while (c.wants_write()) {
+        size_t k = c.output_pieces(pieces.data(), max);
+        REQUIRE(k > 0);
+        size_t budget = step, wrote = 0;
+        for (size_t i = 0; i < k && budget > 0; ++i) {
+            size_t n = std::min(budget, pieces[i].size());
+            got.append(pieces[i].data(), n);
+            budget -= n;
+            wrote += n;
+        }
+        c.consume_output(wrote);
+    }
+    return got;
+}
+
+TEST_CASE("connection: a shared body goes out as slices of itself, the same bytes as a copy") {
+    auto body = std::make_shared<const std::string>([] {
+        std::string b(3 * 131072 + 12345, '\0');
+        for (size_t i = 0; i < b.size(); ++i) b[i] = char(i * 7 % 251);
+        return b;
+    }());
+    BasicProperties p;
+    p.content_type = "application/json";
+    auto publish_all = [&](Connection& c, bool shared) {
+        open_connection(c);
+        c.confirm_select(1);
+        take_output(c);
+        CHECK(c.basic_publish(1, "amq.topic", "k.before", p, "small") == 1);
+        uint64_t seq = shared ? c.basic_publish(1, "amq.topic", "k.big", p, body)
+                              : c.basic_publish(1, "amq.topic", "k.big", p, *body);
+        CHECK(seq == 2);
+        CHECK(c.basic_publish(1, "amq.topic", "k.after", p, "tail") == 3);
+    };
+    Connection copied{ConnectionOptions{}};
+    publish_all(copied, false);
+    const std::string want = copied.output();
+    REQUIRE(want.size() > body->size());
+
+    for (size_t step : {size_t(1) << 30, size_t(65536 + 3), size_t(997)}) {
+        CAPTURE(step);
+        Connection c{ConnectionOptions{}};
+        publish_all(c, true);
+        CHECK(body.use_count() > 1);  // the connection holds it...
+        std::vector<std::string_view> pieces(64);
+        size_t k = c.output_pieces(pieces.data(), pieces.size());
+        CHECK(k > 4);
+        bool in_body = false;  // ...and some piece points into it: not copied
+        for (size_t i = 0; i < k; ++i)
+            in_body |= pieces[i].data() >= body->data() &&
+                       pieces[i].data() < body->data() + body->size();
+        CHECK(in_body);
+        CHECK(drain_pieces(c, 16, step) == want);
+        CHECK(body.use_count() == 1);  // ...until written
+        CHECK_FALSE(c.wants_write());
+    }
+    // pending_output() alone, and output() (which flattens), give the same.
+    Connection one{ConnectionOptions{}};
+    publish_all(one, true);
+    CHECK(drain_pieces(one, 1, 4096) == want);
+    Connection flat{ConnectionOptions{}};
+    publish_all(flat, true);
+    CHECK(flat.output() == want);
+    CHECK(body.use_count() == 1);
+    // Frames queued after the big body still come after it.
+    Connection hb{ConnectionOptions{}};
+    publish_all(hb, true);
+    hb.basic_ack(1, 9);
+    std::string got = drain_pieces(hb, 16, 100000);
+    CHECK(got.size() > want.size());
+    CHECK(got.compare(0, want.size(), want) == 0);
+}
+
+TEST_CASE("connection: a small shared body is copied; a refused one is not kept") {
+    Connection c{ConnectionOptions{}};
+    open_connection(c);
+    take_output(c);
+    auto small = std::make_shared<const std::string>(Connection::kShareMin - 1, 's');
+    c.basic_publish(1, "amq.topic", "k", {}, small);
+    CHECK(small.use_count() == 1);
+    CHECK(c.output().find(*small) != std::string::npos);
+    take_output(c);
+    auto big = std::make_shared<const std::string>(Connection::kShareMin, 'b');
+    std::string why;
+    CHECK(c.basic_publish(1, "amq.topic", std::string(256, 'k'), {}, big, false, &why) == 0);
+    CHECK(why.find("routing key is 256 bytes") != std::string::npos);
+    CHECK(big.use_count() == 1);
+    CHECK_FALSE(c.wants_write());
+    // No body at all is an empty body.
+    c.basic_publish(1, "amq.topic", "k", {}, std::shared_ptr<const std::string>());
+    auto sent = take_output(c);
+    REQUIRE(sent.size() == 2);
+    CHECK(sent[1].type == kFrameHeader);
 }
