@@ -3,6 +3,9 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#include <sys/mman.h>
+
+#include <cstdint>
 
 namespace ur::memory {
 
@@ -27,6 +30,19 @@ void tune() {
 void note_buffer(size_t bytes) {
     if (bytes >= kBigBuffer)
         g_dirty = true;
+}
+
+void prefer_huge_pages(void* p, size_t n) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    constexpr uintptr_t kHuge = 2u << 20;
+    uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+    uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
+    if (end > begin)
+        (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
 }
 
 void release_when_idle() {

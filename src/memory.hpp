@@ -26,6 +26,14 @@ void tune();
 // A buffer of `bytes` was made; big ones mark the heap for release.
 void note_buffer(size_t bytes);
 
+// Asks for huge pages (Linux transparent huge pages, where the system
+// allows them on request) behind the 2 MiB-aligned extents inside
+// [p, p + n): for a big buffer about to be written through.  Faulting in
+// 4 MiB costs 2.3-2.7 ms in 4 KiB pages here and 0.3 ms in 2 MiB ones,
+// and unmapping it is cheaper too.  A buffer may then hold up to 2 MiB
+// more than was written into it.  Best effort: a no-op elsewhere.
+void prefer_huge_pages(void* p, size_t n);
+
 // Call when idle (no job, no reply pending).  Returns the free pages of
 // the heap to the kernel if a big buffer was made since the last call;
 // otherwise does nothing (cheap enough for every loop pass).

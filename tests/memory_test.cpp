@@ -66,3 +66,61 @@ TEST_CASE("memory: big buffers do not linger; the heap is trimmed when idle") {
     MESSAGE("skipped: glibc malloc on Linux only (other allocators keep their own policy)");
 #endif
 }
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+
+namespace {
+
+// The VmFlags line of the mapping that holds `addr`, from /proc/self/smaps.
+std::string vm_flags_at(const void* addr) {
+    std::ifstream in("/proc/self/smaps");
+    std::string line;
+    auto a = reinterpret_cast<uintptr_t>(addr);
+    bool inside = false;
+    while (std::getline(in, line)) {
+        unsigned long lo, hi;
+        if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find('-'))
+            inside = a >= lo && a < hi;
+        else if (inside && line.rfind("VmFlags:", 0) == 0)
+            return line;
+    }
+    return "";
+}
+
+}  // namespace
+#endif
+
+TEST_CASE("memory: huge pages are asked for the aligned extents of a big buffer only") {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+    if (!thp) {
+        MESSAGE("skipped: this kernel has no transparent huge pages");
+        return;
+    }
+    const size_t huge = 2u << 20, len = 4 * huge;
+    char* m = static_cast<char*>(mmap(nullptr, len + huge, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    REQUIRE(m != MAP_FAILED);
+    // An aligned base, then a buffer that starts 4 KiB past it: only the
+    // whole 2 MiB extents after that start are advised.
+    char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(m) + huge - 1) & ~(huge - 1));
+    ur::memory::prefer_huge_pages(base + 4096, len - 4096);
+    CHECK(vm_flags_at(base).find(" hg") == std::string::npos);
+    CHECK(vm_flags_at(base + huge - 1).find(" hg") == std::string::npos);
+    CHECK(vm_flags_at(base + huge).find(" hg") != std::string::npos);
+    CHECK(vm_flags_at(base + len - 1).find(" hg") != std::string::npos);
+    // Too small to hold an extent: nothing is asked.
+    ur::memory::prefer_huge_pages(base + len, huge - 1);
+    CHECK(vm_flags_at(base + len).find(" hg") == std::string::npos);
+    munmap(m, len + huge);
+#else
+    char buf[16];
+    ur::memory::prefer_huge_pages(buf, sizeof buf);  // a no-op here
+    MESSAGE("skipped: transparent huge pages are Linux only");
+#endif
+}
