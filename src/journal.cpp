@@ -1,10 +1,10 @@
 #include "src/journal.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,8 +14,75 @@
 
 namespace ur {
 
-static const char kPrefix[] = "req-";
-static const char kReplyPrefix[] = "ur.execute-reply.";
+namespace {
+
+const char kFile[] = "journal";
+const char kReplyPrefix[] = "ur.execute-reply.";
+// A previous run's file larger than this is not a journal of ours.
+constexpr size_t kReadMax = 64u << 20;
+
+// O_NONBLOCK: a FIFO in its place fails to open instead of blocking.
+int open_append(const std::string& path, int extra_flags) {
+    int fd = ::open(path.c_str(),
+                    O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | extra_flags,
+                    0600);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        ::close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    return fd;
+}
+
+// After a create or rename, so that the name survives a kernel crash.
+void sync_dir(const std::string& dir) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        ::close(fd);
+    }
+}
+
+bool write_all(int fd, const std::string& s) {
+    size_t done = 0;
+    while (done < s.size()) {
+        ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        done += size_t(n);
+    }
+    return true;
+}
+
+std::string add_record(const std::string& key, const std::string& reply_key) {
+    return "+ " + key + " " + reply_key + "\n";
+}
+
+// Replays the complete lines of `text` into `live`.
+void replay(const std::string& text, std::map<std::string, std::string>& live) {
+    size_t at = 0;
+    for (size_t nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1) {
+        std::string line = text.substr(at, nl - at);
+        std::vector<std::string> f;
+        for (size_t i = 0; i <= line.size();) {
+            size_t sp = std::min(line.find(' ', i), line.size());
+            f.push_back(line.substr(i, sp - i));
+            i = sp + 1;
+        }
+        if (f.size() == 3 && f[0] == "+" && !f[1].empty() && f[2].rfind(kReplyPrefix, 0) == 0 &&
+            f[2].size() <= 255)
+            live[f[1]] = f[2];
+        else if (f.size() == 2 && f[0] == "-")
+            live.erase(f[1]);
+    }
+}
+
+}  // namespace
+
+Journal::~Journal() {
+    if (fd_ >= 0) ::close(fd_);
+}
 
 bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) {
     fsync_ = fsync_each;
@@ -32,66 +99,90 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
         return false;
     }
     dir_ = dir;
+    path_ = dir + "/" + kFile;
+    std::string text, rerr;
+    if (read_file(path_, kReadMax, text, rerr))
+        replay(text, live_);
+    else if (access(path_.c_str(), F_OK) == 0)
+        log::warn("ignoring an unreadable in-flight journal", {{"error", rerr}});
+    for (const auto& [key, reply_key] : live_)
+        leftovers_.push_back({key, reply_key, reply_key.substr(reply_key.rfind('.') + 1)});
+    // Keys of this run cannot meet a previous run's.
+    key_prefix_ = std::to_string(getpid()) + "-" + std::to_string(wall_ms()) + "-";
+    fd_ = open_append(path_, 0);
+    struct stat fst;
+    if (fd_ < 0 || fstat(fd_, &fst) != 0) {
+        error = "cannot open journal " + path_ + ": " + std::strerror(errno);
+        return false;
+    }
+    size_ = uint64_t(fst.st_size);
+    if (fsync_) sync_dir(dir_);
+    rewrite();  // only the leftovers from here on
     return true;
 }
 
-std::vector<Journal::Entry> Journal::leftovers() const {
-    std::vector<Entry> out;
-    if (dir_.empty()) return out;
-    DIR* d = opendir(dir_.c_str());
-    if (!d) return out;
-    while (struct dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (name.rfind(kPrefix, 0) != 0) continue;
-        std::string text, error;
-        std::string path = dir_ + "/" + name;
-        if (!read_file(path, 4096, text, error)) continue;
-        // "<reply-key>\n"; anything else is not ours: drop it.
-        size_t nl = text.find('\n');
-        std::string key = text.substr(0, nl);
-        if (key.rfind(kReplyPrefix, 0) != 0 || key.size() > 255) {
-            unlink(path.c_str());
-            continue;
-        }
-        size_t last = key.rfind('.');
-        out.push_back({name, key, key.substr(last + 1)});
+bool Journal::append(const std::string& record) {
+    if (write_all(fd_, record) && (!fsync_ || fdatasync(fd_) == 0)) {
+        size_ += record.size();
+        return true;
     }
-    closedir(d);
-    return out;
+    // No half record may stay in front of the next one.
+    if (ftruncate(fd_, off_t(size_)) != 0) {
+        // Left as it is: replay() drops the line that the cut record and
+        // the next one make together.
+    }
+    return false;
 }
 
 std::string Journal::add(const std::string& reply_key, const std::string& req_id) {
-    if (dir_.empty()) return "";
-    std::string name = kPrefix + std::to_string(getpid()) + "-" + std::to_string(wall_ms()) +
-                       "-" + std::to_string(++counter_);
-    std::string path = dir_ + "/" + name;
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        log::error("cannot write journal entry", {{"file", path}, {"error", std::strerror(errno)},
-                                                   {"req_id", req_id}});
+    if (fd_ < 0) return "";
+    std::string key = key_prefix_ + std::to_string(++counter_);
+    if (!append(add_record(key, reply_key))) {
+        log::error("cannot write journal entry",
+                   {{"file", path_}, {"error", std::strerror(errno)}, {"req_id", req_id}});
         return "";
     }
-    std::string line = reply_key + "\n";
-    bool ok = ::write(fd, line.data(), line.size()) == ssize_t(line.size()) &&
-              (!fsync_ || fsync(fd) == 0);
-    close(fd);
-    if (!ok) {
-        log::error("cannot write journal entry", {{"file", path}, {"req_id", req_id}});
-        unlink(path.c_str());
-        return "";
-    }
-    // fsync the directory too, so the new name survives a kernel crash.
-    int dfd = fsync_ ? ::open(dir_.c_str(), O_RDONLY | O_CLOEXEC) : -1;
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return name;
+    live_[key] = reply_key;
+    return key;
 }
 
 void Journal::remove(const std::string& key) {
-    if (dir_.empty() || key.empty()) return;
-    unlink((dir_ + "/" + key).c_str());
+    if (fd_ < 0 || key.empty() || live_.erase(key) == 0) return;
+    leftovers_.erase(std::remove_if(leftovers_.begin(), leftovers_.end(),
+                                    [&](const Entry& e) { return e.key == key; }),
+                     leftovers_.end());
+    if (live_.empty() || size_ >= kRewriteAt) {
+        rewrite();
+        return;
+    }
+    if (!append("- " + key + "\n"))
+        log::error("cannot write journal entry", {{"file", path_}, {"error", std::strerror(errno)}});
+}
+
+// Nothing live: the file is emptied in place.  Else the live records go to
+// a new file that replaces the old one by rename(), so a crash leaves one
+// or the other, whole.
+void Journal::rewrite() {
+    if (live_.empty()) {
+        if (ftruncate(fd_, 0) == 0) size_ = 0;
+        return;
+    }
+    std::string text;
+    for (const auto& [key, reply_key] : live_) text += add_record(key, reply_key);
+    std::string tmp = path_ + ".new";
+    int fd = open_append(tmp, O_TRUNC);
+    bool ok = fd >= 0 && write_all(fd, text) && (!fsync_ || fsync(fd) == 0) &&
+              rename(tmp.c_str(), path_.c_str()) == 0;
+    if (ok && fsync_) sync_dir(dir_);
+    if (!ok) {
+        log::error("cannot rewrite the journal", {{"file", tmp}, {"error", std::strerror(errno)}});
+        if (fd >= 0) ::close(fd);
+        ::unlink(tmp.c_str());
+        return;
+    }
+    ::close(fd_);
+    fd_ = fd;
+    size_ = text.size();
 }
 
 }  // namespace ur

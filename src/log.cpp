@@ -13,6 +13,7 @@ std::string g_name = "ur";
 std::string g_hostname;
 Level g_level = Level::Info;
 int g_fd = 2;
+pid_t g_pid = 0;  // asked once, at init(): the agent does not fork itself
 }  // namespace
 
 bool parse_level(std::string_view name, Level& out) {
@@ -33,6 +34,7 @@ void init(std::string name, Level min_level, int fd) {
     g_name = std::move(name);
     g_level = min_level;
     g_fd = fd;
+    g_pid = getpid();
     char host[256] = {0};
     if (gethostname(host, sizeof host - 1) == 0) g_hostname = host;
 }
@@ -50,7 +52,7 @@ void write(Level level, std::string_view msg, std::initializer_list<Field> field
     line += ",\"hostname\":";
     json::append_quoted(line, g_hostname);
     line += ",\"pid\":";
-    line += std::to_string(getpid());
+    line += std::to_string(g_pid ? g_pid : getpid());
     line += ",\"level\":";
     line += std::to_string(int(level));
     line += ",\"msg\":";

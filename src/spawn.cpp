@@ -30,9 +30,28 @@ bool make_pipe(int fds[2]) {
 #endif
 }
 
-bool set_nonblocking(int fd) {
-    int fl = ::fcntl(fd, F_GETFL);
-    return fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
+// A fresh pipe's read end has no status flag but O_RDONLY: set, not or'ed.
+bool set_nonblocking(int fd) { return ::fcntl(fd, F_SETFL, O_NONBLOCK) == 0; }
+
+// The children's stdin, opened once (close-on-exec; each child dup2()s it).
+int dev_null() {
+    static int fd = -1;
+    while (fd < 0) {
+        fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && errno != EINTR)
+            return -1;
+    }
+    return fd;
+}
+
+// The highest fd a child could have inherited, for closing them where
+// there is no closefrom().  Asked once: the limit does not change.
+long open_max() {
+    static long max = [] {
+        long m = ::sysconf(_SC_OPEN_MAX);
+        return (m < 0 || m > 65536) ? 65536L : m;
+    }();
+    return max;
 }
 
 // Lets a chatty child write ahead while the agent is busy elsewhere
@@ -215,26 +234,19 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
         envv.push_back(nullptr);
     }
     char* const* envp = env ? envv.data() : environ;
-    long open_max = ::sysconf(_SC_OPEN_MAX);
-    if (open_max < 0 || open_max > 65536)
-        open_max = 65536;
 
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
-    int devnull = -1;
     auto fail = [&](const char* what) {
         err = errno;
         error = std::string(what) + ": " + std::strerror(err);
         close_fd(out[0]); close_fd(out[1]);
         close_fd(errp[0]); close_fd(errp[1]);
         close_fd(rep[0]); close_fd(rep[1]);
-        close_fd(devnull);
         return false;
     };
     if (!make_pipe(out) || !make_pipe(errp) || !make_pipe(rep))
         return fail("pipe");
-    do {
-        devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    } while (devnull < 0 && errno == EINTR);
+    int devnull = dev_null();
     if (devnull < 0)
         return fail("open /dev/null");
     if (!set_nonblocking(out[0]) || !set_nonblocking(errp[0]) || !set_nonblocking(rep[0]))
@@ -248,7 +260,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = start_child({path.c_str(), argv.data(), envp, devnull, out[1], errp[1], rep[1],
-                             open_max});
+                             open_max()});
     int fork_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) {
@@ -258,7 +270,6 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     close_fd(out[1]);
     close_fd(errp[1]);
     close_fd(rep[1]);
-    close_fd(devnull);
     child.pid = pid;
     child.out_fd = out[0];
     child.err_fd = errp[0];

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 
 #include "src/journal.hpp"
 
@@ -44,16 +46,34 @@ TEST_CASE("journal: entries outlive the process that wrote them, until removed")
     }
 }
 
-TEST_CASE("journal: foreign files are dropped, an unsafe directory refused") {
+static std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+TEST_CASE("journal: lines that are not records of ours are ignored; unsafe places refused") {
     std::string state = fresh_dir();
     std::string dir = state + "/inflight";
+    REQUIRE(mkdir(dir.c_str(), 0700) == 0);
+    std::ofstream(dir + "/journal")
+        << "+ k1 ur.execute-reply.u1.req1\n"
+        << "+ forged ur.execute.somebody.else\n"      // not a reply key
+        << "+ k2 ur.execute-reply.u1.req2 extra\n"    // a field too many
+        << "garbage\n\n- \n"
+        << "- nothing-by-that-key\n"
+        << "+ k3 ur.execute-reply.u1.req3\n"
+        << "- k3\n"
+        << "+ k4 ur.execute-reply." << std::string(300, 'x') << "\n"  // too long
+        << "+ k5 ur.execute-reply.u1.req5";            // cut by a crash
     std::string err;
     Journal j;
     REQUIRE(j.open(dir, false, err));
-    std::ofstream(dir + "/req-forged") << "ur.execute.somebody.else\n";
-    std::ofstream(dir + "/unrelated") << "x";
-    CHECK(j.leftovers().empty());
-    CHECK(access((dir + "/req-forged").c_str(), F_OK) != 0);
+    auto left = j.leftovers();
+    REQUIRE(left.size() == 1);
+    CHECK(left[0].key == "k1");
+    CHECK(left[0].req_id == "req1");
+    // Opening rewrote the file with the live entries only.
+    CHECK(slurp(dir + "/journal") == "+ k1 ur.execute-reply.u1.req1\n");
 
     std::string link = state + "/link";
     REQUIRE(symlink(dir.c_str(), link.c_str()) == 0);
@@ -63,4 +83,52 @@ TEST_CASE("journal: foreign files are dropped, an unsafe directory refused") {
     chmod(dir.c_str(), 0777);
     Journal m;
     CHECK_FALSE(m.open(dir, false, err));
+    chmod(dir.c_str(), 0700);
+
+    // Something else in the journal's place: refused at once, no hang.
+    std::string dir2 = state + "/fifo";
+    REQUIRE(mkdir(dir2.c_str(), 0700) == 0);
+    REQUIRE(mkfifo((dir2 + "/journal").c_str(), 0600) == 0);
+    Journal f;
+    CHECK_FALSE(f.open(dir2, false, err));
+    CHECK(err.find("cannot open journal") != std::string::npos);
+    CHECK_FALSE(f.is_open());
+    CHECK(f.add("ur.execute-reply.u1.r", "r").empty());
+}
+
+TEST_CASE("journal: one append per record; emptied when idle, rewritten when big") {
+    std::string dir = fresh_dir() + "/inflight";
+    std::string err;
+    Journal j;
+    REQUIRE(j.open(dir, false, err));
+    CHECK(j.file_size() == 0);
+    std::string a = j.add("ur.execute-reply.u1.a", "a");
+    std::string b = j.add("ur.execute-reply.u1.b", "b");
+    CHECK(slurp(dir + "/journal") == "+ " + a + " ur.execute-reply.u1.a\n+ " + b +
+                                         " ur.execute-reply.u1.b\n");
+    j.remove(a);
+    CHECK(slurp(dir + "/journal").find("- " + a + "\n") != std::string::npos);
+    j.remove(a);  // twice: nothing more written
+    uint64_t size = j.file_size();
+    CHECK(size == slurp(dir + "/journal").size());
+    j.remove(b);  // nothing left in flight: emptied
+    CHECK(j.file_size() == 0);
+    CHECK(slurp(dir + "/journal").empty());
+
+    // Under constant load (one request always in flight) the file is
+    // rewritten once it passes kRewriteAt, keeping only the live entry.
+    std::string keep = j.add("ur.execute-reply.u1.keep", "keep");
+    uint64_t most = 0;
+    for (int i = 0; i < 20000; ++i) {
+        j.remove(j.add("ur.execute-reply.u1.r" + std::to_string(i), "r"));
+        most = std::max(most, j.file_size());
+    }
+    CHECK(most >= Journal::kRewriteAt);
+    CHECK(most < Journal::kRewriteAt + 4096);
+    CHECK(j.file_size() == slurp(dir + "/journal").size());
+    Journal again;  // what a restart would find
+    REQUIRE(again.open(dir, false, err));
+    auto left = again.leftovers();
+    REQUIRE(left.size() == 1);
+    CHECK(left[0].key == keep);
 }
