@@ -386,6 +386,33 @@ class Outages(AgentTestCase):
         r = self.client.wait_reply(a.uuid, req, timeout=60)
         self.assertReply(r, 0, "survived\n")
 
+    def test_big_reply_cut_mid_write_is_published_again_whole(self):
+        # A big reply goes out as slices of its own body (no copy).  The
+        # connection stops carrying bytes half-way through it and is then
+        # reset, with most of the body unwritten: the next connection must
+        # carry all of it, once.
+        size = 12 * 1000 * 1000  # more than loopback's socket buffers hold
+        p = self.proxy()
+        a = self.start_via(p, "--max-output", str(16 << 20))
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n/bin/sleep 0.5\nhead -c %d /dev/zero | tr '\\0' x\n"
+            % size, env={})
+        a.wait_log_n("execute request", 1)
+        p.freeze()
+        a.wait_log_n("execute finished", 1)
+        time.sleep(0.5)  # the writes fill the socket buffers and stall
+        lost0 = a.count_log("lost the broker connection")
+        p.cut()
+        r = self.client.wait_reply(a.uuid, req, timeout=60)
+        self.assertGreater(a.count_log("lost the broker connection"), lost0)
+        self.assertEqual(r.get("exit_status"), 0, {k: v for k, v in r.items()
+                                                   if k != "stdout"})
+        self.assertFalse(r.get("stdout_truncated", False))
+        self.assertEqual(len(r["stdout"]), size)
+        self.assertEqual(r["stdout"].strip("x"), "")
+        self.assertEqual(self.client.collect(
+            lambda m: m.routing_key.endswith("." + req), 1.0), [])
+
     def test_silent_broker_found_by_heartbeat(self):
         # The connection goes silent (no RST, no FIN): only heartbeats can
         # tell.  With --heartbeat 2 the agent must give up on it within a
