@@ -279,6 +279,7 @@ void Agent::loop_once() {
     if (nack_retry_at_ && now >= nack_retry_at_) nack_retry_at_ = 0;
 
     start_queued(now);
+    flush_acks();
     publish_outbox(now);
     if (stopping_) check_shutdown(now);
     if (fd_ >= 0 && conn_ && conn_->wants_write()) write_socket(now);
@@ -495,6 +496,7 @@ void Agent::handle_events(uint64_t now) {
             if (ev.channel == cons_ch_ && conn_) {
                 // Start over on a fresh channel: closing this one requeues
                 // what it delivered and not yet acked.
+                flush_acks();
                 conn_->close_channel(cons_ch_);
                 cons_ch_ = 0;
                 ++channel_gen_;
@@ -617,12 +619,18 @@ void Agent::on_consuming(uint64_t now) {
 
 void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     if (ev.channel != cons_ch_ || stopping_) return;  // stale channel: the broker requeues it
+    if (acks_gen_ != channel_gen_) {
+        unacked_.clear();
+        to_ack_.clear();
+        acks_gen_ = channel_gen_;
+    }
+    unacked_.insert(ev.delivery_tag);
     Request req = parse_request(id_, ev.routing_key, ev.body);
     if (ev.body_discarded && req.kind == RequestKind::Execute)
         req.error = "request body of " + std::to_string(ev.body_size) +
                     " bytes exceeds the agent's limit of " + std::to_string(max_body_size()) +
                     " bytes";
-    auto ack = [&] { conn_->basic_ack(ev.channel, ev.delivery_tag); };
+    auto ack = [&] { ack_later(ev.delivery_tag); };
     switch (req.kind) {
     case RequestKind::Ignored:
         log::warn("ignoring message", {{"routing_key", field(ev.routing_key)},
@@ -710,7 +718,32 @@ void Agent::start_job(Queued& q, uint64_t now) {
     }
     running_[id] = std::move(r);
     ++request_jobs_;
-    conn_->basic_ack(cons_ch_, q.delivery_tag);
+    ack_later(q.delivery_tag);
+}
+
+void Agent::ack_later(uint64_t delivery_tag) { to_ack_.push_back(delivery_tag); }
+
+void Agent::flush_acks() {
+    if (to_ack_.empty()) return;
+    if (acks_gen_ != channel_gen_ || !conn_ || !cons_ch_) {
+        // That channel is gone: the broker requeued what it had not seen
+        // acked (an ack can no longer be sent on it).
+        to_ack_.clear();
+        unacked_.clear();
+        return;
+    }
+    std::sort(to_ack_.begin(), to_ack_.end());
+    for (uint64_t t : to_ack_) unacked_.erase(t);
+    // A multiple ack covers every unacked delivery up to its tag, so it
+    // must stay below the oldest delivery not yet decided (a request
+    // waiting for a free slot).  Deliveries arrive in tag order, so all
+    // tags below that one have been seen and decided.
+    uint64_t undecided = unacked_.empty() ? UINT64_MAX : *unacked_.begin();
+    size_t below = size_t(std::lower_bound(to_ack_.begin(), to_ack_.end(), undecided) -
+                          to_ack_.begin());
+    if (below > 0) conn_->basic_ack(cons_ch_, to_ack_[below - 1], below > 1);
+    for (size_t i = below; i < to_ack_.size(); ++i) conn_->basic_ack(cons_ch_, to_ack_[i]);
+    to_ack_.clear();
 }
 
 void Agent::on_job_finished(JobResult& r, uint64_t now) {
@@ -942,6 +975,7 @@ void Agent::begin_shutdown(uint64_t now) {
     if (conn_ && cons_ch_ && conn_->is_open()) {
         // Closing the request channel stops deliveries and returns the
         // unacked (not started) ones to the broker for redelivery.
+        flush_acks();
         conn_->close_channel(cons_ch_);
         cons_ch_ = 0;
         ++channel_gen_;

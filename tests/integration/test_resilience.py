@@ -277,6 +277,49 @@ class Resilience(FakeBrokerTestCase):
             b.cmd("lock-queue ur.request.* off")
         self.channel_fault(fault, "405 RESOURCE_LOCKED, then unlocked")
 
+    def test_acks_coalesce_but_never_cover_a_waiting_request(self):
+        # Acks decided in one pass of the agent's loop go out as one
+        # basic.ack with multiple set, but never over a request still
+        # waiting for a free slot: that one must stay unacked, so that the
+        # broker redelivers it should the agent die before starting it.
+        # Prefetch is --max-concurrency per consumer: pings come 2 at a time.
+        b, a = self.up(args=("--max-concurrency", "2"))
+        pings = 40
+
+        def ping_burst(tag):
+            """Publishes pings at once; returns (ack frames, messages
+            settled) that they took."""
+            frames0, settled0 = map(int, b.cmd("acks").split()[1:])
+            b.cmds(["publish amq.topic ur.ping.%s %s" % (a.uuid, json.dumps(
+                {"client_id": tag, "id": "p%d" % i})) for i in range(pings)])
+            b.wait_count("ur.ack%s.%s" % (tag, a.uuid), pings)
+            wait_until(lambda: int(b.cmd("acks").split()[2]) - settled0 >= pings,
+                       what="every ping acked")
+            frames, settled = map(int, b.cmd("acks").split()[1:])
+            return frames - frames0, settled - settled0
+
+        frames, settled = ping_burst("burst")
+        self.assertEqual(settled, pings)
+        self.assertLess(frames, pings, "no ack was coalesced")
+
+        # Both slots taken, two more requests are delivered and wait
+        # (prefetch keeps a fifth in the queue).
+        held = [self.start_held(b, a, tag="held%d" % i) for i in range(2)]
+        waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i)
+                   for i in range(3)]
+        queue = "queue " + self.request_queue(a)
+        wait_until(lambda: "unacked=2" in b.cmd(queue),
+                   what="two waiting requests delivered")
+        frames, settled = ping_burst("waiting")
+        self.assertEqual(settled, pings)   # not one message more
+        self.assertIn("unacked=2", b.cmd(queue))
+        for _, release, _ in held:
+            open(release, "w").close()
+        for w in [h[0] for h in held] + waiting:
+            self.assertEqual(self.reply(b, a, w).get("exit_status"), 0)
+        wait_until(lambda: "unacked=0" in b.cmd(queue), what="all acked")
+        self.assertIn("unacked=0", b.cmd("queue ur.ping.%s" % a.uuid))
+
     # -- replies: confirms, blocking, bounds ---------------------------
 
     def test_unconfirmed_reply_republished_after_drop(self):

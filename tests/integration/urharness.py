@@ -852,6 +852,16 @@ class FakeBroker:
             raise AssertionError("fake-broker %r -> %r" % (line, ans))
         return ans
 
+    def cmds(self, lines):
+        """Sends several commands in one write (the broker runs them in one
+        pass, e.g. publishes that must arrive together); returns their
+        answers."""
+        if any("\n" in l for l in lines):
+            raise ValueError("one line per command")
+        self.proc.stdin.write("".join(l + "\n" for l in lines).encode("utf-8"))
+        self.proc.stdin.flush()
+        return [self._readline(WAIT) for _ in lines]
+
     def count(self, key_pattern):
         """Messages ever published with a routing key matching the topic
         pattern."""

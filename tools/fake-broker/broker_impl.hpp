@@ -185,6 +185,7 @@ struct Broker::Impl {
     std::vector<std::string> published_keys;
     struct Recent { std::string exchange, key, body; };
     std::deque<Recent> recent;          // the last kRecent, bodies cut to 1 MiB
+    uint64_t ack_frames = 0, acked_messages = 0;  // basic.ack received, and what they settled
     static constexpr size_t kRecent = 1000;
 
     // ---- broker.cpp: loop and I/O ----

@@ -21,6 +21,7 @@ const char kHelp[] =
     "blocked on|off; stop-listening; start-listening; heartbeat SECS (new connections); "
     "queues (-> ok COUNT then NAME READY UNACKED CONSUMERS per queue); "
     "queue NAME (-> ok ready=R unacked=U consumers=C); connections; "
+    "acks (-> ok FRAMES MESSAGES: basic.ack frames received, messages they settled); "
     "publish EXCHANGE|- KEY BODY; wait-consumers QUEUE N SECS; wait-connections N SECS; "
     "wait-queue-deleted QUEUE SECS; "
     "messages KEY-PATTERN; wait-messages KEY-PATTERN N SECS; last-message KEY-PATTERN "
@@ -251,6 +252,9 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         return "ok ready=" + std::to_string(q->second.ready.size()) +
                " unacked=" + std::to_string(q->second.unacked) +
                " consumers=" + std::to_string(q->second.consumers.size());
+    }
+    if (verb == "acks") {
+        return "ok " + std::to_string(ack_frames) + " " + std::to_string(acked_messages);
     }
     if (verb == "connections") {
         size_t n = 0;

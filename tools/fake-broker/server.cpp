@@ -463,6 +463,15 @@ void Broker::Impl::on_channel_method(Conn& c, Channel& ch, Method& m, Millis) {
         ch.have_header = false;
         ch.body.clear();
     } else if (auto* ack = std::get_if<BasicAck>(&m)) {
+        ++ack_frames;
+        size_t before = ch.unacked.size();
+        // Counts what this ack settled on every way out of this branch.
+        struct Count {
+            uint64_t& total;
+            size_t before;
+            const decltype(ch.unacked)& now;
+            ~Count() { total += before - now.size(); }
+        } count{acked_messages, before, ch.unacked};
         if (ack->multiple && ack->delivery_tag == 0) {
             while (!ch.unacked.empty()) ack_one(ch, ch.unacked.begin(), false);
             return;
