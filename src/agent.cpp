@@ -618,13 +618,14 @@ void Agent::on_consuming(uint64_t now) {
 // ---------------------------------------------------------------- requests
 
 void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
-    if (ev.channel != cons_ch_ || stopping_) return;  // stale channel: the broker requeues it
+    if (ev.channel != cons_ch_) return;  // stale channel: the broker requeues it
     if (acks_gen_ != channel_gen_) {
         unacked_.clear();
         to_ack_.clear();
         acks_gen_ = channel_gen_;
     }
-    unacked_.insert(ev.delivery_tag);
+    unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
+    if (stopping_) return;  // left unacked: requeued when the channel closes
     Request req = parse_request(id_, ev.routing_key, ev.body);
     if (ev.body_discarded && req.kind == RequestKind::Execute)
         req.error = "request body of " + std::to_string(ev.body_size) +
