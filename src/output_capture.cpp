@@ -11,7 +11,10 @@ namespace ur {
 namespace {
 // Crossing this many bytes, a stream is a big one (see keep_head()).
 constexpr size_t kReserveAfter = 256 * 1024;
-constexpr size_t kReserveMax = 64u << 20;
+// The most reserved up front: a raised --max-output is taken at its word
+// up to this (a 64 MiB output reserved 64 MiB, then doubled to 128 MiB for
+// its escapes, copying all of it: peak RSS 2.02x the output).
+constexpr size_t kReserveMax = 256u << 20;
 }  // namespace
 
 void append_note(StreamCapture& c, const std::string& note) {

@@ -46,6 +46,8 @@ public:
 
     void append(const char* data, size_t n);
     uint64_t total() const { return total_; }
+    // Where the head is buffered now (tests: it must not move once reserved).
+    const char* head_data() const { return head_.data(); }
 
     // The kept bytes, in stream order.  Leaves the capture empty.
     StreamCapture finish();

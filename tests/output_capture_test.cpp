@@ -117,6 +117,27 @@ TEST_CASE("output capture: a big stream (head reserved at once) is kept exactly"
     }
 }
 
+TEST_CASE("output capture: a 64 MiB stream of lines fits its reservation, escapes included") {
+    // The head is reserved once, with room for one escape a line: it is
+    // never reallocated (a doubling would copy it all and double its RSS).
+    const size_t size = 64u << 20;
+    OutputCapture c(size + (1u << 20), 65536, OutputCapture::Encoding::JsonEscaped);
+    std::string line(63, 'a');
+    line += '\n';
+    std::string chunk;
+    while (chunk.size() < 65536) chunk += line;
+    const char* first = nullptr;
+    for (size_t done = 0; done < size; done += chunk.size()) {
+        c.append(chunk.data(), chunk.size());
+        if (done == 1u << 20) first = c.head_data();
+    }
+    CHECK(c.head_data() == first);
+    StreamCapture r = c.finish();
+    CHECK_FALSE(r.truncated);
+    CHECK(r.data.size() == size + size / 64);  // "\n" for each newline
+    CHECK(r.data.capacity() < size + size / 8);
+}
+
 TEST_CASE("output capture: JsonEscaped is the raw capture repaired and escaped, however split") {
     // The reply must not depend on how the pipe cut the stream: a UTF-8
     // sequence, an invalid byte or a control character may straddle any
