@@ -491,6 +491,25 @@ class Resilience(FakeBrokerTestCase):
         a.wait_log_n("serving requests", 6, secs=15)
         self.prove_served(b, a, "flapping")
 
+    def test_backoff_resets_after_30_s_of_health(self):
+        # A flapping broker climbs the backoff (above); a connection that
+        # then stays up for 30 s is healthy again, and the next loss
+        # retries at the base delay.  (About 35 s: the threshold is fixed.)
+        b, a = self.up()
+        for i in range(4):
+            a.wait_log_n("serving requests", i + 1, secs=15)
+            b.cmd("drop-now")
+            a.wait_log_n("lost the broker connection", i + 1)
+        climbed = a.wait_log_n("lost the broker connection", 4)["retry_in_ms"]
+        self.assertGreaterEqual(climbed, 800 * 0.75)
+        a.wait_log_n("serving requests", 5, secs=15)
+        time.sleep(31)
+        b.cmd("drop-now")
+        rec = a.wait_log_n("lost the broker connection", 5)
+        self.assertLessEqual(rec["retry_in_ms"], 125, rec)
+        a.wait_log_n("serving requests", 6, secs=15)
+        self.prove_served(b, a, "healthy period")
+
     def test_cycles_through_every_broker(self):
         b1 = self.start_broker(name="b1")
         b2 = self.start_broker(name="b2")
