@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "src/clock.hpp"
+#include "src/file_io.hpp"
 #include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
 #include "src/memory.hpp"

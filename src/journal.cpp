@@ -10,7 +10,7 @@
 
 #include "src/clock.hpp"
 #include "src/log.hpp"
-#include "src/sysinfo.hpp"
+#include "src/file_io.hpp"
 
 namespace ur {
 
@@ -42,17 +42,6 @@ void sync_dir(const std::string& dir) {
         fsync(fd);
         ::close(fd);
     }
-}
-
-bool write_all(int fd, const std::string& s) {
-    size_t done = 0;
-    while (done < s.size()) {
-        ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        done += size_t(n);
-    }
-    return true;
 }
 
 std::string add_record(const std::string& key, const std::string& reply_key) {

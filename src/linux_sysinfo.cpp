@@ -16,6 +16,7 @@
 #include <map>
 #include <vector>
 
+#include "src/file_io.hpp"
 #include "src/sysinfo.hpp"
 
 namespace ur {

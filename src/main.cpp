@@ -9,6 +9,7 @@
 
 #include "src/agent.hpp"
 #include "src/config.hpp"
+#include "src/file_io.hpp"
 #include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
 #include "src/sysinfo.hpp"

@@ -2,7 +2,6 @@
 // identity (UUID, admin MAC) and the setup state.
 #pragma once
 #include <string>
-#include <string_view>
 
 #include "json/json.hpp"
 
@@ -27,8 +26,5 @@ std::string admin_mac(const json::Value& sysinfo);
 // True when `path` holds a JSON object with "complete": true.  Missing,
 // unreadable or malformed files mean "not complete".
 bool setup_complete(const std::string& path);
-
-// Reads a whole regular file of at most `max` bytes.
-bool read_file(const std::string& path, size_t max, std::string& out, std::string& error);
 
 }  // namespace ur

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include "src/file_io.hpp"
+
 namespace ur {
 
 const char kScriptFilePrefix[] = "ur-job.";
@@ -119,16 +121,8 @@ bool write_script_file(const std::string& dir, const std::string& text,
     };
     if (::fchmod(fd, 0700) != 0)
         return fail("cannot chmod");
-    size_t done = 0;
-    while (done < text.size()) {
-        ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return fail("cannot write");
-        }
-        done += static_cast<size_t>(n);
-    }
+    if (!write_all(fd, text))
+        return fail("cannot write");
     if (close_retry(fd) != 0) {
         error = sys_error("cannot close " + made, errno);
         ::unlink(made.c_str());
