@@ -620,11 +620,7 @@ void Agent::on_consuming(uint64_t now) {
 
 void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     if (ev.channel != cons_ch_) return;  // stale channel: the broker requeues it
-    if (acks_gen_ != channel_gen_) {
-        unacked_.clear();
-        to_ack_.clear();
-        acks_gen_ = channel_gen_;
-    }
+    forget_stale_acks();
     unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
     if (stopping_) return;  // left unacked: requeued when the channel closes
     Request req = parse_request(id_, ev.routing_key, ev.body);
@@ -725,13 +721,20 @@ void Agent::start_job(Queued& q, uint64_t now) {
 
 void Agent::ack_later(uint64_t delivery_tag) { to_ack_.push_back(delivery_tag); }
 
+// The consumer channel the ack state belongs to is gone: the broker
+// requeued what it had not seen acked, and an ack can no longer be sent on
+// it.
+void Agent::forget_stale_acks() {
+    if (acks_gen_ == channel_gen_) return;
+    unacked_.clear();
+    to_ack_.clear();
+    acks_gen_ = channel_gen_;
+}
+
 void Agent::flush_acks() {
-    if (to_ack_.empty()) return;
-    if (acks_gen_ != channel_gen_ || !conn_ || !cons_ch_) {
-        // That channel is gone: the broker requeued what it had not seen
-        // acked (an ack can no longer be sent on it).
+    forget_stale_acks();
+    if (to_ack_.empty() || !conn_ || !cons_ch_) {
         to_ack_.clear();
-        unacked_.clear();
         return;
     }
     std::sort(to_ack_.begin(), to_ack_.end());

@@ -90,6 +90,7 @@ private:
     void start_queued(uint64_t now);
     void start_job(Queued& q, uint64_t now);
     void ack_later(uint64_t delivery_tag);
+    void forget_stale_acks();
     void flush_acks();
     void on_job_finished(JobResult& r, uint64_t now);
     void enqueue(OutMessage m, uint64_t now);
