@@ -465,26 +465,19 @@ void Broker::Impl::on_channel_method(Conn& c, Channel& ch, Method& m, Millis) {
     } else if (auto* ack = std::get_if<BasicAck>(&m)) {
         ++ack_frames;
         size_t before = ch.unacked.size();
-        // Counts what this ack settled on every way out of this branch.
-        struct Count {
-            uint64_t& total;
-            size_t before;
-            const decltype(ch.unacked)& now;
-            ~Count() { total += before - now.size(); }
-        } count{acked_messages, before, ch.unacked};
+        auto it = ch.unacked.find(ack->delivery_tag);
         if (ack->multiple && ack->delivery_tag == 0) {
             while (!ch.unacked.empty()) ack_one(ch, ch.unacked.begin(), false);
-            return;
-        }
-        auto it = ch.unacked.find(ack->delivery_tag);
-        if (it == ch.unacked.end())
+        } else if (it == ch.unacked.end()) {
             return fail(kPreconditionFailed,
                         "PRECONDITION_FAILED - unknown delivery tag " + std::to_string(ack->delivery_tag));
-        if (ack->multiple)
+        } else if (ack->multiple) {
             while (!ch.unacked.empty() && ch.unacked.begin()->first <= ack->delivery_tag)
                 ack_one(ch, ch.unacked.begin(), false);
-        else
+        } else {
             ack_one(ch, it, false);
+        }
+        acked_messages += before - ch.unacked.size();
     } else if (auto* nack = std::get_if<BasicNack>(&m)) {
         if (nack->multiple && nack->delivery_tag == 0) {
             while (!ch.unacked.empty()) ack_one(ch, std::prev(ch.unacked.end()), nack->requeue);
