@@ -476,16 +476,22 @@ class Resilience(FakeBrokerTestCase):
         a.wait_log_n("serving requests", 3)
         self.prove_served(b, a, "outage over")
 
+    def flap(self, b, a, times):
+        """Drops the agent's connection right after it serves, `times`
+        times (no failed connect in between); returns the retry delays it
+        logged, one per drop."""
+        for i in range(times):
+            a.wait_log_n("serving requests", i + 1, secs=15)
+            b.cmd("drop-now")
+            a.wait_log_n("lost the broker connection", i + 1)
+        return [r["retry_in_ms"] for r in a.logs()
+                if r.get("msg") == "lost the broker connection"]
+
     def test_backoff_keeps_growing_while_the_broker_flaps(self):
         # Dropped right after serving each time, never a failed connect:
         # a flapping broker, which must not be hammered.
         b, a = self.up()
-        for i in range(5):
-            a.wait_log_n("serving requests", i + 1, secs=15)
-            b.cmd("drop-now")
-            a.wait_log_n("lost the broker connection", i + 1)
-        delays = [r["retry_in_ms"] for r in a.logs()
-                  if r.get("msg") == "lost the broker connection"]
+        delays = self.flap(b, a, 5)
         for i, d in enumerate(delays):
             self.assertGreaterEqual(d, 100 * 2 ** i * 0.75, delays)
         a.wait_log_n("serving requests", 6, secs=15)
@@ -496,11 +502,7 @@ class Resilience(FakeBrokerTestCase):
         # then stays up for 30 s is healthy again, and the next loss
         # retries at the base delay.  (About 35 s: the threshold is fixed.)
         b, a = self.up()
-        for i in range(4):
-            a.wait_log_n("serving requests", i + 1, secs=15)
-            b.cmd("drop-now")
-            a.wait_log_n("lost the broker connection", i + 1)
-        climbed = a.wait_log_n("lost the broker connection", 4)["retry_in_ms"]
+        climbed = self.flap(b, a, 4)[-1]
         self.assertGreaterEqual(climbed, 800 * 0.75)
         a.wait_log_n("serving requests", 5, secs=15)
         time.sleep(31)
