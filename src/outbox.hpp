@@ -26,15 +26,10 @@ public:
         p_ = std::make_shared<const std::string>(std::move(s));
         return *this;
     }
-    const std::string& str() const { return p_ ? *p_ : empty(); }
     size_t size() const { return p_ ? p_->size() : 0; }
     const std::shared_ptr<const std::string>& shared() const { return p_; }
 
 private:
-    static const std::string& empty() {
-        static const std::string e;
-        return e;
-    }
     std::shared_ptr<const std::string> p_;
 };
 
