@@ -16,6 +16,7 @@
 #include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
 #include "src/memory.hpp"
+#include "src/spawn.hpp"
 
 namespace ur {
 
@@ -123,6 +124,9 @@ void Agent::install_signals() {
     sigaction(SIGCHLD, &sa, nullptr);
     sigaction(SIGHUP, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
+    // The agent changes no disposition after this: a child has only these
+    // and the ones we inherited non-default reset, not every signal.
+    remember_signal_dispositions();
 }
 
 bool Agent::setup(std::string& error) {

@@ -54,18 +54,6 @@ long open_max() {
     return max;
 }
 
-// Lets a chatty child write ahead while the agent is busy elsewhere
-// (quoting, publishing) instead of blocking on a full 64 KiB pipe at each
-// turn of the loop.  Linux only; best effort: the kernel may refuse
-// (fs.pipe-max-size, per-user pipe limits) and the default size is kept.
-void widen_pipe(int fd) {
-#if defined(F_SETPIPE_SZ)
-    ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
-#else
-    (void)fd;
-#endif
-}
-
 void close_fd(int& fd) {
     if (fd >= 0)
         ::close(fd);
@@ -103,15 +91,11 @@ constexpr int kSignalCount = NSIG;
 constexpr int kSignalCount = 65;
 #endif
 
-// Reports `err` on the exec-status pipe and exits.  Runs in the child after
-// fork(): async-signal-safe calls only.
-[[noreturn]] void child_fail(int report_fd, int err) {
-    ssize_t n;
-    do {
-        n = ::write(report_fd, &err, sizeof err);
-    } while (n < 0 && errno == EINTR);
-    ::_exit(exec_failure_status(err));
-}
+// The signals a child resets (see remember_signal_dispositions()); all of
+// them while g_reset_all.  Read by the child, written only between spawns.
+bool g_reset_all = true;
+int g_reset[kSignalCount];
+int g_reset_count = 0;
 
 // Everything between fork() and execve(), in the child.  Only
 // async-signal-safe calls: no allocation, no locks, no stdio.
@@ -119,68 +103,96 @@ struct ChildPlan {
     const char* path;
     char* const* argv;
     char* const* envp;
-    int in_fd, out_fd, err_fd, report_fd;
+    int in_fd, out_fd, err_fd;
+    int report_fd;            // fork(): the exec-status pipe; vfork(): -1
+    volatile int* exec_err;   // vfork(): where a failed exec's errno goes
     long open_max;
 };
 
+// Reports `err` as the reason exec failed and exits.  Runs in the child:
+// async-signal-safe calls only.  After vfork() the parent's memory is
+// ours until we exit, and the parent reads it once we have.
+[[noreturn]] void child_fail(const ChildPlan& plan, int report_fd, int err) {
+    if (plan.exec_err) {
+        *plan.exec_err = err;
+    } else {
+        ssize_t n;
+        do {
+            n = ::write(report_fd, &err, sizeof err);
+        } while (n < 0 && errno == EINTR);
+    }
+    ::_exit(exec_failure_status(err));
+}
+
+void reset_to_default(int sig) {
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    if (::sigaction(sig, &dfl, nullptr) == 0 || errno != EINVAL)
+        return;  // done, or SIGKILL/SIGSTOP
+#if defined(__linux__) && defined(SYS_rt_sigaction)
+    // glibc refuses to touch the signals it reserves (32 and 33), but an
+    // ignored disposition for them is still inherited through exec (seen
+    // when the agent was started by a process that ignored them).  Ask the
+    // kernel directly: an all-zero kernel sigaction is SIG_DFL, no flags,
+    // empty mask, whatever the architecture's layout.
+    char zero[64] = {};
+    ::syscall(SYS_rt_sigaction, sig, zero, nullptr, static_cast<size_t>(_NSIG / 8));
+#endif
+}
+
 [[noreturn]] void child_exec(const ChildPlan& plan) {
-    int in_fd = plan.in_fd, out_fd = plan.out_fd, err_fd = plan.err_fd;
     int report_fd = plan.report_fd;
     long open_max = plan.open_max;
     // Default dispositions first: signals are blocked (see spawn()), so no
     // handler of the agent can run in the child before this.  An ignored
     // SIGPIPE would otherwise survive exec.
-    struct sigaction dfl;
-    std::memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    for (int sig = 1; sig < kSignalCount; ++sig) {
-        if (::sigaction(sig, &dfl, nullptr) == 0 || errno != EINVAL)
-            continue;  // done, or SIGKILL/SIGSTOP
-#if defined(__linux__) && defined(SYS_rt_sigaction)
-        // glibc refuses to touch the signals it reserves (32 and 33), but
-        // an ignored disposition for them is still inherited through exec
-        // (seen when the agent was started by a process that ignored them).
-        // Ask the kernel directly: an all-zero kernel sigaction is SIG_DFL,
-        // no flags, empty mask, whatever the architecture's layout.
-        char zero[64] = {};
-        ::syscall(SYS_rt_sigaction, sig, zero, nullptr, static_cast<size_t>(_NSIG / 8));
-#endif
+    if (g_reset_all) {
+        for (int sig = 1; sig < kSignalCount; ++sig)
+            reset_to_default(sig);
+    } else {
+        for (int i = 0; i < g_reset_count; ++i)
+            reset_to_default(g_reset[i]);
     }
 
     if (::setsid() < 0)
-        child_fail(report_fd, errno);
+        child_fail(plan, report_fd, errno);
 
-    // Move our four fds above 3 first so that the dup2()s below cannot
-    // overwrite one of them (the agent may run with 0-2 closed, in which
-    // case pipe() hands out small numbers).
-    int fds[4] = {in_fd, out_fd, err_fd, report_fd};
-    for (int& fd : fds) {
-        if (fd < 4) {
-            int moved = ::fcntl(fd, F_DUPFD, 4);
+    // Move our fds above the ones they go to first so that the dup2()s
+    // below cannot overwrite one of them (the agent may run with 0-2
+    // closed, in which case pipe() hands out small numbers).
+    const int count = report_fd >= 0 ? 4 : 3;
+    int fds[4] = {plan.in_fd, plan.out_fd, plan.err_fd, report_fd};
+    for (int i = 0; i < count; ++i) {
+        if (fds[i] < count) {
+            int moved = ::fcntl(fds[i], F_DUPFD, count);
             if (moved < 0)
-                child_fail(report_fd, errno);
-            fd = moved;
+                child_fail(plan, report_fd, errno);
+            fds[i] = moved;
         }
     }
-    report_fd = fds[3];
-    for (int target = 0; target < 4; ++target) {
+    if (count == 4)
+        report_fd = fds[3];
+    for (int target = 0; target < count; ++target) {
         int r;
         do {
             r = ::dup2(fds[target], target);
         } while (r < 0 && errno == EINTR);
         if (r < 0)
-            child_fail(report_fd, errno);
+            child_fail(plan, report_fd, errno);
     }
-    report_fd = 3;
-    // dup2 cleared close-on-exec; the report pipe needs it back so that a
-    // successful exec closes it (that EOF is what the parent waits for).
-    if (::fcntl(3, F_SETFD, FD_CLOEXEC) != 0)
-        child_fail(report_fd, errno);
+    if (count == 4) {
+        report_fd = 3;
+        // dup2 cleared close-on-exec; the report pipe needs it back so that
+        // a successful exec closes it (that EOF is what the parent waits for).
+        if (::fcntl(3, F_SETFD, FD_CLOEXEC) != 0)
+            child_fail(plan, report_fd, errno);
+    }
 #ifdef UR_HAVE_CLOSEFROM
-    ::closefrom(4);
+    ::closefrom(count);
 #else
-    for (long fd = 4; fd < open_max; ++fd)
+    for (long fd = count; fd < open_max; ++fd)
         ::close(static_cast<int>(fd));
 #endif
     (void)open_max;
@@ -190,7 +202,7 @@ struct ChildPlan {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
     ::execve(plan.path, plan.argv, plan.envp);
-    child_fail(report_fd, errno);
+    child_fail(plan, report_fd, errno);
 }
 
 // Makes the child and sends it into child_exec(); returns its pid (or -1
@@ -210,6 +222,33 @@ struct ChildPlan {
 }
 
 }  // namespace
+
+void widen_pipe(int fd) {
+#if defined(F_SETPIPE_SZ)
+    ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+#else
+    (void)fd;
+#endif
+}
+
+void remember_signal_dispositions() {
+    int n = 0;
+    for (int sig = 1; sig < kSignalCount; ++sig) {
+        struct sigaction sa;
+        // A signal the C library will not report on (EINVAL: glibc's
+        // reserved ones) is reset anyway: it may have come in ignored.
+        if (::sigaction(sig, nullptr, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) ||
+            sa.sa_handler != SIG_DFL)
+            g_reset[n++] = sig;
+    }
+    g_reset_count = n;
+    g_reset_all = false;
+}
+
+void forget_signal_dispositions() {
+    g_reset_all = true;
+    g_reset_count = 0;
+}
 
 int exec_failure_status(int err) {
     return (err == ENOENT || err == ENOTDIR) ? 127 : 126;
@@ -235,6 +274,11 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     }
     char* const* envp = env ? envv.data() : environ;
 
+#ifdef UR_SPAWN_VFORK
+    constexpr bool kReportPipe = false;
+#else
+    constexpr bool kReportPipe = true;
+#endif
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
     auto fail = [&](const char* what) {
         err = errno;
@@ -244,14 +288,14 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
         close_fd(rep[0]); close_fd(rep[1]);
         return false;
     };
-    if (!make_pipe(out) || !make_pipe(errp) || !make_pipe(rep))
+    if (!make_pipe(out) || !make_pipe(errp) || (kReportPipe && !make_pipe(rep)))
         return fail("pipe");
     int devnull = dev_null();
     if (devnull < 0)
         return fail("open /dev/null");
-    if (!set_nonblocking(out[0]) || !set_nonblocking(errp[0]) || !set_nonblocking(rep[0]))
+    if (!set_nonblocking(out[0]) || !set_nonblocking(errp[0]) ||
+        (kReportPipe && !set_nonblocking(rep[0])))
         return fail("fcntl O_NONBLOCK");
-    widen_pipe(out[0]);
 
     // Block every signal across the fork so that the child cannot run one
     // of the agent's handlers (in our memory, with vfork) before it has
@@ -259,8 +303,9 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigset_t all, old;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    volatile int exec_err = 0;
     pid_t pid = start_child({path.c_str(), argv.data(), envp, devnull, out[1], errp[1], rep[1],
-                             open_max()});
+                             kReportPipe ? nullptr : &exec_err, open_max()});
     int fork_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) {
@@ -274,6 +319,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     child.out_fd = out[0];
     child.err_fd = errp[0];
     child.exec_fd = rep[0];
+    child.exec_errno = exec_err;
     return true;
 }
 

@@ -7,13 +7,14 @@
 // dispositions and an empty signal mask (the agent ignores SIGPIPE and
 // blocks signals, and none of that must leak into scripts).
 //
-// Whether exec succeeded is reported through a third pipe, close-on-exec in
-// the child: it reaches EOF when exec succeeds, or carries the child's
-// errno (sizeof(int) bytes) when exec fails, after which the child
-// _exit()s with exec_failure_status(errno).  spawn() never waits for the
-// child; with vfork() (see spawn.cpp) it returns only once the child has
-// exec'd or failed to, so the report is already complete and the caller
-// can read it at once instead of from its poll() loop.
+// Whether exec succeeded: with vfork() (see spawn.cpp) spawn() returns only
+// once the child has exec'd or failed to, and the child leaves the errno
+// of a failed exec in the parent's memory, so spawn() returns the outcome
+// itself (exec_errno; exec_fd is -1).  With fork() it is reported through
+// a third pipe, close-on-exec in the child: EOF when exec succeeds, or the
+// child's errno (sizeof(int) bytes) when it fails.  Either way a child
+// whose exec failed _exit()s with exec_failure_status(errno).  spawn()
+// never waits for the child to finish.
 #pragma once
 
 #include <sys/types.h>
@@ -28,7 +29,8 @@ struct SpawnedChild {
     pid_t pid = -1;
     int out_fd = -1;    // read end of the child's stdout
     int err_fd = -1;    // read end of the child's stderr
-    int exec_fd = -1;   // read end of the exec-status pipe (see above)
+    int exec_fd = -1;   // read end of the exec-status pipe (fork() only; see above)
+    int exec_errno = 0; // vfork(): errno of the failed exec, 0 when it succeeded
 };
 
 // Forks and executes `path` with argv = {path, args...}.  `env` present:
@@ -38,6 +40,23 @@ struct SpawnedChild {
 bool spawn(const std::string& path, const std::vector<std::string>& args,
            const std::optional<std::vector<std::string>>& env,
            SpawnedChild& child, int& err, std::string& error);
+
+// A chatty child's pipe: lets it write up to 1 MiB ahead while the agent
+// is busy elsewhere instead of blocking on a full 64 KiB pipe.  Linux
+// only, best effort (the kernel may refuse: fs.pipe-max-size, per-user
+// pipe limits); elsewhere a no-op.
+void widen_pipe(int fd);
+
+// Which signal dispositions a child has reset to SIG_DFL before exec.  By
+// default every signal: about 65 system calls in the child, all inside the
+// window in which vfork() holds the caller.  A process that sets its
+// dispositions only at start-up calls remember_signal_dispositions() after
+// the last change: from then on only the signals whose disposition was not
+// SIG_DFL at that moment are reset (plus the ones the C library will not
+// report, such as glibc's reserved 32 and 33).  A disposition changed
+// later is not seen: forget_signal_dispositions() returns to resetting all.
+void remember_signal_dispositions();
+void forget_signal_dispositions();
 
 // The exit status a shell would give for a command that cannot be executed
 // because of `err`: 127 when it was not found, 126 otherwise.

@@ -60,6 +60,7 @@ struct Supervisor::Job {
     pid_t pid = -1;             // also the process-group id (setsid)
     int out_fd = -1, err_fd = -1, exec_fd = -1;
     OutputCapture out, err;
+    bool out_widened = false, err_widened = false;  // see read_stream()
 
     unsigned char exec_buf[sizeof(int)] = {};
     size_t exec_len = 0;
@@ -159,9 +160,10 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     job->out_fd = child.out_fd;
     job->err_fd = child.err_fd;
     job->exec_fd = child.exec_fd;
-    // After vfork() the exec report is complete already: reading it now
-    // spares the loop a third fd per job.  After fork() this usually finds
-    // nothing yet (EAGAIN) and the loop reads it later.
+    job->exec_errno = child.exec_errno;
+    // After vfork() spawn() knows the outcome of exec already and there is
+    // no pipe.  After fork() this usually finds nothing yet (EAGAIN) and
+    // the loop reads the report later.
     read_exec_status(*job);
     if (job->spec.timeout_ms > 0)
         job->timeout_at = add_ms(now_ms, job->spec.timeout_ms);
@@ -186,9 +188,9 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
             if (job.state == JobState::Done)
                 continue;
             if (p.fd == job.out_fd) {
-                read_stream(job.out_fd, job.out);
+                read_stream(job.out_fd, job.out, job.out_widened);
             } else if (p.fd == job.err_fd) {
-                read_stream(job.err_fd, job.err);
+                read_stream(job.err_fd, job.err, job.err_widened);
             } else if (p.fd == job.exec_fd) {
                 read_exec_status(job);
                 break;
@@ -204,12 +206,20 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
 
 // Reads what the pipe holds (up to kReadsPerPass chunks).  At EOF, or on a
 // read error, closes the fd and sets it to -1.  The fd is non-blocking, so
-// a stale pollfd entry costs one EAGAIN.
-void Supervisor::read_stream(int& fd, OutputCapture& cap) {
+// a stale pollfd entry costs one EAGAIN.  A stream that passes one
+// buffer's worth is from a chatty child: its pipe is widened then, not at
+// spawn, so that the many scripts that print little do not pay for a big
+// pipe (its allocation and release were a visible part of a trivial
+// request's cost).
+void Supervisor::read_stream(int& fd, OutputCapture& cap, bool& widened) {
     for (int i = 0; i < kReadsPerPass && fd >= 0; ++i) {
         ssize_t n = ::read(fd, buf_.data(), buf_.size());
         if (n > 0) {
             cap.append(buf_.data(), static_cast<size_t>(n));
+            if (!widened && cap.total() >= buf_.size()) {
+                widen_pipe(fd);
+                widened = true;
+            }
             if (static_cast<size_t>(n) < buf_.size())
                 return;  // drained for now
         } else if (n == 0) {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "src/spawn.hpp"
 #include "src/supervisor.hpp"
 #include "src/work_dir.hpp"
 
@@ -524,6 +525,73 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: the child inherits no fd and default sig
     CHECK(status.out.data.find("SigIgn:\t0000000000000000\n") != std::string::npos);
 #else
     MESSAGE("skipped: reads /proc (Linux only)");
+#endif
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: remembered dispositions are the ones reset, and only they") {
+#ifdef __linux__
+    // The agent takes its dispositions once (remember_signal_dispositions)
+    // and its children reset just those instead of all 64.  SIGUSR2 is
+    // ignored before: reset.  SIGURG is ignored after: not in the list, so
+    // it reaches the child, which shows that the list is what is used.
+    // After forget_signal_dispositions() everything is reset again.
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    struct sigaction ign, old_usr2, old_urg;
+    std::memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    ::sigaction(SIGUSR2, &ign, &old_usr2);
+    ur::remember_signal_dispositions();
+    ::sigaction(SIGURG, &ign, &old_urg);
+    JobResult listed = run_one(sup, file("listed", "/bin/cat", {"/proc/self/status"}));
+    ur::forget_signal_dispositions();
+    JobResult all = run_one(sup, file("all", "/bin/cat", {"/proc/self/status"}));
+    ::sigaction(SIGURG, &old_urg, nullptr);
+    ::sigaction(SIGUSR2, &old_usr2, nullptr);
+
+    auto ignored = [](const std::string& status) {
+        size_t at = status.find("SigIgn:\t");
+        REQUIRE(at != std::string::npos);
+        return std::stoull(status.substr(at + 8, 16), nullptr, 16);
+    };
+    CHECK(ignored(listed.out.data) == (1ull << (SIGURG - 1)));
+    CHECK(ignored(all.out.data) == 0);
+#else
+    MESSAGE("skipped: reads /proc (Linux only)");
+#endif
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: only a chatty child's pipe is widened") {
+#ifdef F_SETPIPE_SZ
+    // F_GETPIPE_SZ on its own stdout, from the child: the default 64 KiB
+    // for a script that prints little; 1 MiB once its stream passed 64 KiB
+    // (unless the kernel refuses: fs.pipe-max-size).
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    const std::string probe =
+        "import fcntl, os, sys, time\n"
+        "n = int(sys.argv[1])\n"
+        "if n: os.write(1, b'x' * n)\n"
+        "deadline = time.time() + 10\n"
+        "while n and fcntl.fcntl(1, 1032) < (1 << 20) and time.time() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "time.sleep(0.05)\n"
+        "sys.stderr.write(str(fcntl.fcntl(1, 1032)))\n";
+    JobResult quiet = run_one(sup, file("quiet", "/usr/bin/python3", {"-c", probe, "0"}));
+    JobResult chatty = run_one(sup, file("chatty", "/usr/bin/python3", {"-c", probe, "70000"}));
+    REQUIRE(quiet.exit_status == 0);
+    REQUIRE(chatty.exit_status == 0);
+    CHECK(quiet.err.data == "65536");
+    CHECK(chatty.out.total == 70000);
+    std::ifstream max_file("/proc/sys/fs/pipe-max-size");
+    long max = 0;
+    max_file >> max;
+    if (max >= (1 << 20))
+        CHECK(chatty.err.data == "1048576");
+#else
+    MESSAGE("skipped: no F_SETPIPE_SZ here");
 #endif
 }
 

@@ -3,9 +3,10 @@ timeouts, signals, reboot, concurrency."""
 
 import os
 import re
+import signal
 import time
 
-from urharness import AgentTestCase, alive, wait_until
+from urharness import WRAPPER, AgentTestCase, alive, wait_until
 
 # What sh itself may add to an otherwise empty environment (dash: PWD;
 # bash: PWD, SHLVL, _, OLDPWD).
@@ -119,6 +120,23 @@ class Execute(AgentTestCase):
         # A child that reads stdin must see EOF at once, never hang.
         r = self.run_script("#!/bin/sh\n/bin/cat\necho eof\n", env={})
         self.assertReply(r, 0, "eof\n")
+
+    def test_script_gets_default_signal_handling_whatever_the_agent_got(self):
+        # The agent takes its signal dispositions once at start-up and its
+        # children reset just those: the ones it set and the ones it was
+        # started with ignored, which exec would otherwise pass on.
+        sigs = (signal.SIGUSR1, signal.SIGQUIT, signal.SIGALRM)
+        a = self.start_agent(name="ignoring", ignore_signals=sigs)
+        mask = sum(1 << (s - 1) for s in sigs)
+        if not WRAPPER:
+            with open("/proc/%d/status" % a.proc.pid) as f:
+                agent_ign = int(re.search(r"SigIgn:\t(\w+)", f.read()).group(1), 16)
+            self.assertEqual(agent_ign & mask, mask, "the agent was not started ignoring them")
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/grep -E '^Sig(Ign|Blk)' /proc/self/status\n",
+                                env={})
+        self.assertReply(r, 0)
+        self.assertIn("SigIgn:\t0000000000000000\n", r["stdout"])
+        self.assertIn("SigBlk:\t0000000000000000\n", r["stdout"])
 
     def test_script_file_is_private_and_removed(self):
         r = self.run_script('#!/bin/sh\n/usr/bin/stat -c "%a %u" "$0"\n'

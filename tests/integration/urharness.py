@@ -340,7 +340,7 @@ class Agent:
     def __init__(self, workdir, uuid=None, sysinfo=None, args=(), env=None,
                  state_dir=None, setup_file=None, name="agent",
                  password="guest", login="guest", use_env_broker=True,
-                 sysinfo_cmd=None):
+                 sysinfo_cmd=None, ignore_signals=()):
         self.workdir = workdir
         self.name = name
         self.sysinfo = sysinfo or make_sysinfo(uuid)
@@ -375,6 +375,9 @@ class Agent:
                              "AMQP_PASSWORD": password,
                              "AMQP_VHOST": "/"})
         self.env.update(env or {})
+        # Signals the agent is started with ignored (as a parent may leave
+        # them): dispositions survive exec.
+        self.ignore_signals = tuple(ignore_signals)
         self.proc = None
         self.status = None
 
@@ -395,10 +398,17 @@ class Agent:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.out = open(self.out_path, "ab")
+        ignored = self.ignore_signals
+
+        def ignore():
+            for sig in ignored:
+                signal.signal(sig, signal.SIG_IGN)
+
         self.proc = subprocess.Popen(WRAPPER + self.argv(), env=self.env,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=self.log,
-                                     close_fds=True)
+                                     close_fds=True,
+                                     preexec_fn=ignore if ignored else None)
         return self
 
     def running(self):
