@@ -403,7 +403,10 @@ void mode_throughput(const Options& o) {
     Client mon;
     open_monitor(mon, o, {"ur.startup.#", "ur.execute-reply.#"});
     std::string body = execute_body(kTrivial);
-    std::vector<double> agent_rate, bare_rate, fork_rate, cpu_us, broker_us;
+    // CPU per request: the agent's own, RabbitMQ's, this client's, and the
+    // whole machine's (which also holds the children); the floor's too.
+    std::vector<double> agent_rate, bare_rate, fork_rate, cpu_us, broker_us, client_us, machine_us,
+        bare_machine_us, fork_machine_us;
     std::string script = base + "/trivial.sh";
     if (!write_file(script, kTrivial, 0755)) die("write " + script);
     for (int r = 0; r < runs; ++r) {
@@ -411,6 +414,7 @@ void mode_throughput(const Options& o) {
                                   {"--max-concurrency", std::to_string(o.concurrency)});
         std::string prefix = "ur.execute-reply." + a.uuid + ".";
         uint64_t t0 = now_ns(), c0 = cpu_ns(a.pid), b0 = cpu_ns(o.broker_pid);
+        uint64_t me0 = cpu_ns(getpid()), m0 = machine_busy_ns();
         for (int i = 0; i < o.requests; ++i)
             mon.publish("ur.execute." + a.uuid + ".t" + std::to_string(i), body);
         int got = 0;
@@ -423,12 +427,18 @@ void mode_throughput(const Options& o) {
         }, 300000);
         if (got < o.requests) die("throughput: only " + std::to_string(got) + " replies");
         agent_rate.push_back(double(o.requests) / (double(now_ns() - t0) / 1e9));
-        cpu_us.push_back(double(cpu_ns(a.pid) - c0) / 1e3 / double(o.requests));
-        if (o.broker_pid)
-            broker_us.push_back(double(cpu_ns(o.broker_pid) - b0) / 1e3 / double(o.requests));
+        auto per_request_us = [&](uint64_t ns) { return double(ns) / 1e3 / double(o.requests); };
+        machine_us.push_back(per_request_us(machine_busy_ns() - m0));
+        client_us.push_back(per_request_us(cpu_ns(getpid()) - me0));
+        cpu_us.push_back(per_request_us(cpu_ns(a.pid) - c0));
+        if (o.broker_pid) broker_us.push_back(per_request_us(cpu_ns(o.broker_pid) - b0));
         stop_agent(a.pid);
+        m0 = machine_busy_ns();
         bare_rate.push_back(bare_throughput(script, o.requests, o.concurrency, false));
+        bare_machine_us.push_back(per_request_us(machine_busy_ns() - m0));
+        m0 = machine_busy_ns();
         fork_rate.push_back(bare_throughput(script, o.requests, o.concurrency, true));
+        fork_machine_us.push_back(per_request_us(machine_busy_ns() - m0));
     }
     std::string n = std::to_string(o.requests), c = std::to_string(o.concurrency);
     emit("tput_agent", "Throughput: " + n + " requests at once, agent --max-concurrency " + c,
@@ -438,9 +448,16 @@ void mode_throughput(const Options& o) {
     if (!broker_us.empty())
         emit("tput_broker_cpu", "  RabbitMQ's CPU time per request, same 2 cores (schedstat)", "us",
              stats(broker_us), false, o.command);
+    emit("tput_client_cpu", "  this client's CPU time per request (publish, consume)", "us",
+         stats(client_us), false, o.command);
+    emit("tput_machine_cpu", "  the machine's busy CPU time per request (/proc/stat)", "us",
+         stats(machine_us), false, o.command);
     // The floor is the better of the two ways to spawn.
     Stats sp = stats(bare_rate), fk = stats(fork_rate);
     bool fork_better = fk.median > sp.median;
+    emit("tput_floor_machine_cpu", "  the machine's busy CPU time per bare spawn (/proc/stat)", "us",
+         stats(fork_better ? fork_machine_us : bare_machine_us), false, o.command,
+         fork_better ? "fork+execve" : "posix_spawn");
     emit("tput_floor", "Throughput floor: bare spawn+waitpid, " + c + " at once (best of 2 ways)",
          "exec/s", fork_better ? fk : sp, false, o.command,
          fork_better ? "fork+execve" : "posix_spawn");

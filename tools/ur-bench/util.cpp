@@ -90,6 +90,19 @@ uint64_t rollup_kib(pid_t pid, const char* field) {
     return proc_field_kib(pid, "smaps_rollup", field);
 }
 
+uint64_t machine_busy_ns() {
+    FILE* f = std::fopen("/proc/stat", "re");
+    if (!f) return 0;
+    unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0;
+    int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle,
+                        &iowait, &irq, &softirq);
+    std::fclose(f);
+    if (n != 7) return 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (hz <= 0) return 0;
+    return (user + nice + sys + irq + softirq) * (1000000000ull / uint64_t(hz));
+}
+
 uint64_t cpu_ns(pid_t pid) {
     if (pid <= 0) return 0;
     // Summed over the threads (RabbitMQ's schedulers are threads).

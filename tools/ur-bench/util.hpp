@@ -34,6 +34,10 @@ uint64_t status_kib(pid_t pid, const char* field);  // "VmRSS:", "VmHWM:"
 // Time pid has spent on a CPU, in ns (/proc/PID/task/*/schedstat: all
 // its threads, not its children).  0 when unavailable.
 uint64_t cpu_ns(pid_t pid);
+// CPU time the whole machine has spent busy (user, nice, system, irq,
+// softirq: not idle, iowait or steal), in ns, from /proc/stat; its
+// resolution is the clock tick (10 ms).  0 when unavailable.
+uint64_t machine_busy_ns();
 // A field of /proc/PID/smaps_rollup in KiB ("Pss:", "Anonymous:"); 0 if absent.
 uint64_t rollup_kib(pid_t pid, const char* field);
 
