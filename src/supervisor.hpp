@@ -18,7 +18,7 @@
 //
 // Job life cycle (one explicit state per job):
 //
-//   Starting --exec ok/exec failed (status pipe)--> Running
+//   Starting --exec ok/exec failed (known at spawn with vfork; status pipe with fork)--> Running
 //   Starting, Running --reaped--> Exited
 //   Exited --stdout+stderr already at EOF--> Done
 //   Exited --otherwise--> Draining   (pipe_grace_ms deadline armed)
