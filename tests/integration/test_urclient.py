@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 
-from urharness import RABBITMQ_PORT, AgentTestCase
+from urharness import RABBITMQ_PORT, AgentTestCase, rabbitmqctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION = "1.2.2"
@@ -39,6 +39,17 @@ def install_urclient():
     return prefix
 
 
+def broker_state():
+    """The test broker's connections (with flow state) and alarms, for a
+    failure message."""
+    try:
+        return (rabbitmqctl("list_connections", "-q", "peer_port", "state", "channels",
+                            check=False) +
+                rabbitmqctl("eval", "rabbit_alarm:get_alarms().", check=False))
+    except Exception as e:  # a failure message must not fail itself
+        return "(rabbitmqctl: %s)" % e
+
+
 class URClient(AgentTestCase):
 
     def test_discover_ping_exec_through_urclient(self):
@@ -52,7 +63,11 @@ class URClient(AgentTestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         lines = [json.loads(l) for l in r.stdout.decode().splitlines() if l.startswith("{")]
         steps = {l["step"]: l for l in lines}
-        self.assertEqual(r.returncode, 0, "%r\nstderr: %s" % (lines, r.stderr.decode()[-2000:]))
+        # On failure, the agent's side too: one run in a full suite once saw
+        # neither discover nor ping answered, and its log was gone.
+        self.assertEqual(r.returncode, 0, "%r\nstderr: %s\nagent log tail:\n%s\nbroker "
+                         "state:\n%s" % (lines, r.stderr.decode()[-2000:], a.log_tail(40),
+                                          broker_state()))
 
         found = steps["discover"]["value"]
         self.assertIsNone(steps["discover"]["error"])
