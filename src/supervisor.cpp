@@ -60,7 +60,6 @@ struct Supervisor::Job {
     pid_t pid = -1;             // also the process-group id (setsid)
     int out_fd = -1, err_fd = -1, exec_fd = -1;
     OutputCapture out, err;
-    bool out_widened = false, err_widened = false;  // see read_stream()
 
     unsigned char exec_buf[sizeof(int)] = {};
     size_t exec_len = 0;
@@ -188,9 +187,9 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
             if (job.state == JobState::Done)
                 continue;
             if (p.fd == job.out_fd) {
-                read_stream(job.out_fd, job.out, job.out_widened);
+                read_stream(job.out_fd, job.out);
             } else if (p.fd == job.err_fd) {
-                read_stream(job.err_fd, job.err, job.err_widened);
+                read_stream(job.err_fd, job.err);
             } else if (p.fd == job.exec_fd) {
                 read_exec_status(job);
                 break;
@@ -207,19 +206,18 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
 // Reads what the pipe holds (up to kReadsPerPass chunks).  At EOF, or on a
 // read error, closes the fd and sets it to -1.  The fd is non-blocking, so
 // a stale pollfd entry costs one EAGAIN.  A stream that passes one
-// buffer's worth is from a chatty child: its pipe is widened then, not at
-// spawn, so that the many scripts that print little do not pay for a big
-// pipe (its allocation and release were a visible part of a trivial
-// request's cost).
-void Supervisor::read_stream(int& fd, OutputCapture& cap, bool& widened) {
+// buffer's worth is from a chatty child: its pipe is widened then, as it
+// crosses, not at spawn, so that the many scripts that print little do not
+// pay for a big pipe (its allocation and release were a visible part of a
+// trivial request's cost).
+void Supervisor::read_stream(int& fd, OutputCapture& cap) {
     for (int i = 0; i < kReadsPerPass && fd >= 0; ++i) {
         ssize_t n = ::read(fd, buf_.data(), buf_.size());
         if (n > 0) {
+            uint64_t before = cap.total();
             cap.append(buf_.data(), static_cast<size_t>(n));
-            if (!widened && cap.total() >= buf_.size()) {
+            if (before < buf_.size() && cap.total() >= buf_.size())
                 widen_pipe(fd);
-                widened = true;
-            }
             if (static_cast<size_t>(n) < buf_.size())
                 return;  // drained for now
         } else if (n == 0) {

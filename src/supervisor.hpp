@@ -133,7 +133,7 @@ public:
 private:
     void finish_if_complete(Job& job, uint64_t now_ms);
     void complete(Job& job, uint64_t now_ms);
-    void read_stream(int& fd, OutputCapture& cap, bool& widened);
+    void read_stream(int& fd, OutputCapture& cap);
     void read_exec_status(Job& job);
     void signal_group(Job& job, int sig);
     void remove_done();
