@@ -409,6 +409,12 @@ void mode_throughput(const Options& o) {
         bare_machine_us, fork_machine_us;
     std::string script = base + "/trivial.sh";
     if (!write_file(script, kTrivial, 0755)) die("write " + script);
+    auto per_request_us = [&](uint64_t ns) { return double(ns) / 1e3 / double(o.requests); };
+    auto floor_run = [&](bool use_fork, std::vector<double>& rate, std::vector<double>& machine) {
+        uint64_t m0 = machine_busy_ns();
+        rate.push_back(bare_throughput(script, o.requests, o.concurrency, use_fork));
+        machine.push_back(per_request_us(machine_busy_ns() - m0));
+    };
     for (int r = 0; r < runs; ++r) {
         AgentProc a = ready_agent(o, mon, base + "/agent" + std::to_string(r),
                                   {"--max-concurrency", std::to_string(o.concurrency)});
@@ -427,18 +433,13 @@ void mode_throughput(const Options& o) {
         }, 300000);
         if (got < o.requests) die("throughput: only " + std::to_string(got) + " replies");
         agent_rate.push_back(double(o.requests) / (double(now_ns() - t0) / 1e9));
-        auto per_request_us = [&](uint64_t ns) { return double(ns) / 1e3 / double(o.requests); };
         machine_us.push_back(per_request_us(machine_busy_ns() - m0));
         client_us.push_back(per_request_us(cpu_ns(getpid()) - me0));
         cpu_us.push_back(per_request_us(cpu_ns(a.pid) - c0));
         if (o.broker_pid) broker_us.push_back(per_request_us(cpu_ns(o.broker_pid) - b0));
         stop_agent(a.pid);
-        m0 = machine_busy_ns();
-        bare_rate.push_back(bare_throughput(script, o.requests, o.concurrency, false));
-        bare_machine_us.push_back(per_request_us(machine_busy_ns() - m0));
-        m0 = machine_busy_ns();
-        fork_rate.push_back(bare_throughput(script, o.requests, o.concurrency, true));
-        fork_machine_us.push_back(per_request_us(machine_busy_ns() - m0));
+        floor_run(false, bare_rate, bare_machine_us);
+        floor_run(true, fork_rate, fork_machine_us);
     }
     std::string n = std::to_string(o.requests), c = std::to_string(o.concurrency);
     emit("tput_agent", "Throughput: " + n + " requests at once, agent --max-concurrency " + c,
