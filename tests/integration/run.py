@@ -94,6 +94,21 @@ class Result(unittest.TestResult):
                     "\n", "\n    ")), flush=True)
 
 
+def last_words(traceback_text, limit=400):
+    """The exception of a traceback (all that follows its last frame), on
+    one line, at most limit characters: enough to tell one failure from
+    another in the tail of a log."""
+    lines = traceback_text.rstrip().splitlines()
+    start = 0
+    for i, line in enumerate(lines):
+        if line.startswith("  File "):
+            start = i + 1
+    while start < len(lines) and lines[start].startswith(" "):
+        start += 1  # the frame's source line
+    words = " | ".join(l.strip() for l in lines[start:] if l.strip())
+    return words if len(words) <= limit else words[:limit - 3] + "..."
+
+
 def flatten(suite):
     for t in suite:
         if isinstance(t, unittest.TestSuite):
@@ -121,6 +136,9 @@ def main(argv):
         len(result.unexpectedSuccesses)
     print("integration: %d tests in %.0fs" % (result.testsRun,
                                               time.monotonic() - start))
+    # A recap right above the summary: CI shows only the end of the log.
+    for test, text in result.failures + result.errors:
+        print("integration: FAILED %s: %s" % (test.id(), last_words(text)))
     print("integration: %d passed, %d failed, %d skipped" % (
         result.passed, failed, len(result.skipped)))
     return 1 if failed else 0
