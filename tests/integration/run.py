@@ -5,7 +5,10 @@
 
 Prints one line per test and ends with
     integration: N passed, M failed, K skipped
-exiting non-zero when a test failed.  With SUBSTRINGs only the tests whose
+exiting non-zero when a test failed.  A test that fails runs once more:
+failing twice, it is FAILED; passing the second time, it counts as passed
+and is named FLAKY in the recap above the summary (UR_INTEG_RETRY=0: no
+second run).  With SUBSTRINGs only the tests whose
 id contains one of them run.  Needs UR_TEST_RABBITMQ_PORT and
 UR_TEST_RABBITMQ_NODE (tests/run exports them); without them the tests that
 need RabbitMQ are skipped, saying so.  Each test is bounded by
@@ -22,6 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 TEST_LIMIT = int(os.environ.get("UR_INTEG_TEST_LIMIT", "120"))
+# UR_INTEG_RETRY=0: a failed test is not run a second time.
+RETRY = os.environ.get("UR_INTEG_RETRY", "1") != "0"
 
 
 class TestTimeout(Exception):
@@ -109,6 +114,18 @@ def last_words(traceback_text, limit=400):
     return words if len(words) <= limit else words[:limit - 3] + "..."
 
 
+def failed_tests(result):
+    """(test, traceback) for each test that failed or errored, a test whose
+    subtests failed counted once, as itself."""
+    seen, out = set(), []
+    for test, text in result.failures + result.errors:
+        test = getattr(test, "test_case", test)  # a subtest's own test
+        if test.id() not in seen:
+            seen.add(test.id())
+            out.append((test, text))
+    return out
+
+
 def flatten(suite):
     for t in suite:
         if isinstance(t, unittest.TestSuite):
@@ -132,15 +149,31 @@ def main(argv):
     result = Result()
     start = time.monotonic()
     unittest.TestSuite(tests).run(result)
-    failed = len(result.failures) + len(result.errors) + \
-        len(result.unexpectedSuccesses)
+    first = failed_tests(result)
+
+    # A test that failed runs once more, on a fresh instance: a failure on
+    # a shared, noisy machine is told from a broken test by its second
+    # run.  Both outcomes are printed: FLAKY (failed, then passed) lines
+    # stay in the recap whatever the summary says.
+    again = Result()
+    if first and RETRY:
+        print("integration: running the %d failed test(s) once more" % len(first))
+        unittest.TestSuite([type(t)(t._testMethodName) for t, _ in first]).run(again)
+    still = {t.id() for t, _ in failed_tests(again)} if RETRY else {t.id() for t, _ in first}
     print("integration: %d tests in %.0fs" % (result.testsRun,
                                               time.monotonic() - start))
     # A recap right above the summary: CI shows only the end of the log.
-    for test, text in result.failures + result.errors:
-        print("integration: FAILED %s: %s" % (test.id(), last_words(text)))
-    print("integration: %d passed, %d failed, %d skipped" % (
-        result.passed, failed, len(result.skipped)))
+    for test, text in first:
+        if test.id() in still:
+            print("integration: FAILED %s: %s" % (test.id(), last_words(text)))
+        else:
+            print("integration: FLAKY %s (failed, then passed on its second run): %s"
+                  % (test.id(), last_words(text)))
+    failed = len(still) + len(result.unexpectedSuccesses)
+    flaky = len(first) - len(still)
+    print("integration: %d passed, %d failed, %d skipped%s" % (
+        result.passed + flaky, failed, len(result.skipped),
+        ", %d flaky" % flaky if flaky else ""))
     return 1 if failed else 0
 
 
