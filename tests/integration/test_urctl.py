@@ -134,14 +134,14 @@ class UrctlCases:
 
     def test_ping_unknown_node_exits_5(self):
         t0 = time.monotonic()
-        rc, out, err = self.urctl("ping", random_uuid(), "--timeout", "3",
+        rc, out, err = self.urctl("ping", random_uuid(), "--timeout", "20",
                                   "--json")
         self.assertEqual(rc, UNKNOWN_NODE, err)
         self.assertIn("unknown node", err)
         self.assertEqual(self.json_lines(out)[0]["error"], "unknown-node")
         # Nothing is bound to its key: the broker returns the mandatory
         # publish at once, well before the timeout.
-        self.assertLess(time.monotonic() - t0, 2.9)
+        self.assertLess(time.monotonic() - t0, 10)
         rc, _, err = self.urctl("ping", "no-such-host", "--timeout", "0.5")
         self.assertEqual(rc, UNKNOWN_NODE, err)
 
@@ -210,11 +210,11 @@ class UrctlCases:
 
         t0 = time.monotonic()
         rc, out, err = self.urctl("exec", a.uuid, "--timeout", "0.5",
-                                  "--json", "sleep 3")
+                                  "--json", "sleep 8")
         self.assertEqual(rc, TIMEOUT, err)
         self.assertIn("no reply", err)
         self.assertEqual(self.json_lines(out)[0]["error"], "timeout")
-        self.assertLess(time.monotonic() - t0, 2.5)
+        self.assertLess(time.monotonic() - t0, 6)  # not the script's 8 s
 
         for args in (["exec"], ["exec", a.uuid], ["exec", a.uuid, "x", "y"],
                      ["exec", a.uuid, "--env", "novalue", "x"], ["bogus"],
