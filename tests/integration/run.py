@@ -24,6 +24,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import npm_fixtures  # noqa: E402
+
 TEST_LIMIT = int(os.environ.get("UR_INTEG_TEST_LIMIT", "120"))
 # UR_INTEG_RETRY=0: a failed test is not run a second time.
 RETRY = os.environ.get("UR_INTEG_RETRY", "1") != "0"
@@ -146,6 +148,8 @@ def main(argv):
                                          top_level_dir=HERE)))
     if argv:
         tests = [t for t in tests if any(a in t.id() for a in argv)]
+    if any(("urclient" in t.id() or "bunyan" in t.id()) for t in tests):
+        npm_fixtures.prepare()
     result = Result()
     start = time.monotonic()
     unittest.TestSuite(tests).run(result)

@@ -5,11 +5,11 @@ broker lists and the log."""
 import json
 import os
 import subprocess
-import shutil
 import re
 import signal
 import time
 
+from npm_fixtures import find_bunyan
 from urharness import (BUNYAN_FIELDS, AgentTestCase, make_sysinfo,
                        rabbitmqctl, random_token, wait_until)
 
@@ -441,25 +441,6 @@ class Outages(AgentTestCase):
         a.wait_log(lambda r: r.get("level", 0) >= 40,
                    what="a warning about the failed connect")
         a.stop()
-
-
-def find_bunyan():
-    """The bunyan CLI: on PATH, already installed under build/npm, or
-    installed there from the npm registry (bunyan is Triton's own)."""
-    on_path = shutil.which("bunyan")
-    if on_path:
-        return on_path
-    prefix = os.path.abspath(os.path.join(os.environ.get("BUILD", "build"), "npm"))
-    local = os.path.join(prefix, "node_modules", ".bin", "bunyan")
-    if os.access(local, os.X_OK):
-        return local
-    if not shutil.which("npm"):
-        return None
-    os.makedirs(prefix, exist_ok=True)
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                    "--prefix", prefix, "bunyan@1"], timeout=300,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return local if os.access(local, os.X_OK) else None
 
 
 class Log(AgentTestCase):

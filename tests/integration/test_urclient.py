@@ -1,42 +1,13 @@
 """The agent through Triton's real client library: urclient (npm), the
-library CNAPI and sdc-oneachnode use.  Installed from the npm registry into
-$BUILD/npm-urclient with --ignore-scripts: its native `libuuid` dependency
-does not build on current Node, so a one-line stand-in providing
-`create()` replaces it (a test fixture, not part of the agent)."""
+library CNAPI and sdc-oneachnode use, installed by npm_fixtures.py."""
 import json
 import os
-import shutil
 import subprocess
 
+from npm_fixtures import install_urclient
 from urharness import RABBITMQ_PORT, AgentTestCase, rabbitmqctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSION = "1.2.2"
-
-
-def install_urclient():
-    prefix = os.path.abspath(os.path.join(os.environ.get("BUILD", "build"), "npm-urclient"))
-    lib = os.path.join(prefix, "node_modules", "urclient")
-    if not os.path.isdir(lib):
-        if not (shutil.which("npm") and shutil.which("node")):
-            return None
-        os.makedirs(prefix, exist_ok=True)
-        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
-                            "--ignore-scripts", "--prefix", prefix, "urclient@" + VERSION],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-        if r.returncode != 0 or not os.path.isdir(lib):
-            return None
-    uuid_dir = os.path.join(prefix, "node_modules", "libuuid")
-    with open(os.path.join(uuid_dir, "ur-test-stand-in.js"), "w") as f:
-        f.write("module.exports = { create: function () {"
-                " return require('crypto').randomUUID(); } };\n")
-    pkg_path = os.path.join(uuid_dir, "package.json")
-    with open(pkg_path) as f:
-        pkg = json.load(f)
-    pkg["main"] = "ur-test-stand-in.js"
-    with open(pkg_path, "w") as f:
-        json.dump(pkg, f)
-    return prefix
 
 
 def broker_state():

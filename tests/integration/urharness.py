@@ -749,9 +749,6 @@ def _short(reply):
 # Additive only: nothing above depends on this section.
 # ---------------------------------------------------------------------------
 
-import select  # noqa: E402
-import socket  # noqa: E402
-
 FAKE_BROKER = os.path.join(ROOT, BUILD, "fake-broker")
 
 
