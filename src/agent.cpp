@@ -124,6 +124,12 @@ void Agent::install_signals() {
     sigaction(SIGCHLD, &sa, nullptr);
     sigaction(SIGHUP, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
+    // A blocked mask survives exec: a parent that left SIGTERM blocked
+    // would make the agent unstoppable but by SIGKILL.  Nothing is blocked
+    // but around a spawn (spawn.cpp).
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     // The agent changes no disposition after this: a child has only these
     // and the ones we inherited non-default reset, not every signal.
     remember_signal_dispositions();

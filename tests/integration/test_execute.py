@@ -138,6 +138,22 @@ class Execute(AgentTestCase):
         self.assertIn("SigIgn:\t0000000000000000\n", r["stdout"])
         self.assertIn("SigBlk:\t0000000000000000\n", r["stdout"])
 
+    def test_agent_started_with_signals_blocked_still_reaps_and_stops(self):
+        # A parent may start the agent with signals blocked, and the mask
+        # survives exec: with SIGCHLD blocked no script would ever be seen
+        # to end, with SIGTERM blocked the agent could not be stopped.
+        sigs = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        a = self.start_agent(name="blocked", block_signals=sigs)
+        mask = sum(1 << (s - 1) for s in sigs)
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/grep -E '^SigBlk' /proc/self/status\n",
+                                env={})
+        self.assertReply(r, 0, "SigBlk:\t0000000000000000\n")
+        if not WRAPPER:
+            with open("/proc/%d/status" % a.proc.pid) as f:
+                agent_blk = int(re.search(r"SigBlk:\t(\w+)", f.read()).group(1), 16)
+            self.assertEqual(agent_blk & mask, 0, "the agent kept them blocked")
+        self.assertEqual(a.stop(), 0)
+
     def test_script_file_is_private_and_removed(self):
         r = self.run_script('#!/bin/sh\n/usr/bin/stat -c "%a %u" "$0"\n'
                             'echo "$0"\n', env={})

@@ -340,7 +340,7 @@ class Agent:
     def __init__(self, workdir, uuid=None, sysinfo=None, args=(), env=None,
                  state_dir=None, setup_file=None, name="agent",
                  password="guest", login="guest", use_env_broker=True,
-                 sysinfo_cmd=None, ignore_signals=()):
+                 sysinfo_cmd=None, ignore_signals=(), block_signals=()):
         self.workdir = workdir
         self.name = name
         self.sysinfo = sysinfo or make_sysinfo(uuid)
@@ -378,6 +378,8 @@ class Agent:
         # Signals the agent is started with ignored (as a parent may leave
         # them): dispositions survive exec.
         self.ignore_signals = tuple(ignore_signals)
+        # Signals the agent is started with blocked: the mask survives exec.
+        self.block_signals = tuple(block_signals)
         self.proc = None
         self.status = None
 
@@ -398,17 +400,19 @@ class Agent:
     def start(self):
         self.log = open(self.log_path, "ab")
         self.out = open(self.out_path, "ab")
-        ignored = self.ignore_signals
+        ignored, blocked = self.ignore_signals, self.block_signals
 
-        def ignore():
+        def inherit():
             for sig in ignored:
                 signal.signal(sig, signal.SIG_IGN)
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
 
         self.proc = subprocess.Popen(WRAPPER + self.argv(), env=self.env,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=self.log,
                                      close_fds=True,
-                                     preexec_fn=ignore if ignored else None)
+                                     preexec_fn=inherit if ignored or blocked else None)
         return self
 
     def running(self):
