@@ -42,6 +42,13 @@ WRAPPER = shlex.split(os.environ.get("UR_AGENT_WRAPPER", ""))
 RABBITMQ_PORT = os.environ.get("UR_TEST_RABBITMQ_PORT")
 RABBITMQ_NODE = os.environ.get("UR_TEST_RABBITMQ_NODE")
 
+# Agents and fake brokers die with the test runner (SIGKILL when their
+# parent goes): a runner killed mid-test may not leave an agent connected
+# to the shared broker, where the next run's broadcasts would find it.
+# setpriv (util-linux) execs, so the process keeps its pid.
+DIE_WITH_RUNNER = (["setpriv", "--pdeathsig", "KILL", "--"]
+                   if shutil.which("setpriv") else [])
+
 # Generous: the machine is shared and noisy.
 WAIT = float(os.environ.get("UR_INTEG_WAIT", "20"))
 
@@ -408,7 +415,7 @@ class Agent:
             if blocked:
                 signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
 
-        self.proc = subprocess.Popen(WRAPPER + self.argv(), env=self.env,
+        self.proc = subprocess.Popen(DIE_WITH_RUNNER + WRAPPER + self.argv(), env=self.env,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=self.log,
                                      close_fds=True,
@@ -818,7 +825,7 @@ class FakeBroker:
         if heartbeat is not None:
             argv += ["--heartbeat", str(heartbeat)]
         self.log = open(os.path.join(workdir, name + ".log"), "ab")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(DIE_WITH_RUNNER + argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log,
                                      close_fds=True)
         self._buf = b""
