@@ -58,8 +58,17 @@ CONF
     done
     ;;
 stop)
+    pid=$(cat "$base/pid" 2>/dev/null || true)
     as_rabbit rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true
-    if [ -f "$base/pid" ]; then kill "$(cat "$base/pid")" 2>/dev/null || true; fi
+    # A node the CLI cannot reach (wedged, or its app stopped by a test that
+    # was killed) gets SIGTERM, then SIGKILL 10 s later: no stray node may
+    # outlive the run.
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
     rm -rf "$base"
     ;;
 ctl)
