@@ -44,8 +44,7 @@ class Result(unittest.TestResult):
 
     def __init__(self):
         super().__init__()
-        self.passed = 0
-        self.succeeded = set()
+        self.succeeded = set()  # ids of the tests that passed
         self.t0 = 0.0
 
     def startTest(self, test):
@@ -70,7 +69,6 @@ class Result(unittest.TestResult):
 
     def addSuccess(self, test):
         super().addSuccess(test)
-        self.passed += 1
         self.succeeded.add(test.id())
         self._done("ok")
 
@@ -179,7 +177,7 @@ def main(argv):
     failed = len(still) + len(result.unexpectedSuccesses)
     flaky = len(first) - len(still)
     print("integration: %d passed, %d failed, %d skipped%s" % (
-        result.passed + flaky, failed, len(result.skipped),
+        len(result.succeeded) + flaky, failed, len(result.skipped),
         ", %d flaky" % flaky if flaky else ""))
     return 1 if failed else 0
 

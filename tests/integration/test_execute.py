@@ -15,6 +15,14 @@ SH_VARS = {"PWD", "SHLVL", "_", "OLDPWD"}
 MIB = 1024 * 1024
 
 
+def signal_set(pid, field, sigs):
+    """The signals of sigs that /proc/PID/status lists under field
+    (SigIgn, SigBlk, ...), as a bit mask (bit s-1 for signal s)."""
+    with open("/proc/%d/status" % pid) as f:
+        have = int(re.search(r"%s:\t(\w+)" % field, f.read()).group(1), 16)
+    return have & sum(1 << (s - 1) for s in sigs)
+
+
 def env_names(stdout):
     return {line.split("=", 1)[0] for line in stdout.splitlines() if line}
 
@@ -127,11 +135,10 @@ class Execute(AgentTestCase):
         # started with ignored, which exec would otherwise pass on.
         sigs = (signal.SIGUSR1, signal.SIGQUIT, signal.SIGALRM)
         a = self.start_agent(name="ignoring", ignore_signals=sigs)
-        mask = sum(1 << (s - 1) for s in sigs)
         if not WRAPPER:
-            with open("/proc/%d/status" % a.proc.pid) as f:
-                agent_ign = int(re.search(r"SigIgn:\t(\w+)", f.read()).group(1), 16)
-            self.assertEqual(agent_ign & mask, mask, "the agent was not started ignoring them")
+            self.assertEqual(signal_set(a.proc.pid, "SigIgn", sigs),
+                             sum(1 << (s - 1) for s in sigs),
+                             "the agent was not started ignoring them")
         r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/grep -E '^Sig(Ign|Blk)' /proc/self/status\n",
                                 env={})
         self.assertReply(r, 0)
@@ -144,14 +151,12 @@ class Execute(AgentTestCase):
         # to end, with SIGTERM blocked the agent could not be stopped.
         sigs = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         a = self.start_agent(name="blocked", block_signals=sigs)
-        mask = sum(1 << (s - 1) for s in sigs)
         r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/grep -E '^SigBlk' /proc/self/status\n",
                                 env={})
         self.assertReply(r, 0, "SigBlk:\t0000000000000000\n")
         if not WRAPPER:
-            with open("/proc/%d/status" % a.proc.pid) as f:
-                agent_blk = int(re.search(r"SigBlk:\t(\w+)", f.read()).group(1), 16)
-            self.assertEqual(agent_blk & mask, 0, "the agent kept them blocked")
+            self.assertEqual(signal_set(a.proc.pid, "SigBlk", sigs), 0,
+                             "the agent kept them blocked")
         self.assertEqual(a.stop(), 0)
 
     def test_script_file_is_private_and_removed(self):
