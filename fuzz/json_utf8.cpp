@@ -3,11 +3,13 @@
 // Input: [chunk seed][bytes...].  Properties: the output is valid UTF-8
 // (checked by is_valid_utf8 and by an independent decoder below); valid
 // input is copied unchanged; the sanitizer fed input-chosen chunks gives
-// exactly the one-shot output, and again after finish() on a second stream.
+// exactly the one-shot output, and again after finish() on a second stream;
+// append_escaped_utf8_prefix() equals valid_utf8_prefix() + append_escaped().
 #include <string>
 
 #include "fuzz/fuzz.hpp"
 #include "json/utf8.hpp"
+#include "json/write.hpp"
 
 namespace {
 
@@ -64,6 +66,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (valid) FUZZ_CHECK(one_shot == in);
     // Each input byte yields at most one U+FFFD (3 bytes).
     FUZZ_CHECK(one_shot.size() <= 3 * in.size());
+
+    // The one-pass escaper stops where valid_utf8_prefix() does and gives
+    // what append_escaped() gives for that prefix.
+    size_t prefix = json::valid_utf8_prefix(in);
+    std::string two_pass, one_pass;
+    json::append_escaped(two_pass, in.substr(0, prefix));
+    FUZZ_CHECK(json::append_escaped_utf8_prefix(one_pass, in) == prefix);
+    FUZZ_CHECK(one_pass == two_pass);
 
     json::Utf8Sanitizer san;
     FUZZ_CHECK(stream(san, in, chunker) == one_shot);

@@ -1,6 +1,7 @@
 #include "json/write.hpp"
 
 #include "json/scan.hpp"
+#include "json/utf8.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -28,6 +29,48 @@ void append_escape(std::string& out, unsigned char c)
 }
 
 bool is_special(unsigned char c) { return c == '"' || c == '\\' || c < 0x20; }
+
+// The first byte from p on that append_escaped() must look at: one JSON
+// escapes, and with Utf8 also any byte >= 0x80 (the start of a sequence
+// to check).  end when there is none.
+template <bool Utf8>
+const char* next_flagged(const char* p, const char* end)
+{
+#if defined(UR_JSON_SSE2)
+    // 16 bytes a step.  The compare is signed, so "below 0x20" also holds
+    // for every byte >= 0x80; without Utf8 those are masked out again.
+    const __m128i space = _mm_set1_epi8(0x20);
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i minus1 = _mm_set1_epi8(-1);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        __m128i low = _mm_cmplt_epi8(v, space);
+        if (!Utf8) low = _mm_and_si128(low, _mm_cmpgt_epi8(v, minus1));
+        __m128i m = _mm_or_si128(low, _mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                                   _mm_cmpeq_epi8(v, bslash)));
+        unsigned bits = static_cast<unsigned>(_mm_movemask_epi8(m));
+        if (bits) return p + __builtin_ctz(bits);
+        p += 16;
+    }
+#else
+    while (end - p >= 8) {
+        uint64_t w = detail::load8(p);
+        uint64_t m = detail::needs_escape(w) | (Utf8 ? detail::has_high(w) : 0);
+        if (m) {
+            p += detail::first_flagged(m) & 7;  // 8: scan below
+            break;
+        }
+        p += 8;
+    }
+#endif
+    while (p < end) {
+        auto c = static_cast<unsigned char>(*p);
+        if (is_special(c) || (Utf8 && c >= 0x80)) break;
+        ++p;
+    }
+    return p;
+}
 
 void write_int(std::string& out, int64_t i)
 {
@@ -109,22 +152,36 @@ void append_escaped(std::string& out, std::string_view utf8)
     const char* p = utf8.data();
     const char* end = p + utf8.size();
     const char* run = p;
-    while (p < end) {
-        while (end - p >= 8) {
-            uint64_t m = detail::needs_escape(detail::load8(p));
-            if (m) {
-                p += detail::first_flagged(m) & 7;  // 8: scan below
-                break;
-            }
-            p += 8;
-        }
-        while (p < end && !is_special(static_cast<unsigned char>(*p))) ++p;
-        if (p == end) break;
+    while ((p = next_flagged<false>(p, end)) != end) {
         out.append(run, static_cast<size_t>(p - run));
         append_escape(out, static_cast<unsigned char>(*p));
         run = ++p;
     }
     out.append(run, static_cast<size_t>(p - run));
+}
+
+size_t append_escaped_utf8_prefix(std::string& out, std::string_view bytes)
+{
+    const char* begin = bytes.data();
+    const char* p = begin;
+    const char* end = p + bytes.size();
+    const char* run = p;
+    while ((p = next_flagged<true>(p, end)) != end) {
+        auto c = static_cast<unsigned char>(*p);
+        if (c < 0x80) {
+            out.append(run, static_cast<size_t>(p - run));
+            append_escape(out, c);
+            run = ++p;
+            continue;
+        }
+        size_t need;
+        if (utf8_prefix(reinterpret_cast<const unsigned char*>(p), static_cast<size_t>(end - p),
+                        need) != need)
+            break;  // ill-formed or cut off: the prefix ends here
+        p += need;
+    }
+    out.append(run, static_cast<size_t>(p - run));
+    return static_cast<size_t>(p - begin);
 }
 
 void write(const Value& v, std::string& out) { write_value(v, out); }

@@ -26,6 +26,11 @@ void append_quoted(std::string& out, std::string_view utf8);
 // piece by piece gives the same bytes as escaping it whole, so a stream
 // can be escaped as it arrives (the agent does so for a script's output).
 void append_escaped(std::string& out, std::string_view utf8);
+// append_escaped() of the longest prefix of bytes made of complete,
+// well-formed UTF-8 sequences (valid_utf8_prefix() in utf8.hpp), in one
+// pass over the bytes instead of two; returns that prefix's length.  What
+// follows it (an ill-formed or cut-off sequence) is left to the caller.
+size_t append_escaped_utf8_prefix(std::string& out, std::string_view bytes);
 
 }  // namespace json
 

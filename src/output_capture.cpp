@@ -42,8 +42,7 @@ void OutputCapture::encode(const char* data, size_t n, std::string& out) {
         // The common case, well-formed output: escape it straight from the
         // read buffer; only what follows a bad or cut sequence goes through
         // the sanitizer (the same bytes either way).
-        size_t ok = json::valid_utf8_prefix(std::string_view(data, n));
-        json::append_escaped(out, std::string_view(data, ok));
+        size_t ok = json::append_escaped_utf8_prefix(out, std::string_view(data, n));
         data += ok;
         n -= ok;
         if (n == 0)

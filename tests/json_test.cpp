@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -485,6 +486,97 @@ TEST_CASE("write escapes strings")
     std::string q;
     json::append_quoted(q, "a\"b");
     CHECK(q == R"("a\"b")");
+}
+
+namespace {
+
+// JSON escaping one byte at a time, written apart from json/write.cpp:
+// the model the word-at-a-time (and 16-byte) loops must agree with.
+std::string model_escape(std::string_view s)
+{
+    std::string o;
+    for (unsigned char c : s) {
+        switch (c) {
+        case '"': o += "\\\""; break;
+        case '\\': o += "\\\\"; break;
+        case '\b': o += "\\b"; break;
+        case '\f': o += "\\f"; break;
+        case '\n': o += "\\n"; break;
+        case '\r': o += "\\r"; break;
+        case '\t': o += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                char b[8];
+                std::snprintf(b, sizeof b, "\\u%04x", c);
+                o += b;
+            } else {
+                o.push_back(static_cast<char>(c));
+            }
+        }
+    }
+    return o;
+}
+
+// Both escapers on s, against the model: append_escaped copies any byte
+// >= 0x80 as it is; append_escaped_utf8_prefix stops where
+// valid_utf8_prefix does and escapes what comes before.
+void check_escapers(const std::string& s)
+{
+    CAPTURE(s);
+    std::string out = "pre";
+    json::append_escaped(out, s);
+    REQUIRE(out == "pre" + model_escape(s));
+    size_t valid = json::valid_utf8_prefix(s);
+    std::string fused = "pre";
+    size_t took = json::append_escaped_utf8_prefix(fused, s);
+    REQUIRE(took == valid);
+    REQUIRE(fused == "pre" + model_escape(s.substr(0, valid)));
+}
+
+}  // namespace
+
+TEST_CASE("escapers agree with a byte-at-a-time model at every offset of the 16-byte step")
+{
+    // Bytes to escape, bytes not to (space, DEL), valid sequences of 2-4
+    // bytes, and ill-formed ones: cut, stray continuation, 0xFF,
+    // surrogate, overlong, above U+10FFFF.
+    const char* const pieces[] = {"\"", "\\", "\n", "\x01", "\x1f", " ", "\x7f",
+                                  "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3",
+                                  "\x80", "\xff", "\xed\xa0\x80", "\xe0\x80\x80",
+                                  "\xf4\x90\x80\x80"};
+    for (const char* piece : pieces) {
+        for (size_t len = 0; len <= 40; ++len) {
+            for (size_t at = 0; at <= len; ++at) {
+                std::string s(len, 'a');
+                s.insert(at, piece);
+                check_escapers(s);
+                // and a second flagged byte further on
+                if (at + 3 <= s.size()) {
+                    s.insert(s.size() - (len - at) / 2, "\t");
+                    check_escapers(s);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("escapers agree with the model on random bytes")
+{
+    std::mt19937 rng(12345);
+    const char specials[] = "\"\\\n\t\r\x01\x1f \x7f";
+    const char* const wide[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    for (int i = 0; i < 5000; ++i) {
+        size_t len = rng() % 100;
+        std::string s;
+        for (size_t k = 0; k < len; ++k) {
+            unsigned r = rng() % 100;
+            if (r < 60) s.push_back(static_cast<char>('a' + rng() % 26));
+            else if (r < 75) s.push_back(specials[rng() % (sizeof specials - 1)]);
+            else if (r < 90) s += wide[rng() % 3];
+            else s.push_back(static_cast<char>(0x80 + rng() % 128));
+        }
+        check_escapers(s);
+    }
 }
 
 TEST_CASE("write doubles: shortest form that reads back as a double")

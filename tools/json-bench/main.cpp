@@ -7,6 +7,8 @@
 //                   string with the usual escapes (\n, \", \t)
 //   reply           string_from_bytes() + write() of a reply carrying 5 MiB
 //                   of script output (ASCII lines, some multi-byte UTF-8)
+//   capture         the same output escaped as the agent does while the
+//                   script runs (one pass), and as two passes
 // plus the pieces of each, to show where the time goes.  MB/s counts input
 // bytes, 1 MB = 10^6 bytes.
 #include "json/json.hpp"
@@ -164,6 +166,25 @@ int main(int argc, char** argv)
                reply.clear();
                json::append_quoted(reply, clean);
            }));
+    // What the agent does with each read of a script's output
+    // (OutputCapture): escape the valid UTF-8 prefix, in one pass, against
+    // the two passes it took before.
+    report("capture: append_escaped_utf8_prefix", output.size(),
+           median_mbps(output.size(), runs, [&] {
+               reply.clear();
+               ok &= json::append_escaped_utf8_prefix(reply, output) == output.size();
+           }));
+    report("  as two passes: valid_utf8_prefix + escape", output.size(),
+           median_mbps(output.size(), runs, [&] {
+               reply.clear();
+               size_t n = json::valid_utf8_prefix(output);
+               json::append_escaped(reply, std::string_view(output).substr(0, n));
+               ok &= n == output.size();
+           }));
+    if (!ok) {
+        std::fprintf(stderr, "json-bench: the generated output is not valid UTF-8\n");
+        return 1;
+    }
     report("  append_quoted, script (more escapes)", script.size(),
            median_mbps(script.size(), runs, [&] {
                reply.clear();
