@@ -59,6 +59,14 @@ TEST_CASE("urctl options: commands, positionals and defaults") {
     CHECK(p.opt.command == Command::Discover);
     CHECK(p.opt.timeout_ms == 250);
     CHECK(p.opt.json);
+    CHECK(p.opt.expect == 0);
+
+    p = parse({"discover", "--expect", "1000"});
+    REQUIRE_MESSAGE(p.status == ParseStatus::Ok, p.error);
+    CHECK(p.opt.expect == 1000);
+    p = parse({"oneach", "--expect=3", "uname"});
+    REQUIRE_MESSAGE(p.status == ParseStatus::Ok, p.error);
+    CHECK(p.opt.expect == 3);
 
     p = parse({"--broker=10.0.0.1:5673,[::1]", "exec", "cn1", "--env", "FOO=bar=baz", "--env",
                "X=", "echo hi", "--kill-after", "30", "--", "a", "--b", "-"});
@@ -164,6 +172,12 @@ TEST_CASE("urctl options: usage errors say what is wrong") {
         {{"discover", "--broker", "a,,b"}, "empty broker"},
         {{"discover", "--broker", "[::1"}, "unbalanced"},
         {{"discover", "--login", ""}, "must not be empty"},
+        {{"discover", "--expect", "0"}, "above 0"},
+        {{"discover", "--expect", "-1"}, "whole number of nodes"},
+        {{"discover", "--expect", "many"}, "whole number of nodes"},
+        {{"exec", "cn1", "echo", "--expect", "2"}, "--expect does not apply to exec"},
+        {{"ping", "cn1", "--expect", "1"}, "--expect does not apply to ping"},
+        {{"oneach", "--nodes", "a", "--expect", "1", "uname"}, "not apply with --nodes"},
     };
     for (const Case& c : cases) {
         std::string joined;

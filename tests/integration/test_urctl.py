@@ -161,6 +161,29 @@ class UrctlCases:
         self.assertEqual(len(row), 1, out)
         self.assertIn(a.hostname, row[0])
 
+    def test_discover_expect_ends_at_n_nodes_or_exits_4(self):
+        a = self.urctl_agent()
+        # One node expected: over as soon as one answers, not at --timeout.
+        t0 = time.monotonic()
+        rc, out, err = self.urctl("discover", "--json", "--timeout", "30",
+                                  "--expect", "1")
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, err)
+        self.assertGreaterEqual(len(self.json_lines(out)), 1, out)
+        self.assertLess(took, 15, "sat out --timeout 30 with --expect 1")
+        # More than will answer: the whole window, the nodes seen, exit 4.
+        t0 = time.monotonic()
+        rc, out, err = self.urctl("discover", "--json", "--timeout", "1",
+                                  "--expect", "100000")
+        took = time.monotonic() - t0
+        self.assertEqual(rc, TIMEOUT, err)
+        self.assertIn("of the 100000 expected nodes answered a discover "
+                      "within 1 s", err)
+        vs = self.json_lines(out)
+        self.assertIn(a.uuid, [v.get("uuid") for v in vs], out)
+        self.assertEqual(vs[-1].get("error"), "timeout", out)
+        self.assertGreaterEqual(took, 0.9)
+
     # -- exec -------------------------------------------------------------
 
     def test_exec(self):
@@ -251,6 +274,21 @@ class UrctlCases:
         self.assertTrue(all(v["stdout"] == "x\n" for v in vs[:2]), vs)
         self.assertEqual(vs[2], {"summary": {"nodes": 2, "ok": 0,
                                              "failed": 2, "no_reply": 0}})
+
+        # The discover ends once every named node has answered, not at
+        # --find-timeout.
+        t0 = time.monotonic()
+        rc, out, err = self.urctl("oneach", "--nodes", names,
+                                  "--find-timeout", "30", "true")
+        self.assertEqual(rc, 0, err)
+        self.assertLess(time.monotonic() - t0, 15,
+                        "sat out --find-timeout 30 with every node found")
+        # --expect that cannot be met: exit 4 and nothing runs.
+        rc, out, err = self.urctl("oneach", "--expect", "100000",
+                                  "--find-timeout", "1", "echo ran")
+        self.assertEqual(rc, TIMEOUT, err)
+        self.assertIn("ran nothing", err)
+        self.assertEqual(out, "")
 
         rc, out, err = self.urctl("oneach", "--nodes", "ghost," + a.hostname,
                                   "--find-timeout", "1", "true")

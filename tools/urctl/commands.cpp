@@ -233,14 +233,31 @@ private:
         return kExitOk;
     }
 
+    // --expect N: the discover is over once N nodes have answered.
+    std::function<bool(const NodeInfo&)> until_expected(const std::vector<NodeInfo>& nodes) {
+        if (opt_.expect == 0) return nullptr;
+        return [this, &nodes](const NodeInfo&) { return nodes.size() >= opt_.expect; };
+    }
+
+    // Fewer than --expect nodes answered within window_ms: the message for
+    // the exit 4 that follows, or "" when the expectation was met.
+    std::string expect_missed(size_t got, uint64_t window_ms) const {
+        if (opt_.expect == 0 || got >= opt_.expect) return "";
+        return std::to_string(got) + " of the " + std::to_string(opt_.expect) +
+               " expected nodes answered a discover within " + seconds_text(window_ms);
+    }
+
     int discover() {
         int rc = 0;
         if (!open(rc)) return rc;
         std::vector<NodeInfo> nodes;
         std::string error;
-        SessionStatus s = discover_nodes(monotonic_ms() + opt_.timeout_ms, nodes, nullptr, error);
+        SessionStatus s = discover_nodes(monotonic_ms() + opt_.timeout_ms, nodes,
+                                         until_expected(nodes), error);
         if (s != SessionStatus::Ok) return fail(s, error);
         print(format_discover(nodes, opt_.json));
+        std::string missed = expect_missed(nodes.size(), opt_.timeout_ms);
+        if (!missed.empty()) return fail(kExitTimeout, missed);
         return kExitOk;
     }
 
@@ -300,9 +317,24 @@ private:
         if (!open(rc)) return rc;
         std::vector<NodeInfo> nodes;
         std::string error;
+        // With --nodes the discover is over once every name has answered.
+        std::vector<bool> named(opt_.nodes.size(), false);
+        size_t unnamed = opt_.nodes.size();
+        auto until_named = [&](const NodeInfo& n) {
+            for (size_t i = 0; i < opt_.nodes.size(); ++i)
+                if (!named[i] && node_matches(n, opt_.nodes[i])) {
+                    named[i] = true;
+                    --unnamed;
+                }
+            return unnamed == 0;
+        };
+        std::function<bool(const NodeInfo&)> stop = until_expected(nodes);
+        if (!opt_.nodes.empty()) stop = until_named;
         SessionStatus s =
-            discover_nodes(monotonic_ms() + opt_.find_timeout_ms, nodes, nullptr, error);
+            discover_nodes(monotonic_ms() + opt_.find_timeout_ms, nodes, stop, error);
         if (s != SessionStatus::Ok) return fail(s, error);
+        std::string missed = expect_missed(nodes.size(), opt_.find_timeout_ms);
+        if (!missed.empty()) return fail(kExitTimeout, missed + "; ran nothing");
         if (!opt_.nodes.empty()) {
             std::vector<size_t> found;
             std::vector<std::string> missing;

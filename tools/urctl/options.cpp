@@ -13,7 +13,8 @@ std::string usage_text() {
         "Commands:\n"
         "  ping NODE               ask NODE's agent for a ping reply\n"
         "  discover                list the nodes whose agents answer a sysinfo\n"
-        "                          broadcast within --timeout (default 3 s)\n"
+        "                          broadcast within --timeout (default 3 s), or\n"
+        "                          as soon as --expect N of them have\n"
         "  exec NODE [--file PATH | SCRIPT | -] [-- ARG...]\n"
         "                          run SCRIPT (text; '-' reads it from stdin) or the\n"
         "                          file PATH on the node, with ARGs; prints its stdout\n"
@@ -21,7 +22,9 @@ std::string usage_text() {
         "  oneach [--nodes A,B] [--file PATH | SCRIPT | -] [-- ARG...]\n"
         "                          discover the nodes, run the script on every one\n"
         "                          (or on those --nodes names) at once; one line or\n"
-        "                          block per node, then a summary\n"
+        "                          block per node, then a summary.  The discover\n"
+        "                          ends at --find-timeout, or once every --nodes\n"
+        "                          name or --expect N nodes have answered\n"
         "  watch [PATTERN...]      print every message on amq.topic matching the topic\n"
         "                          patterns (default ur.#) with its routing key, until\n"
         "                          SIGINT, --count N messages or --timeout\n"
@@ -52,6 +55,9 @@ std::string usage_text() {
         "  --kill-after S          exec, oneach: ask the agent to kill the script after\n"
         "                          S whole seconds (the request's \"timeout\" field)\n"
         "  --nodes A,B,...         oneach: only these nodes (UUIDs or hostnames)\n"
+        "  --expect N              discover, oneach: stop the discover once N nodes\n"
+        "                          have answered; fewer by its timeout is exit 4\n"
+        "                          (oneach then runs nothing).  Not with --nodes\n"
         "  --count N               watch: stop after N messages\n"
         "  --version               print the version and exit\n"
         "  --help                  print this help and exit\n"
@@ -116,7 +122,8 @@ const FlagInfo kFlags[] = {
     {"--vhost", true},   {"--connect-timeout", true}, {"--json", false},
     {"--timeout", true}, {"--find-timeout", true}, {"--env", true},
     {"--file", true},    {"--kill-after", true},   {"--nodes", true},
-    {"--count", true},   {"--help", false},        {"--version", false},
+    {"--count", true},   {"--expect", true},       {"--help", false},
+    {"--version", false},
 };
 
 const FlagInfo* find_flag(const std::string& name) {
@@ -285,6 +292,12 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
                 opt.nodes.push_back(std::move(n));
             }
             used.push_back(name);
+        } else if (name == "--expect") {
+            if (!parse_uint(value, 10000000, opt.expect) || opt.expect == 0) {
+                error = "--expect: expected a whole number of nodes above 0, got '" + value + "'";
+                return ParseStatus::Error;
+            }
+            used.push_back(name);
         } else if (name == "--count") {
             if (!parse_uint(value, UINT32_MAX, opt.count) || opt.count == 0) {
                 error = "--count: expected a whole number above 0, got '" + value + "'";
@@ -305,12 +318,13 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
         opt.command = Command::Ping;
     } else if (cmd == "discover") {
         opt.command = Command::Discover;
+        allowed = " --expect ";
     } else if (cmd == "exec") {
         opt.command = Command::Exec;
         allowed = " --find-timeout --env --file --kill-after ";
     } else if (cmd == "oneach") {
         opt.command = Command::OnEach;
-        allowed = " --find-timeout --env --file --kill-after --nodes ";
+        allowed = " --find-timeout --env --file --kill-after --nodes --expect ";
     } else if (cmd == "watch") {
         opt.command = Command::Watch;
         allowed = " --count ";
@@ -323,6 +337,11 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
             error = f + " does not apply to " + cmd;
             return ParseStatus::Error;
         }
+    }
+    if (opt.expect && !opt.nodes.empty()) {
+        error = "--expect does not apply with --nodes (the discover ends once every named node "
+                "has answered)";
+        return ParseStatus::Error;
     }
     bool runs_script = opt.command == Command::Exec || opt.command == Command::OnEach;
     if (!opt.args.empty() && !runs_script) {

@@ -64,6 +64,7 @@ struct Options {
 
     std::string node;                // ping, exec: UUID or hostname
     std::vector<std::string> nodes;  // oneach --nodes
+    uint64_t expect = 0;             // discover, oneach: end the discover at this many nodes
 
     // watch
     std::vector<std::string> patterns;  // default {"ur.#"}

@@ -241,15 +241,16 @@ bool parse_ping_reply(std::string_view body, PingReply& out, std::string& error)
     return true;
 }
 
+bool node_matches(const NodeInfo& node, const std::string& name) {
+    return looks_like_uuid(name) ? node.uuid == to_lower(name) : node.hostname == name;
+}
+
 void match_nodes(const std::vector<NodeInfo>& nodes, const std::vector<std::string>& names,
                  std::vector<size_t>& found, std::vector<std::string>& missing) {
     for (const std::string& name : names) {
         bool any = false;
-        const std::string lower = to_lower(name);
         for (size_t i = 0; i < nodes.size(); ++i) {
-            bool match = looks_like_uuid(name) ? nodes[i].uuid == lower
-                                               : nodes[i].hostname == name;
-            if (!match) continue;
+            if (!node_matches(nodes[i], name)) continue;
             any = true;
             bool dup = false;
             for (size_t f : found) dup = dup || f == i;

@@ -91,6 +91,8 @@ struct PingReply {
 };
 bool parse_ping_reply(std::string_view body, PingReply& out, std::string& error);
 
+// Whether node is the one name (a UUID, any case, or a hostname) means.
+bool node_matches(const NodeInfo& node, const std::string& name);
 // Resolves each name (a UUID, any case, or a hostname) against the nodes:
 // appends the matching node's index to `found` or the name to `missing`.
 // A name matching several hostnames picks every one of them.
