@@ -31,6 +31,25 @@ SANFLAGS :=
 STATIC   := -static
 endif
 
+# illumos (SmartOS) has no static libc: there the programs link libc,
+# libsocket and libnsl dynamically and the C++ runtime statically (the live
+# image has no libstdc++).  Its linker has no --gc-sections, its make is not
+# GNU make (use gmake) and its install(1) is the SysV one (use ginstall).
+# Not built here: CI runs on Linux.
+ifeq ($(shell uname -s),SunOS)
+STATIC   := -static-libstdc++ -static-libgcc
+GCFLAGS  :=
+LDLIBS   += -lsocket -lnsl
+ARCHFLAGS := -m64
+INSTALL  ?= ginstall
+SMFDIR   ?= /lib/svc/manifest/smartdc
+else
+GCFLAGS  := -Wl,--gc-sections
+ARCHFLAGS :=
+INSTALL  ?= install
+SMFDIR   ?= $(PREFIX)/lib/svc/manifest/smartdc
+endif
+
 # Warnings are errors in CI (CI=true) and whenever WERROR=1.
 ifneq ($(filter true 1,$(CI) $(WERROR)),)
 WFLAGS   := -Wall -Wextra -Werror
@@ -45,9 +64,9 @@ endif
 # (json/, the AMQP frame and wire codecs) keep HOT_OPT.
 OPT      ?= -Os -g
 HOT_OPT  ?= -O2 -g
-CXXFLAGS += -std=c++17 $(OPT) $(WFLAGS) $(SANWARN) $(SANFLAGS) $(SANDEFS) -MMD -MP -I. \
+CXXFLAGS += $(ARCHFLAGS) -std=c++17 $(OPT) $(WFLAGS) $(SANWARN) $(SANFLAGS) $(SANDEFS) -MMD -MP -I. \
             -ffunction-sections -fdata-sections -DUR_VERSION='"$(VERSION)"'
-LDFLAGS  += $(SANFLAGS) -Wl,--gc-sections
+LDFLAGS  += $(ARCHFLAGS) $(SANFLAGS) $(GCFLAGS)
 
 JSON_SRC  := $(wildcard json/*.cpp)
 AMQP_SRC  := $(wildcard amqp/*.cpp)
@@ -131,20 +150,21 @@ fuzz:
 	@$(MAKE) --no-print-directory -f fuzz/fuzz.mk
 
 # The agent in sbin, urctl and json-check in bin, man pages, a systemd unit
-# and an SMF manifest (both pointing at $(PREFIX)/sbin/ur-agent).
+# and an SMF manifest (both pointing at $(PREFIX)/sbin/ur-agent; the
+# manifest in $(SMFDIR), which SMF imports on illumos).
 INSTALL_TOOLS := $(filter %/urctl %/json-check,$(TOOLS))
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
-	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/svc/manifest/smartdc
-	install -m 0755 -s $(AGENT) $(DESTDIR)$(PREFIX)/sbin/ur-agent
-	for t in $(INSTALL_TOOLS); do install -m 0755 -s $$t $(DESTDIR)$(PREFIX)/bin/; done
-	install -m 0644 tools/man/ur-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
-	for m in $(wildcard tools/man/*.1); do install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done
+	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(SMFDIR)
+	$(INSTALL) -m 0755 -s $(AGENT) $(DESTDIR)$(PREFIX)/sbin/ur-agent
+	for t in $(INSTALL_TOOLS); do $(INSTALL) -m 0755 -s $$t $(DESTDIR)$(PREFIX)/bin/; done
+	$(INSTALL) -m 0644 tools/man/ur-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	for m in $(wildcard tools/man/*.1); do $(INSTALL) -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.service \
 	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/ur-agent.service
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.xml \
-	    > $(DESTDIR)$(PREFIX)/lib/svc/manifest/smartdc/ur-agent.xml
+	    > $(DESTDIR)$(SMFDIR)/ur-agent.xml
 
 clean:
 	rm -rf build build-san build-fuzz

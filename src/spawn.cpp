@@ -60,9 +60,14 @@ void close_fd(int& fd) {
     fd = -1;
 }
 
+// closefrom() where it allocates nothing (the child may share our memory,
+// see below): glibc's is close_range(2) or a getdents walk into a stack
+// buffer.  illumos has one too, but it walks /proc/self/fd with opendir(),
+// which mallocs in the heap a vfork() child borrows, so there the child
+// closes every fd below _SC_OPEN_MAX (256 by default) instead.
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
 #define UR_HAVE_CLOSEFROM 1
-#elif defined(__sun) || defined(__FreeBSD__) || defined(__OpenBSD__)
+#elif defined(__FreeBSD__) || defined(__OpenBSD__)
 #define UR_HAVE_CLOSEFROM 1
 #endif
 
