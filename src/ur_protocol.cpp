@@ -361,6 +361,25 @@ std::string signal_name(int signo) {
         {SIGCONT, "SIGCONT"}, {SIGSTOP, "SIGSTOP"}, {SIGTSTP, "SIGTSTP"}, {SIGTTIN, "SIGTTIN"},
         {SIGTTOU, "SIGTTOU"}, {SIGURG, "SIGURG"},   {SIGXCPU, "SIGXCPU"}, {SIGXFSZ, "SIGXFSZ"},
         {SIGVTALRM, "SIGVTALRM"}, {SIGPROF, "SIGPROF"}, {SIGSYS, "SIGSYS"},
+    // Not in POSIX; each where the platform has it (illumos: EMT, LWP).
+#ifdef SIGWINCH
+        {SIGWINCH, "SIGWINCH"},
+#endif
+#ifdef SIGIO
+        {SIGIO, "SIGIO"},
+#endif
+#ifdef SIGPWR
+        {SIGPWR, "SIGPWR"},
+#endif
+#ifdef SIGSTKFLT
+        {SIGSTKFLT, "SIGSTKFLT"},
+#endif
+#ifdef SIGEMT
+        {SIGEMT, "SIGEMT"},
+#endif
+#ifdef SIGLWP
+        {SIGLWP, "SIGLWP"},
+#endif
     };
     for (const auto& e : table)
         if (e.no == signo) return e.name;

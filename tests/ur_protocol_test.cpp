@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <csignal>
+
 #include "json/utf8.hpp"
 #include "json/write.hpp"
 #include "src/ur_protocol.hpp"
@@ -156,6 +158,9 @@ TEST_CASE("reply bodies") {
     CHECK(v.find("req_id")->as_string() == "r1");
     CHECK(signal_name(15) == "SIGTERM");
     CHECK(signal_name(77) == "SIG77");
+#ifdef SIGWINCH
+    CHECK(signal_name(SIGWINCH) == "SIGWINCH");
+#endif
 }
 
 TEST_CASE("execute: args and env counts are bounded") {
