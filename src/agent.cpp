@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 
 #include "src/clock.hpp"
@@ -38,6 +39,7 @@ const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) c
 const uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
 const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
 const uint64_t kCloseGraceMs = 5000;
+const size_t kMaxSysinfoWaiters = 1024;  // broadcasts waiting for one sysinfo read
 
 amqp::BasicProperties json_properties() {
     amqp::BasicProperties p;
@@ -711,7 +713,9 @@ void Agent::start_job(Queued& q, uint64_t now) {
     spec.args = std::move(q.req.args);
     spec.env = std::move(q.req.env);
     double t = q.req.timeout_s > 0 ? q.req.timeout_s : double(cfg_.default_timeout_s);
-    spec.timeout_ms = uint64_t(t * 1000.0);
+    // Whole milliseconds, rounded up: a timeout under 1 ms is 1 ms, never
+    // the 0 that means "no limit".
+    spec.timeout_ms = uint64_t(std::ceil(t * 1000.0));
     spec.max_output = size_t(cfg_.max_output);
     spec.json_output = true;  // escaped while the script runs, not after
     Running r;
@@ -870,6 +874,19 @@ void Agent::on_confirmed(std::vector<OutMessage> done, uint64_t now) {
 // ---------------------------------------------------------------- sysinfo
 
 void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
+    // A sysinfo command that hangs must not let broadcasts pile up without
+    // bound (each is acked at once, so prefetch does not hold them back):
+    // past kMaxSysinfoWaiters a broadcast gets the sysinfo read last.
+    if (sysinfo_running_ && w.why == SysinfoWaiter::Why::Broadcast && have_identity_ &&
+        sysinfo_waiters_.size() >= kMaxSysinfoWaiters) {
+        OutMessage m;
+        m.routing_key = w.reply_key;
+        m.req_id = w.req_id;
+        m.body = json::write(sysinfo_);
+        m.keep = false;
+        enqueue(std::move(m), now);
+        return;
+    }
     sysinfo_waiters_.push_back(std::move(w));
     if (sysinfo_running_) return;
     if (!cfg_.sysinfo_file.empty()) {
@@ -903,11 +920,13 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     std::vector<SysinfoWaiter> waiters;
     waiters.swap(sysinfo_waiters_);
     if (!ok) {
+        // A discover expects a sysinfo object (urclient reads its UUID and
+        // Hostname): answer with the one read last rather than an error.
         for (const auto& w : waiters) {
-            if (w.why == SysinfoWaiter::Why::Broadcast) {
+            if (w.why == SysinfoWaiter::Why::Broadcast && have_identity_) {
                 OutMessage m;
                 m.routing_key = w.reply_key;
-                m.body = invalid_request_body("cannot read sysinfo: " + error);
+                m.body = json::write(sysinfo_);
                 m.req_id = w.req_id;
                 m.keep = false;
                 enqueue(std::move(m), now);

@@ -123,12 +123,12 @@ void parse_execute_body(std::string_view body, Request& r) {
                 return;
             }
             if (!val.is_string()) {
-                r.error = "\"env\"." + key + " is not a string";
+                r.error = "\"env\"." + quoted(json::Value(key)) + " is not a string";
                 return;
             }
             const std::string& text_value = val.as_string();
             if (has_nul(text_value)) {
-                r.error = "\"env\"." + key + " contains a NUL byte";
+                r.error = "\"env\"." + quoted(json::Value(key)) + " contains a NUL byte";
                 return;
             }
             list.push_back(key + "=" + text_value);

@@ -67,7 +67,8 @@ TEST_CASE("execute: invalid bodies are answered with a reason") {
         {R"({"type":"script","script":"x","args":["a\u0000"]})", "NUL"},
         {R"({"type":"script","script":"x","env":[]})", "\"env\" must be an object"},
         {R"({"type":"script","script":"x","env":{"A":{}}})", "is not a string"},
-        {R"({"type":"script","script":"x","env":{"A":1}})", "\"env\".A is not a string"},
+        {R"({"type":"script","script":"x","env":{"A":1}})", "\"env\".\"A\" is not a string"},
+        {R"({"type":"script","script":"x","env":{"A\nB":1}})", "\"env\".\"A\\nB\" is not a string"},
         {R"({"type":"script","script":"x","env":{"A=B":"c"}})", "invalid variable name"},
         {R"({"type":"script","script":"x","timeout":"soon"})", "\"timeout\""},
         {R"({"type":"script","script":"x","timeout":-1})", "\"timeout\""},
@@ -161,6 +162,15 @@ TEST_CASE("reply bodies") {
 #ifdef SIGWINCH
     CHECK(signal_name(SIGWINCH) == "SIGWINCH");
 #endif
+}
+
+TEST_CASE("execute: a reason quotes a long env key cut, on one line") {
+    std::string key(200000, 'K');
+    Request r = parse_request(node(), "ur.execute." + U + ".r",
+                              "{\"type\":\"script\",\"script\":\"x\",\"env\":{\"" + key + "\":5}}");
+    REQUIRE(r.error.find("is not a string") != std::string::npos);
+    CHECK(r.error.size() < 200);
+    CHECK(r.error.find('\n') == std::string::npos);
 }
 
 TEST_CASE("execute: args and env counts are bounded") {

@@ -322,6 +322,17 @@ class Limits(AgentTestCase):
         self.assertReply(r, 0, "ok\n")
         self.assertNotEqual(r.get("timed_out"), True)
 
+    def test_request_timeout_under_1_ms_is_1_ms_not_unlimited(self):
+        # 0.0001 s is 0.1 ms: rounded down it would be 0, "no limit", and
+        # would outlast even --default-timeout.
+        a = self.start_agent(args=["--default-timeout", "30"])
+        t0 = time.monotonic()
+        r = self.client.execute(a.uuid, "#!/bin/sh\n/bin/sleep 20\necho done\n",
+                                env={}, timeout=0.0001)
+        self.assertIs(r.get("timed_out"), True, r)
+        self.assertNotIn("done", r["stdout"])
+        self.assertLess(time.monotonic() - t0, 15)
+
     def test_max_output_flag_caps_stderr(self):
         a = self.start_agent(args=["--max-output", "200000"])
         total = 300000

@@ -73,6 +73,21 @@ class Broadcast(AgentTestCase):
         m = self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
         self.assertEqual(m.json()["Hostname"], "renamed-node")
 
+    def test_broadcast_when_sysinfo_cannot_be_read_gets_the_last_one(self):
+        # urclient's discover reads UUID and Hostname from the body: an
+        # error body would list a node with neither.
+        a = self.start_agent()
+        with open(a.sysinfo_file, "w") as f:
+            f.write("{garbage")
+        req = random_token()
+        self.client.publish("ur.broadcast.sysinfo.%s" % req, {})
+        m = self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
+        body = m.json()
+        self.assertEqual(body.get("UUID"), a.uuid, body)
+        self.assertEqual(body.get("Hostname"), a.sysinfo["Hostname"], body)
+        self.assertNotIn("exit_status", body)
+        self.assertTrue(a.running())
+
     def test_other_broadcast_kinds_ignored_and_agent_serves_on(self):
         a = self.start_agent()
         req = random_token()
