@@ -211,6 +211,7 @@ uint64_t Agent::next_deadline() const {
     if (link_ == Link::Connecting || link_ == Link::Handshake) at(connect_deadline_);
     if (conn_) at(conn_->next_deadline());
     at(consumer_retry_at_);
+    at(pub_retry_at_);
     at(sysinfo_retry_at_);
     at(sysinfo_next_at_);
     if (reboot_pending_) at(reboot_at_);
@@ -282,6 +283,10 @@ void Agent::loop_once() {
     if (consumer_retry_at_ && now >= consumer_retry_at_) {
         consumer_retry_at_ = 0;
         setup_consumer(now);
+    }
+    if (pub_retry_at_ && now >= pub_retry_at_) {
+        pub_retry_at_ = 0;
+        if (conn_ && conn_->is_open() && pub_ch_ == 0) pub_ch_ = conn_->open_channel();
     }
     if (sysinfo_retry_at_ && now >= sysinfo_retry_at_) {
         sysinfo_retry_at_ = 0;
@@ -385,6 +390,7 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     pub_ch_ = cons_ch_ = 0;
     ++channel_gen_;
     consumer_retry_at_ = 0;
+    pub_retry_at_ = 0;  // a new connection opens its own
     blocked_ = false;
     outbox_.connection_lost();
     // Requests received but not started were never acked: the broker
@@ -550,11 +556,24 @@ void Agent::handle_events(uint64_t now) {
                               {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
                                {"retry_in_ms", json::Value(int64_t(delay))}});
             } else if (ev.channel == pub_ch_) {
-                log::warn("the broker closed the publishing channel; opening it again",
-                          {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)}});
+                // Usually a message it refused.  Reopening at once would
+                // publish the same message again, as fast as the broker
+                // refuses it, with every later reply stuck behind it.
                 pub_ready_ = false;
+                pub_ch_ = 0;
                 outbox_.connection_lost();
-                if (conn_->is_open()) pub_ch_ = conn_->open_channel();
+                uint64_t delay = pub_backoff_.next(random32());
+                pub_retry_at_ = now + delay;
+                log::warn("the broker closed the publishing channel; opening it again",
+                          {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
+                           {"retry_in_ms", json::Value(int64_t(delay))}});
+                if (uint64_t limit = max_size_from_close(ev.code, ev.text);
+                    limit && limit != broker_max_message_) {
+                    broker_max_message_ = limit;
+                    log::warn("the broker refuses messages over its max message size; larger "
+                              "replies will be cut to fit",
+                              {{"max_bytes", json::Value(int64_t(limit))}});
+                }
             }
             break;
         case amqp::EventKind::Closed: {
@@ -851,6 +870,14 @@ void Agent::publish_outbox(uint64_t now) {
     (void)now;
     if (!conn_ || !pub_ready_ || blocked_ || nack_retry_at_) return;
     for (OutMessage* m : outbox_.unpublished()) {
+        if (broker_max_message_ && m->body.size() > broker_max_message_) {
+            size_t was = m->body.size();
+            outbox_.replace_body(m, fit_reply(*m->body.shared(), broker_max_message_));
+            log::warn("reply larger than the broker takes; output cut to fit",
+                      {{"req_id", field(m->req_id)}, {"routing_key", field(m->routing_key)},
+                       {"bytes", json::Value(int64_t(was))},
+                       {"now_bytes", json::Value(int64_t(m->body.size()))}});
+        }
         uint64_t seq = conn_->basic_publish(pub_ch_, "amq.topic", m->routing_key,
                                             json_properties(), m->body.shared());
         if (log::enabled(log::Level::Debug))  // spares building the fields per reply
@@ -862,6 +889,7 @@ void Agent::publish_outbox(uint64_t now) {
 }
 
 void Agent::on_confirmed(std::vector<OutMessage> done, uint64_t now) {
+    if (!done.empty()) pub_backoff_.reset();
     for (auto& m : done) {
         journal_.remove(m.journal_key);
         if (!m.req_id.empty() && log::enabled(log::Level::Debug))

@@ -133,6 +133,11 @@ private:
     std::string peer_;
     uint16_t pub_ch_ = 0, cons_ch_ = 0;
     bool pub_ready_ = false;
+    // The publishing channel closed by the broker (a message it refused):
+    // opened again after a backoff that a confirm resets, never at once.
+    Backoff pub_backoff_{100, 30000};
+    uint64_t pub_retry_at_ = 0;        // 0 = none scheduled
+    uint64_t broker_max_message_ = 0;  // learned from a refusal; 0 = unknown
     bool consuming_ = false;
     int consume_oks_ = 0;
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid

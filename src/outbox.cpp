@@ -21,6 +21,12 @@ void Outbox::erase(List::iterator it) {
     messages_.erase(it);
 }
 
+void Outbox::replace_body(OutMessage* m, std::string body) {
+    bytes_ -= m->body.size();
+    m->body = std::move(body);
+    bytes_ += m->body.size();
+}
+
 std::vector<OutMessage*> Outbox::unpublished() {
     std::vector<OutMessage*> out;
     for (auto& m : messages_)

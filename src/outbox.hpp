@@ -56,6 +56,8 @@ public:
     // next call that removes messages.
     std::vector<OutMessage*> unpublished();
     void mark_published(OutMessage* m, uint64_t seq);
+    // Gives an unpublished message a new body (kept in the byte count).
+    void replace_body(OutMessage* m, std::string body);
 
     // A broker confirm (basic.ack) for `seq` (and all before it when
     // `multiple`): removes and returns the covered messages.

@@ -343,6 +343,51 @@ std::string invalid_request_body(std::string_view reason) {
     return out;
 }
 
+uint64_t max_size_from_close(uint16_t code, std::string_view text) {
+    constexpr std::string_view kMarker = "max size ";
+    size_t at = text.find(kMarker);
+    if (code != 406 || at == std::string_view::npos) return 0;
+    uint64_t n = 0;
+    size_t digits = 0;
+    for (size_t i = at + kMarker.size(); i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+        if (n > (UINT64_MAX - 9) / 10) return 0;
+        n = n * 10 + uint64_t(text[i] - '0');
+        ++digits;
+    }
+    return digits ? n : 0;
+}
+
+std::string fit_reply(std::string_view body, uint64_t limit) {
+    const std::string why = "ur-agent: the reply of " + std::to_string(body.size()) +
+                            " bytes is larger than the broker takes (" + std::to_string(limit) +
+                            " bytes); output cut to fit";
+    json::Value v;
+    json::ParseError perr;
+    if (json::parse(body, v, perr) && v.is_object()) {
+        const size_t keep = size_t(limit / 16);
+        for (const std::string name : {"stdout", "stderr"}) {
+            const json::Value* s = v.find(name);
+            if (!s || !s->is_string() || s->as_string().size() <= keep) continue;
+            // set() may move the members: copy out, then set.
+            const std::string& text = s->as_string();
+            int64_t bytes = int64_t(text.size());
+            std::string cut = text.substr(0, json::valid_utf8_prefix(std::string_view(text).substr(0, keep)));
+            cut += "\n[" + why + "]\n";
+            v.set(name, json::Value(std::move(cut)));
+            if (!v.find(name + "_bytes")) v.set(name + "_bytes", json::Value(bytes));
+            v.set(name + "_truncated", json::Value(true));
+        }
+        std::string out = json::write(v);
+        if (out.size() <= limit) return out;
+    }
+    json::Value r = json::Value::object();
+    const json::Value* status = v.is_object() ? v.find("exit_status") : nullptr;
+    r.set("exit_status", status && status->is_int() ? *status : json::Value(int64_t(1)));
+    r.set("stdout", "");
+    r.set("stderr", why + "\n");
+    return json::write(r);
+}
+
 std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp) {
     std::string out = "{\"req_id\":";
     json::append_quoted(out, json::string_from_bytes(ping_id));

@@ -88,6 +88,17 @@ std::string execute_reply_body(const ExecuteOutcome& o);
 std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_stdout);
 // exit_status 2, stderr "ur-agent: invalid request: <reason>\n"
 std::string invalid_request_body(std::string_view reason);
+
+// The largest message the broker takes, from the text of the channel.close
+// it sends for a larger one (RabbitMQ 3.8+: "PRECONDITION_FAILED - message
+// size N is larger than configured max size M"); 0 when the close is not
+// that.
+uint64_t max_size_from_close(uint16_t code, std::string_view text);
+// `body`, a reply of more than `limit` bytes, made to fit: its stdout and
+// stderr cut to their first limit/16 bytes each (escaping can make a byte
+// six), marked "*_truncated" with a line saying why; a body that is not a
+// reply object becomes one with exit_status 1 that says so.
+std::string fit_reply(std::string_view body, uint64_t limit);
 // {"req_id":..,"timestamp":..}
 std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp);
 

@@ -164,6 +164,44 @@ TEST_CASE("reply bodies") {
 #endif
 }
 
+TEST_CASE("a reply over the broker's max message size: the limit from the close, the reply cut") {
+    CHECK(max_size_from_close(406, "PRECONDITION_FAILED - message size 25165882 is larger than "
+                                    "configured max size 16777216") == 16777216);
+    CHECK(max_size_from_close(403, "ACCESS_REFUSED - max size 5") == 0);
+    CHECK(max_size_from_close(406, "PRECONDITION_FAILED - something else") == 0);
+    CHECK(max_size_from_close(406, "max size ") == 0);
+    CHECK(max_size_from_close(406, "max size 99999999999999999999999") == 0);  // overflow
+
+    const uint64_t limit = 1 << 16;
+    // A cut multi-byte character must not be left half: "é" is 2 bytes.
+    std::string out;
+    for (int i = 0; i < 20000; ++i) out += "\u00e9";  // JSON escape, 2 UTF-8 bytes each
+    std::string body = "{\"exit_status\":3,\"stdout\":\"" + out +
+                       "\",\"stderr\":\"err\",\"duration_ms\":7}";
+    std::string fit = fit_reply(body, limit);
+    REQUIRE(fit.size() <= limit);
+    json::Value v;
+    json::ParseError e;
+    REQUIRE(json::parse(fit, v, e));
+    CHECK(v.find("exit_status")->as_int() == 3);
+    CHECK(v.find("stderr")->as_string() == "err");
+    CHECK(v.find("duration_ms")->as_int() == 7);
+    CHECK(v.find("stdout_truncated")->as_bool());
+    CHECK(v.find("stdout_bytes")->as_int() == 40000);
+    CHECK(v.find("stderr_truncated") == nullptr);
+    const std::string& so = v.find("stdout")->as_string();
+    CHECK(json::is_valid_utf8(so));
+    CHECK(so.rfind("\xc3\xa9\xc3\xa9", 0) == 0);
+    CHECK(so.find("larger than the broker takes (65536 bytes)") != std::string::npos);
+
+    // Not a reply object: a small one that says so.
+    std::string junk(100000, '[');
+    fit = fit_reply(junk, limit);
+    REQUIRE(json::parse(fit, v, e));
+    CHECK(v.find("exit_status")->as_int() == 1);
+    CHECK(v.find("stderr")->as_string().find("100000 bytes") != std::string::npos);
+}
+
 TEST_CASE("execute: a reason quotes a long env key cut, on one line") {
     std::string key(200000, 'K');
     Request r = parse_request(node(), "ur.execute." + U + ".r",

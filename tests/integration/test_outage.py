@@ -341,6 +341,31 @@ class Outage(AgentTestCase):
         self.prove_served(a, c, "the alarm")
 
 
+    def test_reply_over_the_broker_max_message_size_is_cut_to_fit(self):
+        # RabbitMQ closes the channel of a publish over max_message_size
+        # (16 MiB by default from 4.0).  The agent used to publish the same
+        # reply again at once, forever, every later reply stuck behind it.
+        # A channel reads the limit when it opens: set it before the agent
+        # connects.
+        limit = 1 << 20
+        self.addCleanup(rabbitmqctl, "eval",
+                        "application:set_env(rabbit, max_message_size, 134217728).",
+                        check=False)
+        rabbitmqctl("eval", "application:set_env(rabbit, max_message_size, %d)." % limit)
+        a, c = self.agent()
+        big = c.send("#!/bin/sh\n/usr/bin/head -c 3000000 /dev/zero | /usr/bin/tr '\\0' x\n"
+                     "echo err >&2\nexit 3\n")
+        r = c.reply(big, timeout=30)
+        self.assertEqual(r.get("exit_status"), 3, str(r)[:300])
+        self.assertIs(r.get("stdout_truncated"), True, str(r)[:300])
+        self.assertEqual(r.get("stdout_bytes"), 3000000)
+        self.assertIn("larger than the broker takes (%d bytes)" % limit, r["stdout"])
+        self.assertTrue(r["stdout"].startswith("x" * 1000))
+        self.assertEqual(r.get("stderr"), "err\n")
+        # Later replies get through, and the channel was not reopened in a loop.
+        self.prove_served(a, c, "a refused reply")
+        self.assertLessEqual(a.count_log("closed the publishing channel"), 2)
+
 class Cluster(AgentTestCase):
     """Two extra RabbitMQ nodes of this test's own, clustered on loopback;
     the shared test node is not touched."""
