@@ -306,7 +306,22 @@ DecodeStatus decode_content_header(std::string_view payload, ContentHeader& out,
         return DecodeStatus::SyntaxError;
     }
     each_property(out.properties, [&](uint16_t bit, auto& opt) {
-        if (flags & bit) get(r, opt.emplace());
+        if (!(flags & bit)) return;
+        if constexpr (std::is_same_v<std::decay_t<decltype(*opt)>, Table>) {
+            Reader probe = r;
+            if (probe.table(opt.emplace()) == WireStatus::TooDeep) {
+                opt.reset();
+                uint32_t n = 0;
+                std::string_view skip;
+                r.u32(n);
+                r.bytes(n, skip);
+                out.headers_skipped = 4 + size_t(n);
+            } else {
+                r = probe;
+            }
+            return;
+        }
+        get(r, opt.emplace());
     });
     if (!r.ok()) {
         if (why) *why = std::string("content header: ") + to_string(r.status());

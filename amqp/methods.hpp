@@ -207,6 +207,11 @@ struct ContentHeader {
     uint16_t weight = 0;
     uint64_t body_size = 0;
     BasicProperties properties;
+    // Decoding only: the bytes (size word included) of a "headers" table
+    // nested deeper than kMaxTableDepth, skipped whole and left out of
+    // properties.  RabbitMQ delivers such a message; refusing it would
+    // close the connection, and with it every request queued for us.
+    size_t headers_skipped = 0;
 };
 
 // Appends a content header frame payload.  A shortstr property over 255

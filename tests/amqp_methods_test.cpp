@@ -173,6 +173,45 @@ TEST_CASE("content header: errors") {
     CHECK(decode_content_header(cont, h) == DecodeStatus::SyntaxError);
 }
 
+TEST_CASE("content header: headers nested too deep are skipped, not a reason to fail") {
+    // content-type "a", headers {"a":{"a":{...}}} depth levels, delivery-mode 2.
+    auto nested = [](int depth) {
+        std::string t;  // innermost: an empty table
+        for (int i = 0; i < depth; ++i) {
+            std::string entry = std::string("\x01" "a" "F", 3);
+            uint32_t n = uint32_t(t.size());
+            std::string len = {char(n >> 24), char(n >> 16), char(n >> 8), char(n)};
+            entry += len + t;
+            t = entry;
+        }
+        uint32_t n = uint32_t(t.size());
+        return std::string{char(n >> 24), char(n >> 16), char(n >> 8), char(n)} + t;
+    };
+    for (int depth : {kMaxTableDepth - 1, kMaxTableDepth + 8}) {
+        CAPTURE(depth);
+        std::string table = nested(depth);
+        std::string p = from_hex("003c 0000 0000000000000005 b000");  // content-type, headers, delivery-mode
+        p += std::string("\x01" "a", 2) + table + std::string("\x02", 1);
+        ContentHeader h;
+        std::string why;
+        REQUIRE_MESSAGE(decode_content_header(p, h, &why) == DecodeStatus::Ok, why);
+        CHECK(h.properties.content_type == std::optional<std::string>("a"));
+        CHECK(h.properties.delivery_mode == std::optional<uint8_t>(2));
+        CHECK(h.body_size == 5);
+        if (depth < kMaxTableDepth) {
+            CHECK(h.properties.headers.has_value());
+            CHECK(h.headers_skipped == 0);
+        } else {
+            CHECK_FALSE(h.properties.headers.has_value());
+            CHECK(h.headers_skipped == table.size());
+        }
+    }
+    // A headers table whose size runs past the header is still an error.
+    std::string bad = from_hex("003c 0000 0000000000000000 2000 000000ff 01");
+    ContentHeader h;
+    CHECK(decode_content_header(bad, h) == DecodeStatus::SyntaxError);
+}
+
 TEST_CASE("body frames are split at frame_max - 8") {
     std::string body(4096 * 2 + 5, 'b');
     std::string out;

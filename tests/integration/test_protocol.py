@@ -5,6 +5,8 @@ import datetime
 import json
 import os
 
+import pika
+
 from urharness import (ISO8601_UTC, AgentTestCase, make_sysinfo,
                        rabbitmqctl, random_token)
 
@@ -240,6 +242,26 @@ class InvalidRequests(AgentTestCase):
                             content_type=None)
         self.assertReply(self.client.wait_reply(self.agent.uuid, req), 0,
                          "ct\n")
+
+    def test_request_with_headers_nested_40_deep_is_served(self):
+        # RabbitMQ delivers it; the agent decodes tables 32 deep at most and
+        # used to close the connection (502), losing every queued request.
+        headers = {}
+        cur = headers
+        for _ in range(40):
+            cur["a"] = {}
+            cur = cur["a"]
+        req = random_token()
+        body = json.dumps({"type": "script", "script": "#!/bin/sh\necho deep\n",
+                           "env": {}}).encode()
+        self.client.ch.basic_publish(
+            exchange="amq.topic",
+            routing_key="ur.execute.%s.%s" % (self.agent.uuid, req), body=body,
+            properties=pika.BasicProperties(content_type="application/json",
+                                            headers=headers))
+        self.assertReply(self.client.wait_reply(self.agent.uuid, req), 0,
+                         "deep\n")
+        self.assertEqual(self.agent.count_log("lost the broker connection"), 0)
 
     def test_unknown_fields_ignored(self):
         r = self.client.execute(self.agent.uuid, "#!/bin/sh\necho x\n",
