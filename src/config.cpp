@@ -148,6 +148,18 @@ bool parse_brokers(const std::string& spec, uint16_t default_port,
             error = "empty broker address in '" + spec + "'";
             return false;
         }
+        // A URL or user:password@host would be taken for a host name and
+        // then logged with every failed connect: say what is wrong without
+        // repeating it (the part before '@' may be a password).
+        if (size_t at = item.rfind('@'); at != std::string::npos ||
+                                         item.find("://") != std::string::npos) {
+            error = "a broker address is HOST[:PORT], not a URL or user@host (got '" +
+                    (at == std::string::npos ? item.substr(0, item.find("://") + 3) + "...'"
+                                             : "...@" + item.substr(at + 1) + "'") +
+                    "); give the login with --login or AMQP_LOGIN and the password with "
+                    "--password-file or AMQP_PASSWORD";
+            return false;
+        }
         BrokerAddress addr;
         addr.port = default_port;
         std::string port_text;

@@ -101,6 +101,21 @@ TEST_CASE("config: bad flags and values are one-line errors") {
     Config cfg;
     CHECK(parse({}, env, cfg, err) == ConfigStatus::Error);
     CHECK(err.find("AMQP_PORT") != std::string::npos);
+
+    // A URL or user:password@host is refused without repeating the password.
+    for (const char* spec : {"amqp://guest:s3cret@10.0.0.1:5672", "guest:s3cret@10.0.0.1",
+                             "amqp://10.0.0.1", "h1,u:s3cret@h2"}) {
+        CAPTURE(spec);
+        Config c2;
+        Env none;
+        CHECK(parse({"--broker", spec}, none, c2, err) == ConfigStatus::Error);
+        CHECK(err.find("not a URL or user@host") != std::string::npos);
+        CHECK(err.find("s3cret") == std::string::npos);
+        Env e2;
+        e2.vars = {{"AMQP_HOST", spec}};
+        CHECK(parse({}, e2, c2, err) == ConfigStatus::Error);
+        CHECK(err.find("s3cret") == std::string::npos);
+    }
 }
 
 TEST_CASE("config: --help and --version") {
