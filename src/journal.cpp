@@ -44,8 +44,44 @@ void sync_dir(const std::string& dir) {
     }
 }
 
+// A reply key in a record: '%', ' ', CR and LF as %XX, so that a request
+// id holding any of them (all legal inside one routing-key word) leaves
+// the record one line of three fields.
+std::string escape_key(const std::string& k) {
+    static const char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(k.size());
+    for (unsigned char c : k) {
+        if (c == '%' || c == ' ' || c == '\n' || c == '\r') {
+            out += '%';
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        } else {
+            out += char(c);
+        }
+    }
+    return out;
+}
+
+bool unescape_key(const std::string& k, std::string& out) {
+    auto hex = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    };
+    out.clear();
+    for (size_t i = 0; i < k.size(); ++i) {
+        if (k[i] != '%') {
+            out += k[i];
+            continue;
+        }
+        if (i + 2 >= k.size() || hex(k[i + 1]) < 0 || hex(k[i + 2]) < 0) return false;
+        out += char(hex(k[i + 1]) * 16 + hex(k[i + 2]));
+        i += 2;
+    }
+    return true;
+}
+
 std::string add_record(const std::string& key, const std::string& reply_key) {
-    return "+ " + key + " " + reply_key + "\n";
+    return "+ " + key + " " + escape_key(reply_key) + "\n";
 }
 
 // Replays the complete lines of `text` into `live`.
@@ -59,9 +95,10 @@ void replay(const std::string& text, std::map<std::string, std::string>& live) {
             f.push_back(line.substr(i, sp - i));
             i = sp + 1;
         }
-        if (f.size() == 3 && f[0] == "+" && !f[1].empty() && f[2].rfind(kReplyPrefix, 0) == 0 &&
-            f[2].size() <= 255)
-            live[f[1]] = f[2];
+        std::string reply_key;
+        if (f.size() == 3 && f[0] == "+" && !f[1].empty() && unescape_key(f[2], reply_key) &&
+            reply_key.rfind(kReplyPrefix, 0) == 0 && reply_key.size() <= 255)
+            live[f[1]] = reply_key;
         else if (f.size() == 2 && f[0] == "-")
             live.erase(f[1]);
     }

@@ -17,9 +17,10 @@
 // requesters still wait: the agent answers each of them with
 // "agent_restarted" instead of letting them wait for their timeout.
 //
-// Record format, one per line: "+ KEY REPLY-KEY" or "- KEY".  A line cut
-// short by a crash, or anything else that is not a record of ours, is
-// ignored.
+// Record format, one per line: "+ KEY REPLY-KEY" or "- KEY", with '%',
+// space, CR and LF of REPLY-KEY written as %XX (a request id may hold
+// them).  A line cut short by a crash, or anything else that is not a
+// record of ours, is ignored.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "src/journal.hpp"
 
@@ -43,6 +44,29 @@ TEST_CASE("journal: entries outlive the process that wrote them, until removed")
         CHECK(left[0].req_id == "req2");
         again.remove(left[0].key);
         CHECK(again.leftovers().empty());
+    }
+}
+
+TEST_CASE("journal: request ids with a space, a newline or '%' survive a restart") {
+    std::string dir = fresh_dir() + "/inflight";
+    std::string err;
+    const std::vector<std::string> ids = {"has space", "nl\nzz", "cr\rx", "50%25", "%", "a b\n%0A"};
+    std::vector<std::string> keys;
+    {
+        Journal j;
+        REQUIRE(j.open(dir, false, err));
+        for (const std::string& id : ids) keys.push_back(j.add("ur.execute-reply.u1." + id, id));
+    }
+    Journal again;
+    REQUIRE(again.open(dir, false, err));
+    auto left = again.leftovers();
+    REQUIRE(left.size() == ids.size());
+    for (const std::string& id : ids) {
+        CAPTURE(id);
+        auto it = std::find_if(left.begin(), left.end(),
+                               [&](const Journal::Entry& e) { return e.req_id == id; });
+        REQUIRE(it != left.end());
+        CHECK(it->reply_key == "ur.execute-reply.u1." + id);
     }
 }
 
