@@ -206,7 +206,9 @@ Request classify_request(const Identity& self, std::string_view routing_key,
             return r;
         }
         r.kind = RequestKind::Ping;
-        r.ping_id = id->is_string() ? id->as_string() : json::write(*id);
+        // Echoed as it came (the original agent sent msg.id back): a number
+        // stays a number.
+        r.ping_id = json::write(*id);
         r.reply_key = ping_reply_key(c, self.uuid);
         return r;
     }
@@ -390,7 +392,7 @@ std::string fit_reply(std::string_view body, uint64_t limit) {
 
 std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp) {
     std::string out = "{\"req_id\":";
-    json::append_quoted(out, json::string_from_bytes(ping_id));
+    out += ping_id;
     out += ",\"timestamp\":";
     json::append_quoted(out, iso_timestamp);
     out += '}';

@@ -39,7 +39,7 @@ struct Request {
     std::optional<std::vector<std::string>> env;  // "K=V" entries
     double timeout_s = 0;    // 0: the agent's default
     // Ping
-    std::string ping_id;
+    std::string ping_id;     // the "id" as JSON text: a string quoted, a number as is
     // Broadcast
     std::string broadcast_kind;
     // For logs: who asked (origin.user@origin.hostname), when (timestamp)
@@ -99,7 +99,8 @@ uint64_t max_size_from_close(uint16_t code, std::string_view text);
 // six), marked "*_truncated" with a line saying why; a body that is not a
 // reply object becomes one with exit_status 1 that says so.
 std::string fit_reply(std::string_view body, uint64_t limit);
-// {"req_id":..,"timestamp":..}
+// {"req_id":..,"timestamp":..}, req_id the ping's "id" echoed as it came
+// (ping_id: JSON text, as Request::ping_id holds it).
 std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp);
 
 // "SIGKILL" for 9, ...; "SIG<n>" for signals without a known name.

@@ -106,7 +106,14 @@ TEST_CASE("ping and broadcast") {
     Request p = parse_request(node(), "ur.ping." + U, R"({"client_id":"abc","id":"42"})");
     REQUIRE(p.kind == RequestKind::Ping);
     CHECK(p.reply_key == "ur.ackabc." + U);
-    CHECK(p.ping_id == "42");
+    CHECK(p.ping_id == "\"42\"");
+    Request n = parse_request(node(), "ur.ping." + U, R"({"client_id":"abc","id":5})");
+    REQUIRE(n.kind == RequestKind::Ping);
+    CHECK(n.ping_id == "5");
+    json::Value v;
+    json::ParseError e;
+    REQUIRE(json::parse(ping_reply_body(n.ping_id, "2026-01-01T00:00:00.000Z"), v, e));
+    CHECK(v.find("req_id")->as_int() == 5);
     Request bad = parse_request(node(), "ur.ping." + U, R"({"client_id":"a.b","id":"42"})");
     CHECK(bad.kind == RequestKind::Ignored);
     Request b = parse_request(node(), "ur.broadcast.sysinfo.77", "{}");
@@ -155,7 +162,7 @@ TEST_CASE("reply bodies") {
     CHECK(v.find("exit_status")->as_int() == 2);
     CHECK(v.find("stderr")->as_string() == "ur-agent: invalid request: bad \"x\"\n");
 
-    REQUIRE(json::parse(ping_reply_body("r1", "2026-01-01T00:00:00.000Z"), v, e));
+    REQUIRE(json::parse(ping_reply_body("\"r1\"", "2026-01-01T00:00:00.000Z"), v, e));
     CHECK(v.find("req_id")->as_string() == "r1");
     CHECK(signal_name(15) == "SIGTERM");
     CHECK(signal_name(77) == "SIG77");

@@ -38,6 +38,16 @@ class Ping(AgentTestCase):
         got = [self.client.wait_key(key).json()["req_id"] for _ in rids]
         self.assertEqual(sorted(got), sorted(rids))
 
+    def test_ping_id_echoed_as_it_came(self):
+        # The original agent sent msg.id back as it was: a number stays one.
+        a = self.start_agent()
+        key = "ur.ack%s.%s" % (self.client.client_id, a.uuid)
+        for rid in (5, 1.5, "7"):
+            self.client.publish("ur.ping.%s" % a.uuid,
+                                {"client_id": self.client.client_id, "id": rid})
+            got = self.client.wait_key(key).json()["req_id"]
+            self.assertEqual((type(got), got), (type(rid), rid))
+
 
     def test_invalid_pings_do_not_hurt(self):
         a = self.start_agent()
