@@ -380,6 +380,23 @@ bool Parser::parse_escape(std::string& out)
     }
     uint32_t cp;
     if (!parse_hex4(cp)) return false;
+    if (opt_.lone_surrogates_as_replacement && cp >= 0xD800 && cp <= 0xDFFF) {
+        // A high surrogate takes a low one that follows; anything else
+        // alone is U+FFFD, and what follows is read afresh.
+        uint32_t lo = 0;
+        const char* after = p_;
+        if (cp <= 0xDBFF && end_ - p_ >= 6 && p_[0] == '\\' && p_[1] == 'u') {
+            p_ += 2;
+            if (!parse_hex4(lo)) return false;  // not 4 hex digits: an error anyway
+            if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                append_utf8(out, 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
+                return true;
+            }
+        }
+        p_ = after;
+        append_utf8(out, 0xFFFD);
+        return true;
+    }
     if (cp >= 0xDC00 && cp <= 0xDFFF)
         return fail(at, "lone low surrogate escape in string");
     if (cp >= 0xD800 && cp <= 0xDBFF) {

@@ -5,7 +5,8 @@
 // NaN/Infinity, leading zeros, '+' signs, single quotes, unescaped control
 // characters in strings, ill-formed UTF-8 in strings (overlong forms,
 // encoded surrogates, code points above U+10FFFF, truncated sequences,
-// stray continuation bytes), lone surrogate \u escapes, numbers whose
+// stray continuation bytes), lone surrogate \u escapes (unless
+// ParseOptions reads them as U+FFFD, as the agent does), numbers whose
 // magnitude overflows a double, and anything after the value.
 //
 // Numbers without fraction or exponent that fit in int64 become Int; all
@@ -35,6 +36,11 @@ struct ParseOptions {
     size_t max_depth = 256;
     // Inputs longer than this many bytes are rejected before parsing.
     size_t max_size = 64u << 20;
+    // A \u escape of a lone surrogate (a high one not followed by a low
+    // one, or a low one alone) becomes U+FFFD instead of an error: what
+    // Node's JSON.parse and then its UTF-8 encoding of the string make of
+    // it (JSON.stringify writes such escapes).  Off: the error.
+    bool lone_surrogates_as_replacement = false;
 };
 
 struct ParseError {

@@ -40,7 +40,9 @@ std::string quoted(const json::Value& v) {
 void parse_execute_body(std::string_view body, Request& r) {
     json::Value v;
     json::ParseError perr;
-    if (!json::parse(body, v, perr)) {
+    json::ParseOptions popt;
+    popt.lone_surrogates_as_replacement = true;  // as the original (Node) took them
+    if (!json::parse(body, v, perr, popt)) {
         r.error = "body is not valid JSON: " + perr.to_string();
         return;
     }

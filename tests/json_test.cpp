@@ -579,6 +579,39 @@ TEST_CASE("escapers agree with the model on random bytes")
     }
 }
 
+TEST_CASE("lone surrogate escapes become U+FFFD when asked, as Node reads them")
+{
+    json::ParseOptions opt;
+    opt.lone_surrogates_as_replacement = true;
+    const std::string R = "\xEF\xBF\xBD";
+    struct {
+        const char* in;
+        std::string want;
+    } cases[] = {
+        {R"("\ud800")", R},
+        {R"("a\ud800b")", "a" + R + "b"},
+        {R"("\udc00")", R},
+        {R"("\ud800\u0041")", R + "A"},
+        {R"("\ud800\ud800")", R + R},
+        {R"("\ud800\ud83d\ude00")", R + "\xF0\x9F\x98\x80"},  // lone high, then a pair
+        {R"("\ud83d\ude00")", "\xF0\x9F\x98\x80"},               // a pair is still a pair
+        {R"("\udc00\udc00")", R + R},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.in);
+        Value v;
+        json::ParseError e;
+        REQUIRE(json::parse(c.in, v, e, opt));
+        CHECK(v.as_string() == c.want);
+        // Off (the default): still an error.
+        if (c.want.find(R) != std::string::npos) CHECK_FALSE(json::parse(c.in, v, e));
+    }
+    Value v;
+    json::ParseError e;
+    CHECK_FALSE(json::parse(R"("\ud800\u00")", v, e, opt));  // not 4 hex digits
+    CHECK_FALSE(json::parse(R"("\ud800\uZZZZ")", v, e, opt));
+}
+
 TEST_CASE("write doubles: shortest form that reads back as a double")
 {
     CHECK(json::write(Value(1.0)) == "1.0");

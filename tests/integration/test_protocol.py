@@ -273,6 +273,13 @@ class InvalidRequests(AgentTestCase):
                          "deep\n")
         self.assertEqual(self.agent.count_log("lost the broker connection"), 0)
 
+    def test_lone_surrogate_escape_runs_as_replacement_char(self):
+        # JSON.stringify writes a lone surrogate as "\ud800"; the original
+        # agent (Node) ran such a request with U+FFFD in its place.
+        r = self.client.execute(self.agent.uuid, "#!/bin/sh\necho 'a\ud800b'\n",
+                                env={}, args=["x\udc00"])
+        self.assertReply(r, 0, "a\ufffdb\n")
+
     def test_unknown_fields_ignored(self):
         r = self.client.execute(self.agent.uuid, "#!/bin/sh\necho x\n",
                                 env={}, origin={"user": "x", "n": [1, 2]},
