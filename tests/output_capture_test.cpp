@@ -163,13 +163,48 @@ TEST_CASE("output capture: JsonEscaped is the raw capture repaired and escaped, 
         for (size_t i = 0; i < all.size(); i += chunk)
             c.append(all.data() + i, std::min(chunk, all.size() - i));
         StreamCapture esc = c.finish();
+        CHECK(esc.escaped);
+        CHECK(esc.total == raw.total);
+        // The same bytes however the stream was cut into reads.
+        OutputCapture bytewise(max, tail, OutputCapture::Encoding::JsonEscaped);
+        for (char ch : all) bytewise.append(&ch, 1);
+        StreamCapture one = bytewise.finish();
+        CHECK(one.data == esc.data);
+        CHECK(one.truncated == esc.truncated);
+        // The cap counts escaped bytes: the head ends within 9 of it.
+        size_t head_cap = tail >= max ? 0 : max - tail;
+        std::string marker_esc;
+        json::append_escaped(marker_esc, OutputCapture::marker(all.size()));
+        CHECK(esc.data.size() <= head_cap + 9 + marker_esc.size() + 9 * std::min(tail, max));
         std::string want;
         json::append_escaped(want, json::string_from_bytes(raw.data));
-        CHECK(esc.escaped);
-        CHECK(esc.data == want);
-        CHECK(esc.total == raw.total);
-        CHECK(esc.truncated == raw.truncated);
+        if (!raw.truncated && want.size() <= head_cap) {
+            // Fits escaped as well: kept whole, exactly.
+            CHECK_FALSE(esc.truncated);
+            CHECK(esc.data == want);
+        }
+        if (raw.truncated) CHECK(esc.truncated);
     }
+}
+
+TEST_CASE("output capture: JsonEscaped caps what it keeps, escaped") {
+    // 1 MiB of control bytes under a 64 KiB cap: "\u0001" each, so at most
+    // about 64 KiB of them, not 6x the cap.
+    const size_t max = 64 * 1024, tail = 4096;
+    std::string ctl(1 << 20, '\x01');
+    OutputCapture c(max, tail, OutputCapture::Encoding::JsonEscaped);
+    for (size_t i = 0; i < ctl.size(); i += 65536) c.append(ctl.data() + i, 65536);
+    StreamCapture s = c.finish();
+    CHECK(s.truncated);
+    CHECK(s.total == ctl.size());
+    CHECK(s.data.size() <= max - tail + 9 + 64 + 6 * tail);
+    CHECK(s.data.rfind("\\u0001\\u0001", 0) == 0);
+    // Plain text still keeps the whole head.
+    std::string text(200000, 'x');
+    OutputCapture t(max, tail, OutputCapture::Encoding::JsonEscaped);
+    t.append(text.data(), text.size());
+    StreamCapture ts = t.finish();
+    CHECK(ts.data.rfind(std::string(max - tail, 'x') + "\\n[ur-agent: ", 0) == 0);
 }
 
 TEST_CASE("output capture: a note is appended in the capture's encoding") {

@@ -1,6 +1,7 @@
 """ur.execute: scripts and files, args, env, output capture, exit statuses,
 timeouts, signals, reboot, concurrency."""
 
+import json
 import os
 import re
 import signal
@@ -349,6 +350,20 @@ class Limits(AgentTestCase):
         self.assertLess(len(err), 200000 + 1024, "cap not applied")
         check_truncated(self, err, expected, min_head=50000)
 
+
+    def test_max_output_caps_the_escaped_reply_not_only_raw_bytes(self):
+        # Control bytes escape to six ("\u0001"): a cap on raw bytes let a
+        # 1 MB cap make a 6 MB reply.
+        a = self.start_agent(args=["--max-output", "1000000"])
+        r = self.client.execute(
+            a.uuid, "#!/bin/sh\n/usr/bin/head -c 3000000 /dev/zero | "
+            "/usr/bin/tr '\\0' '\\1'\n", env={})
+        self.assertEqual(r["exit_status"], 0)
+        self.assertIs(r.get("stdout_truncated"), True)
+        self.assertEqual(r.get("stdout_bytes"), 3000000)
+        escaped = len(json.dumps(r["stdout"]))
+        self.assertLess(escaped, 1000000 + 6 * 65536 + 1024, "reply not capped")
+        self.assertTrue(r["stdout"].startswith("\x01" * 1000))
 
 class Reboot(AgentTestCase):
 
