@@ -149,14 +149,16 @@ bool Agent::setup(std::string& error) {
     g_sig_fd = sig_pipe_[1];
     install_signals();
 
-    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-        error = "cannot create state directory " + cfg_.state_dir + ": " + std::strerror(errno);
-        return false;
-    }
-    if (!sup_.init(error)) {
-        error = "script directory: " + error;
-        return false;
-    }
+    // Neither is a reason not to run: pings, broadcasts and "file"
+    // requests need no state, and a node that cannot write its state
+    // directory is one an operator wants to reach.  Script requests are
+    // answered 126 with the reason until the directory can be made.
+    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST)
+        log::error("cannot create the state directory; running without it",
+                   {{"dir", cfg_.state_dir}, {"error", std::strerror(errno)}});
+    if (std::string werr; !sup_.init(werr))
+        log::error("no usable script directory; script requests fail until it can be made",
+                   {{"work_dir", cfg_.work_dir}, {"error", werr}});
     std::string jerr;
     if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
         log::error("running without an in-flight journal", {{"error", jerr}});

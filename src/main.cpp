@@ -61,20 +61,16 @@ int main(int argc, char** argv) {
     // The script directory: when the configured one is not usable (in a
     // world-writable state dir such as /tmp, someone may have created it
     // first), fall back to a fresh private one rather than refusing to run.
-    if (mkdir(cfg.state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-        ur::log::fatal("cannot create the state directory",
-                       {{"dir", cfg.state_dir}, {"error", std::strerror(errno)}});
-        return 1;
-    }
+    // (A state directory that cannot be made is logged by the agent, which
+    // runs on without it.)
+    (void)mkdir(cfg.state_dir.c_str(), 0755);
     if (std::string werr; !ur::prepare_work_dir(cfg.work_dir, werr)) {
         std::string tmpl = cfg.state_dir + "/.ur-agent-work.XXXXXX";
-        if (mkdtemp(tmpl.data()) == nullptr) {
-            ur::log::fatal("no usable script directory", {{"error", werr}});
-            return 1;
+        if (mkdtemp(tmpl.data()) != nullptr) {
+            ur::log::error("script directory not usable; using a fresh private one",
+                           {{"error", werr}, {"work_dir", tmpl}});
+            cfg.work_dir = tmpl;
         }
-        ur::log::error("script directory not usable; using a fresh private one",
-                       {{"error", werr}, {"work_dir", tmpl}});
-        cfg.work_dir = tmpl;
     }
     ur::Agent agent(std::move(cfg));
     return agent.run();

@@ -131,6 +131,13 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
 
     std::string error;
     if (job->spec.kind == JobSpec::Kind::Script) {
+        // Scripts go only into a directory init() (or this) has checked: in
+        // one that is not ours the file could be swapped before it runs.
+        // One not usable at start-up is tried again at each script, so that
+        // fixing it (a read-only or full file system) needs no restart.
+        if (!work_dir_ready_) work_dir_ready_ = prepare_work_dir(opt_.work_dir, error);
+        if (!work_dir_ready_)
+            return not_started(126, "cannot write the script: " + error);
         if (!write_script_file(opt_.work_dir, job->spec.script, job->script_path, error)) {
             // The directory init() made may have been removed behind our
             // back (a script cleaning up after itself, a /tmp cleaner): make

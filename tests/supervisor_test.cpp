@@ -395,17 +395,30 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a missing file is 127, a directory 126")
 }
 
 TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, delivered as a result") {
-    opt.work_dir = tmp.path + "/never-made";  // init() not called
+    // The work dir cannot be made (under a regular file: ENOTDIR even for
+    // root), at init() or at the script.
+    std::string blocker = tmp.path + "/blocker";
+    std::ofstream(blocker) << "x";
+    opt.work_dir = blocker + "/work";
     Supervisor sup(opt);
+    std::string error;
+    CHECK_FALSE(sup.init(error));
     REQUIRE(sup.start(script("nowhere", "#!/bin/sh\necho hi\n"), now_ms()));
     std::vector<JobResult> out = sup.take_finished();
     REQUIRE(out.size() == 1);
     CHECK(out[0].id == "nowhere");
     CHECK(out[0].exit_status == 126);
     CHECK(out[0].pid == -1);
-    CHECK(out[0].err.data.rfind("ur-agent: cannot write the script: cannot create a script file in ", 0) == 0);
+    CHECK(out[0].err.data.rfind("ur-agent: cannot write the script: cannot create ", 0) == 0);
     CHECK(sup.running() == 0);
     CHECK(sup.next_deadline() == UINT64_MAX);
+
+    // Fixed behind the agent's back: the next script runs, no restart.
+    REQUIRE(::unlink(blocker.c_str()) == 0);
+    REQUIRE(::mkdir(blocker.c_str(), 0700) == 0);
+    JobResult r = run_one(sup, script("later", "#!/bin/sh\necho hi\n"));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "hi\n");
 }
 
 TEST_CASE_FIXTURE(Fixture, "supervisor: output past the cap is truncated, the child never blocks") {

@@ -365,6 +365,27 @@ class Limits(AgentTestCase):
         self.assertLess(escaped, 1000000 + 6 * 65536 + 1024, "reply not capped")
         self.assertTrue(r["stdout"].startswith("\x01" * 1000))
 
+class UnwritableStateDir(AgentTestCase):
+
+    def test_serves_pings_and_files_and_answers_scripts_126(self):
+        # A state dir that cannot be made (here under a regular file: even
+        # root gets ENOTDIR; a read-only file system is the real case) used
+        # to stop the agent at start, unreachable.  It serves what needs no
+        # state and says why scripts cannot run.
+        blocker = os.path.join(self.tmp, "not-a-dir")
+        open(blocker, "w").close()
+        a = self.start_agent(args=["--state-dir", blocker + "/state"])
+        self.assertTrue(a.running())
+        rid, body = self.client.ping(a.uuid)
+        self.assertEqual(body.get("req_id"), rid)
+        r = self.client.execute_file(a.uuid, "/bin/echo", args=["via file"], env={})
+        self.assertReply(r, 0, "via file\n")
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho no\n", env={})
+        self.assertEqual(r["exit_status"], 126, r)
+        self.assertIn("cannot write the script", r["stderr"])
+        self.assertEqual(a.count_log("no usable script directory; script requests "
+                                     "fail until it can be made"), 1)
+
 class Reboot(AgentTestCase):
 
     def test_exit_113_replies_0_then_runs_reboot_cmd(self):
