@@ -909,12 +909,7 @@ void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
     // past kMaxSysinfoWaiters a broadcast gets the sysinfo read last.
     if (sysinfo_running_ && w.why == SysinfoWaiter::Why::Broadcast && have_identity_ &&
         sysinfo_waiters_.size() >= kMaxSysinfoWaiters) {
-        OutMessage m;
-        m.routing_key = w.reply_key;
-        m.req_id = w.req_id;
-        m.body = json::write(sysinfo_);
-        m.keep = false;
-        enqueue(std::move(m), now);
+        answer_broadcast(w, json::write(sysinfo_), now);
         return;
     }
     sysinfo_waiters_.push_back(std::move(w));
@@ -952,15 +947,10 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     if (!ok) {
         // A discover expects a sysinfo object (urclient reads its UUID and
         // Hostname): answer with the one read last rather than an error.
-        for (const auto& w : waiters) {
-            if (w.why == SysinfoWaiter::Why::Broadcast && have_identity_) {
-                OutMessage m;
-                m.routing_key = w.reply_key;
-                m.body = json::write(sysinfo_);
-                m.req_id = w.req_id;
-                m.keep = false;
-                enqueue(std::move(m), now);
-            }
+        if (have_identity_) {
+            std::string last = json::write(sysinfo_);
+            for (const auto& w : waiters)
+                if (w.why == SysinfoWaiter::Why::Broadcast) answer_broadcast(w, last, now);
         }
         if (!have_identity_) {
             uint64_t delay = sysinfo_backoff_.next(random32());
@@ -986,20 +976,25 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     sysinfo_ = std::move(v);
     std::string body = json::write(sysinfo_);
     for (const auto& w : waiters) {
-        OutMessage m;
-        m.body = body;
         if (w.why == SysinfoWaiter::Why::Broadcast) {
-            m.routing_key = w.reply_key;
-            m.req_id = w.req_id;
-            m.keep = false;
+            answer_broadcast(w, body, now);
         } else if (w.why == SysinfoWaiter::Why::Heartbeat) {
+            OutMessage m;
+            m.body = body;
             m.routing_key = sysinfo_key(id_.uuid, random_hex(8));
             m.keep = false;
-        } else {
-            continue;
+            enqueue(std::move(m), now);
         }
-        enqueue(std::move(m), now);
     }
+}
+
+void Agent::answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now) {
+    OutMessage m;
+    m.routing_key = w.reply_key;
+    m.req_id = w.req_id;
+    m.body = body;
+    m.keep = false;
+    enqueue(std::move(m), now);
 }
 
 void Agent::send_sysinfo_heartbeat(uint64_t now) {

@@ -99,6 +99,8 @@ private:
     // Sysinfo
     void want_sysinfo(SysinfoWaiter w, uint64_t now);
     void on_sysinfo(bool ok, const std::string& text, const std::string& error, uint64_t now);
+    // The reply to a sysinfo broadcast: body, on the waiter's reply key.
+    void answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now);
     void send_sysinfo_heartbeat(uint64_t now);
     // Reboot and shutdown
     void reboot(uint64_t now);
