@@ -40,6 +40,9 @@ const uint64_t kHealthyMs = 30000;      // a connection open this long resets ba
 const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
 const uint64_t kCloseGraceMs = 5000;
 const size_t kMaxSysinfoWaiters = 1024;  // broadcasts waiting for one sysinfo read
+// The least a reply is cut to for --max-pending-bytes (a 256-byte head of
+// each stream): below it, the oldest unpublished replies make room.
+const uint64_t kMinCutReply = 4096;
 
 amqp::BasicProperties json_properties() {
     amqp::BasicProperties p;
@@ -191,6 +194,7 @@ int Agent::run() {
         OutMessage m;
         m.routing_key = e.reply_key;
         m.body = execute_reply_body(o);
+        m.execute_reply = true;
         m.req_id = e.req_id;
         m.journal_key = e.key;
         enqueue(std::move(m), now);
@@ -694,6 +698,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         OutMessage m;
         m.routing_key = req.reply_key;
         m.body = invalid_request_body(req.error);
+        m.execute_reply = true;
         m.req_id = req.req_id;
         enqueue(std::move(m), now);
         ack();
@@ -830,6 +835,7 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                   {{"req_id", field(run.req_id)}});
     OutMessage m;
     m.routing_key = run.reply_key;
+    m.execute_reply = true;
     if (r.out.escaped) {
         o.out.data = {};  // the capture becomes the body
         m.body = execute_reply_body(o, std::move(r.out.data));
@@ -857,6 +863,21 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
 
 void Agent::enqueue(OutMessage m, uint64_t now) {
     m.queued_ms = now;
+    // Past --max-pending-bytes (the broker away or not taking replies), a
+    // reply keeps its exit status and the heads of its output rather than
+    // pushing older replies out: every request still gets its answer.
+    if (m.execute_reply && m.body.size() > outbox_.room()) {
+        size_t was = m.body.size();
+        uint64_t limit = std::max<uint64_t>(outbox_.room(), kMinCutReply);
+        if (was > limit) {
+            m.body = fit_reply(*m.body.shared(), limit, FitReason::PendingBound);
+            log::warn("replies waiting for the broker fill --max-pending-bytes; output cut",
+                      {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
+                       {"bytes", json::Value(int64_t(was))},
+                       {"now_bytes", json::Value(int64_t(m.body.size()))},
+                       {"pending_bytes", json::Value(int64_t(outbox_.bytes()))}});
+        }
+    }
     std::vector<OutMessage> dropped;
     outbox_.push(std::move(m), dropped);
     for (const auto& d : dropped) {
@@ -871,7 +892,7 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
 void Agent::publish_outbox(uint64_t now) {
     (void)now;
     if (!conn_ || !pub_ready_ || blocked_ || nack_retry_at_) return;
-    for (OutMessage* m : outbox_.unpublished()) {
+    for (Outbox::Ref m : outbox_.unpublished()) {
         if (broker_max_message_ && m->body.size() > broker_max_message_) {
             size_t was = m->body.size();
             outbox_.replace_body(m, fit_reply(*m->body.shared(), broker_max_message_));

@@ -6,41 +6,47 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     m.seq = 0;
     bytes_ += m.body.size();
     messages_.push_back(std::move(m));
-    while (bytes_ > max_bytes_ && messages_.size() > 1) {
-        auto oldest = messages_.begin();
-        if (oldest->seq != 0) by_seq_.erase(oldest->seq);
-        bytes_ -= oldest->body.size();
-        dropped.push_back(std::move(*oldest));
-        messages_.erase(oldest);
+    ++unpublished_;
+    auto newest = std::prev(messages_.end());
+    for (auto it = messages_.begin(); bytes_ > max_bytes_ && it != newest;) {
+        auto next = std::next(it);
+        if (it->seq == 0) {
+            dropped.push_back(std::move(*it));
+            bytes_ -= dropped.back().body.size();
+            --unpublished_;
+            messages_.erase(it);
+        }
+        it = next;
     }
 }
 
 void Outbox::erase(List::iterator it) {
     if (it->seq != 0) by_seq_.erase(it->seq);
+    else --unpublished_;
     bytes_ -= it->body.size();
     messages_.erase(it);
 }
 
-void Outbox::replace_body(OutMessage* m, std::string body) {
+void Outbox::replace_body(Ref m, std::string body) {
     bytes_ -= m->body.size();
     m->body = std::move(body);
     bytes_ += m->body.size();
 }
 
-std::vector<OutMessage*> Outbox::unpublished() {
-    std::vector<OutMessage*> out;
-    for (auto& m : messages_)
-        if (m.seq == 0) out.push_back(&m);
+std::vector<Outbox::Ref> Outbox::unpublished() {
+    std::vector<Ref> out;
+    if (unpublished_ == 0) return out;
+    out.reserve(unpublished_);
+    for (auto it = messages_.begin(); it != messages_.end(); ++it)
+        if (it->seq == 0) out.push_back(it);
     return out;
 }
 
-void Outbox::mark_published(OutMessage* m, uint64_t seq) {
-    for (auto it = messages_.begin(); it != messages_.end(); ++it) {
-        if (&*it != m) continue;
-        it->seq = seq;
-        if (seq != 0) by_seq_[seq] = it;
-        return;
-    }
+void Outbox::mark_published(Ref m, uint64_t seq) {
+    if (m->seq != 0 || seq == 0) return;
+    m->seq = seq;
+    by_seq_[seq] = m;
+    --unpublished_;
 }
 
 std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
@@ -69,12 +75,16 @@ void Outbox::nack(uint64_t seq, bool multiple) {
         if (end == by_seq_.end()) return;
         ++end;
     }
-    for (auto i = begin; i != end; ++i) i->second->seq = 0;
+    for (auto i = begin; i != end; ++i) {
+        i->second->seq = 0;
+        ++unpublished_;
+    }
     by_seq_.erase(begin, end);
 }
 
 void Outbox::connection_lost() {
     by_seq_.clear();
+    unpublished_ = messages_.size();
     for (auto it = messages_.begin(); it != messages_.end();) {
         auto next = std::next(it);
         it->seq = 0;

@@ -5,8 +5,12 @@
 // connection drops, kept messages (replies, startup) go back to
 // "unpublished" and are sent again after reconnecting, oldest first;
 // ephemeral ones (ping replies, sysinfo heartbeats) are dropped.  The total
-// body size is bounded: past it the oldest messages are dropped and
-// returned to the caller, who logs them.
+// body size is bounded: past it the oldest unpublished messages are dropped
+// and returned to the caller, who logs them.  A published one is never
+// dropped for the bound: the broker has it or will say it has not (a
+// confirm, a nack or a lost connection), and dropping it would lose the
+// retry, not the memory, which a confirm frees soon.  So the bound can be
+// passed by what is in flight until then.
 #pragma once
 #include <cstdint>
 #include <list>
@@ -39,25 +43,32 @@ struct OutMessage {
     std::string req_id;       // for logs; empty when not a reply
     std::string journal_key;  // journal entry to remove once confirmed
     bool keep = true;         // survive reconnects
+    bool execute_reply = false;  // an execute reply (fit_reply() can cut it)
     bool reboot_after = false;
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
 };
 
 class Outbox {
+    using List = std::list<OutMessage>;
+
 public:
+    // A queued message; valid until the call that removes it.
+    using Ref = List::iterator;
+
     explicit Outbox(uint64_t max_bytes) : max_bytes_(max_bytes) {}
 
-    // Queues `m`; messages dropped to respect the bound are appended to
-    // `dropped` (never `m` itself unless it alone is over the bound).
+    // Queues `m`; unpublished messages dropped to respect the bound, oldest
+    // first, are appended to `dropped` (never `m` itself).
     void push(OutMessage m, std::vector<OutMessage>& dropped);
+    // Bytes that can still be queued within the bound.
+    uint64_t room() const { return bytes_ < max_bytes_ ? max_bytes_ - bytes_ : 0; }
 
-    // Unpublished messages, oldest first.  Pointers stay valid until the
-    // next call that removes messages.
-    std::vector<OutMessage*> unpublished();
-    void mark_published(OutMessage* m, uint64_t seq);
+    // Unpublished messages, oldest first (none: no scan).
+    std::vector<Ref> unpublished();
+    void mark_published(Ref m, uint64_t seq);
     // Gives an unpublished message a new body (kept in the byte count).
-    void replace_body(OutMessage* m, std::string body);
+    void replace_body(Ref m, std::string body);
 
     // A broker confirm (basic.ack) for `seq` (and all before it when
     // `multiple`): removes and returns the covered messages.
@@ -76,11 +87,11 @@ public:
     bool has_kept() const;
 
 private:
-    using List = std::list<OutMessage>;
     void erase(List::iterator it);
 
     uint64_t max_bytes_;
     uint64_t bytes_ = 0;
+    size_t unpublished_ = 0;                    // messages with seq == 0
     List messages_;                             // oldest first
     std::map<uint64_t, List::iterator> by_seq_;  // published, awaiting confirm
 };

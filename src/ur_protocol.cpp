@@ -361,10 +361,14 @@ uint64_t max_size_from_close(uint16_t code, std::string_view text) {
     return digits ? n : 0;
 }
 
-std::string fit_reply(std::string_view body, uint64_t limit) {
-    const std::string why = "ur-agent: the reply of " + std::to_string(body.size()) +
-                            " bytes is larger than the broker takes (" + std::to_string(limit) +
-                            " bytes); output cut to fit";
+std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
+    const std::string why =
+        "ur-agent: the reply of " + std::to_string(body.size()) + " bytes " +
+        (reason == FitReason::BrokerMax
+             ? "is larger than the broker takes (" + std::to_string(limit) + " bytes)"
+             : "did not fit in the room left for replies waiting for the broker "
+               "(--max-pending-bytes)") +
+        "; output cut to fit";
     json::Value v;
     json::ParseError perr;
     if (json::parse(body, v, perr) && v.is_object()) {

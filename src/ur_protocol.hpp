@@ -94,11 +94,15 @@ std::string invalid_request_body(std::string_view reason);
 // size N is larger than configured max size M"); 0 when the close is not
 // that.
 uint64_t max_size_from_close(uint16_t code, std::string_view text);
+// Why a reply is cut: larger than the broker takes, or past the bound on
+// replies waiting for the broker (--max-pending-bytes).
+enum class FitReason { BrokerMax, PendingBound };
 // `body`, a reply of more than `limit` bytes, made to fit: its stdout and
 // stderr cut to their first limit/16 bytes each (escaping can make a byte
 // six), marked "*_truncated" with a line saying why; a body that is not a
 // reply object becomes one with exit_status 1 that says so.
-std::string fit_reply(std::string_view body, uint64_t limit);
+std::string fit_reply(std::string_view body, uint64_t limit,
+                      FitReason why = FitReason::BrokerMax);
 // {"req_id":..,"timestamp":..}, req_id the ping's "id" echoed as it came
 // (ping_id: JSON text, as Request::ping_id holds it).
 std::string ping_reply_body(std::string_view ping_id, std::string_view iso_timestamp);

@@ -222,6 +222,68 @@ TEST_CASE("outbox: publish, confirm, reconnect, bound") {
     for (int i = 0; i < 12; ++i) box.push(msg("m", 10), dropped);
     CHECK(dropped.size() == 2);
     CHECK(box.bytes() == 100);
+    CHECK(box.room() == 0);
+}
+
+TEST_CASE("outbox: the bound never drops a published message or the new one") {
+    Outbox box(100);
+    std::vector<OutMessage> dropped;
+    for (int i = 0; i < 8; ++i) box.push(msg(("p" + std::to_string(i)).c_str(), 10), dropped);
+    uint64_t seq = 0;
+    for (auto m : box.unpublished()) box.mark_published(m, ++seq);
+    CHECK(box.room() == 20);
+    box.push(msg("u1", 10), dropped);
+    box.push(msg("u2", 10), dropped);
+    box.push(msg("u3", 10), dropped);  // over: u1, the oldest unpublished, goes
+    REQUIRE(dropped.size() == 1);
+    CHECK(dropped[0].routing_key == "u1");
+    CHECK(box.bytes() == 100);
+    // Only published ones are left to drop: the bound is passed, not a
+    // message lost, until confirms make room.
+    box.push(msg("u4", 50), dropped);
+    REQUIRE(dropped.size() == 3);
+    CHECK(dropped[1].routing_key == "u2");
+    CHECK(dropped[2].routing_key == "u3");
+    CHECK(box.bytes() == 130);
+    CHECK(box.in_flight() == 8);
+    auto un = box.unpublished();
+    REQUIRE(un.size() == 1);
+    CHECK(un[0]->routing_key == "u4");
+    CHECK(box.confirm(8, true).size() == 8);
+    CHECK(box.bytes() == 50);
+    // After a lost connection everything is unpublished again, and the
+    // next push makes room from the oldest.
+    box.mark_published(box.unpublished()[0], 9);
+    box.push(msg("u5", 40), dropped);
+    box.connection_lost();
+    CHECK(box.unpublished().size() == 2);
+    box.push(msg("u6", 20), dropped);
+    REQUIRE(dropped.size() == 4);
+    CHECK(dropped[3].routing_key == "u4");
+    CHECK(box.unpublished().size() == 2);
+}
+
+TEST_CASE("outbox: publishing many is linear, and the unpublished count stays exact") {
+    // 100,000 replies queued while the broker was away: marking each one
+    // published used to search the list from the start (hours here).
+    const int n = 100000;
+    Outbox box(uint64_t(n) * 10);
+    std::vector<OutMessage> dropped;
+    for (int i = 0; i < n; ++i) box.push(msg("m", 10), dropped);
+    auto un = box.unpublished();
+    REQUIRE(un.size() == size_t(n));
+    uint64_t seq = 0;
+    for (auto m : un) box.mark_published(m, ++seq);
+    CHECK(box.unpublished().empty());
+    CHECK(box.in_flight() == size_t(n));
+    box.nack(10, true);  // 1..10 back to unpublished
+    CHECK(box.unpublished().size() == 10);
+    box.mark_published(box.unpublished()[0], ++seq);
+    box.mark_published(box.unpublished()[0], 0);  // no sequence number: stays unpublished
+    CHECK(box.unpublished().size() == 9);
+    CHECK(box.confirm(seq, true).size() == size_t(n) - 9);
+    CHECK(box.unpublished().size() == 9);
+    CHECK(dropped.empty());
 }
 
 #include <sys/stat.h>

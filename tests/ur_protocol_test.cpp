@@ -201,6 +201,15 @@ TEST_CASE("a reply over the broker's max message size: the limit from the close,
     CHECK(so.rfind("\xc3\xa9\xc3\xa9", 0) == 0);
     CHECK(so.find("larger than the broker takes (65536 bytes)") != std::string::npos);
 
+    // Cut for the bound on replies waiting for the broker: says so.
+    fit = fit_reply(body, 4096, FitReason::PendingBound);
+    REQUIRE(fit.size() <= 4096);
+    REQUIRE(json::parse(fit, v, e));
+    CHECK(v.find("exit_status")->as_int() == 3);
+    CHECK(v.find("stdout_truncated")->as_bool());
+    CHECK(v.find("stdout")->as_string().find("--max-pending-bytes") != std::string::npos);
+    CHECK(v.find("stdout")->as_string().find("broker takes") == std::string::npos);
+
     // Not a reply object: a small one that says so.
     std::string junk(100000, '[');
     fit = fit_reply(junk, limit);

@@ -40,13 +40,13 @@ class Resilience(FakeBrokerTestCase):
 
     # -- helpers ---------------------------------------------------------
 
-    def held_script(self, tag):
+    def held_script(self, tag, output=PAYLOAD):
         """A script that writes its pid to STARTED, waits (bounded, 30 s)
-        for RELEASE, then prints PAYLOAD.  Returns (script, started,
+        for RELEASE, then prints `output`.  Returns (script, started,
         release)."""
         payload = self.path(tag + ".payload")
         with open(payload, "wb") as f:
-            f.write(PAYLOAD)
+            f.write(output)
         started, release = self.path(tag + ".started"), self.path(
             tag + ".release")
         script = ("#!/bin/sh\necho $$ > %s.tmp && /bin/mv %s.tmp %s\n"
@@ -55,10 +55,10 @@ class Resilience(FakeBrokerTestCase):
                   % (started, started, started, release, payload))
         return script, started, release
 
-    def start_held(self, broker, a, tag="held"):
+    def start_held(self, broker, a, tag="held", output=PAYLOAD):
         """Sends a held script and waits until it runs; returns (req,
         release path, pid)."""
-        script, started, release = self.held_script(tag)
+        script, started, release = self.held_script(tag, output)
         req = self.send(broker, a, script)
         wait_until(lambda: os.path.exists(started), what="script started")
         pid = int(open(started).read())
@@ -408,11 +408,13 @@ class Resilience(FakeBrokerTestCase):
         conn.close()
         return got
 
-    def test_pending_replies_bounded_oldest_dropped_rest_in_order(self):
-        # Each reply is about 3.1 kB; the bound holds two of them.
-        b, a = self.up(args=["--max-pending-bytes", "7000"])
+    def three_replies_in_outage(self, max_pending, tag, output=PAYLOAD):
+        """An agent with --max-pending-bytes max_pending whose three held
+        scripts print `output` and finish while the broker is away.
+        Returns (broker, agent, collector queue, held, serving count)."""
+        b, a = self.up(args=["--max-pending-bytes", str(max_pending)])
         q = self.collector(b, a.uuid)
-        held = [self.start_held(b, a, "h%d" % i) for i in range(3)]
+        held = [self.start_held(b, a, "%s%d" % (tag, i), output) for i in range(3)]
         serving0 = a.count_log("serving requests")
         b.cmd("stop-listening")
         b.cmd("drop-now")
@@ -420,6 +422,39 @@ class Resilience(FakeBrokerTestCase):
         for i, (req, release, pid) in enumerate(held):
             open(release, "w").close()
             a.wait_log_n("execute finished", 2 + i)
+        return b, a, q, held, serving0
+
+    def test_pending_replies_cut_to_fit_rather_than_dropped(self):
+        # Each reply is about 12.5 kB; the bound holds two and a half.  The
+        # third keeps its exit status and the head of its output.
+        big = PAYLOAD * 4
+        b, a, q, held, serving0 = self.three_replies_in_outage(30000, "c", big)
+        cut = a.wait_log(lambda r: "output cut" in r.get("msg", ""),
+                         what="the cut reply logged")
+        self.assertEqual(cut.get("req_id"), held[2][0], cut)
+        self.assertLess(cut["now_bytes"], 6000, cut)  # the room left, ~5 kB
+        b.cmd("start-listening")
+        a.wait_log_n("serving requests", serving0 + 1)
+        got = self.drain(b, q, 3)
+        keys = [k for k, _ in got]
+        want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held]
+        self.assertEqual(keys, want, "not all three, oldest first")
+        for _, body in got[:2]:
+            r = json.loads(body)
+            self.assertEqual(r["stdout"], big.decode("utf-8"))
+        r = json.loads(got[2][1])
+        self.assertEqual(r["exit_status"], 0, r)
+        self.assertIs(r.get("stdout_truncated"), True, r)
+        self.assertEqual(r.get("stdout_bytes"), len(big), r)
+        self.assertTrue(r["stdout"].startswith(big.decode("utf-8")[:100]), r)
+        self.assertIn("--max-pending-bytes", r["stdout"])
+        self.assertFalse([x for x in a.logs() if "dropping" in x.get("msg", "")])
+        self.prove_served(b, a, "cut reply")
+
+    def test_pending_replies_bounded_oldest_dropped_rest_in_order(self):
+        # Each reply is about 3.1 kB, under the 4 KiB a reply is cut to at
+        # least; the bound holds two of them, so the oldest makes room.
+        b, a, q, held, serving0 = self.three_replies_in_outage(7000, "h")
         drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
                           what="the dropped reply logged")
         self.assertEqual(drop.get("level"), 50, drop)
