@@ -86,7 +86,7 @@ Agent::Agent(Config cfg)
           o.tail_keep = std::min<size_t>(64 * 1024, cfg_.max_output / 2);
           return o;
       }()),
-      outbox_(cfg_.max_pending_bytes),
+      outbox_(pending_bound(cfg_)),
       link_backoff_(std::min<uint64_t>(100, cfg_.reconnect_max_ms), cfg_.reconnect_max_ms) {
     rng_state_ = wall_ms() ^ (uint64_t(getpid()) << 32) ^ monotonic_ms();
 }
@@ -178,6 +178,9 @@ int Agent::run() {
     uint64_t now = monotonic_ms();
     log::info("ur-agent starting", {{"version", UR_VERSION},
                                     {"brokers", json::Value(int64_t(cfg_.brokers.size()))}});
+    if (pending_bound(cfg_) != cfg_.max_pending_bytes)
+        log::info("--max-pending-bytes raised to hold one whole reply (2 x --max-output + 4 KiB)",
+                  {{"max_pending_bytes", json::Value(int64_t(pending_bound(cfg_)))}});
     // Replies owed from a previous run that died with requests in flight.
     for (const auto& e : journal_.leftovers()) {
         log::warn("answering a request that was running when the agent stopped",

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,6 +18,10 @@ std::string default_reboot_cmd() {
 #else
     return "/sbin/shutdown -r now";
 #endif
+}
+
+uint64_t pending_bound(const Config& cfg) {
+    return std::max<uint64_t>(cfg.max_pending_bytes, 2 * cfg.max_output + 4096);
 }
 
 std::string usage_text() {
@@ -63,8 +68,9 @@ std::string usage_text() {
         "                          reply (default 5242880)\n"
         "  --default-timeout SECS  kill a script after SECS, 0 = never (default 3600)\n"
         "  --shutdown-grace SECS   on SIGTERM, wait this long for scripts (default 10)\n"
-        "  --max-pending-bytes N   replies kept while the broker is away (default 67108864);\n"
-        "                          past it a reply's output is cut to fit, exit status kept\n"
+        "  --max-pending-bytes N   replies kept while the broker is away (default 67108864,\n"
+        "                          at least 2 x --max-output + 4096); past it a reply's\n"
+        "                          output is cut to fit, exit status kept\n"
         "  --journal-fsync         fsync each entry of the in-flight journal (survives a\n"
         "                          kernel crash too; costs a disk flush per request)\n"
         "\n"

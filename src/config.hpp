@@ -52,6 +52,12 @@ struct Config {
 // The platform's reboot command (illumos vs Linux).
 std::string default_reboot_cmd();
 
+// The bound on replies waiting for the broker: --max-pending-bytes, but
+// never less than one whole reply (both streams at --max-output, as
+// escaped, and 4 KiB for the rest), so that no reply is cut for the bound
+// while nothing else waits.
+uint64_t pending_bound(const Config& cfg);
+
 enum class ConfigStatus {
     Ok,     // run the agent
     Exit,   // --help / --version: `output` holds the text for stdout, exit 0

@@ -1,5 +1,6 @@
 #include "src/ur_protocol.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 
@@ -371,7 +372,9 @@ std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
         "; output cut to fit";
     json::Value v;
     json::ParseError perr;
-    if (json::parse(body, v, perr) && v.is_object()) {
+    json::ParseOptions whole;  // a reply can pass the parser's default size bound
+    whole.max_size = std::max(whole.max_size, body.size());
+    if (json::parse(body, v, perr, whole) && v.is_object()) {
         const size_t keep = size_t(limit / 16);
         for (const std::string name : {"stdout", "stderr"}) {
             const json::Value* s = v.find(name);

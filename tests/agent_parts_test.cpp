@@ -73,6 +73,17 @@ TEST_CASE("config: flags override the environment") {
     CHECK(cfg.log_level == log::Level::Debug);
 }
 
+TEST_CASE("config: the pending-reply bound holds at least one whole reply") {
+    Config cfg;
+    CHECK(pending_bound(cfg) == 64u << 20);  // defaults: 64 MiB > 2 x 5 MiB + 4 KiB
+    Env env;
+    std::string err;
+    REQUIRE(parse({"--max-output", "40000000", "--max-pending-bytes", "1000"}, env, cfg, err) ==
+            ConfigStatus::Ok);
+    CHECK(cfg.max_pending_bytes == 1000);
+    CHECK(pending_bound(cfg) == 2 * 40000000 + 4096);
+}
+
 TEST_CASE("config: bad flags and values are one-line errors") {
     Env env;
     std::string err;

@@ -210,6 +210,16 @@ TEST_CASE("a reply over the broker's max message size: the limit from the close,
     CHECK(v.find("stdout")->as_string().find("--max-pending-bytes") != std::string::npos);
     CHECK(v.find("stdout")->as_string().find("broker takes") == std::string::npos);
 
+    // Past the JSON parser's default 64 MiB bound (--max-output raised):
+    // still read as a reply, so its exit status is kept.
+    std::string huge = "{\"exit_status\":3,\"stdout\":\"" + std::string((64u << 20) + 10, 'a') +
+                       "\",\"stderr\":\"\"}";
+    fit = fit_reply(huge, limit);
+    REQUIRE(json::parse(fit, v, e));
+    CHECK(v.find("exit_status")->as_int() == 3);
+    CHECK(v.find("stdout_bytes")->as_int() == int64_t((64u << 20) + 10));
+    std::string().swap(huge);
+
     // Not a reply object: a small one that says so.
     std::string junk(100000, '[');
     fit = fit_reply(junk, limit);

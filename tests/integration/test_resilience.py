@@ -408,13 +408,14 @@ class Resilience(FakeBrokerTestCase):
         conn.close()
         return got
 
-    def three_replies_in_outage(self, max_pending, tag, output=PAYLOAD):
-        """An agent with --max-pending-bytes max_pending whose three held
+    def replies_in_outage(self, n, max_pending, max_output, tag, output=PAYLOAD):
+        """An agent with --max-pending-bytes max_pending whose n held
         scripts print `output` and finish while the broker is away.
         Returns (broker, agent, collector queue, held, serving count)."""
-        b, a = self.up(args=["--max-pending-bytes", str(max_pending)])
+        b, a = self.up(args=["--max-pending-bytes", str(max_pending),
+                             "--max-output", str(max_output)])
         q = self.collector(b, a.uuid)
-        held = [self.start_held(b, a, "%s%d" % (tag, i), output) for i in range(3)]
+        held = [self.start_held(b, a, "%s%d" % (tag, i), output) for i in range(n)]
         serving0 = a.count_log("serving requests")
         b.cmd("stop-listening")
         b.cmd("drop-now")
@@ -428,7 +429,7 @@ class Resilience(FakeBrokerTestCase):
         # Each reply is about 12.5 kB; the bound holds two and a half.  The
         # third keeps its exit status and the head of its output.
         big = PAYLOAD * 4
-        b, a, q, held, serving0 = self.three_replies_in_outage(30000, "c", big)
+        b, a, q, held, serving0 = self.replies_in_outage(3, 30000, 13000, "c", big)
         cut = a.wait_log(lambda r: "output cut" in r.get("msg", ""),
                          what="the cut reply logged")
         self.assertEqual(cut.get("req_id"), held[2][0], cut)
@@ -453,18 +454,22 @@ class Resilience(FakeBrokerTestCase):
 
     def test_pending_replies_bounded_oldest_dropped_rest_in_order(self):
         # Each reply is about 3.1 kB, under the 4 KiB a reply is cut to at
-        # least; the bound holds two of them, so the oldest makes room.
-        b, a, q, held, serving0 = self.three_replies_in_outage(7000, "h")
+        # least; the bound (raised to 2 x 3500 + 4096) holds three of them,
+        # so the oldest makes room for the fourth.
+        b, a, q, held, serving0 = self.replies_in_outage(4, 7000, 3500, "h")
+        raised = a.wait_log(lambda r: "raised" in r.get("msg", ""),
+                            what="the raised bound logged")
+        self.assertEqual(raised.get("max_pending_bytes"), 2 * 3500 + 4096, raised)
         drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
                           what="the dropped reply logged")
         self.assertEqual(drop.get("level"), 50, drop)
         self.assertEqual(drop.get("req_id"), held[0][0], drop)
         b.cmd("start-listening")
         a.wait_log_n("serving requests", serving0 + 1)
-        got = self.drain(b, q, 2)
+        got = self.drain(b, q, 3)
         keys = [k for k, _ in got]
         want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held[1:]]
-        self.assertEqual(keys, want, "not the newest two, oldest first")
+        self.assertEqual(keys, want, "not the newest three, oldest first")
         for _, body in got:
             self.assertPayloadReply(json.loads(body))
         self.assertEqual(b.count("ur.execute-reply.%s.%s"
