@@ -244,3 +244,14 @@ class HostileScripts(AgentTestCase):
         self.assertReply(r, 126, "")
         self.assertIn("directory", r["stderr"].lower(), repr(r))
         self.assertUnaffected()
+
+    def test_file_or_interpreter_that_is_a_fifo_is_126_not_a_hang(self):
+        # Opening a FIFO for reading waits for a writer; exec must refuse it
+        # instead, or the agent (whose child borrows it until exec) hangs.
+        fifo = self.path("fifo")  # no space: it is also a #! line
+        os.mkfifo(fifo, 0o755)
+        r = self.client.execute_file(self.uuid, fifo, env={})
+        self.assertReply(r, 126, "")
+        r = self.run_script("#!%s\necho never\n" % fifo)
+        self.assertReply(r, 126, "")
+        self.assertUnaffected()
