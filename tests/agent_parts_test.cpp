@@ -454,3 +454,32 @@ TEST_CASE("builtin sysinfo: this machine") {
     CHECK(v.find("CPU Total Cores")->as_int() == sysconf(_SC_NPROCESSORS_CONF));
 }
 #endif
+
+#include <ctime>
+#include <random>
+
+#include "src/clock.hpp"
+
+TEST_CASE("clock: iso8601 matches gmtime + strftime, whatever order the times come in") {
+    CHECK(iso8601(0) == "1970-01-01T00:00:00.000Z");
+    CHECK(iso8601(1234) == "1970-01-01T00:00:01.234Z");
+    CHECK(iso8601(1239) == "1970-01-01T00:00:01.239Z");  // same second, cached date
+    CHECK(iso8601(1796532326168) == "2026-12-06T04:45:26.168Z");
+    CHECK(iso8601(1796532326007) == "2026-12-06T04:45:26.007Z");
+    CHECK(iso8601(1796532325999) == "2026-12-06T04:45:25.999Z");  // back a second
+    std::mt19937_64 rng(7);
+    uint64_t prev = 0;
+    for (int i = 0; i < 20000; ++i) {
+        uint64_t ms = rng() % 4102444800000ull;  // to 2100
+        if (i % 3 == 1) ms = prev / 1000 * 1000 + rng() % 1000;  // the last second again
+        prev = ms;
+        time_t t = time_t(ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char want[64];
+        size_t n = strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S", &tm);
+        char frac[8];
+        std::snprintf(frac, sizeof frac, ".%03uZ", unsigned(ms % 1000));
+        REQUIRE(iso8601(ms) == std::string(want, n) + frac);
+    }
+}
