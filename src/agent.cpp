@@ -866,9 +866,10 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
 
 void Agent::enqueue(OutMessage m, uint64_t now) {
     m.queued_ms = now;
-    // Past --max-pending-bytes (the broker away or not taking replies), a
-    // reply keeps its exit status and the heads of its output rather than
-    // pushing older replies out: every request still gets its answer.
+    // Past --max-pending-bytes of replies not yet sent (the broker away or
+    // blocking publishes; what is in flight does not count), a reply keeps
+    // its exit status and the heads of its output rather than pushing older
+    // replies out: every request still gets its answer.
     if (m.execute_reply && m.body.size() > outbox_.room()) {
         size_t was = m.body.size();
         uint64_t limit = std::max<uint64_t>(outbox_.room(), kMinCutReply);
@@ -878,7 +879,7 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
                       {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
                        {"bytes", json::Value(int64_t(was))},
                        {"now_bytes", json::Value(int64_t(m.body.size()))},
-                       {"pending_bytes", json::Value(int64_t(outbox_.bytes()))}});
+                       {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
         }
     }
     std::vector<OutMessage> dropped;

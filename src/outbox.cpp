@@ -5,15 +5,17 @@ namespace ur {
 void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     m.seq = 0;
     bytes_ += m.body.size();
+    unpublished_bytes_ += m.body.size();
     messages_.push_back(std::move(m));
     ++unpublished_;
     auto newest = std::prev(messages_.end());
-    for (auto it = messages_.begin(); bytes_ > max_bytes_ && it != newest;) {
+    for (auto it = messages_.begin(); unpublished_bytes_ > max_bytes_ && it != newest;) {
         auto next = std::next(it);
         if (it->seq == 0) {
-            dropped.push_back(std::move(*it));
-            bytes_ -= dropped.back().body.size();
             --unpublished_;
+            unpublished_bytes_ -= it->body.size();
+            bytes_ -= it->body.size();
+            dropped.push_back(std::move(*it));
             messages_.erase(it);
         }
         it = next;
@@ -21,16 +23,22 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
 }
 
 void Outbox::erase(List::iterator it) {
-    if (it->seq != 0) by_seq_.erase(it->seq);
-    else --unpublished_;
+    if (it->seq != 0) {
+        by_seq_.erase(it->seq);
+    } else {
+        --unpublished_;
+        unpublished_bytes_ -= it->body.size();
+    }
     bytes_ -= it->body.size();
     messages_.erase(it);
 }
 
 void Outbox::replace_body(Ref m, std::string body) {
     bytes_ -= m->body.size();
+    if (m->seq == 0) unpublished_bytes_ -= m->body.size();
     m->body = std::move(body);
     bytes_ += m->body.size();
+    if (m->seq == 0) unpublished_bytes_ += m->body.size();
 }
 
 std::vector<Outbox::Ref> Outbox::unpublished() {
@@ -47,6 +55,7 @@ void Outbox::mark_published(Ref m, uint64_t seq) {
     m->seq = seq;
     by_seq_[seq] = m;
     --unpublished_;
+    unpublished_bytes_ -= m->body.size();
 }
 
 std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
@@ -78,6 +87,7 @@ void Outbox::nack(uint64_t seq, bool multiple) {
     for (auto i = begin; i != end; ++i) {
         i->second->seq = 0;
         ++unpublished_;
+        unpublished_bytes_ += i->second->body.size();
     }
     by_seq_.erase(begin, end);
 }
@@ -85,6 +95,7 @@ void Outbox::nack(uint64_t seq, bool multiple) {
 void Outbox::connection_lost() {
     by_seq_.clear();
     unpublished_ = messages_.size();
+    unpublished_bytes_ = bytes_;
     for (auto it = messages_.begin(); it != messages_.end();) {
         auto next = std::next(it);
         it->seq = 0;

@@ -4,13 +4,13 @@
 // number) and removed when a confirm covers that number.  When the
 // connection drops, kept messages (replies, startup) go back to
 // "unpublished" and are sent again after reconnecting, oldest first;
-// ephemeral ones (ping replies, sysinfo heartbeats) are dropped.  The total
-// body size is bounded: past it the oldest unpublished messages are dropped
-// and returned to the caller, who logs them.  A published one is never
-// dropped for the bound: the broker has it or will say it has not (a
-// confirm, a nack or a lost connection), and dropping it would lose the
-// retry, not the memory, which a confirm frees soon.  So the bound can be
-// passed by what is in flight until then.
+// ephemeral ones (ping replies, sysinfo heartbeats) are dropped.  The bound
+// is on the bytes not yet published (while the broker is away or blocks
+// publishing): past it the oldest unpublished messages are dropped and
+// returned to the caller, who logs them.  What is in flight does not count
+// and is never dropped for the bound: the broker has it or will say it has
+// not (a confirm, a nack or a lost connection, after which it counts), and
+// dropping it would lose the retry while a confirm frees it soon anyway.
 #pragma once
 #include <cstdint>
 #include <list>
@@ -61,8 +61,10 @@ public:
     // Queues `m`; unpublished messages dropped to respect the bound, oldest
     // first, are appended to `dropped` (never `m` itself).
     void push(OutMessage m, std::vector<OutMessage>& dropped);
-    // Bytes that can still be queued within the bound.
-    uint64_t room() const { return bytes_ < max_bytes_ ? max_bytes_ - bytes_ : 0; }
+    // Unpublished bytes that can still be queued within the bound.
+    uint64_t room() const {
+        return unpublished_bytes_ < max_bytes_ ? max_bytes_ - unpublished_bytes_ : 0;
+    }
 
     // Unpublished messages, oldest first (none: no scan).
     std::vector<Ref> unpublished();
@@ -80,7 +82,8 @@ public:
     void connection_lost();
 
     size_t size() const { return messages_.size(); }
-    uint64_t bytes() const { return bytes_; }
+    uint64_t bytes() const { return bytes_; }  // all queued, in flight too
+    uint64_t unpublished_bytes() const { return unpublished_bytes_; }
     bool empty() const { return messages_.empty(); }
     size_t in_flight() const { return by_seq_.size(); }
     // True when a message that must survive reconnects is still queued.
@@ -92,6 +95,7 @@ private:
     uint64_t max_bytes_;
     uint64_t bytes_ = 0;
     size_t unpublished_ = 0;                    // messages with seq == 0
+    uint64_t unpublished_bytes_ = 0;            // and their bytes
     List messages_;                             // oldest first
     std::map<uint64_t, List::iterator> by_seq_;  // published, awaiting confirm
 };

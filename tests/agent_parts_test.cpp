@@ -236,42 +236,58 @@ TEST_CASE("outbox: publish, confirm, reconnect, bound") {
     CHECK(box.room() == 0);
 }
 
-TEST_CASE("outbox: the bound never drops a published message or the new one") {
+TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight or the new one") {
     Outbox box(100);
     std::vector<OutMessage> dropped;
     for (int i = 0; i < 8; ++i) box.push(msg(("p" + std::to_string(i)).c_str(), 10), dropped);
     uint64_t seq = 0;
     for (auto m : box.unpublished()) box.mark_published(m, ++seq);
-    CHECK(box.room() == 20);
-    box.push(msg("u1", 10), dropped);
-    box.push(msg("u2", 10), dropped);
-    box.push(msg("u3", 10), dropped);  // over: u1, the oldest unpublished, goes
+    // In flight (a burst of replies the broker has yet to confirm) leaves
+    // the room whole: connected, no reply is cut or dropped for it.
+    CHECK(box.room() == 100);
+    for (int i = 1; i <= 10; ++i) box.push(msg(("u" + std::to_string(i)).c_str(), 10), dropped);
+    CHECK(dropped.empty());
+    CHECK(box.room() == 0);
+    box.push(msg("u11", 10), dropped);  // over: u1, the oldest unpublished, goes
     REQUIRE(dropped.size() == 1);
     CHECK(dropped[0].routing_key == "u1");
-    CHECK(box.bytes() == 100);
-    // Only published ones are left to drop: the bound is passed, not a
-    // message lost, until confirms make room.
-    box.push(msg("u4", 50), dropped);
-    REQUIRE(dropped.size() == 3);
+    CHECK(box.unpublished_bytes() == 100);
+    CHECK(box.bytes() == 180);
+    // Alone over the bound, the new one stays; every older unpublished goes.
+    box.push(msg("u12", 150), dropped);
+    REQUIRE(dropped.size() == 11);
     CHECK(dropped[1].routing_key == "u2");
-    CHECK(dropped[2].routing_key == "u3");
-    CHECK(box.bytes() == 130);
+    CHECK(dropped[10].routing_key == "u11");
+    CHECK(box.unpublished_bytes() == 150);
     CHECK(box.in_flight() == 8);
     auto un = box.unpublished();
     REQUIRE(un.size() == 1);
-    CHECK(un[0]->routing_key == "u4");
+    CHECK(un[0]->routing_key == "u12");
     CHECK(box.confirm(8, true).size() == 8);
-    CHECK(box.bytes() == 50);
-    // After a lost connection everything is unpublished again, and the
-    // next push makes room from the oldest.
+    CHECK(box.bytes() == 150);
+    // A lost connection makes what was in flight count again, and the next
+    // push makes room from the oldest.
     box.mark_published(box.unpublished()[0], 9);
-    box.push(msg("u5", 40), dropped);
+    CHECK(box.unpublished_bytes() == 0);
+    box.push(msg("u13", 40), dropped);
     box.connection_lost();
     CHECK(box.unpublished().size() == 2);
-    box.push(msg("u6", 20), dropped);
-    REQUIRE(dropped.size() == 4);
-    CHECK(dropped[3].routing_key == "u4");
+    CHECK(box.unpublished_bytes() == 190);
+    box.push(msg("u14", 20), dropped);
+    REQUIRE(dropped.size() == 12);
+    CHECK(dropped[11].routing_key == "u12");
+    CHECK(dropped[11].body.size() == 150);
     CHECK(box.unpublished().size() == 2);
+    CHECK(box.unpublished_bytes() == 60);
+    CHECK(box.bytes() == 60);
+    // A nack counts its messages again; replace_body keeps the count.
+    for (auto m : box.unpublished()) box.mark_published(m, ++seq);
+    CHECK(box.unpublished_bytes() == 0);
+    box.nack(seq, false);
+    CHECK(box.unpublished_bytes() == 20);
+    box.replace_body(box.unpublished()[0], std::string(5, 'y'));
+    CHECK(box.unpublished_bytes() == 5);
+    CHECK(box.bytes() == 45);
 }
 
 TEST_CASE("outbox: publishing many is linear, and the unpublished count stays exact") {

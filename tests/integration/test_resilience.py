@@ -40,13 +40,18 @@ class Resilience(FakeBrokerTestCase):
 
     # -- helpers ---------------------------------------------------------
 
+    def payload_file(self, output, tag=None):
+        """A file holding `output`; returns its path."""
+        path = self.path((tag or random_token()) + ".payload")
+        with open(path, "wb") as f:
+            f.write(output)
+        return path
+
     def held_script(self, tag, output=PAYLOAD):
         """A script that writes its pid to STARTED, waits (bounded, 30 s)
         for RELEASE, then prints `output`.  Returns (script, started,
         release)."""
-        payload = self.path(tag + ".payload")
-        with open(payload, "wb") as f:
-            f.write(output)
+        payload = self.payload_file(output, tag)
         started, release = self.path(tag + ".started"), self.path(
             tag + ".release")
         script = ("#!/bin/sh\necho $$ > %s.tmp && /bin/mv %s.tmp %s\n"
@@ -424,6 +429,26 @@ class Resilience(FakeBrokerTestCase):
             open(release, "w").close()
             a.wait_log_n("execute finished", 2 + i)
         return b, a, q, held, serving0
+
+    def test_replies_in_flight_do_not_count_against_the_pending_bound(self):
+        # Connected, a burst of replies larger than --max-pending-bytes
+        # waits only for confirms: none is cut or dropped for the bound.
+        big = PAYLOAD * 4
+        b, a = self.up(args=["--max-pending-bytes", "30000", "--max-output", "13000"])
+        b.cmd("confirm-delay 3000")
+        reqs = [self.send(b, a, "#!/bin/sh\n/bin/cat %s\n" % self.payload_file(big))
+                for _ in range(5)]
+        for req in reqs:
+            r = self.reply(b, a, req)
+            self.assertEqual(r["stdout"], big.decode("utf-8"))
+            self.assertNotIn("stdout_truncated", r)
+        pending = [x for x in a.logs() if x.get("msg") == "reply confirmed"
+                   and x.get("req_id") in reqs]
+        self.assertEqual(pending, [], "confirms were not held back: no burst")
+        b.cmd("confirm-delay 0")
+        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
+                          or "dropping" in x.get("msg", "")])
+        self.prove_served(b, a, "a burst in flight")
 
     def test_pending_replies_cut_to_fit_rather_than_dropped(self):
         # Each reply is about 12.5 kB; the bound holds two and a half.  The
