@@ -200,6 +200,13 @@ uint64_t Client::publish(std::string_view key, std::string_view body) {
     return seq;
 }
 
+bool Client::close_connection(uint64_t timeout_ms) {
+    if (!ok()) return false;
+    conn_->close();
+    flush();
+    return await([&] { return fd_ < 0; }, timeout_ms) || fd_ < 0;
+}
+
 void Client::ack(uint64_t tag) {
     conn_->basic_ack(ch_, tag);
     flush();

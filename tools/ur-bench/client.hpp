@@ -41,6 +41,10 @@ public:
     // writes as much as the socket takes.
     uint64_t publish(std::string_view key, std::string_view body);
     void ack(uint64_t tag);
+    // connection.close, then waits for close-ok: everything sent before it
+    // has been handled by the broker.  (Exiting with the socket open can
+    // reset it with a publish still unread by the broker.)
+    bool close_connection(uint64_t timeout_ms = 10000);
 
     // Deliveries received and not yet taken, oldest first.
     std::deque<amqp::Event> deliveries;
