@@ -83,7 +83,7 @@ Agent::Agent(Config cfg)
       sup_([&] {
           SupervisorOptions o;
           o.work_dir = cfg_.work_dir;
-          o.tail_keep = std::min<size_t>(64 * 1024, cfg_.max_output / 2);
+          o.tail_keep = output_tail_keep(cfg_);
           return o;
       }()),
       outbox_(pending_bound(cfg_)),
@@ -179,7 +179,7 @@ int Agent::run() {
     log::info("ur-agent starting", {{"version", UR_VERSION},
                                     {"brokers", json::Value(int64_t(cfg_.brokers.size()))}});
     if (pending_bound(cfg_) != cfg_.max_pending_bytes)
-        log::info("--max-pending-bytes raised to hold one whole reply (2 x --max-output + 4 KiB)",
+        log::info("--max-pending-bytes raised to hold one whole reply",
                   {{"max_pending_bytes", json::Value(int64_t(pending_bound(cfg_)))}});
     // Replies owed from a previous run that died with requests in flight.
     for (const auto& e : journal_.leftovers()) {
@@ -197,7 +197,7 @@ int Agent::run() {
         OutMessage m;
         m.routing_key = e.reply_key;
         m.body = execute_reply_body(o);
-        m.execute_reply = true;
+        m.cuttable = true;
         m.req_id = e.req_id;
         m.journal_key = e.key;
         enqueue(std::move(m), now);
@@ -701,7 +701,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         OutMessage m;
         m.routing_key = req.reply_key;
         m.body = invalid_request_body(req.error);
-        m.execute_reply = true;
+        m.cuttable = true;
         m.req_id = req.req_id;
         enqueue(std::move(m), now);
         ack();
@@ -838,7 +838,7 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                   {{"req_id", field(run.req_id)}});
     OutMessage m;
     m.routing_key = run.reply_key;
-    m.execute_reply = true;
+    m.cuttable = true;
     if (r.out.escaped) {
         o.out.data = {};  // the capture becomes the body
         m.body = execute_reply_body(o, std::move(r.out.data));
@@ -867,21 +867,19 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
 void Agent::enqueue(OutMessage m, uint64_t now) {
     m.queued_ms = now;
     // Past --max-pending-bytes of replies not yet sent (the broker away or
-    // blocking publishes; what is in flight does not count), a reply keeps
-    // its exit status and the heads of its output rather than pushing older
-    // replies out: every request still gets its answer.
-    if (m.execute_reply && m.body.size() > outbox_.room()) {
-        size_t was = m.body.size();
-        uint64_t limit = std::max<uint64_t>(outbox_.room(), kMinCutReply);
-        if (was > limit) {
-            m.body = fit_reply(*m.body.shared(), limit, FitReason::PendingBound);
-            log::warn("replies waiting for the broker fill --max-pending-bytes; output cut",
-                      {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
-                       {"bytes", json::Value(int64_t(was))},
-                       {"now_bytes", json::Value(int64_t(m.body.size()))},
-                       {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
-        }
-    }
+    // blocking publishes; what is in flight does not count), replies give
+    // up output rather than their place: every request still gets its exit
+    // status.  Only when replies cut to kMinCutReply fill the bound are the
+    // oldest dropped.
+    outbox_.cut_to_fit(m, kMinCutReply, [&](const OutMessage& which, uint64_t limit) {
+        std::string fit = fit_reply(*which.body.shared(), limit, FitReason::PendingBound);
+        log::warn("replies waiting for the broker fill --max-pending-bytes; output cut",
+                  {{"req_id", field(which.req_id)}, {"routing_key", field(which.routing_key)},
+                   {"bytes", json::Value(int64_t(which.body.size()))},
+                   {"now_bytes", json::Value(int64_t(fit.size()))},
+                   {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
+        return fit;
+    });
     std::vector<OutMessage> dropped;
     outbox_.push(std::move(m), dropped);
     for (const auto& d : dropped) {
@@ -897,6 +895,7 @@ void Agent::publish_outbox(uint64_t now) {
     (void)now;
     if (!conn_ || !pub_ready_ || blocked_ || nack_retry_at_) return;
     for (Outbox::Ref m : outbox_.unpublished()) {
+        if (!outbox_.may_publish()) break;  // the rest waits for confirms
         if (broker_max_message_ && m->body.size() > broker_max_message_) {
             size_t was = m->body.size();
             outbox_.replace_body(m, fit_reply(*m->body.shared(), broker_max_message_));

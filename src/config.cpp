@@ -20,8 +20,13 @@ std::string default_reboot_cmd() {
 #endif
 }
 
+size_t output_tail_keep(const Config& cfg) {
+    return size_t(std::min<uint64_t>(64 * 1024, cfg.max_output / 2));
+}
+
 uint64_t pending_bound(const Config& cfg) {
-    return std::max<uint64_t>(cfg.max_pending_bytes, 2 * cfg.max_output + 4096);
+    uint64_t stream = cfg.max_output + 5 * uint64_t(output_tail_keep(cfg)) + 256;
+    return std::max<uint64_t>(cfg.max_pending_bytes, 2 * stream + 4096);
 }
 
 std::string usage_text() {
@@ -65,12 +70,13 @@ std::string usage_text() {
         "Execution:\n"
         "  --max-concurrency N     scripts running at once (default 16)\n"
         "  --max-output BYTES      bytes kept per output stream, as escaped in the\n"
-        "                          reply (default 5242880)\n"
+        "                          reply, and the last 64 KiB raw (default 5242880)\n"
         "  --default-timeout SECS  kill a script after SECS, 0 = never (default 3600)\n"
         "  --shutdown-grace SECS   on SIGTERM, wait this long for scripts (default 10)\n"
-        "  --max-pending-bytes N   replies kept while the broker is away (default 67108864,\n"
-        "                          at least 2 x --max-output + 4096); past it a reply's\n"
-        "                          output is cut to fit, exit status kept\n"
+        "  --max-pending-bytes N   unsent replies kept while the broker is away (default\n"
+        "                          67108864, at least one whole reply); past it replies'\n"
+        "                          output is cut (exit status kept), then the oldest\n"
+        "                          dropped; also the most in flight awaiting confirms\n"
         "  --journal-fsync         fsync each entry of the in-flight journal (survives a\n"
         "                          kernel crash too; costs a disk flush per request)\n"
         "\n"

@@ -52,10 +52,13 @@ struct Config {
 // The platform's reboot command (illumos vs Linux).
 std::string default_reboot_cmd();
 
-// The bound on replies waiting for the broker: --max-pending-bytes, but
-// never less than one whole reply (both streams at --max-output, as
-// escaped, and 4 KiB for the rest), so that no reply is cut for the bound
-// while nothing else waits.
+// Bytes of a stream's end kept when its output passes --max-output.
+size_t output_tail_keep(const Config& cfg);
+// The bound on replies waiting to be sent: --max-pending-bytes, but never
+// less than one whole reply, so that no reply is cut for the bound while
+// nothing else waits.  Per stream a reply holds the head (--max-output
+// less the tail, counted as escaped), a marker line and the tail, escaped
+// at the end (up to six bytes per raw byte); 4 KiB for the rest.
 uint64_t pending_bound(const Config& cfg);
 
 enum class ConfigStatus {

@@ -1,5 +1,7 @@
 #include "src/outbox.hpp"
 
+#include <algorithm>
+
 namespace ur {
 
 void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
@@ -20,6 +22,17 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
         }
         it = next;
     }
+}
+
+void Outbox::cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut) {
+    if (m.cuttable && m.body.size() > room()) {
+        uint64_t limit = std::max(room(), min_cut);
+        if (m.body.size() > limit) m.body = cut(m, limit);
+    }
+    if (m.body.size() <= room() || unpublished_ == 0) return;
+    for (auto it = messages_.begin(); it != messages_.end() && m.body.size() > room(); ++it)
+        if (it->seq == 0 && it->cuttable && it->body.size() > min_cut)
+            replace_body(it, cut(*it, min_cut));
 }
 
 void Outbox::erase(List::iterator it) {

@@ -7,12 +7,15 @@
 // ephemeral ones (ping replies, sysinfo heartbeats) are dropped.  The bound
 // is on the bytes not yet published (while the broker is away or blocks
 // publishing): past it the oldest unpublished messages are dropped and
-// returned to the caller, who logs them.  What is in flight does not count
-// and is never dropped for the bound: the broker has it or will say it has
-// not (a confirm, a nack or a lost connection, after which it counts), and
-// dropping it would lose the retry while a confirm frees it soon anyway.
+// returned to the caller, who logs them (the agent first cuts replies, see
+// Agent::enqueue).  What is in flight does not count and is never dropped
+// for the bound: the broker has it or will say it has not (a confirm, a
+// nack or a lost connection, after which it counts), and dropping it would
+// lose the retry while a confirm frees it soon anyway.  In flight has a
+// bound of its own: see may_publish().
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -43,7 +46,7 @@ struct OutMessage {
     std::string req_id;       // for logs; empty when not a reply
     std::string journal_key;  // journal entry to remove once confirmed
     bool keep = true;         // survive reconnects
-    bool execute_reply = false;  // an execute reply (fit_reply() can cut it)
+    bool cuttable = false;    // an execute reply: its output can be cut (fit_reply)
     bool reboot_after = false;
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
@@ -61,10 +64,22 @@ public:
     // Queues `m`; unpublished messages dropped to respect the bound, oldest
     // first, are appended to `dropped` (never `m` itself).
     void push(OutMessage m, std::vector<OutMessage>& dropped);
+    // Before push(m), past the bound, cuttable messages give up bytes
+    // rather than their place: `m` is cut to the room left (at least
+    // min_cut); if it still does not fit, older unpublished cuttable ones
+    // are cut to min_cut each, oldest first, until it does.  cut(msg,
+    // limit) returns msg's body made to fit in `limit` bytes.
+    using Cutter = std::function<std::string(const OutMessage&, uint64_t limit)>;
+    void cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut);
     // Unpublished bytes that can still be queued within the bound.
     uint64_t room() const {
         return unpublished_bytes_ < max_bytes_ ? max_bytes_ - unpublished_bytes_ : 0;
     }
+    // False while the bytes in flight reach the bound: a broker that keeps
+    // the link up but withholds confirms must not make them grow without
+    // limit, so the rest waits (and counts) as unpublished.  At least one
+    // message may always be in flight.
+    bool may_publish() const { return bytes_ - unpublished_bytes_ < max_bytes_; }
 
     // Unpublished messages, oldest first (none: no scan).
     std::vector<Ref> unpublished();

@@ -6,6 +6,7 @@
 #include "src/agent.hpp"
 #include "src/config.hpp"
 #include "src/outbox.hpp"
+#include "src/output_capture.hpp"
 #include "src/sysinfo.hpp"
 
 using namespace ur;
@@ -81,7 +82,22 @@ TEST_CASE("config: the pending-reply bound holds at least one whole reply") {
     REQUIRE(parse({"--max-output", "40000000", "--max-pending-bytes", "1000"}, env, cfg, err) ==
             ConfigStatus::Ok);
     CHECK(cfg.max_pending_bytes == 1000);
-    CHECK(pending_bound(cfg) == 2 * 40000000 + 4096);
+    CHECK(pending_bound(cfg) == 2 * (40000000 + 5 * 65536 + 256) + 4096);
+    // The worst stream: control bytes, six each once escaped, the tail
+    // (escaped only at the end) included.  Two of them and the rest of a
+    // reply fit in the bound with nothing else waiting.
+    for (uint64_t max_output : {uint64_t(1024), uint64_t(13000), uint64_t(300000)}) {
+        Config c;
+        c.max_output = max_output;
+        c.max_pending_bytes = 1000;
+        std::string ctl(3 * max_output + 100000, '\x01');
+        OutputCapture cap(c.max_output, output_tail_keep(c), OutputCapture::Encoding::JsonEscaped);
+        for (size_t i = 0; i < ctl.size(); i += 4093)
+            cap.append(ctl.data() + i, std::min<size_t>(4093, ctl.size() - i));
+        StreamCapture stream = cap.finish();
+        CHECK(stream.truncated);
+        CHECK(2 * stream.data.size() + 4096 <= pending_bound(c));
+    }
 }
 
 TEST_CASE("config: bad flags and values are one-line errors") {
@@ -288,6 +304,80 @@ TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight 
     box.replace_body(box.unpublished()[0], std::string(5, 'y'));
     CHECK(box.unpublished_bytes() == 5);
     CHECK(box.bytes() == 45);
+}
+
+TEST_CASE("outbox: past the bound replies are cut (new one first, then the oldest) before any is dropped") {
+    Outbox box(1000);
+    std::vector<OutMessage> dropped;
+    std::vector<std::string> cuts;
+    auto cutter = [&](const OutMessage& m, uint64_t limit) {
+        cuts.push_back(m.routing_key + "@" + std::to_string(limit));
+        return std::string(size_t(limit), 'c');  // fit_reply gives at most limit
+    };
+    auto reply = [&](const char* key, size_t size) {
+        OutMessage m = msg(key, size);
+        m.cuttable = true;
+        return m;
+    };
+    auto add = [&](OutMessage m) {
+        box.cut_to_fit(m, 100, cutter);
+        box.push(std::move(m), dropped);
+    };
+    add(reply("r1", 300));
+    add(reply("r2", 300));
+    add(reply("r3", 300));                // 100 left
+    add(msg("heartbeat", 50, false));      // not a reply: never cut
+    CHECK(cuts.empty());
+    add(reply("r4", 300));  // cut to the room left (50), at least 100; then r1 to 100
+    REQUIRE(cuts.size() == 2);
+    CHECK(cuts[0] == "r4@100");
+    CHECK(cuts[1] == "r1@100");
+    CHECK(box.unpublished_bytes() == 100 + 300 + 300 + 50 + 100);
+    CHECK(dropped.empty());
+    // In flight is not cut: only unpublished replies give up bytes.
+    uint64_t seq = 0;
+    for (auto m : box.unpublished()) box.mark_published(m, ++seq);
+    add(reply("r5", 2000));  // alone over the bound: cut to the whole room
+    CHECK(cuts.back() == "r5@1000");
+    CHECK(box.unpublished_bytes() == 1000);
+    // Replies too small to cut fill it (r5 gives up its bytes on the way);
+    // then the oldest unsent goes.
+    for (int i = 0; i < 9; ++i) add(reply("s", 100));
+    CHECK(cuts.size() == 4);
+    CHECK(cuts.back() == "r5@100");
+    CHECK(box.unpublished_bytes() == 1000);
+    CHECK(dropped.empty());
+    add(reply("s", 100));
+    REQUIRE(dropped.size() == 1);
+    CHECK(dropped[0].routing_key == "r5");
+    CHECK(box.unpublished_bytes() == 1000);
+    CHECK(box.in_flight() == 5);
+}
+
+TEST_CASE("outbox: in flight is held to the bound (a broker that withholds confirms)") {
+    Outbox box(100);
+    std::vector<OutMessage> dropped;
+    uint64_t seq = 0;
+    auto publish_all = [&] {
+        for (auto m : box.unpublished()) {
+            if (!box.may_publish()) break;
+            box.mark_published(m, ++seq);
+        }
+    };
+    CHECK(box.may_publish());
+    box.push(msg("big", 150), dropped);  // one may always go, whatever its size
+    publish_all();
+    CHECK(box.in_flight() == 1);
+    CHECK_FALSE(box.may_publish());
+    box.push(msg("a", 40), dropped);
+    publish_all();
+    CHECK(box.in_flight() == 1);
+    CHECK(box.unpublished_bytes() == 40);
+    CHECK(box.confirm(1, false).size() == 1);
+    CHECK(box.may_publish());
+    publish_all();
+    CHECK(box.in_flight() == 1);
+    CHECK(box.unpublished_bytes() == 0);
 }
 
 TEST_CASE("outbox: publishing many is linear, and the unpublished count stays exact") {

@@ -47,10 +47,10 @@ class Resilience(FakeBrokerTestCase):
             f.write(output)
         return path
 
-    def held_script(self, tag, output=PAYLOAD):
+    def held_script(self, tag, output=PAYLOAD, both=False):
         """A script that writes its pid to STARTED, waits (bounded, 30 s)
-        for RELEASE, then prints `output`.  Returns (script, started,
-        release)."""
+        for RELEASE, then prints `output` (on stderr too if `both`).
+        Returns (script, started, release)."""
         payload = self.payload_file(output, tag)
         started, release = self.path(tag + ".started"), self.path(
             tag + ".release")
@@ -58,12 +58,14 @@ class Resilience(FakeBrokerTestCase):
                   "n=0\nwhile [ ! -e %s ] && [ $n -lt 600 ]; do "
                   "/bin/sleep 0.05; n=$((n+1)); done\n/bin/cat %s\n"
                   % (started, started, started, release, payload))
+        if both:
+            script += "/bin/cat %s >&2\n" % payload
         return script, started, release
 
-    def start_held(self, broker, a, tag="held", output=PAYLOAD):
+    def start_held(self, broker, a, tag="held", output=PAYLOAD, both=False):
         """Sends a held script and waits until it runs; returns (req,
         release path, pid)."""
-        script, started, release = self.held_script(tag, output)
+        script, started, release = self.held_script(tag, output, both)
         req = self.send(broker, a, script)
         wait_until(lambda: os.path.exists(started), what="script started")
         pid = int(open(started).read())
@@ -413,14 +415,16 @@ class Resilience(FakeBrokerTestCase):
         conn.close()
         return got
 
-    def replies_in_outage(self, n, max_pending, max_output, tag, output=PAYLOAD):
+    def replies_in_outage(self, n, max_pending, max_output, tag, output=PAYLOAD,
+                          both=False):
         """An agent with --max-pending-bytes max_pending whose n held
         scripts print `output` and finish while the broker is away.
         Returns (broker, agent, collector queue, held, serving count)."""
         b, a = self.up(args=["--max-pending-bytes", str(max_pending),
                              "--max-output", str(max_output)])
         q = self.collector(b, a.uuid)
-        held = [self.start_held(b, a, "%s%d" % (tag, i), output) for i in range(n)]
+        held = [self.start_held(b, a, "%s%d" % (tag, i), output, both)
+                for i in range(n)]
         serving0 = a.count_log("serving requests")
         b.cmd("stop-listening")
         b.cmd("drop-now")
@@ -430,75 +434,101 @@ class Resilience(FakeBrokerTestCase):
             a.wait_log_n("execute finished", 2 + i)
         return b, a, q, held, serving0
 
+    def assertBound(self, a, want):
+        raised = a.wait_log(lambda r: "raised" in r.get("msg", ""),
+                            what="the raised bound logged")
+        self.assertEqual(raised.get("max_pending_bytes"), want, raised)
+
     def test_replies_in_flight_do_not_count_against_the_pending_bound(self):
         # Connected, a burst of replies larger than --max-pending-bytes
         # waits only for confirms: none is cut or dropped for the bound.
+        # What is in flight is held to the bound, though: past it the rest
+        # waits for confirms.  The bound is raised to one whole reply:
+        # 2 x (13000 + 5 x 6500 + 256) + 4096 = 95,608; each reply ~25 kB.
         big = PAYLOAD * 4
         b, a = self.up(args=["--max-pending-bytes", "30000", "--max-output", "13000"])
+        self.assertBound(a, 95608)
         b.cmd("confirm-delay 3000")
-        reqs = [self.send(b, a, "#!/bin/sh\n/bin/cat %s\n" % self.payload_file(big))
-                for _ in range(5)]
-        for req in reqs:
-            r = self.reply(b, a, req)
-            self.assertEqual(r["stdout"], big.decode("utf-8"))
+        path = self.payload_file(big)
+        script = "#!/bin/sh\n/bin/cat %s\n/bin/cat %s >&2\n" % (path, path)
+        text = big.decode("utf-8")
+        reqs = []
+        for _ in range(4):  # 100 kB in flight: the fourth left with 75 kB
+            reqs.append(self.send(b, a, script))
+            r = self.reply(b, a, reqs[-1])
+            self.assertEqual((r["stdout"], r["stderr"]), (text, text))
             self.assertNotIn("stdout_truncated", r)
-        pending = [x for x in a.logs() if x.get("msg") == "reply confirmed"
-                   and x.get("req_id") in reqs]
-        self.assertEqual(pending, [], "confirms were not held back: no burst")
+        confirmed = [x for x in a.logs() if x.get("msg") == "reply confirmed"
+                     and x.get("req_id") in reqs]
+        self.assertEqual(confirmed, [], "confirms were not held back: no burst")
+        reqs.append(self.send(b, a, script))
+        r = self.reply(b, a, reqs[4])
+        self.assertEqual((r["stdout"], r["stderr"]), (text, text))
+        # The fifth went out only once a confirm made room.
+        order = [x.get("msg") for x in a.logs()
+                 if x.get("msg") == "reply confirmed" and x.get("req_id") in reqs
+                 or x.get("msg") == "published"
+                 and x.get("routing_key", "").endswith("." + reqs[4])]
+        self.assertEqual(order[0], "reply confirmed", order)
+        self.assertIn("published", order)
         b.cmd("confirm-delay 0")
         self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
                           or "dropping" in x.get("msg", "")])
         self.prove_served(b, a, "a burst in flight")
 
     def test_pending_replies_cut_to_fit_rather_than_dropped(self):
-        # Each reply is about 12.5 kB; the bound holds two and a half.  The
-        # third keeps its exit status and the head of its output.
+        # Four replies of ~25 kB (stdout and stderr) in an outage under a
+        # bound of 95,608: the fourth keeps its exit status and the heads
+        # of both streams.
         big = PAYLOAD * 4
-        b, a, q, held, serving0 = self.replies_in_outage(3, 30000, 13000, "c", big)
+        b, a, q, held, serving0 = self.replies_in_outage(4, 30000, 13000, "c", big,
+                                                         both=True)
+        self.assertBound(a, 95608)
         cut = a.wait_log(lambda r: "output cut" in r.get("msg", ""),
                          what="the cut reply logged")
-        self.assertEqual(cut.get("req_id"), held[2][0], cut)
-        self.assertLess(cut["now_bytes"], 6000, cut)  # the room left, ~5 kB
+        self.assertEqual(cut.get("req_id"), held[3][0], cut)
+        self.assertLess(cut["now_bytes"], 95608 - 3 * 24000, cut)
         b.cmd("start-listening")
         a.wait_log_n("serving requests", serving0 + 1)
-        got = self.drain(b, q, 3)
+        got = self.drain(b, q, 4)
         keys = [k for k, _ in got]
         want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held]
-        self.assertEqual(keys, want, "not all three, oldest first")
-        for _, body in got[:2]:
+        self.assertEqual(keys, want, "not all four, oldest first")
+        text = big.decode("utf-8")
+        for _, body in got[:3]:
             r = json.loads(body)
-            self.assertEqual(r["stdout"], big.decode("utf-8"))
-        r = json.loads(got[2][1])
+            self.assertEqual((r["stdout"], r["stderr"]), (text, text))
+        r = json.loads(got[3][1])
         self.assertEqual(r["exit_status"], 0, r)
-        self.assertIs(r.get("stdout_truncated"), True, r)
-        self.assertEqual(r.get("stdout_bytes"), len(big), r)
-        self.assertTrue(r["stdout"].startswith(big.decode("utf-8")[:100]), r)
-        self.assertIn("--max-pending-bytes", r["stdout"])
+        for stream in ("stdout", "stderr"):
+            self.assertIs(r.get(stream + "_truncated"), True, r)
+            self.assertEqual(r.get(stream + "_bytes"), len(big), r)
+            self.assertTrue(r[stream].startswith(text[:100]), r)
+            self.assertIn("--max-pending-bytes", r[stream])
         self.assertFalse([x for x in a.logs() if "dropping" in x.get("msg", "")])
         self.prove_served(b, a, "cut reply")
 
     def test_pending_replies_bounded_oldest_dropped_rest_in_order(self):
-        # Each reply is about 3.1 kB, under the 4 KiB a reply is cut to at
-        # least; the bound (raised to 2 x 3500 + 4096) holds three of them,
-        # so the oldest makes room for the fourth.
-        b, a, q, held, serving0 = self.replies_in_outage(4, 7000, 3500, "h")
-        raised = a.wait_log(lambda r: "raised" in r.get("msg", ""),
-                            what="the raised bound logged")
-        self.assertEqual(raised.get("max_pending_bytes"), 2 * 3500 + 4096, raised)
+        # Replies of ~3.1 kB are under the 4 KiB a reply is cut to at least:
+        # the bound (raised to 2 x (3500 + 5 x 1750 + 256) + 4096 = 29,108)
+        # holds nine of them, so the oldest makes room for the tenth.
+        b, a, q, held, serving0 = self.replies_in_outage(10, 7000, 3500, "h")
+        self.assertBound(a, 29108)
         drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
                           what="the dropped reply logged")
         self.assertEqual(drop.get("level"), 50, drop)
         self.assertEqual(drop.get("req_id"), held[0][0], drop)
         b.cmd("start-listening")
         a.wait_log_n("serving requests", serving0 + 1)
-        got = self.drain(b, q, 3)
+        got = self.drain(b, q, 9)
         keys = [k for k, _ in got]
         want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held[1:]]
-        self.assertEqual(keys, want, "not the newest three, oldest first")
+        self.assertEqual(keys, want, "not the newest nine, oldest first")
         for _, body in got:
             self.assertPayloadReply(json.loads(body))
         self.assertEqual(b.count("ur.execute-reply.%s.%s"
                                  % (a.uuid, held[0][0])), 0)
+        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")])
         self.prove_served(b, a, "bounded outbox")
 
     # -- reconnect policy --------------------------------------------------
