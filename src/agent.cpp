@@ -871,15 +871,18 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
     // up output rather than their place: every request still gets its exit
     // status.  Only when replies cut to kMinCutReply fill the bound are the
     // oldest dropped.
-    outbox_.cut_to_fit(m, kMinCutReply, [&](const OutMessage& which, uint64_t limit) {
-        std::string fit = fit_reply(*which.body.shared(), limit, FitReason::PendingBound);
-        log::warn("replies waiting for the broker fill --max-pending-bytes; output cut",
-                  {{"req_id", field(which.req_id)}, {"routing_key", field(which.routing_key)},
-                   {"bytes", json::Value(int64_t(which.body.size()))},
-                   {"now_bytes", json::Value(int64_t(fit.size()))},
-                   {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
-        return fit;
-    });
+    if (m.body.size() > outbox_.room()) {  // (the cutter is built only when needed)
+        auto cut = [&](const OutMessage& which, uint64_t limit) {
+            std::string fit = fit_reply(*which.body.shared(), limit, FitReason::PendingBound);
+            log::warn("replies waiting for the broker fill --max-pending-bytes; output cut",
+                      {{"req_id", field(which.req_id)}, {"routing_key", field(which.routing_key)},
+                       {"bytes", json::Value(int64_t(which.body.size()))},
+                       {"now_bytes", json::Value(int64_t(fit.size()))},
+                       {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
+            return fit;
+        };
+        outbox_.cut_to_fit(m, kMinCutReply, cut);
+    }
     std::vector<OutMessage> dropped;
     outbox_.push(std::move(m), dropped);
     for (const auto& d : dropped) {
