@@ -873,13 +873,7 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
     // oldest dropped.
     if (m.body.size() > outbox_.room()) {  // (the cutter is built only when needed)
         auto cut = [&](const OutMessage& which, uint64_t limit) {
-            std::string fit = fit_reply(*which.body.shared(), limit, FitReason::PendingBound);
-            log::warn("replies waiting for the broker fill --max-pending-bytes; output cut",
-                      {{"req_id", field(which.req_id)}, {"routing_key", field(which.routing_key)},
-                       {"bytes", json::Value(int64_t(which.body.size()))},
-                       {"now_bytes", json::Value(int64_t(fit.size()))},
-                       {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
-            return fit;
+            return cut_reply(which, limit, FitReason::PendingBound);
         };
         outbox_.cut_to_fit(m, kMinCutReply, cut);
     }
@@ -899,14 +893,8 @@ void Agent::publish_outbox(uint64_t now) {
     if (!conn_ || !pub_ready_ || blocked_ || nack_retry_at_) return;
     for (Outbox::Ref m : outbox_.unpublished()) {
         if (!outbox_.may_publish()) break;  // the rest waits for confirms
-        if (broker_max_message_ && m->body.size() > broker_max_message_) {
-            size_t was = m->body.size();
-            outbox_.replace_body(m, fit_reply(*m->body.shared(), broker_max_message_));
-            log::warn("reply larger than the broker takes; output cut to fit",
-                      {{"req_id", field(m->req_id)}, {"routing_key", field(m->routing_key)},
-                       {"bytes", json::Value(int64_t(was))},
-                       {"now_bytes", json::Value(int64_t(m->body.size()))}});
-        }
+        if (broker_max_message_ && m->body.size() > broker_max_message_)
+            outbox_.replace_body(m, cut_reply(*m, broker_max_message_, FitReason::BrokerMax));
         uint64_t seq = conn_->basic_publish(pub_ch_, "amq.topic", m->routing_key,
                                             json_properties(), m->body.shared());
         if (log::enabled(log::Level::Debug))  // spares building the fields per reply
@@ -915,6 +903,19 @@ void Agent::publish_outbox(uint64_t now) {
                                      {"seq", json::Value(int64_t(seq))}});
         outbox_.mark_published(m, seq);
     }
+}
+
+// m's body made to fit in `limit` bytes (fit_reply), and a log line saying so.
+std::string Agent::cut_reply(const OutMessage& m, uint64_t limit, FitReason why) {
+    std::string fit = fit_reply(*m.body.shared(), limit, why);
+    log::warn(why == FitReason::BrokerMax
+                  ? "reply larger than the broker takes; output cut to fit"
+                  : "replies waiting for the broker fill --max-pending-bytes; output cut",
+              {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
+               {"bytes", json::Value(int64_t(m.body.size()))},
+               {"now_bytes", json::Value(int64_t(fit.size()))},
+               {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
+    return fit;
 }
 
 void Agent::on_confirmed(std::vector<OutMessage> done, uint64_t now) {

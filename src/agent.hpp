@@ -94,6 +94,7 @@ private:
     void flush_acks();
     void on_job_finished(JobResult& r, uint64_t now);
     void enqueue(OutMessage m, uint64_t now);
+    std::string cut_reply(const OutMessage& m, uint64_t limit, FitReason why);
     void publish_outbox(uint64_t now);
     void on_confirmed(std::vector<OutMessage> done, uint64_t now);
     // Sysinfo

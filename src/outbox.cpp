@@ -9,17 +9,10 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     bytes_ += m.body.size();
     unpublished_bytes_ += m.body.size();
     messages_.push_back(std::move(m));
-    ++unpublished_;
     auto newest = std::prev(messages_.end());
     for (auto it = messages_.begin(); unpublished_bytes_ > max_bytes_ && it != newest;) {
         auto next = std::next(it);
-        if (it->seq == 0) {
-            --unpublished_;
-            unpublished_bytes_ -= it->body.size();
-            bytes_ -= it->body.size();
-            dropped.push_back(std::move(*it));
-            messages_.erase(it);
-        }
+        if (it->seq == 0) dropped.push_back(take(it));
         it = next;
     }
 }
@@ -29,21 +22,19 @@ void Outbox::cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut) {
         uint64_t limit = std::max(room(), min_cut);
         if (m.body.size() > limit) m.body = cut(m, limit);
     }
-    if (m.body.size() <= room() || unpublished_ == 0) return;
+    if (m.body.size() <= room()) return;
     for (auto it = messages_.begin(); it != messages_.end() && m.body.size() > room(); ++it)
         if (it->seq == 0 && it->cuttable && it->body.size() > min_cut)
             replace_body(it, cut(*it, min_cut));
 }
 
-void Outbox::erase(List::iterator it) {
-    if (it->seq != 0) {
-        by_seq_.erase(it->seq);
-    } else {
-        --unpublished_;
-        unpublished_bytes_ -= it->body.size();
-    }
+OutMessage Outbox::take(List::iterator it) {
+    if (it->seq != 0) by_seq_.erase(it->seq);
+    else unpublished_bytes_ -= it->body.size();
     bytes_ -= it->body.size();
+    OutMessage m = std::move(*it);
     messages_.erase(it);
+    return m;
 }
 
 void Outbox::replace_body(Ref m, std::string body) {
@@ -56,8 +47,9 @@ void Outbox::replace_body(Ref m, std::string body) {
 
 std::vector<Outbox::Ref> Outbox::unpublished() {
     std::vector<Ref> out;
-    if (unpublished_ == 0) return out;
-    out.reserve(unpublished_);
+    size_t n = messages_.size() - by_seq_.size();  // a message has a seq iff it is in by_seq_
+    if (n == 0) return out;
+    out.reserve(n);
     for (auto it = messages_.begin(); it != messages_.end(); ++it)
         if (it->seq == 0) out.push_back(it);
     return out;
@@ -67,7 +59,6 @@ void Outbox::mark_published(Ref m, uint64_t seq) {
     if (m->seq != 0 || seq == 0) return;
     m->seq = seq;
     by_seq_[seq] = m;
-    --unpublished_;
     unpublished_bytes_ -= m->body.size();
 }
 
@@ -99,7 +90,6 @@ void Outbox::nack(uint64_t seq, bool multiple) {
     }
     for (auto i = begin; i != end; ++i) {
         i->second->seq = 0;
-        ++unpublished_;
         unpublished_bytes_ += i->second->body.size();
     }
     by_seq_.erase(begin, end);
@@ -107,12 +97,11 @@ void Outbox::nack(uint64_t seq, bool multiple) {
 
 void Outbox::connection_lost() {
     by_seq_.clear();
-    unpublished_ = messages_.size();
     unpublished_bytes_ = bytes_;
     for (auto it = messages_.begin(); it != messages_.end();) {
         auto next = std::next(it);
         it->seq = 0;
-        if (!it->keep) erase(it);
+        if (!it->keep) take(it);
         it = next;
     }
 }

@@ -105,12 +105,13 @@ public:
     bool has_kept() const;
 
 private:
-    void erase(List::iterator it);
+    // Removes the message at `it` (its bytes and sequence number too) and
+    // returns it.
+    OutMessage take(List::iterator it);
 
     uint64_t max_bytes_;
     uint64_t bytes_ = 0;
-    size_t unpublished_ = 0;                    // messages with seq == 0
-    uint64_t unpublished_bytes_ = 0;            // and their bytes
+    uint64_t unpublished_bytes_ = 0;            // of the messages with seq == 0
     List messages_;                             // oldest first
     std::map<uint64_t, List::iterator> by_seq_;  // published, awaiting confirm
 };

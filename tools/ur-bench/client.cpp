@@ -204,7 +204,7 @@ bool Client::close_connection(uint64_t timeout_ms) {
     if (!ok()) return false;
     conn_->close();
     flush();
-    return await([&] { return fd_ < 0; }, timeout_ms) || fd_ < 0;
+    return await([&] { return fd_ < 0; }, timeout_ms);
 }
 
 void Client::ack(uint64_t tag) {
