@@ -832,6 +832,10 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                {"stdout_bytes", json::Value(int64_t(r.out.total))},
                {"stderr_bytes", json::Value(int64_t(r.err.total))},
                {"timed_out", json::Value(r.timed_out)}});
+    if (r.unkillable)
+        log::error("script did not end after SIGKILL (stuck in the kernel: a hung NFS or FUSE "
+                   "mount?); replied without its exit status, it is reaped if it ever ends",
+                   {{"req_id", field(run.req_id)}, {"pid", json::Value(int64_t(r.pid))}});
     if (r.pipes_abandoned)
         log::warn("script exited but a background process still holds its output; replied "
                   "without waiting for it (it is left running)",

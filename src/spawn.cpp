@@ -71,14 +71,15 @@ void close_fd(int& fd) {
 #define UR_HAVE_CLOSEFROM 1
 #endif
 
-// How the child is made.  vfork(): the child borrows our memory until it
-// execs, so a spawn costs no page-table copy, and the agent takes no
-// copy-on-write faults afterwards while its children start (with fork()
-// those were about 45% of the agent's CPU per trivial request: perf
-// during make bench's throughput run).  child_exec() is written for it:
-// system calls only, nothing allocated or locked, and it never returns.
-// Elsewhere, and in sanitizer builds (ASan's shadow memory and a borrowed
-// address space do not mix), fork().
+// How the child is made.  vfork() (SpawnMode::Borrow): the child borrows
+// our memory until it execs, so a spawn costs no page-table copy, and the
+// agent takes no copy-on-write faults afterwards while its children start
+// (with fork() those were about 45% of the agent's CPU per trivial request:
+// perf during make bench's throughput run).  child_exec() is written for
+// it: system calls only, nothing allocated or locked, and it never
+// returns.  fork() (SpawnMode::Copy) where the exec itself may block (see
+// spawn.hpp), elsewhere, and in sanitizer builds (ASan's shadow memory and
+// a borrowed address space do not mix).
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UR_SPAWN_FORK 1
 #elif defined(__has_feature)
@@ -110,7 +111,7 @@ struct ChildPlan {
     char* const* envp;
     int in_fd, out_fd, err_fd;
     int report_fd;            // fork(): the exec-status pipe; vfork(): -1
-    volatile int* exec_err;   // vfork(): where a failed exec's errno goes
+    volatile int* exec_err;   // vfork(): where a failed exec's errno goes; fork(): null
     long open_max;
 };
 
@@ -210,17 +211,22 @@ void reset_to_default(int sig) {
     child_fail(plan, report_fd, errno);
 }
 
-// Makes the child and sends it into child_exec(); returns its pid (or -1
+// Make the child and send it into child_exec(); return its pid (or -1
 // with errno) in the parent.  With vfork() the child must never return
 // from the function that called it (that stack frame is the parent's
-// too), hence this small function of its own that the child leaves only
-// by exec or _exit.
-[[gnu::noinline]] pid_t start_child(const ChildPlan& plan) {
+// too), hence a small function of its own that the child leaves only by
+// exec or _exit.
 #ifdef UR_SPAWN_VFORK
+[[gnu::noinline]] pid_t start_borrowed(const ChildPlan& plan) {
     pid_t pid = ::vfork();
-#else
-    pid_t pid = ::fork();
+    if (pid == 0)
+        child_exec(plan);
+    return pid;
+}
 #endif
+
+pid_t start_copied(const ChildPlan& plan) {
+    pid_t pid = ::fork();
     if (pid == 0)
         child_exec(plan);
     return pid;
@@ -255,12 +261,49 @@ void forget_signal_dispositions() {
     g_reset_count = 0;
 }
 
+bool interpreter_is_system(std::string_view script) {
+    // As the kernel reads the line: "#!", blanks, then the path up to a
+    // blank, newline or NUL, all within its first-line buffer.
+    constexpr size_t kLineMax = 255;
+    if (script.size() < 3 || script[0] != '#' || script[1] != '!')
+        return false;
+    size_t i = 2;
+    while (i < script.size() && (script[i] == ' ' || script[i] == '\t'))
+        ++i;
+    size_t end = i;
+    while (end < script.size() && script[end] != ' ' && script[end] != '\t' &&
+           script[end] != '\n' && script[end] != '\0')
+        ++end;
+    if (end > kLineMax || end == i || script[i] != '/')
+        return false;
+    // Each component non-empty and neither "." nor "..": "/usr//local"
+    // and "/usr/../mnt" must not pass for "/usr/...".
+    std::string_view path = script.substr(i + 1, end - i - 1);
+    if (path.empty() || path.back() == '/')
+        return false;
+    std::string_view first, second;
+    int count = 0;
+    while (!path.empty()) {
+        size_t slash = path.find('/');
+        std::string_view part = path.substr(0, slash);
+        if (part.empty() || part == "." || part == "..")
+            return false;
+        if (count == 0) first = part;
+        if (count == 1) second = part;
+        ++count;
+        path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+    }
+    if (count < 2)
+        return false;
+    return first == "bin" || first == "sbin" || (first == "usr" && second != "local");
+}
+
 int exec_failure_status(int err) {
     return (err == ENOENT || err == ENOTDIR) ? 127 : 126;
 }
 
 bool spawn(const std::string& path, const std::vector<std::string>& args,
-           const std::optional<std::vector<std::string>>& env,
+           const std::optional<std::vector<std::string>>& env, SpawnMode mode,
            SpawnedChild& child, int& err, std::string& error) {
     // Everything the child needs is built before fork(): the child may not
     // allocate.
@@ -280,10 +323,12 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     char* const* envp = env ? envv.data() : environ;
 
 #ifdef UR_SPAWN_VFORK
-    constexpr bool kReportPipe = false;
+    const bool borrow = mode == SpawnMode::Borrow;
 #else
-    constexpr bool kReportPipe = true;
+    (void)mode;
+    const bool borrow = false;
 #endif
+    const bool report_pipe = !borrow;
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
     auto fail = [&](const char* what) {
         err = errno;
@@ -293,13 +338,13 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
         close_fd(rep[0]); close_fd(rep[1]);
         return false;
     };
-    if (!make_pipe(out) || !make_pipe(errp) || (kReportPipe && !make_pipe(rep)))
+    if (!make_pipe(out) || !make_pipe(errp) || (report_pipe && !make_pipe(rep)))
         return fail("pipe");
     int devnull = dev_null();
     if (devnull < 0)
         return fail("open /dev/null");
     if (!set_nonblocking(out[0]) || !set_nonblocking(errp[0]) ||
-        (kReportPipe && !set_nonblocking(rep[0])))
+        (report_pipe && !set_nonblocking(rep[0])))
         return fail("fcntl O_NONBLOCK");
 
     // Block every signal across the fork so that the child cannot run one
@@ -309,8 +354,13 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    pid_t pid = start_child({path.c_str(), argv.data(), envp, devnull, out[1], errp[1], rep[1],
-                             kReportPipe ? nullptr : &exec_err, open_max()});
+    const ChildPlan plan{path.c_str(), argv.data(), envp, devnull, out[1], errp[1], rep[1],
+                         borrow ? &exec_err : nullptr, open_max()};
+#ifdef UR_SPAWN_VFORK
+    pid_t pid = borrow ? start_borrowed(plan) : start_copied(plan);
+#else
+    pid_t pid = start_copied(plan);
+#endif
     int fork_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) {

@@ -7,20 +7,22 @@
 // dispositions and an empty signal mask (the agent ignores SIGPIPE and
 // blocks signals, and none of that must leak into scripts).
 //
-// Whether exec succeeded: with vfork() (see spawn.cpp) spawn() returns only
-// once the child has exec'd or failed to, and the child leaves the errno
-// of a failed exec in the parent's memory, so spawn() returns the outcome
-// itself (exec_errno; exec_fd is -1).  With fork() it is reported through
-// a third pipe, close-on-exec in the child: EOF when exec succeeds, or the
-// child's errno (sizeof(int) bytes) when it fails.  Either way a child
-// whose exec failed _exit()s with exec_failure_status(errno).  spawn()
-// never waits for the child to finish.
+// Whether exec succeeded: with vfork() (SpawnMode::Borrow) spawn() returns
+// only once the child has exec'd or failed to, and the child leaves the
+// errno of a failed exec in the parent's memory, so spawn() returns the
+// outcome itself (exec_errno; exec_fd is -1).  With fork() it is reported
+// through a third pipe, close-on-exec in the child: EOF when exec
+// succeeds, or the child's errno (sizeof(int) bytes) when it fails.
+// Either way a child whose exec failed _exit()s with
+// exec_failure_status(errno).  spawn() never waits for the child to
+// finish.
 #pragma once
 
 #include <sys/types.h>
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ur {
@@ -33,12 +35,27 @@ struct SpawnedChild {
     int exec_errno = 0; // vfork(): errno of the failed exec, 0 when it succeeded
 };
 
+// How the child is made.  Borrow (vfork(), where there is one) is the
+// cheapest, but the caller is suspended until the kernel has read the
+// program and its #! interpreter: a program on a hung NFS or FUSE mount
+// would stop the agent with it, in a wait no signal can end.  Copy
+// (fork()) costs the caller about twice the CPU and returns at once; an
+// exec that blocks then blocks only the child.
+enum class SpawnMode { Borrow, Copy };
+
+// Whether a script may be started with SpawnMode::Borrow: its `#!` line
+// names an absolute interpreter in the system directories (/bin, /sbin,
+// /usr except /usr/local), which live on the node's own root or boot
+// image, never on a network or FUSE mount.  False for no `#!` line, a
+// relative path or one with a "." or ".." component.
+bool interpreter_is_system(std::string_view script);
+
 // Forks and executes `path` with argv = {path, args...}.  `env` present:
 // exactly that environment; absent: ours.  No PATH search, no shell.
 // Returns false (no child, no fd left open) with errno-based reason in
 // `error` and the errno in `err` if a pipe, /dev/null or fork failed.
 bool spawn(const std::string& path, const std::vector<std::string>& args,
-           const std::optional<std::vector<std::string>>& env,
+           const std::optional<std::vector<std::string>>& env, SpawnMode mode,
            SpawnedChild& child, int& err, std::string& error);
 
 // A chatty child's pipe: lets it write up to 1 MiB ahead while the agent

@@ -70,6 +70,7 @@ struct Supervisor::Job {
     uint64_t timeout_at = kNever;
     uint64_t kill_at = kNever;  // SIGKILL the group then (after a SIGTERM)
     uint64_t grace_at = kNever; // Draining: give up on the pipes then
+    uint64_t abandon_at = kNever; // SIGKILL sent and not reaped: answer without it then
 
     bool reaped = false;
     bool status_lost = false;   // someone else reaped our child (ECHILD)
@@ -77,6 +78,7 @@ struct Supervisor::Job {
     bool timed_out = false;
     bool signalled = false;     // we sent a signal to the group
     bool killed = false;        // ... and it was SIGKILL
+    bool abandoned = false;     // SIGKILL did not end it; answered without its status
 
     bool pipes_open() const { return out_fd >= 0 || err_fd >= 0; }
 };
@@ -86,13 +88,9 @@ Supervisor::Supervisor(SupervisorOptions opt) : opt_(std::move(opt)), buf_(kRead
 Supervisor::~Supervisor() {
     for (auto& jp : jobs_) {
         Job& job = *jp;
-        if (!job.reaped) {
-            ::kill(job.pid, SIGKILL);  // see signal_group()
-            ::killpg(job.pid, SIGKILL);
-            // Blocking is bounded: the child was just sent SIGKILL.
-            while (::waitpid(job.pid, nullptr, 0) < 0 && errno == EINTR) {
-            }
-        } else if (job.pipes_open()) {
+        if (!job.reaped || job.pipes_open()) {
+            if (!job.reaped)
+                ::kill(job.pid, SIGKILL);  // see signal_group()
             ::killpg(job.pid, SIGKILL);
         }
         close_fd(job.out_fd);
@@ -100,6 +98,15 @@ Supervisor::~Supervisor() {
         close_fd(job.exec_fd);
         if (!job.script_path.empty())
             ::unlink(job.script_path.c_str());
+        if (!job.reaped)
+            orphans_.push_back(job.pid);
+    }
+    // SIGKILL is prompt, except for a process stuck in the kernel (see
+    // abandon()): wait for the children a little, not forever.
+    for (int i = 0; i < 100 && !orphans_.empty(); ++i) {
+        reap_orphans();
+        if (!orphans_.empty())
+            ::usleep(10 * 1000);
     }
 }
 
@@ -155,9 +162,16 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     } else {
         job->exe = job->spec.script;
     }
+    // Borrow only when exec cannot wait on a network or FUSE mount: our
+    // script file is in the work dir, its interpreter in the system
+    // directories.  A `file` (any path) or another interpreter is forked,
+    // so that a hung mount blocks that job, not the agent.
+    SpawnMode mode = job->spec.kind == JobSpec::Kind::Script && interpreter_is_system(job->spec.script)
+                         ? SpawnMode::Borrow
+                         : SpawnMode::Copy;
     SpawnedChild child;
     int err = 0;
-    if (!spawn(job->exe, job->spec.args, job->spec.env, child, err, error)) {
+    if (!spawn(job->exe, job->spec.args, job->spec.env, mode, child, err, error)) {
         if (!job->script_path.empty())
             ::unlink(job->script_path.c_str());
         return not_started(126, "cannot start " + display_name(job->spec) + ": " + error);
@@ -267,7 +281,21 @@ void Supervisor::read_exec_status(Job& job) {
         job.state = JobState::Running;
 }
 
+void Supervisor::reap_orphans() {
+    orphans_.erase(std::remove_if(orphans_.begin(), orphans_.end(),
+                                  [](pid_t pid) {
+                                      pid_t r;
+                                      do {
+                                          r = ::waitpid(pid, nullptr, WNOHANG);
+                                      } while (r < 0 && errno == EINTR);
+                                      return r != 0;  // reaped, or not ours any more
+                                  }),
+                   orphans_.end());
+}
+
 void Supervisor::reap(uint64_t now_ms) {
+    if (!orphans_.empty())
+        reap_orphans();
     for (auto& jp : jobs_) {
         Job& job = *jp;
         if (job.reaped)
@@ -315,7 +343,8 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     r.id = job.spec.id;
     r.pid = job.pid;
     r.timed_out = job.timed_out;
-    r.pipes_abandoned = job.pipes_open();
+    r.unkillable = job.abandoned;
+    r.pipes_abandoned = job.pipes_open() && !job.abandoned;
     if (r.pipes_abandoned && job.signalled) {
         // A group we signalled still holds the pipes: finish it off rather
         // than leave a timed-out tree behind.
@@ -329,7 +358,12 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     r.err = job.err.finish();
 
     int st = job.wait_status;
-    if (job.status_lost) {
+    if (job.abandoned) {
+        r.exit_status = 1;
+        append_note(r.err, "\nur-agent: process " + std::to_string(job.pid) +
+                               " did not end after SIGKILL (stuck in the kernel: a hung NFS"
+                               " or FUSE mount?); its exit status is unknown\n");
+    } else if (job.status_lost) {
         r.exit_status = 1;
         append_note(r.err, "\nur-agent: exit status lost (the child was reaped elsewhere)\n");
     } else if (WIFEXITED(st)) {
@@ -362,6 +396,18 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     }
     job.state = JobState::Done;
     finished_.push_back(std::move(r));
+}
+
+// A child that SIGKILL has not ended kill_grace_ms later is stuck in the
+// kernel: an exec or a read on a hung NFS or FUSE mount can wait where no
+// signal reaches it.  Its job is answered now, so that neither the
+// requester nor a concurrency slot waits for it forever; the pid is kept
+// and reaped whenever the process does end.
+void Supervisor::abandon(Job& job, uint64_t now_ms) {
+    job.abandoned = true;
+    job.reaped = true;
+    orphans_.push_back(job.pid);
+    complete(job, now_ms);
 }
 
 void Supervisor::signal_group(Job& job, int sig) {
@@ -402,6 +448,8 @@ uint64_t Supervisor::next_deadline() const {
             next = std::min(next, job.timeout_at);
         if (!job.killed)
             next = std::min(next, job.kill_at);
+        if (!job.reaped)
+            next = std::min(next, job.abandon_at);
         if (job.state == JobState::Draining)
             next = std::min(next, job.grace_at);
     }
@@ -420,6 +468,12 @@ void Supervisor::tick(uint64_t now_ms) {
         }
         if (!job.killed && job.kill_at <= now_ms)
             signal_group(job, SIGKILL);
+        if (job.killed && !job.reaped) {
+            if (job.abandon_at == kNever)
+                job.abandon_at = add_ms(now_ms, opt_.kill_grace_ms);
+            else if (job.abandon_at <= now_ms)
+                abandon(job, now_ms);
+        }
         if (job.state == JobState::Draining && job.grace_at <= now_ms)
             complete(job, now_ms);
     }

@@ -31,7 +31,15 @@
 // process group (timeout or terminate_all()) and SIGKILL follows
 // kill_grace_ms later unless the group is gone.  A job whose group was
 // signalled gets a last SIGKILL to the group when it is Done, so that a
-// timed-out tree does not survive in the background.
+// timed-out tree does not survive in the background.  A child still not
+// reaped kill_grace_ms after its SIGKILL is stuck in the kernel (a hung
+// NFS or FUSE mount): its job is Done then with exit_status 1 and a note
+// on stderr, and the pid is reaped whenever it ends.
+//
+// How children are made: vfork() (SpawnMode::Borrow) for a script whose
+// #! interpreter is in the system directories, fork() for anything else
+// (a `file`, another interpreter), so that an exec waiting on a hung mount
+// holds only its own job (spawn.hpp).
 #pragma once
 
 #include <poll.h>
@@ -65,6 +73,7 @@ struct JobResult {
     int signal = 0;                 // signo if killed by a signal, else 0
     bool timed_out = false;
     bool pipes_abandoned = false;   // replied pipe_grace_ms after exit because a grandchild still held the pipes
+    bool unkillable = false;        // replied kill_grace_ms after SIGKILL: the child is stuck in the kernel
     StreamCapture out, err;
     uint64_t duration_ms = 0;
     pid_t pid = -1;
@@ -80,8 +89,9 @@ struct SupervisorOptions {
 class Supervisor {
 public:
     explicit Supervisor(SupervisorOptions opt);
-    // SIGKILLs the process groups of jobs still running, waits for those
-    // children (SIGKILL is prompt), closes every fd and removes script files.
+    // SIGKILLs the process groups of jobs still running, waits up to 1 s
+    // for those children (SIGKILL is prompt, unless a child is stuck in the
+    // kernel), closes every fd and removes script files.
     ~Supervisor();
     Supervisor(const Supervisor&) = delete;
     Supervisor& operator=(const Supervisor&) = delete;
@@ -136,12 +146,15 @@ private:
     void read_stream(int& fd, OutputCapture& cap);
     void read_exec_status(Job& job);
     void signal_group(Job& job, int sig);
+    void abandon(Job& job, uint64_t now_ms);
+    void reap_orphans();
     void remove_done();
 
     SupervisorOptions opt_;
     std::vector<std::unique_ptr<Job>> jobs_;
     std::vector<JobResult> finished_;
     std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
+    std::vector<pid_t> orphans_;  // children of abandoned jobs, reaped when they end
     bool work_dir_ready_ = false;  // init() succeeded: start() may remake work_dir
 };
 

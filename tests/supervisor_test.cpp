@@ -374,6 +374,81 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script without #! is 126 with the reas
     CHECK(count_dir(opt.work_dir) == 0);
 }
 
+TEST_CASE("spawn: only a script whose #! interpreter is in the system directories is borrowed") {
+    using ur::interpreter_is_system;
+    for (const char* yes : {"#!/bin/sh\necho", "#! /usr/bin/env node\n", "#!\t/usr/node/bin/node",
+                            "#!/sbin/sh", "#!/usr/bin/bash -e\n", "#!/bin/sh\r\n",
+                            "#!/usr/xpg4/bin/sh\n"}) {
+        std::string text = yes;
+        CAPTURE(text);
+        CHECK(interpreter_is_system(text));
+    }
+    for (const char* no : {"", "#!", "#!\n/bin/sh", "echo hi", " #!/bin/sh", "#!sh", "#!bin/sh",
+                           "#!/opt/local/bin/bash", "#!/usr/local/bin/python3",
+                           "#!/usr//local/bin/python3", "#!/usr/./local/bin/x",
+                           "#!/usr/../mnt/nfs/sh", "#!/bin/../mnt/sh", "#!/bin", "#!/bin/",
+                           "#!/usr/bin/", "#!/mnt/nfs/bin/sh", "#!/net/host/usr/bin/sh",
+                           "#!/binx/sh", "#!/usrlocal/sh"}) {
+        std::string text = no;
+        CAPTURE(text);
+        CHECK_FALSE(interpreter_is_system(text));
+    }
+    std::string longest = "#!/usr/" + std::string(248, 'x');  // the path ends at offset 255
+    CHECK(interpreter_is_system(longest + "\n"));
+    CHECK_FALSE(interpreter_is_system(longest + "y\n"));  // past the kernel's line
+    CHECK(interpreter_is_system(std::string("#!/bin/sh\0/mnt/x", 16)));
+}
+
+// What exec did, whichever way spawn() learnt it: 0 when it succeeded.
+static int exec_outcome(const ur::SpawnedChild& c) {
+    if (c.exec_fd < 0)
+        return c.exec_errno;
+    struct pollfd p = {c.exec_fd, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10000) == 1);
+    int err = 0;
+    ssize_t n = ::read(c.exec_fd, &err, sizeof err);
+    return n == 0 ? 0 : err;
+}
+
+TEST_CASE("spawn: Borrow and Copy both start a program and both report a failed exec") {
+    for (ur::SpawnMode mode : {ur::SpawnMode::Borrow, ur::SpawnMode::Copy}) {
+        CAPTURE(int(mode));
+        for (const char* path : {"/bin/true", "/nonexistent/ur-test"}) {
+            CAPTURE(path);
+            ur::SpawnedChild c;
+            int err = 0;
+            std::string error;
+            REQUIRE(ur::spawn(path, {}, std::nullopt, mode, c, err, error));
+            // Copy forks: the outcome comes through the status pipe, and
+            // spawn() returned without waiting for the exec.
+            if (mode == ur::SpawnMode::Copy)
+                CHECK(c.exec_fd >= 0);
+            bool missing = std::strcmp(path, "/bin/true") != 0;
+            CHECK(exec_outcome(c) == (missing ? ENOENT : 0));
+            int st = 0;
+            REQUIRE(::waitpid(c.pid, &st, 0) == c.pid);
+            CHECK(WIFEXITED(st));
+            CHECK(WEXITSTATUS(st) == (missing ? 127 : 0));
+            for (int fd : {c.out_fd, c.err_fd, c.exec_fd})
+                if (fd >= 0) ::close(fd);
+        }
+    }
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script with an interpreter outside the system directories runs (forked)") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    // /bin/../bin/sh is /bin/sh, but not spelled as a system path: forked.
+    JobResult r = run_one(sup, script("dotdot", "#!/bin/../bin/sh\necho \"hi $1\" >&2; exit 3\n", {"x"}));
+    CHECK(r.exit_status == 3);
+    CHECK(r.err.data == "hi x\n");
+    r = run_one(sup, script("gone", "#!/nonexistent/ur-sh\necho hi\n"));
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.data == "ur-agent: cannot execute the script: No such file or directory\n");
+    CHECK(count_dir(opt.work_dir) == 0);
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: a missing file is 127, a directory 126") {
     Supervisor sup(opt);
     std::string error;

@@ -6,6 +6,9 @@ stdin (EOF at once), a background child in the script's own process group
 holding stdout, a timeout killing the process group, `kill -9 $$`."""
 
 import os
+import signal
+import subprocess
+import sys
 import time
 
 from urharness import WRAPPER, AgentTestCase, alive, wait_until
@@ -255,3 +258,112 @@ class HostileScripts(AgentTestCase):
         r = self.run_script("#!%s\necho never\n" % fifo)
         self.assertReply(r, 126, "")
         self.assertUnaffected()
+
+
+class HungMounts(AgentTestCase):
+    """Programs on a mount whose server is gone (NFS, FUSE): an exec that
+    waits in the kernel holds its own job, never the agent.  The mount is
+    tests/integration/hangfs.py (FUSE; skipped without /dev/fuse, root or
+    python3-fusepy)."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+            self.skipTest("needs root and /dev/fuse for a FUSE mount")
+        self.mnt = self.path("mnt")
+        os.mkdir(self.mnt)
+        self.fs = subprocess.Popen(
+            [sys.executable, os.path.join(os.path.dirname(__file__), "hangfs.py"), self.mnt],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.addCleanup(self.release_mount)
+        try:
+            wait_until(lambda: os.path.ismount(self.mnt) or self.fs.poll() is not None,
+                       10, "the FUSE mount")
+        except AssertionError:
+            pass
+        if not os.path.ismount(self.mnt):
+            self.fs.kill()
+            err = self.fs.communicate()[1].decode(errors="replace").strip()
+            self.skipTest("no FUSE mount: %s" % (err or "hangfs.py did not mount"))
+        self.agent = self.start_agent(args=["--shutdown-grace", "1"])
+        self.uuid = self.agent.uuid
+        self.pid = self.agent.proc.pid
+
+    def release_mount(self):
+        """Kills the FUSE server (SIGKILL: it ignores SIGTERM while a request
+        waits), which aborts every waiting request, and detaches the mount."""
+        if self.fs.poll() is None:
+            self.fs.kill()
+        self.fs.wait()
+        if self.fs.stderr:
+            self.fs.stderr.close()
+        subprocess.call(["umount", "-l", self.mnt], stderr=subprocess.DEVNULL)
+
+    def send_file(self, path, **extra):
+        return self.client.send_execute(self.uuid, body=dict(
+            {"type": "file", "file": path, "args": [], "env": {}}, **extra))
+
+    def assertServes(self, within):
+        """A trivial script is answered within `within` seconds."""
+        t0 = time.monotonic()
+        r = self.client.execute(self.uuid, "#!/bin/sh\necho still here\n", env={},
+                                wait=within)
+        self.assertReply(r, 0, "still here\n", "")
+        return time.monotonic() - t0
+
+    def test_exec_waiting_on_a_hung_mount_holds_only_its_own_job(self):
+        # A `file` and a script whose #! interpreter is on the mount: their
+        # exec waits for a read that never comes.  Both are forked, so the
+        # agent serves on (with vfork it would wait with them until the
+        # mount came back); both end at their timeout.
+        hung_file = self.send_file(os.path.join(self.mnt, "hang"), timeout=3)
+        hung_script = self.client.send_execute(
+            self.uuid, "#!%s/hang2\necho never\n" % self.mnt, env={}, timeout=3)
+        self.assertLess(self.assertServes(within=2.5), 2.5)
+        for req in (hung_file, hung_script):
+            r = self.client.wait_reply(self.uuid, req, timeout=20)
+            self.assertReply(r, 143, "")
+            self.assertIs(r.get("timed_out"), True, repr(r))
+        self.assertTrue(self.agent.running())
+        self.assertEqual(children(self.pid)[1], [], "zombie children")
+
+    def test_child_that_sigkill_cannot_end_is_answered_and_reaped_later(self):
+        # The lookup of `stuck` waits for an answer the server has taken:
+        # SIGTERM at the timeout and SIGKILL 5 s later cannot end it.  The
+        # job is answered 5 s after the SIGKILL (exit 1, timed out, a note),
+        # its slot is free, and the process is reaped once the mount dies.
+        t0 = time.monotonic()
+        req = self.send_file(os.path.join(self.mnt, "stuck"), timeout=1)
+        self.assertLess(self.assertServes(within=2.5), 2.5)
+        r = self.client.wait_reply(self.uuid, req, timeout=30)
+        took = time.monotonic() - t0
+        self.assertEqual(r["exit_status"], 1, repr(r))
+        self.assertIs(r.get("timed_out"), True, repr(r))
+        self.assertIn("did not end after SIGKILL", r["stderr"])
+        self.assertGreater(took, 10, "answered before SIGKILL had 5 s")
+        self.assertLess(took, 20)
+        rec = self.agent.wait_log(lambda rec: "did not end after SIGKILL" in rec.get("msg", ""))
+        self.assertEqual(rec.get("level"), 50, rec)
+        stuck_pid = rec["pid"]
+        self.assertIn(stuck_pid, children(self.pid)[0])
+        self.assertServes(within=5)
+        self.release_mount()
+        wait_until(lambda: stuck_pid not in children(self.pid)[0], 10,
+                   "the stuck child reaped once its mount died")
+        self.assertServes(within=5)
+
+    def test_shutdown_is_not_held_by_a_child_sigkill_cannot_end(self):
+        # No timeout: SIGTERM to the agent gives the job --shutdown-grace
+        # (1 s), SIGTERMs it, SIGKILLs it 5 s later, answers it 5 s after
+        # that, and exits 0.
+        req = self.send_file(os.path.join(self.mnt, "stuck"))
+        self.agent.wait_log(lambda rec: rec.get("msg") == "execute request")
+        time.sleep(0.5)  # started in the same loop turn; let it reach the lookup
+        t0 = time.monotonic()
+        self.agent.send_signal(signal.SIGTERM)
+        self.assertEqual(self.agent.wait_exit(30), 0, self.agent.log_tail())
+        took = time.monotonic() - t0
+        self.assertLess(took, 20)
+        r = self.client.wait_reply(self.uuid, req, timeout=10)
+        self.assertEqual(r["exit_status"], 1, repr(r))
+        self.assertIn("did not end after SIGKILL", r["stderr"])
