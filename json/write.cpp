@@ -30,6 +30,30 @@ void append_escape(std::string& out, unsigned char c)
 
 bool is_special(unsigned char c) { return c == '"' || c == '\\' || c < 0x20; }
 
+void append_u16(std::string& out, uint32_t u)
+{
+    static const char kHex[] = "0123456789abcdef";
+    char e[6] = {'\\', 'u', kHex[(u >> 12) & 15], kHex[(u >> 8) & 15], kHex[(u >> 4) & 15],
+                 kHex[u & 15]};
+    out.append(e, sizeof e);
+}
+
+// The well-formed sequence of `need` (2..4) bytes at p as \uXXXX, or as a
+// surrogate pair of them past U+FFFF.
+void append_unicode_escape(std::string& out, const unsigned char* p, size_t need)
+{
+    uint32_t cp = p[0] & (need == 2 ? 0x1F : need == 3 ? 0x0F : 0x07);
+    for (size_t i = 1; i < need; ++i) cp = (cp << 6) | (p[i] & 0x3F);
+    if (cp < 0x10000) {
+        append_u16(out, cp);
+    } else {
+        cp -= 0x10000;
+        append_u16(out, 0xD800 + (cp >> 10));
+        append_u16(out, 0xDC00 + (cp & 0x3FF));
+    }
+}
+
+
 // The first byte from p on that append_escaped() must look at: one JSON
 // escapes, and with Utf8 also any byte >= 0x80 (the start of a sequence
 // to check).  end when there is none.
@@ -70,6 +94,44 @@ const char* next_flagged(const char* p, const char* end)
         ++p;
     }
     return p;
+}
+
+// The escaping loop of append_escaped() and append_escaped_utf8_prefix():
+// ASCII runs copied, JSON's escapes, every other character as \uXXXX.  At
+// an ill-formed or cut-off sequence it stops (Prefix) or writes one
+// U+FFFD for its maximal subpart and goes on.  Returns the bytes consumed.
+template <bool Prefix>
+size_t escape_loop(std::string& out, std::string_view bytes)
+{
+    const char* begin = bytes.data();
+    const char* p = begin;
+    const char* end = p + bytes.size();
+    const char* run = p;
+    while ((p = next_flagged<true>(p, end)) != end) {
+        auto c = static_cast<unsigned char>(*p);
+        out.append(run, static_cast<size_t>(p - run));
+        if (c < 0x80) {
+            append_escape(out, c);
+            run = ++p;
+            continue;
+        }
+        size_t need;
+        auto u = reinterpret_cast<const unsigned char*>(p);
+        size_t good = utf8_prefix(u, static_cast<size_t>(end - p), need);
+        if (good == need) {
+            append_unicode_escape(out, u, need);
+            p += need;
+        } else if (Prefix) {
+            run = p;
+            break;
+        } else {
+            append_u16(out, 0xFFFD);
+            p += good > 0 ? good : 1;
+        }
+        run = p;
+    }
+    out.append(run, static_cast<size_t>(p - run));
+    return static_cast<size_t>(p - begin);
 }
 
 void write_int(std::string& out, int64_t i)
@@ -149,39 +211,12 @@ void append_quoted(std::string& out, std::string_view utf8)
 
 void append_escaped(std::string& out, std::string_view utf8)
 {
-    const char* p = utf8.data();
-    const char* end = p + utf8.size();
-    const char* run = p;
-    while ((p = next_flagged<false>(p, end)) != end) {
-        out.append(run, static_cast<size_t>(p - run));
-        append_escape(out, static_cast<unsigned char>(*p));
-        run = ++p;
-    }
-    out.append(run, static_cast<size_t>(p - run));
+    escape_loop<false>(out, utf8);
 }
 
 size_t append_escaped_utf8_prefix(std::string& out, std::string_view bytes)
 {
-    const char* begin = bytes.data();
-    const char* p = begin;
-    const char* end = p + bytes.size();
-    const char* run = p;
-    while ((p = next_flagged<true>(p, end)) != end) {
-        auto c = static_cast<unsigned char>(*p);
-        if (c < 0x80) {
-            out.append(run, static_cast<size_t>(p - run));
-            append_escape(out, c);
-            run = ++p;
-            continue;
-        }
-        size_t need;
-        if (utf8_prefix(reinterpret_cast<const unsigned char*>(p), static_cast<size_t>(end - p),
-                        need) != need)
-            break;  // ill-formed or cut off: the prefix ends here
-        p += need;
-    }
-    out.append(run, static_cast<size_t>(p - run));
-    return static_cast<size_t>(p - begin);
+    return escape_loop<true>(out, bytes);
 }
 
 void write(const Value& v, std::string& out) { write_value(v, out); }

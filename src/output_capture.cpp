@@ -78,15 +78,16 @@ void OutputCapture::append(const char* data, size_t n) {
     total_ += n;
     // The head is full at head_cap_ bytes as kept: escaped, one byte can
     // become six ("\u0001"), and a stream of control bytes made a reply six
-    // times the cap.  A byte adds at most 9 escaped bytes (a cut sequence
-    // it ends as U+FFFD, then its own "\u00XX"), so taking ceil(room / 9)
-    // bytes at a time, no byte but the last of a take can fill the head:
-    // it ends at the first byte that does, however the reads cut the
-    // stream, within 9 bytes of head_cap_.
+    // times the cap.  A byte adds at most 12 escaped bytes (the last of a
+    // 4-byte character, "\ud83d\ude00"; or a cut sequence it ends as
+    // "\ufffd", then its own "\u00XX"), so taking ceil(room / 12) bytes at
+    // a time, no byte but the last of a take can fill the head: it ends at
+    // the first byte that does, however the reads cut the stream, within
+    // 12 bytes of head_cap_.
     while (n > 0 && head_raw_ < head_cap_ && head_.size() < head_cap_) {
         size_t take = std::min(n, head_cap_ - head_raw_);
         if (enc_ == Encoding::JsonEscaped)
-            take = std::min(take, (head_cap_ - head_.size() + 8) / 9);
+            take = std::min(take, (head_cap_ - head_.size() + 11) / 12);
         keep_head(data, take);
         data += take;
         n -= take;

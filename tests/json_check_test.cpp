@@ -95,7 +95,7 @@ TEST_CASE("json-check exit codes and messages")
 
     r = sb.run("--print '" + good + "' '" + good2 + "'");
     CHECK(r.status == 0);
-    CHECK(r.out == "{\"b\":[1,2.5,\"\xC3\xA9\"],\"a\":null}\n[true,false]\n");
+    CHECK(r.out == "{\"b\":[1,2.5,\"\\u00e9\"],\"a\":null}\n[true,false]\n");
 
     r = sb.run("'" + good + "' '" + bad + "'");
     CHECK(r.status == 1);

@@ -466,7 +466,13 @@ TEST_CASE("write escapes strings")
     CHECK(json::write(Value("\"\\/")) == R"("\"\\/")");
     CHECK(json::write(Value("\b\f\n\r\t")) == R"("\b\f\n\r\t")");
     CHECK(json::write(Value(std::string("\0\x01\x1f\x7f", 4))) == "\"\\u0000\\u0001\\u001f\x7f\"");
-    CHECK(json::write(Value("caf\xC3\xA9")) == "\"caf\xC3\xA9\"");
+    // ASCII out: every character past U+007F as \uXXXX, a pair past U+FFFF.
+    CHECK(json::write(Value("caf\xC3\xA9")) == R"("caf\u00e9")");
+    CHECK(json::write(Value("\xE2\x82\xAC\xEF\xBF\xBF\xC2\x80")) == R"("\u20ac\uffff\u0080")");
+    CHECK(json::write(Value("\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF\xF0\x90\x80\x80")) ==
+          R"("\ud83d\ude00\udbff\udfff\ud800\udc00")");
+    CHECK(parsed(json::write(Value("\xF0\x9F\x98\x80 caf\xC3\xA9"))).as_string() ==
+          "\xF0\x9F\x98\x80 caf\xC3\xA9");
     for (int c = 0; c < 0x20; ++c) {
         std::string s(1, static_cast<char>(c));
         std::string w = json::write(Value(s));
@@ -490,12 +496,38 @@ TEST_CASE("write escapes strings")
 
 namespace {
 
-// JSON escaping one byte at a time, written apart from json/write.cpp:
-// the model the word-at-a-time (and 16-byte) loops must agree with.
+// JSON escaping one character at a time, written apart from
+// json/write.cpp: the model the word-at-a-time (and 16-byte) loops must
+// agree with.  ASCII out: past U+007F, \uXXXX (a surrogate pair past
+// U+FFFF), computed here from the code point; an ill-formed sequence's
+// maximal subpart (json::utf8_prefix) is one \ufffd.
 std::string model_escape(std::string_view s)
 {
     std::string o;
-    for (unsigned char c : s) {
+    char b[16];
+    for (size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            size_t need;
+            size_t good = json::utf8_prefix(reinterpret_cast<const unsigned char*>(s.data() + i),
+                                            s.size() - i, need);
+            if (good != need) {
+                o += "\\ufffd";
+                i += good > 0 ? good : 1;
+                continue;
+            }
+            uint32_t cp = need == 2 ? c & 0x1F : need == 3 ? c & 0x0F : c & 0x07;
+            for (size_t k = 1; k < need; ++k) cp = cp << 6 | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+            if (cp > 0xFFFF)
+                std::snprintf(b, sizeof b, "\\u%04x\\u%04x", unsigned(0xD800 + ((cp - 0x10000) >> 10)),
+                              unsigned(0xDC00 + ((cp - 0x10000) & 0x3FF)));
+            else
+                std::snprintf(b, sizeof b, "\\u%04x", unsigned(cp));
+            o += b;
+            i += need;
+            continue;
+        }
+        ++i;
         switch (c) {
         case '"': o += "\\\""; break;
         case '\\': o += "\\\\"; break;
@@ -506,7 +538,6 @@ std::string model_escape(std::string_view s)
         case '\t': o += "\\t"; break;
         default:
             if (c < 0x20) {
-                char b[8];
                 std::snprintf(b, sizeof b, "\\u%04x", c);
                 o += b;
             } else {
@@ -517,9 +548,10 @@ std::string model_escape(std::string_view s)
     return o;
 }
 
-// Both escapers on s, against the model: append_escaped copies any byte
-// >= 0x80 as it is; append_escaped_utf8_prefix stops where
-// valid_utf8_prefix does and escapes what comes before.
+// Both escapers on s, against the model: append_escaped writes \ufffd
+// for an ill-formed part (its input should be valid);
+// append_escaped_utf8_prefix stops where valid_utf8_prefix does and
+// escapes what comes before.
 void check_escapers(const std::string& s)
 {
     CAPTURE(s);

@@ -60,3 +60,10 @@ class URClient(AgentTestCase):
         names = [l.split("=", 1)[0] for l in de["stdout"].splitlines()]
         self.assertNotIn("AMQP_PASSWORD", names)
         self.assertNotIn("HOME", names)
+
+        # Multi-byte characters across body-frame boundaries arrive whole
+        # (they were two U+FFFD each: urclient decodes each frame alone).
+        u = steps["exec-utf8"]
+        self.assertIsNone(u["error"])
+        self.assertEqual(u["value"], {"exit_status": 0, "same": True, "length": 420000,
+                                      "replacement_chars": 0})

@@ -35,9 +35,22 @@ client.once('ready', function () {
                 client.exec({ server_uuid: node, timeout: 10000,
                     script: '#!/bin/sh\n/usr/bin/env' }, function (err3, r3) {
                     out('exec-default-env', err3, r3);
-                    clearTimeout(timer);
-                    client.close();
-                    process.exit(0);
+                    // 700,000 bytes of "a" + a 4-byte character: 5-byte
+                    // units against 131,064-byte frames, so some frame
+                    // boundary falls inside a character whatever the
+                    // reply's prefix (urclient decodes frame by frame).
+                    client.exec({ server_uuid: node, timeout: 20000,
+                        script: '#!/bin/bash\nu=$(printf "a\\360\\237\\230\\200")\n' +
+                            'for i in $(seq 140); do s=""; for j in $(seq 1000); do s="$s$u"; done; ' +
+                            'printf "%s" "$s"; done' }, function (err4, r4) {
+                        var want = new Array(140001).join('a\ud83d\ude00');
+                        out('exec-utf8', err4, r4 && { exit_status: r4.exit_status,
+                            same: r4.stdout === want, length: r4.stdout.length,
+                            replacement_chars: r4.stdout.split('\ufffd').length - 1 });
+                        clearTimeout(timer);
+                        client.close();
+                        process.exit(0);
+                    });
                 });
             });
         });
