@@ -247,7 +247,6 @@ enum : uint16_t {
     kType = 1u << 5, kUserId = 1u << 4, kAppId = 1u << 3, kClusterId = 1u << 2,
     kContinuation = 1u << 0,
 };
-constexpr uint16_t kKnownFlags = 0xFFFC;
 
 // Visits every property with its flag bit; f(bit, optional&) reads or
 // writes it.
@@ -299,39 +298,48 @@ DecodeStatus decode_content_header(std::string_view payload, ContentHeader& out,
     r.u16(out.weight);
     r.u64(out.body_size);
     r.u16(flags);
-    if (r.ok() && (flags & ~kKnownFlags) != 0) {
-        // Basic has 14 properties, all in the first flag word; a
-        // continuation word or bit 1 names properties that do not exist.
-        if (why) *why = "content header: property flags name unknown properties";
+    if (!r.ok()) {
+        if (why) *why = std::string("content header: ") + to_string(r.status());
         return DecodeStatus::SyntaxError;
     }
+    constexpr size_t kFixed = 14;  // class, weight, body size, first flag word
+    // From here on nothing is a reason to fail: the body size above is all
+    // that framing needs, and a delivery refused would close the
+    // connection and with it the exclusive queue of every request waiting.
+    auto unreadable = [&] {
+        out.properties = BasicProperties();
+        out.skipped = payload.size() - kFixed;
+        return DecodeStatus::Ok;
+    };
+    // Continuation words, like bit 1, name properties basic does not have;
+    // their values come after the known ones.
+    for (uint16_t word = flags; word & kContinuation;) {
+        if (r.u16(word) != WireStatus::Ok) return unreadable();
+        out.skipped += 2;
+    }
     each_property(out.properties, [&](uint16_t bit, auto& opt) {
-        if (!(flags & bit)) return;
+        if (!(flags & bit) || !r.ok()) return;
         if constexpr (std::is_same_v<std::decay_t<decltype(*opt)>, Table>) {
+            // A headers table we cannot read (nested too deep, a value type
+            // we do not know) is skipped by its size: the agent reads no
+            // header.
             Reader probe = r;
-            if (probe.table(opt.emplace()) == WireStatus::TooDeep) {
+            if (probe.table(opt.emplace()) == WireStatus::Ok) {
+                r = probe;
+            } else {
                 opt.reset();
                 uint32_t n = 0;
                 std::string_view skip;
                 r.u32(n);
                 r.bytes(n, skip);
-                out.headers_skipped = 4 + size_t(n);
-            } else {
-                r = probe;
+                out.skipped += 4 + size_t(n);
             }
             return;
         }
         get(r, opt.emplace());
     });
-    if (!r.ok()) {
-        if (why) *why = std::string("content header: ") + to_string(r.status());
-        return DecodeStatus::SyntaxError;
-    }
-    if (!r.at_end()) {
-        if (why) *why = "content header: " + std::to_string(r.remaining()) +
-                        " bytes after the last property";
-        return DecodeStatus::SyntaxError;
-    }
+    if (!r.ok()) return unreadable();
+    out.skipped += r.remaining();  // unknown properties' values, or trailing bytes
     return DecodeStatus::Ok;
 }
 

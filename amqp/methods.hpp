@@ -207,18 +207,25 @@ struct ContentHeader {
     uint16_t weight = 0;
     uint64_t body_size = 0;
     BasicProperties properties;
-    // Decoding only: the bytes (size word included) of a "headers" table
-    // nested deeper than kMaxTableDepth, skipped whole and left out of
-    // properties.  RabbitMQ delivers such a message; refusing it would
-    // close the connection, and with it every request queued for us.
-    size_t headers_skipped = 0;
+    // Decoding only: how many bytes of the payload decoding left out, so
+    // that encoding the result gives that many fewer.  A "headers" table
+    // that cannot be read (nested deeper than kMaxTableDepth, a field type
+    // we do not know, such as the spec's 'L') is skipped by its size;
+    // flag words and bits naming properties basic does not have are
+    // skipped with those properties' values (they come after the known
+    // ones); a known property that is malformed or cut off drops all of
+    // them.  RabbitMQ delivers such messages as they were published;
+    // refusing one would close the connection, and with it every request
+    // queued for us.
+    size_t skipped = 0;
 };
 
 // Appends a content header frame payload.  A shortstr property over 255
 // bytes is refused as in encode_method: false, `out` unchanged.
 bool encode_content_header(const ContentHeader& h, std::string& out);
-// Property flags naming properties basic does not have, or a continuation
-// word, are a syntax error, as are trailing bytes.
+// Only a payload too short for class, weight, body size and the first flag
+// word is a syntax error; properties are read as far as they can be (see
+// ContentHeader::skipped).
 DecodeStatus decode_content_header(std::string_view payload, ContentHeader& out,
                                    std::string* why = nullptr);
 

@@ -4,11 +4,12 @@
 import datetime
 import json
 import os
+import struct
 
 import pika
 
 from urharness import (ISO8601_UTC, AgentTestCase, make_sysinfo,
-                       rabbitmqctl, random_token)
+                       rabbitmqctl, random_token, raw_publish)
 
 
 class Ping(AgentTestCase):
@@ -279,6 +280,38 @@ class InvalidRequests(AgentTestCase):
         r = self.client.execute(self.agent.uuid, "#!/bin/sh\necho 'a\ud800b'\n",
                                 env={}, args=["x\udc00"])
         self.assertReply(r, 0, "a\ufffdb\n")
+
+    def test_headers_we_cannot_read_are_skipped_not_a_reason_to_drop_the_link(self):
+        # RabbitMQ routes these content headers as they were published: a
+        # headers value of a type we do not know (the spec's 'L', unsigned
+        # 64-bit), alone or in an array; property flag bit 1, which basic
+        # does not have.  They closed the connection (502), and the
+        # exclusive request queue with every request in it went too.
+        def short(b):
+            return bytes([len(b)]) + b
+
+        def sized(b):
+            return struct.pack(">I", len(b)) + b
+        ct = short(b"application/json")
+        l_value = b"L" + struct.pack(">Q", 5)
+        headers = {
+            "L-in-headers": struct.pack(">H", 0xA000) + ct + sized(short(b"x-count") + l_value),
+            "L-in-array": struct.pack(">H", 0xA000) + ct + sized(short(b"a") + b"A" + sized(l_value)),
+            "bit-1": struct.pack(">H", 0x8002) + ct,
+        }
+        reqs = {}
+        for name, props in headers.items():
+            req = "raw-" + name
+            raw_publish("ur.execute.%s.%s" % (self.agent.uuid, req),
+                        {"type": "script", "script": "#!/bin/sh\necho %s\n" % name,
+                         "env": {}}, props)
+            reqs[name] = req
+        for name, req in reqs.items():
+            self.assertReply(self.client.wait_reply(self.agent.uuid, req), 0, name + "\n")
+        self.assertEqual(self.agent.count_log("lost the broker connection"), 0,
+                         self.agent.log_tail())
+        self.assertReply(self.client.execute(self.agent.uuid, "#!/bin/sh\necho x\n", env={}),
+                         0, "x\n")
 
     def test_unknown_fields_ignored(self):
         r = self.client.execute(self.agent.uuid, "#!/bin/sh\necho x\n",
