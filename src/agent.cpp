@@ -225,6 +225,8 @@ uint64_t Agent::next_deadline() const {
     at(sysinfo_next_at_);
     if (reboot_pending_) at(reboot_at_);
     at(nack_retry_at_);
+    if (!queued_.empty() && cfg_.max_queue_wait_s)
+        at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
     if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
     if (stopping_ && !children_killed_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000);
     return d;
@@ -306,6 +308,7 @@ void Agent::loop_once() {
     if (nack_retry_at_ && now >= nack_retry_at_) nack_retry_at_ = 0;
 
     start_queued(now);
+    expire_queued(now);
     flush_acks();
     publish_outbox(now);
     if (stopping_) check_shutdown(now);
@@ -402,9 +405,10 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     pub_retry_at_ = 0;  // a new connection opens its own
     blocked_ = false;
     outbox_.connection_lost();
-    // Requests received but not started were never acked: the broker
-    // redelivers them; running them here too would run them twice.
-    queued_.clear();
+    // Requests received but not started were never acked, and the broker
+    // dropped them with our exclusive queue: answer them (after the
+    // reconnect) rather than leave their requesters waiting.
+    answer_queued("the broker connection was lost (" + why + ") before it started", now);
     if (done_) return;
     if (!was_open) failed_since_serving_ = true;
     uint64_t delay = link_backoff_.next(random32());
@@ -528,7 +532,8 @@ void Agent::handle_events(uint64_t now) {
                 conn_->close_channel(cons_ch_);
                 cons_ch_ = 0;
                 ++channel_gen_;
-                queued_.clear();
+                answer_queued("the broker cancelled the request consumer (queue deleted?) "
+                              "before it started", now);
                 consuming_ = false;
                 consume_oks_ = 0;
                 consumer_retry_at_ = now + 200;
@@ -547,7 +552,11 @@ void Agent::handle_events(uint64_t now) {
             if (ev.channel == cons_ch_) {
                 cons_ch_ = 0;
                 ++channel_gen_;
-                queued_.clear();
+                // The request queue is auto-delete: it went with its only
+                // consumer, and every request in it.
+                answer_queued("the broker closed the request channel (" +
+                                  std::to_string(ev.code) + " " + ev.text + ") before it started",
+                              now);
                 consuming_ = false;
                 consume_oks_ = 0;
                 uint64_t delay = consumer_backoff_.next(random32());
@@ -662,8 +671,13 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     if (ev.channel != cons_ch_) return;  // stale channel: the broker requeues it
     forget_stale_acks();
     unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
-    if (stopping_) return;  // left unacked: requeued when the channel closes
     Request req = parse_request(id_, ev.routing_key, ev.body);
+    if (stopping_ && req.kind == RequestKind::Execute && req.error.empty()) {
+        answer_not_run({std::move(req), ev.delivery_tag, channel_gen_, now},
+                       "the agent is shutting down", now);
+        ack_later(ev.delivery_tag);
+        return;
+    }
     if (ev.body_discarded && req.kind == RequestKind::Execute)
         req.error = "request body of " + std::to_string(ev.body_size) +
                     " bytes exceeds the agent's limit of " + std::to_string(max_body_size()) +
@@ -721,7 +735,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                             {"script", field(req.script)},
                                             {"env", env}});
     }
-    queued_.push_back({std::move(req), ev.delivery_tag, channel_gen_});
+    queued_.push_back({std::move(req), ev.delivery_tag, channel_gen_, now});
     start_queued(now);
 }
 
@@ -731,6 +745,42 @@ void Agent::start_queued(uint64_t now) {
         queued_.pop_front();
         if (q.channel_gen != channel_gen_ || !conn_) continue;  // broker redelivers it
         start_job(q, now);
+    }
+}
+
+// A request received and never started gets a reply all the same, so that
+// its requester learns now, not at its own timeout, that it did not run.
+void Agent::answer_not_run(const Queued& q, const std::string& why, uint64_t now) {
+    log::warn("request not run", {{"req_id", field(q.req.req_id)}, {"reason", field(why)},
+                                  {"exit_status", json::Value(1)}});
+    OutMessage m;
+    m.routing_key = q.req.reply_key;
+    m.body = not_run_body(why);
+    m.cuttable = true;
+    m.req_id = q.req.req_id;
+    enqueue(std::move(m), now);
+}
+
+void Agent::answer_queued(const std::string& why, uint64_t now) {
+    std::deque<Queued> queued;
+    queued.swap(queued_);
+    for (const Queued& q : queued) answer_not_run(q, why, now);
+}
+
+// Requests that have waited --max-queue-wait for a slot are answered and
+// acked before RabbitMQ's consumer_timeout closes the channel over them.
+void Agent::expire_queued(uint64_t now) {
+    uint64_t limit = uint64_t(cfg_.max_queue_wait_s) * 1000;
+    if (limit == 0) return;
+    while (!queued_.empty() && now - queued_.front().received_ms >= limit) {
+        Queued q = std::move(queued_.front());
+        queued_.pop_front();
+        if (q.channel_gen != channel_gen_ || !conn_) continue;  // answered when it closed
+        answer_not_run(q, "it waited " + std::to_string(cfg_.max_queue_wait_s) +
+                              " s for one of the " + std::to_string(cfg_.max_concurrency) +
+                              " script slots (--max-concurrency; --max-queue-wait)",
+                       now);
+        ack_later(q.delivery_tag);
     }
 }
 
@@ -1064,15 +1114,18 @@ void Agent::begin_shutdown(uint64_t now) {
     log::info("shutting down: no new requests; waiting for running scripts",
               {{"running", json::Value(int64_t(request_jobs_))},
                {"grace_s", json::Value(int64_t(cfg_.shutdown_grace_s))}});
+    // Requests received and not started are answered and acked: the
+    // request queue (exclusive, auto-delete) and all in it go with us.
+    for (const Queued& q : queued_)
+        if (q.channel_gen == channel_gen_) ack_later(q.delivery_tag);
+    answer_queued("the agent is shutting down", now);
     if (conn_ && cons_ch_ && conn_->is_open()) {
-        // Closing the request channel stops deliveries and returns the
-        // unacked (not started) ones to the broker for redelivery.
+        // Closing the request channel stops deliveries.
         flush_acks();
         conn_->close_channel(cons_ch_);
         cons_ch_ = 0;
         ++channel_gen_;
     }
-    queued_.clear();
     consumer_retry_at_ = 0;
     sysinfo_next_at_ = 0;
 }

@@ -59,6 +59,7 @@ private:
         Request req;
         uint64_t delivery_tag;
         uint64_t channel_gen;
+        uint64_t received_ms;
     };
     struct Running {
         std::string req_id, reply_key, journal_key;
@@ -88,6 +89,9 @@ private:
     // Ur protocol
     void on_delivery(amqp::Event& ev, uint64_t now);
     void start_queued(uint64_t now);
+    void answer_not_run(const Queued& q, const std::string& why, uint64_t now);
+    void answer_queued(const std::string& why, uint64_t now);
+    void expire_queued(uint64_t now);
     void start_job(Queued& q, uint64_t now);
     void ack_later(uint64_t delivery_tag);
     void forget_stale_acks();

@@ -72,7 +72,11 @@ std::string usage_text() {
         "  --max-output BYTES      bytes kept per output stream, as escaped in the\n"
         "                          reply, and the last 64 KiB raw (default 5242880)\n"
         "  --default-timeout SECS  kill a script after SECS, 0 = never (default 3600)\n"
-        "  --shutdown-grace SECS   on SIGTERM, wait this long for scripts (default 10)\n"
+        "  --shutdown-grace SECS   on SIGTERM, wait this long for scripts, then SIGTERM\n"
+        "                          them and SIGKILL 5 s later (default 10)\n"
+        "  --max-queue-wait SECS   answer a request \"not run\" once it has waited this\n"
+        "                          long for a free slot, 0 = never (default 1500; keep\n"
+        "                          it below RabbitMQ's consumer_timeout, 30 min)\n"
         "  --max-pending-bytes N   unsent replies kept while the broker is away (default\n"
         "                          67108864, at least one whole reply); past it replies'\n"
         "                          output is cut (exit status kept), then the oldest\n"
@@ -319,6 +323,9 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
     } else if (name == "--shutdown-grace") {
         if (!number(3600, n)) return false;
         cfg.shutdown_grace_s = unsigned(n);
+    } else if (name == "--max-queue-wait") {
+        if (!number(86400 * 365, n)) return false;
+        cfg.max_queue_wait_s = unsigned(n);
     } else if (name == "--max-pending-bytes") {
         if (!number(uint64_t(1) << 40, n)) return false;
         cfg.max_pending_bytes = n;
@@ -341,6 +348,7 @@ const char* const kValueFlags[] = {
     "--sysinfo-cmd", "--sysinfo-file", "--datacenter", "--admin-nic", "--admin-nic-tag",
     "--state-dir", "--work-dir", "--setup-file", "--sysinfo-interval", "--reboot-cmd",
     "--max-concurrency", "--max-output", "--default-timeout", "--shutdown-grace",
+    "--max-queue-wait",
     "--max-pending-bytes", "--log-level", "--config"};
 
 bool value_flag(const std::string& name) {

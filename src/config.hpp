@@ -45,6 +45,11 @@ struct Config {
     uint64_t max_output = 5u << 20;
     unsigned default_timeout_s = 3600;        // 0 = none
     unsigned shutdown_grace_s = 10;
+    // A request waiting this long for a free script slot is answered "not
+    // run" (0 = never): RabbitMQ closes a channel whose delivery stays
+    // unacked past its consumer_timeout (30 min by default), and the
+    // auto-delete request queue goes with every request in it.
+    unsigned max_queue_wait_s = 1500;
     uint64_t max_pending_bytes = 64u << 20;
     log::Level log_level = log::Level::Info;
 };

@@ -261,12 +261,11 @@ void forget_signal_dispositions() {
     g_reset_count = 0;
 }
 
-bool interpreter_is_system(std::string_view script) {
+std::string_view script_interpreter(std::string_view script) {
     // As the kernel reads the line: "#!", blanks, then the path up to a
-    // blank, newline or NUL, all within its first-line buffer.
-    constexpr size_t kLineMax = 255;
-    if (script.size() < 3 || script[0] != '#' || script[1] != '!')
-        return false;
+    // blank, newline or NUL.
+    if (script.size() < 2 || script[0] != '#' || script[1] != '!')
+        return {};
     size_t i = 2;
     while (i < script.size() && (script[i] == ' ' || script[i] == '\t'))
         ++i;
@@ -274,11 +273,18 @@ bool interpreter_is_system(std::string_view script) {
     while (end < script.size() && script[end] != ' ' && script[end] != '\t' &&
            script[end] != '\n' && script[end] != '\0')
         ++end;
-    if (end > kLineMax || end == i || script[i] != '/')
+    return script.substr(i, end - i);
+}
+
+bool interpreter_is_system(std::string_view script) {
+    // Within the kernel's first-line buffer, absolute.
+    constexpr size_t kLineMax = 255;
+    std::string_view interp = script_interpreter(script);
+    if (interp.empty() || interp[0] != '/' || size_t(interp.data() - script.data()) + interp.size() > kLineMax)
         return false;
     // Each component non-empty and neither "." nor "..": "/usr//local"
     // and "/usr/../mnt" must not pass for "/usr/...".
-    std::string_view path = script.substr(i + 1, end - i - 1);
+    std::string_view path = interp.substr(1);
     if (path.empty() || path.back() == '/')
         return false;
     std::string_view first, second;

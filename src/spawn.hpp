@@ -49,6 +49,9 @@ enum class SpawnMode { Borrow, Copy };
 // image, never on a network or FUSE mount.  False for no `#!` line, a
 // relative path or one with a "." or ".." component.
 bool interpreter_is_system(std::string_view script);
+// The interpreter a script's `#!` line names, as the kernel reads it (up to
+// a blank, newline or NUL; a CR stays part of it); empty without one.
+std::string_view script_interpreter(std::string_view script);
 
 // Forks and executes `path` with argv = {path, args...}.  `env` present:
 // exactly that environment; absent: ours.  No PATH search, no shell.

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "json/json.hpp"
 #include "src/spawn.hpp"
 #include "src/work_dir.hpp"
 
@@ -378,8 +379,16 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         std::string name = display_name(job.spec);
         std::string why;
         struct stat sb;
+        std::string_view interp = job.spec.kind == JobSpec::Kind::Script
+                                      ? script_interpreter(job.spec.script)
+                                      : std::string_view();
         if (job.exec_errno == ENOEXEC) {
             why = "not an executable (a script needs a #! line)";
+        } else if (job.exec_errno == ENOENT && !interp.empty()) {
+            // Our script file is there: what is missing is its interpreter.
+            why = "its interpreter " + json::write(json::Value(json::string_from_bytes(interp))) +
+                  ": " + std::strerror(ENOENT);
+            if (interp.back() == '\r') why += " (a CRLF line ending in the #! line?)";
         } else if (job.exec_errno == EACCES && ::stat(job.exe.c_str(), &sb) == 0 &&
                    S_ISDIR(sb.st_mode)) {
             why = std::strerror(EISDIR);

@@ -56,6 +56,17 @@ void parse_execute_body(std::string_view body, Request& r) {
         const json::Value* host = o->find("hostname");
         if (user && user->is_string()) r.origin = user->as_string();
         if (host && host->is_string()) r.origin += "@" + host->as_string();
+    } else if (o && o->is_string()) {
+        r.origin = o->as_string();
+    }
+    // Only logged: a megabyte of it must not make a megabyte log line.
+    constexpr size_t kOriginMax = 256;
+    if (r.origin.size() > kOriginMax) {
+        size_t total = r.origin.size();
+        size_t cut = kOriginMax;
+        while (cut > 0 && (uint8_t(r.origin[cut]) & 0xC0) == 0x80) --cut;  // whole characters
+        r.origin.resize(cut);
+        r.origin += "... (" + std::to_string(total) + " bytes)";
     }
     const json::Value* type = v.find("type");
     if (!type) {
@@ -343,6 +354,14 @@ std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_st
 std::string invalid_request_body(std::string_view reason) {
     std::string out = "{\"exit_status\":2,\"stdout\":\"\",\"stderr\":";
     json::append_quoted(out, json::string_from_bytes("ur-agent: invalid request: " +
+                                                     std::string(reason) + "\n"));
+    out += '}';
+    return out;
+}
+
+std::string not_run_body(std::string_view reason) {
+    std::string out = "{\"exit_status\":1,\"stdout\":\"\",\"stderr\":";
+    json::append_quoted(out, json::string_from_bytes("ur-agent: not run: " +
                                                      std::string(reason) + "\n"));
     out += '}';
     return out;

@@ -88,6 +88,10 @@ std::string execute_reply_body(const ExecuteOutcome& o);
 std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_stdout);
 // exit_status 2, stderr "ur-agent: invalid request: <reason>\n"
 std::string invalid_request_body(std::string_view reason);
+// The reply to a request received but never started (the agent stopping,
+// the request channel or connection gone, no free slot for too long):
+// exit_status 1, stdout empty, stderr "ur-agent: not run: <reason>".
+std::string not_run_body(std::string_view reason);
 
 // The largest message the broker takes, from the text of the channel.close
 // it sends for a larger one (RabbitMQ 3.8+: "PRECONDITION_FAILED - message

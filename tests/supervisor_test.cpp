@@ -235,7 +235,7 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: json_output captures JSON-escaped UTF-8,
     JobResult r = run_one(sup, s);
     CHECK(r.exit_status == 0);
     CHECK(r.out.escaped);
-    CHECK(r.out.data == "a\\tb\\n\xef\xbf\xbd\xef\xbf\xbd");
+    CHECK(r.out.data == "a\\tb\\n\\ufffd\\ufffd");
     CHECK(r.out.total == 6);
     CHECK(r.err.data == "\\\"q\\\"\\n");
 
@@ -445,7 +445,12 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script with an interpreter outside the
     CHECK(r.err.data == "hi x\n");
     r = run_one(sup, script("gone", "#!/nonexistent/ur-sh\necho hi\n"));
     CHECK(r.exit_status == 127);
-    CHECK(r.err.data == "ur-agent: cannot execute the script: No such file or directory\n");
+    CHECK(r.err.data ==
+          "ur-agent: cannot execute the script: its interpreter \"/nonexistent/ur-sh\": No such file or directory\n");
+    r = run_one(sup, script("crlf", "#!/bin/sh\r\necho hi\r\n"));
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.data == "ur-agent: cannot execute the script: its interpreter \"/bin/sh\\r\": No such "
+                        "file or directory (a CRLF line ending in the #! line?)\n");
     CHECK(count_dir(opt.work_dir) == 0);
 }
 

@@ -33,6 +33,19 @@ TEST_CASE("execute: a script with args and env") {
     CHECK(r.origin == "admin@hn");
 }
 
+TEST_CASE("execute: origin, only logged, is bounded; a string origin is taken as is") {
+    Request s = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"file","file":"/bin/true","origin":"cnapi"})");
+    CHECK(s.origin == "cnapi");
+    std::string big(1000000, 'x');
+    big[255] = '\xC3';  // a character across the cut stays whole or goes
+    big[256] = '\xA9';
+    Request b = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"file","file":"/bin/true","origin":{"user":")" + big + R"("}})");
+    CHECK(b.error == "");
+    CHECK(b.origin == std::string(255, 'x') + "... (1000000 bytes)");
+}
+
 TEST_CASE("execute: env absent means inherit, env {} means empty") {
     Request a = parse_request(node(), "ur.execute." + U + ".r", R"({"type":"file","file":"/bin/true"})");
     CHECK(a.error == "");

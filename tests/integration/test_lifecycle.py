@@ -167,6 +167,46 @@ class Shutdown(AgentTestCase):
     def test_sigint_lets_running_script_finish_and_reply(self):
         self._term_during_script(signal.SIGINT)
 
+    def test_sigterm_answers_requests_waiting_for_a_slot_not_run(self):
+        # One slot, taken; two requests wait.  On SIGTERM the running one
+        # finishes and is answered; the waiting ones are answered "not run"
+        # at once (the request queue, and they with it, goes with us).
+        a = self.start_agent(args=["--max-concurrency", "1"])
+        started = self.path("started")
+        running = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 2\necho finished\n" % started, env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        waiting = [self.client.send_execute(a.uuid, "#!/bin/sh\necho never\n", env={})
+                   for _ in range(2)]
+        a.wait_log(lambda rec: rec.get("msg") == "execute request" and
+                   rec.get("req_id") == waiting[0], what="the first waiting request received")
+        t0 = time.monotonic()
+        a.send_signal(signal.SIGTERM)
+        r = self.client.wait_reply(a.uuid, waiting[0])
+        self.assertLess(time.monotonic() - t0, 1.5, "answered only when the script ended")
+        self.assertReply(r, 1, "", "ur-agent: not run: the agent is shutting down\n")
+        self.assertReply(self.client.wait_reply(a.uuid, running), 0, "finished\n")
+        self.assertEqual(a.wait_exit(), 0)
+
+    def test_request_waiting_past_max_queue_wait_is_answered_not_run(self):
+        a = self.start_agent(args=["--max-concurrency", "1", "--max-queue-wait", "1"])
+        started = self.path("started")
+        running = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 4\necho finished\n" % started, env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        t0 = time.monotonic()
+        waiting = self.client.send_execute(a.uuid, "#!/bin/sh\necho never\n", env={})
+        r = self.client.wait_reply(a.uuid, waiting)
+        took = time.monotonic() - t0
+        self.assertReply(r, 1, "")
+        self.assertIn("not run: it waited 1 s for one of the 1 script slots", r["stderr"])
+        self.assertGreater(took, 0.9)
+        self.assertLess(took, 3.5, "answered only when the slot came free")
+        self.assertReply(self.client.wait_reply(a.uuid, running), 0, "finished\n")
+        # Acked: nothing is left unacked or redelivered.
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho next\n", env={}),
+                         0, "next\n")
+
     def test_sigterm_when_idle_exits_0_promptly(self):
         a = self.start_agent()
         t0 = time.monotonic()

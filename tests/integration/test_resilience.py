@@ -327,6 +327,41 @@ class Resilience(FakeBrokerTestCase):
         wait_until(lambda: "unacked=0" in b.cmd(queue), what="all acked")
         self.assertIn("unacked=0", b.cmd("queue ur.ping.%s" % a.uuid))
 
+    def test_requests_waiting_for_a_slot_are_answered_when_the_channel_closes(self):
+        # The request queue is auto-delete: when the broker closes its
+        # channel (RabbitMQ's consumer_timeout: 406 "delivery acknowledgement
+        # timed out") the queue goes with every request in it.  The one the
+        # agent holds, waiting for a slot, is answered "not run", once; it
+        # was silently lost.
+        b, a = self.up(args=("--max-concurrency", "1"))
+        req, release, _ = self.start_held(b, a)
+        waiting = self.send(b, a, "#!/bin/sh\necho never\n")
+        queue = "queue " + self.request_queue(a)
+        wait_until(lambda: "unacked=1" in b.cmd(queue), what="the waiting request delivered")
+        b.cmd("close-channel 406 PRECONDITION_FAILED - delivery acknowledgement timed out")
+        r = self.reply(b, a, waiting)
+        self.assertEqual(r["exit_status"], 1, r)
+        self.assertEqual(r["stdout"], "")
+        self.assertIn("ur-agent: not run: the broker closed the request channel (406 ", r["stderr"])
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        self.prove_served(b, a, "channel closed with a request waiting")
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, waiting)), 1)
+
+    def test_requests_waiting_for_a_slot_are_answered_when_the_connection_drops(self):
+        b, a = self.up(args=("--max-concurrency", "1"))
+        req, release, _ = self.start_held(b, a)
+        waiting = self.send(b, a, "#!/bin/sh\necho never\n")
+        wait_until(lambda: "unacked=1" in b.cmd("queue " + self.request_queue(a)),
+                   what="the waiting request delivered")
+        b.cmd("drop-now")
+        r = self.reply(b, a, waiting)
+        self.assertEqual(r["exit_status"], 1, r)
+        self.assertIn("ur-agent: not run: the broker connection was lost", r["stderr"])
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, waiting)), 1)
+
     # -- replies: confirms, blocking, bounds ---------------------------
 
     def test_unconfirmed_reply_republished_after_drop(self):
