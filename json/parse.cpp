@@ -146,6 +146,7 @@ private:
     ParseError& err_;
     const ParseOptions& opt_;
     std::vector<Frame> stack_;
+    size_t values_ = 0;  // begun so far, for ParseOptions::max_values
 };
 
 bool Parser::fail(const char* at, std::string reason)
@@ -240,6 +241,8 @@ bool Parser::run(Value& result)
 bool Parser::begin_value(Value& value, bool& complete)
 {
     if (p_ == end_) return fail(p_, "unexpected end of input, expected a value");
+    if (++values_ > opt_.max_values)
+        return fail(p_, "more than " + std::to_string(opt_.max_values) + " values");
     complete = true;
     char c = *p_;
     switch (c) {

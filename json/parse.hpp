@@ -23,6 +23,7 @@
 #include "json/value.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,11 @@ struct ParseOptions {
     size_t max_depth = 256;
     // Inputs longer than this many bytes are rejected before parsing.
     size_t max_size = 64u << 20;
+    // Inputs holding more values than this (scalars, arrays and objects,
+    // the whole value included) are rejected as soon as the one past it
+    // begins.  A parsed value takes about 20 times its text: 16 MiB of
+    // "0," made 345 MB.
+    size_t max_values = SIZE_MAX;
     // A \u escape of a lone surrogate (a high one not followed by a low
     // one, or a low one alone) becomes U+FFFD instead of an error: what
     // Node's JSON.parse and then its UTF-8 encoding of the string make of

@@ -78,6 +78,14 @@ public:
     // No sequence kept back: feed() would pass a well-formed chunk through
     // unchanged.
     bool idle() const { return npending_ == 0; }
+    // Forgets a kept-back incomplete sequence (the stream was cut there on
+    // purpose, not ill-formed) and returns how many bytes it had.
+    size_t discard()
+    {
+        size_t n = npending_;
+        npending_ = 0;
+        return n;
+    }
 
 private:
     unsigned char pending_[4] = {};

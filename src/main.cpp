@@ -56,7 +56,10 @@ int main(int argc, char** argv) {
     }
     // Children must not inherit the broker password through the
     // environment (the agent's environment is theirs when a request has
-    // no "env").
+    // no "env"), and /proc/<pid>/environ shows the environment block the
+    // agent started with as it is in memory: blank the value there first
+    // (the configuration holds its own copy).
+    if (char* pw = std::getenv("AMQP_PASSWORD")) std::memset(pw, 0, std::strlen(pw));
     unsetenv("AMQP_PASSWORD");
     // The script directory: when the configured one is not usable (in a
     // world-writable state dir such as /tmp, someone may have created it

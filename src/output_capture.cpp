@@ -122,13 +122,29 @@ StreamCapture OutputCapture::finish() {
     uint64_t kept = head_raw_ + ring_.size();
     c.truncated = total_ > kept;
     c.data = std::move(head_);
+    // ring_pos_ is the oldest byte once the ring has wrapped, else 0.
+    size_t skip = 0;
+    if (c.truncated && enc_ == Encoding::JsonEscaped) {
+        // Cut on purpose, the head may end and the tail begin inside a
+        // character: those bytes are left out with the cut ones, not
+        // shown as U+FFFD (which means bytes that are not UTF-8).
+        uint64_t dropped = utf8_.discard();
+        while (skip < 3 && skip < ring_.size() &&
+               (uint8_t(ring_[(ring_pos_ + skip) % ring_.size()]) & 0xC0) == 0x80)
+            ++skip;
+        kept -= dropped + skip;
+    }
     if (c.truncated) {
         std::string m = marker(total_ - kept);
         encode(m.data(), m.size(), c.data);
     }
-    // ring_pos_ is the oldest byte once the ring has wrapped, else 0.
-    encode(ring_.data() + ring_pos_, ring_.size() - ring_pos_, c.data);
-    encode(ring_.data(), ring_pos_, c.data);
+    size_t first = ring_.size() - ring_pos_;  // oldest part: ring_pos_ to the end
+    if (skip < first) {
+        encode(ring_.data() + ring_pos_ + skip, first - skip, c.data);
+        encode(ring_.data(), ring_pos_, c.data);
+    } else {
+        encode(ring_.data() + (skip - first), ring_pos_ - (skip - first), c.data);
+    }
     if (enc_ == Encoding::JsonEscaped) {
         // A sequence cut off by the end of the stream becomes U+FFFD.
         scratch_.clear();

@@ -43,8 +43,16 @@ void parse_execute_body(std::string_view body, Request& r) {
     json::ParseError perr;
     json::ParseOptions popt;
     popt.lone_surrogates_as_replacement = true;  // as the original (Node) took them
+    // Room for the most args and env entries a request may have, and the
+    // rest; a 16 MiB body could otherwise hold 8 million values (345 MB
+    // parsed) that the agent would read only to ignore.
+    popt.max_values = kMaxArgs + kMaxEnv + 1024;
     if (!json::parse(body, v, perr, popt)) {
-        r.error = "body is not valid JSON: " + perr.to_string();
+        if (perr.reason.rfind("more than ", 0) == 0)
+            r.error = "body holds " + perr.reason + " (room for " + std::to_string(kMaxArgs) +
+                      " args, " + std::to_string(kMaxEnv) + " env entries and 1024 more)";
+        else
+            r.error = "body is not valid JSON: " + perr.to_string();
         return;
     }
     if (!v.is_object()) {

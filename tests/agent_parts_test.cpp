@@ -163,7 +163,7 @@ TEST_CASE("config: --reconnect-max-ms is a testing knob, absent from --help") {
     Config cfg;
     std::string err;
     REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
-    CHECK(cfg.reconnect_max_ms == 30000);
+    CHECK(cfg.reconnect_max_ms == 10000);
     REQUIRE(parse({"--reconnect-max-ms", "0"}, env, cfg, err) == ConfigStatus::Ok);
     CHECK(cfg.reconnect_max_ms == 0);
     CHECK(parse({"--reconnect-max-ms", "30001"}, env, cfg, err) == ConfigStatus::Error);

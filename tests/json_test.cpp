@@ -418,6 +418,24 @@ TEST_CASE("nesting depth is limited")
     CHECK_FALSE(json::parse("[]", v, err, opt));
 }
 
+TEST_CASE("the number of values is limited when asked")
+{
+    json::ParseOptions opt;
+    opt.max_values = 4;  // the array and three elements, or an object and three members
+    Value v;
+    json::ParseError err;
+    CHECK(json::parse("[1,[],\"x\"]", v, err, opt));
+    CHECK(json::parse("{\"a\":1,\"b\":{},\"c\":null}", v, err, opt));
+    CHECK_FALSE(json::parse("[1,2,3,4]", v, err, opt));
+    CHECK(err.reason == "more than 4 values");
+    CHECK(err.column == 8);
+    CHECK_FALSE(json::parse("[[[[[]]]]]", v, err, opt));
+    opt.max_values = 1;
+    CHECK(json::parse("\"only\"", v, err, opt));
+    CHECK(json::parse("[]", v, err, opt));
+    CHECK_FALSE(json::parse("[0]", v, err, opt));
+}
+
 TEST_CASE("10 MB of '[' is a depth error, not a crash")
 {
     std::string text(10u << 20, '[');

@@ -207,6 +207,40 @@ TEST_CASE("output capture: JsonEscaped caps what it keeps, escaped") {
     CHECK(ts.data.rfind(std::string(max - tail, 'x') + "\\n[ur-agent: ", 0) == 0);
 }
 
+TEST_CASE("output capture: a cut inside a character leaves it out, not U+FFFD") {
+    // 4-byte characters after 0..3 ASCII bytes, so that the head's end and
+    // the tail's start fall at every offset inside one; read in pieces of
+    // every size up to 5 as well.
+    const std::string smile = "\xF0\x9F\x98\x80";
+    for (size_t lead = 0; lead < 4; ++lead) {
+        for (size_t max : {size_t(101), size_t(102), size_t(103), size_t(104)}) {
+            for (size_t chunk = 1; chunk <= 5; ++chunk) {
+                CAPTURE(lead);
+                CAPTURE(max);
+                CAPTURE(chunk);
+                std::string all(lead, 'a');
+                for (int i = 0; i < 1000; ++i) all += smile;
+                OutputCapture c(max, 41, OutputCapture::Encoding::JsonEscaped);
+                for (size_t i = 0; i < all.size(); i += chunk)
+                    c.append(all.data() + i, std::min(chunk, all.size() - i));
+                StreamCapture r = c.finish();
+                REQUIRE(r.truncated);
+                CHECK(r.data.find("\\ufffd") == std::string::npos);
+                // What is shown plus what the marker says was cut is all of it.
+                size_t at = r.data.find("[ur-agent: ");
+                REQUIRE(at != std::string::npos);
+                uint64_t cut = std::stoull(r.data.substr(at + 11));
+                size_t shown_chars = 0, pos = 0;
+                while ((pos = r.data.find("\\ud83d\\ude00", pos)) != std::string::npos) {
+                    ++shown_chars;
+                    pos += 12;
+                }
+                CHECK(lead + 4 * shown_chars + cut == all.size());
+            }
+        }
+    }
+}
+
 TEST_CASE("output capture: a note is appended in the capture's encoding") {
     StreamCapture raw;
     raw.data = "x";

@@ -264,6 +264,15 @@ TEST_CASE("execute: args and env counts are bounded") {
                                R"({"type":"script","script":"x","args":)" + ok_args + "}");
     CHECK(ok.error == "");
     CHECK(ok.args.size() == 100000);
+    // Values the agent would parse only to ignore are bounded too: a 16 MiB
+    // body of "0," held 8 million (345 MB parsed).
+    std::string zeros = "[0";
+    for (size_t i = 1; i < 2000000; ++i) zeros += ",0";
+    zeros += "]";
+    Request many = parse_request(node(), "ur.execute." + U + ".r",
+                                 R"({"type":"script","script":"x","x":)" + zeros + "}");
+    CHECK(many.error == "body holds more than " + std::to_string(kMaxArgs + kMaxEnv + 1024) +
+                            " values (room for 262144 args, 65536 env entries and 1024 more)");
 }
 
 TEST_CASE("reply: an escaped stream gives the same body as its raw bytes") {

@@ -286,6 +286,9 @@ class Credentials(AgentTestCase):
                              args=["--log-level", "debug"])
         r = self.client.execute(a.uuid, "#!/bin/sh\necho $AMQP_PASSWORD\n")
         self.assertReply(r, 0, "\n")
+        if os.path.exists("/proc/%d/environ" % a.proc.pid):
+            with open("/proc/%d/environ" % a.proc.pid, "rb") as f:
+                self.assertNotIn(password.encode(), f.read())
         a.stop()
         self.assertNotIn(password, a.log_text())
         self.assertNotIn(password, open(a.out_path).read())
