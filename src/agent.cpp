@@ -678,7 +678,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         ack_later(ev.delivery_tag);
         return;
     }
-    if (ev.body_discarded && req.kind == RequestKind::Execute)
+    if (ev.body_discarded && (req.kind == RequestKind::Execute || req.kind == RequestKind::Ignored))
         req.error = "request body of " + std::to_string(ev.body_size) +
                     " bytes exceeds the agent's limit of " + std::to_string(max_body_size()) +
                     " bytes";

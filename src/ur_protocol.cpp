@@ -218,7 +218,7 @@ Request classify_request(const Identity& self, std::string_view routing_key,
         }
         const json::Value* cid = v.find("client_id");
         const json::Value* id = v.find("id");
-        if (!cid || !cid->is_string() || !id || (!id->is_string() && !id->is_number())) {
+        if (!cid || !cid->is_string() || !id) {
             r.error = "ping body lacks \"client_id\" or \"id\"";
             return r;
         }
@@ -227,10 +227,16 @@ Request classify_request(const Identity& self, std::string_view routing_key,
             r.error = "ping \"client_id\" cannot be used in a routing key";
             return r;
         }
-        r.kind = RequestKind::Ping;
-        // Echoed as it came (the original agent sent msg.id back): a number
-        // stays a number.
+        // Echoed as it came, whatever its type (the original agent sent
+        // msg.id back): a number stays a number, null stays null.
         r.ping_id = json::write(*id);
+        if (r.ping_id.size() > 4096) {
+            r.error = "ping \"id\" is " + std::to_string(r.ping_id.size()) +
+                      " bytes of JSON; at most 4096 are echoed";
+            r.ping_id.clear();
+            return r;
+        }
+        r.kind = RequestKind::Ping;
         r.reply_key = ping_reply_key(c, self.uuid);
         return r;
     }

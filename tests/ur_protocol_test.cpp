@@ -129,6 +129,18 @@ TEST_CASE("ping and broadcast") {
     CHECK(v.find("req_id")->as_int() == 5);
     Request bad = parse_request(node(), "ur.ping." + U, R"({"client_id":"a.b","id":"42"})");
     CHECK(bad.kind == RequestKind::Ignored);
+    // Any id is echoed as it came (the original sent msg.id back), up to 4096 bytes of it.
+    for (const char* id : {"null", "true", R"({"a":[1,"b"]})", "[]", "1.5"}) {
+        CAPTURE(id);
+        Request any = parse_request(node(), "ur.ping." + U, std::string(R"({"client_id":"c","id":)") + id + "}");
+        REQUIRE(any.kind == RequestKind::Ping);
+        CHECK(any.ping_id == id);
+    }
+    Request huge = parse_request(node(), "ur.ping." + U,
+                                 R"({"client_id":"c","id":")" + std::string(5000, 'x') + "\"}");
+    CHECK(huge.kind == RequestKind::Ignored);
+    CHECK(huge.error == "ping \"id\" is 5002 bytes of JSON; at most 4096 are echoed");
+    CHECK(parse_request(node(), "ur.ping." + U, R"({"client_id":"c"})").kind == RequestKind::Ignored);
     Request b = parse_request(node(), "ur.broadcast.sysinfo.77", "{}");
     REQUIRE(b.kind == RequestKind::Broadcast);
     CHECK(b.reply_key == "ur.execute-reply." + U + ".77");
