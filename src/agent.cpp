@@ -224,7 +224,7 @@ uint64_t Agent::next_deadline() const {
     at(sysinfo_retry_at_);
     at(sysinfo_next_at_);
     if (reboot_pending_) at(reboot_at_);
-    at(nack_retry_at_);
+    at(outbox_.next_retry());
     if (!queued_.empty() && cfg_.max_queue_wait_s)
         at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
     if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
@@ -305,7 +305,6 @@ void Agent::loop_once() {
     }
     if (sysinfo_next_at_ && now >= sysinfo_next_at_) send_sysinfo_heartbeat(now);
     if (reboot_pending_ && now >= reboot_at_) reboot(now);
-    if (nack_retry_at_ && now >= nack_retry_at_) nack_retry_at_ = 0;
 
     start_queued(now);
     expire_queued(now);
@@ -512,10 +511,13 @@ void Agent::handle_events(uint64_t now) {
             break;
         case amqp::EventKind::Nacked:
             if (ev.channel == pub_ch_) {
-                log::warn("the broker refused a message; it will be sent again",
-                          {{"seq", json::Value(int64_t(ev.delivery_tag))}});
-                outbox_.nack(ev.delivery_tag, ev.multiple);
-                nack_retry_at_ = now + 1000;
+                log::warn("the broker refused a message (a queue bound to its key full, with "
+                          "overflow reject-publish?); sending it again with backoff",
+                          {{"seq", json::Value(int64_t(ev.delivery_tag))},
+                           {"multiple", json::Value(ev.multiple)}});
+                for (OutMessage& m : outbox_.nack(ev.delivery_tag, ev.multiple, now))
+                    give_up(m, "the broker refused it " + std::to_string(m.refusals) + " times",
+                            now);
             }
             break;
         case amqp::EventKind::Returned:
@@ -943,12 +945,20 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
 }
 
 void Agent::publish_outbox(uint64_t now) {
-    (void)now;
-    if (!conn_ || !pub_ready_ || blocked_ || nack_retry_at_) return;
-    for (Outbox::Ref m : outbox_.unpublished()) {
+    if (!conn_ || !pub_ready_ || blocked_) return;
+    for (Outbox::Ref m : outbox_.unpublished(now)) {
         if (!outbox_.may_publish()) break;  // the rest waits for confirms
-        if (broker_max_message_ && m->body.size() > broker_max_message_)
+        if (broker_max_message_ && m->body.size() > broker_max_message_) {
+            if (!m->cuttable) {
+                // Sysinfo, a start-up announcement: not a reply whose
+                // output can go, and never sendable as it is.
+                give_up(outbox_.take(m), "it is larger than the broker takes (" +
+                                             std::to_string(broker_max_message_) + " bytes)",
+                        now);
+                continue;
+            }
             outbox_.replace_body(m, cut_reply(*m, broker_max_message_, FitReason::BrokerMax));
+        }
         uint64_t seq = conn_->basic_publish(pub_ch_, "amq.topic", m->routing_key,
                                             json_properties(), m->body.shared());
         if (log::enabled(log::Level::Debug))  // spares building the fields per reply
@@ -970,6 +980,16 @@ std::string Agent::cut_reply(const OutMessage& m, uint64_t limit, FitReason why)
                {"now_bytes", json::Value(int64_t(fit.size()))},
                {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
     return fit;
+}
+
+// A message that will not be sent (again): said at error, and its reply
+// no longer owed (the journal entry goes; a reboot waiting for it runs).
+void Agent::give_up(const OutMessage& m, const std::string& why, uint64_t now) {
+    log::error("message given up, not sent again: " + why,
+               {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
+                {"bytes", json::Value(int64_t(m.body.size()))}});
+    journal_.remove(m.journal_key);
+    if (m.reboot_after && reboot_pending_) reboot(now);
 }
 
 void Agent::on_confirmed(std::vector<OutMessage> done, uint64_t now) {

@@ -100,6 +100,7 @@ private:
     void enqueue(OutMessage m, uint64_t now);
     std::string cut_reply(const OutMessage& m, uint64_t limit, FitReason why);
     void publish_outbox(uint64_t now);
+    void give_up(const OutMessage& m, const std::string& why, uint64_t now);
     void on_confirmed(std::vector<OutMessage> done, uint64_t now);
     // Sysinfo
     void want_sysinfo(SysinfoWaiter w, uint64_t now);
@@ -181,7 +182,6 @@ private:
     bool reboot_pending_ = false;
     uint64_t reboot_at_ = 0;            // grace deadline
     bool rebooted_ = false;
-    uint64_t nack_retry_at_ = 0;
 
     // Shutdown
     bool stopping_ = false;

@@ -28,9 +28,10 @@ void Outbox::cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut) {
             replace_body(it, cut(*it, min_cut));
 }
 
-OutMessage Outbox::take(List::iterator it) {
+OutMessage Outbox::take(Ref it) {
     if (it->seq != 0) by_seq_.erase(it->seq);
     else unpublished_bytes_ -= it->body.size();
+    if (it->seq == 0 && it->retry_at != 0) --retrying_;
     bytes_ -= it->body.size();
     OutMessage m = std::move(*it);
     messages_.erase(it);
@@ -45,18 +46,30 @@ void Outbox::replace_body(Ref m, std::string body) {
     if (m->seq == 0) unpublished_bytes_ += m->body.size();
 }
 
-std::vector<Outbox::Ref> Outbox::unpublished() {
+std::vector<Outbox::Ref> Outbox::unpublished(uint64_t now_ms) {
     std::vector<Ref> out;
     size_t n = messages_.size() - by_seq_.size();  // a message has a seq iff it is in by_seq_
     if (n == 0) return out;
     out.reserve(n);
     for (auto it = messages_.begin(); it != messages_.end(); ++it)
-        if (it->seq == 0) out.push_back(it);
+        if (it->seq == 0 && it->retry_at <= now_ms) out.push_back(it);
     return out;
+}
+
+uint64_t Outbox::next_retry() const {
+    if (retrying_ == 0) return 0;
+    uint64_t next = 0;
+    for (const auto& m : messages_)
+        if (m.seq == 0 && m.retry_at != 0 && (next == 0 || m.retry_at < next)) next = m.retry_at;
+    return next;
 }
 
 void Outbox::mark_published(Ref m, uint64_t seq) {
     if (m->seq != 0 || seq == 0) return;
+    if (m->retry_at != 0) {
+        m->retry_at = 0;
+        --retrying_;
+    }
     m->seq = seq;
     by_seq_[seq] = m;
     unpublished_bytes_ -= m->body.size();
@@ -81,18 +94,28 @@ std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
     return done;
 }
 
-void Outbox::nack(uint64_t seq, bool multiple) {
+std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_ms) {
+    std::vector<OutMessage> given_up;
     auto end = multiple ? by_seq_.upper_bound(seq) : by_seq_.find(seq);
     auto begin = multiple ? by_seq_.begin() : end;
     if (!multiple) {
-        if (end == by_seq_.end()) return;
+        if (end == by_seq_.end()) return given_up;
         ++end;
     }
-    for (auto i = begin; i != end; ++i) {
-        i->second->seq = 0;
-        unpublished_bytes_ += i->second->body.size();
-    }
+    std::vector<List::iterator> its;
+    for (auto i = begin; i != end; ++i) its.push_back(i->second);
     by_seq_.erase(begin, end);
+    for (auto it : its) {
+        it->seq = 0;
+        unpublished_bytes_ += it->body.size();
+        if (!it->keep || ++it->refusals > kMaxRefusals) {
+            given_up.push_back(take(it));
+            continue;
+        }
+        it->retry_at = now_ms + (kRefusalRetryMs << (it->refusals - 1));
+        ++retrying_;
+    }
+    return given_up;
 }
 
 void Outbox::connection_lost() {

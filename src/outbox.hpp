@@ -50,6 +50,8 @@ struct OutMessage {
     bool reboot_after = false;
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
+    unsigned refusals = 0;    // broker nacks so far
+    uint64_t retry_at = 0;    // refused: not published again before this (ms)
 };
 
 class Outbox {
@@ -81,8 +83,9 @@ public:
     // message may always be in flight.
     bool may_publish() const { return bytes_ - unpublished_bytes_ < max_bytes_; }
 
-    // Unpublished messages, oldest first (none: no scan).
-    std::vector<Ref> unpublished();
+    // Unpublished messages, oldest first (none: no scan), except refused
+    // ones whose retry_at is after now_ms.
+    std::vector<Ref> unpublished(uint64_t now_ms);
     void mark_published(Ref m, uint64_t seq);
     // Gives an unpublished message a new body (kept in the byte count).
     void replace_body(Ref m, std::string body);
@@ -90,8 +93,17 @@ public:
     // A broker confirm (basic.ack) for `seq` (and all before it when
     // `multiple`): removes and returns the covered messages.
     std::vector<OutMessage> confirm(uint64_t seq, bool multiple);
-    // A broker basic.nack: the covered messages become unpublished again.
-    void nack(uint64_t seq, bool multiple);
+    // A broker basic.nack for `seq` (and all before it when `multiple`):
+    // some queue refused the message (a full one with overflow
+    // reject-publish, say) while others may have taken it, so sending it
+    // again duplicates it there.  A kept message is sent again after 1, 2
+    // and 4 s; at its fourth refusal, or at its first for an ephemeral
+    // one, it is removed and returned, given up.
+    static constexpr unsigned kMaxRefusals = 3;
+    static constexpr uint64_t kRefusalRetryMs = 1000;
+    std::vector<OutMessage> nack(uint64_t seq, bool multiple, uint64_t now_ms);
+    // The earliest retry_at of a refused message waiting for it; 0 if none.
+    uint64_t next_retry() const;
     // The channel or connection is gone: kept messages become unpublished,
     // ephemeral ones are removed.
     void connection_lost();
@@ -104,14 +116,16 @@ public:
     // True when a message that must survive reconnects is still queued.
     bool has_kept() const;
 
-private:
     // Removes the message at `it` (its bytes and sequence number too) and
     // returns it.
-    OutMessage take(List::iterator it);
+    OutMessage take(Ref it);
+
+private:
 
     uint64_t max_bytes_;
     uint64_t bytes_ = 0;
     uint64_t unpublished_bytes_ = 0;            // of the messages with seq == 0
+    size_t retrying_ = 0;                       // unpublished with retry_at != 0
     List messages_;                             // oldest first
     std::map<uint64_t, List::iterator> by_seq_;  // published, awaiting confirm
 };

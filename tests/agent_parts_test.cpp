@@ -215,32 +215,34 @@ static OutMessage msg(const char* key, size_t size, bool keep = true) {
     return m;
 }
 
+constexpr uint64_t kAnyTime = UINT64_MAX;  // unpublished(): refused ones' retry times passed
+
 TEST_CASE("outbox: publish, confirm, reconnect, bound") {
     Outbox box(100);
     std::vector<OutMessage> dropped;
     box.push(msg("a", 10), dropped);
     box.push(msg("b", 10), dropped);
     box.push(msg("p", 10, false), dropped);
-    auto un = box.unpublished();
+    auto un = box.unpublished(kAnyTime);
     REQUIRE(un.size() == 3);
     box.mark_published(un[0], 1);
     box.mark_published(un[1], 2);
     box.mark_published(un[2], 3);
-    CHECK(box.unpublished().empty());
+    CHECK(box.unpublished(kAnyTime).empty());
     auto done = box.confirm(1, false);
     REQUIRE(done.size() == 1);
     CHECK(done[0].routing_key == "a");
     CHECK(box.bytes() == 20);
     box.connection_lost();  // b is kept, p (ephemeral) is dropped
-    un = box.unpublished();
+    un = box.unpublished(kAnyTime);
     REQUIRE(un.size() == 1);
     CHECK(un[0]->routing_key == "b");
     box.mark_published(un[0], 1);
-    box.nack(1, false);
-    CHECK(box.unpublished().size() == 1);
-    box.mark_published(box.unpublished()[0], 2);
+    box.nack(1, false, 0);
+    CHECK(box.unpublished(kAnyTime).size() == 1);
+    box.mark_published(box.unpublished(kAnyTime)[0], 2);
     box.push(msg("c", 10), dropped);
-    box.mark_published(box.unpublished()[0], 3);
+    box.mark_published(box.unpublished(kAnyTime)[0], 3);
     done = box.confirm(3, true);
     CHECK(done.size() == 2);
     CHECK(box.empty());
@@ -252,12 +254,68 @@ TEST_CASE("outbox: publish, confirm, reconnect, bound") {
     CHECK(box.room() == 0);
 }
 
+TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given up") {
+    // A nack means some queue refused it (full, overflow reject-publish)
+    // while others may have taken it: every retry duplicates it there, so
+    // retries back off and end.  A nack once made it publish again every
+    // second, forever.
+    Outbox box(1000);
+    std::vector<OutMessage> dropped;
+    box.push(msg("r", 10), dropped);
+    box.push(msg("other", 10), dropped);
+    box.push(msg("ping", 10, false), dropped);
+    uint64_t seq = 0, t = 5000;
+    for (auto m : box.unpublished(t)) box.mark_published(m, ++seq);
+    // r and the ephemeral ping are refused: the ping is given up at once.
+    auto gone = box.nack(3, false, t);
+    REQUIRE(gone.size() == 1);
+    CHECK(gone[0].routing_key == "ping");
+    CHECK(box.nack(1, false, t).empty());
+    CHECK(box.unpublished(t).empty());  // not before its retry time
+    CHECK(box.next_retry() == t + 1000);
+    CHECK(box.unpublished_bytes() == 10);
+    for (uint64_t wait : {1000, 2000, 4000}) {
+        CAPTURE(wait);
+        CHECK(box.next_retry() == t + wait);
+        CHECK(box.unpublished(t + wait - 1).empty());
+        auto un = box.unpublished(t + wait);
+        REQUIRE(un.size() == 1);
+        CHECK(un[0]->routing_key == "r");
+        box.mark_published(un[0], ++seq);
+        CHECK(box.next_retry() == 0);
+        t += wait;
+        gone = box.nack(seq, false, t);
+        if (wait < 4000) CHECK(gone.empty());
+    }
+    REQUIRE(gone.size() == 1);  // the fourth refusal
+    CHECK(gone[0].routing_key == "r");
+    CHECK(gone[0].refusals == 4);
+    CHECK(box.next_retry() == 0);
+    CHECK(box.size() == 1);  // "other", in flight, untouched
+    CHECK(box.unpublished_bytes() == 0);
+    CHECK(box.confirm(2, false).size() == 1);
+    CHECK(box.empty());
+    CHECK(box.bytes() == 0);
+    // A refused message waiting for its retry still counts and can be
+    // dropped by the bound; the retry count goes with it.
+    Outbox small(20);
+    small.push(msg("x", 10), dropped);
+    small.mark_published(small.unpublished(0)[0], 1);
+    CHECK(small.nack(1, false, 0).empty());
+    CHECK(small.next_retry() == 1000);
+    dropped.clear();
+    small.push(msg("y", 15), dropped);
+    REQUIRE(dropped.size() == 1);
+    CHECK(dropped[0].routing_key == "x");
+    CHECK(small.next_retry() == 0);
+}
+
 TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight or the new one") {
     Outbox box(100);
     std::vector<OutMessage> dropped;
     for (int i = 0; i < 8; ++i) box.push(msg(("p" + std::to_string(i)).c_str(), 10), dropped);
     uint64_t seq = 0;
-    for (auto m : box.unpublished()) box.mark_published(m, ++seq);
+    for (auto m : box.unpublished(kAnyTime)) box.mark_published(m, ++seq);
     // In flight (a burst of replies the broker has yet to confirm) leaves
     // the room whole: connected, no reply is cut or dropped for it.
     CHECK(box.room() == 100);
@@ -276,32 +334,32 @@ TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight 
     CHECK(dropped[10].routing_key == "u11");
     CHECK(box.unpublished_bytes() == 150);
     CHECK(box.in_flight() == 8);
-    auto un = box.unpublished();
+    auto un = box.unpublished(kAnyTime);
     REQUIRE(un.size() == 1);
     CHECK(un[0]->routing_key == "u12");
     CHECK(box.confirm(8, true).size() == 8);
     CHECK(box.bytes() == 150);
     // A lost connection makes what was in flight count again, and the next
     // push makes room from the oldest.
-    box.mark_published(box.unpublished()[0], 9);
+    box.mark_published(box.unpublished(kAnyTime)[0], 9);
     CHECK(box.unpublished_bytes() == 0);
     box.push(msg("u13", 40), dropped);
     box.connection_lost();
-    CHECK(box.unpublished().size() == 2);
+    CHECK(box.unpublished(kAnyTime).size() == 2);
     CHECK(box.unpublished_bytes() == 190);
     box.push(msg("u14", 20), dropped);
     REQUIRE(dropped.size() == 12);
     CHECK(dropped[11].routing_key == "u12");
     CHECK(dropped[11].body.size() == 150);
-    CHECK(box.unpublished().size() == 2);
+    CHECK(box.unpublished(kAnyTime).size() == 2);
     CHECK(box.unpublished_bytes() == 60);
     CHECK(box.bytes() == 60);
     // A nack counts its messages again; replace_body keeps the count.
-    for (auto m : box.unpublished()) box.mark_published(m, ++seq);
+    for (auto m : box.unpublished(kAnyTime)) box.mark_published(m, ++seq);
     CHECK(box.unpublished_bytes() == 0);
-    box.nack(seq, false);
+    box.nack(seq, false, 0);
     CHECK(box.unpublished_bytes() == 20);
-    box.replace_body(box.unpublished()[0], std::string(5, 'y'));
+    box.replace_body(box.unpublished(kAnyTime)[0], std::string(5, 'y'));
     CHECK(box.unpublished_bytes() == 5);
     CHECK(box.bytes() == 45);
 }
@@ -336,7 +394,7 @@ TEST_CASE("outbox: past the bound replies are cut (new one first, then the oldes
     CHECK(dropped.empty());
     // In flight is not cut: only unpublished replies give up bytes.
     uint64_t seq = 0;
-    for (auto m : box.unpublished()) box.mark_published(m, ++seq);
+    for (auto m : box.unpublished(kAnyTime)) box.mark_published(m, ++seq);
     add(reply("r5", 2000));  // alone over the bound: cut to the whole room
     CHECK(cuts.back() == "r5@1000");
     CHECK(box.unpublished_bytes() == 1000);
@@ -359,7 +417,7 @@ TEST_CASE("outbox: in flight is held to the bound (a broker that withholds confi
     std::vector<OutMessage> dropped;
     uint64_t seq = 0;
     auto publish_all = [&] {
-        for (auto m : box.unpublished()) {
+        for (auto m : box.unpublished(kAnyTime)) {
             if (!box.may_publish()) break;
             box.mark_published(m, ++seq);
         }
@@ -387,19 +445,19 @@ TEST_CASE("outbox: publishing many is linear, and the unpublished count stays ex
     Outbox box(uint64_t(n) * 10);
     std::vector<OutMessage> dropped;
     for (int i = 0; i < n; ++i) box.push(msg("m", 10), dropped);
-    auto un = box.unpublished();
+    auto un = box.unpublished(kAnyTime);
     REQUIRE(un.size() == size_t(n));
     uint64_t seq = 0;
     for (auto m : un) box.mark_published(m, ++seq);
-    CHECK(box.unpublished().empty());
+    CHECK(box.unpublished(kAnyTime).empty());
     CHECK(box.in_flight() == size_t(n));
-    box.nack(10, true);  // 1..10 back to unpublished
-    CHECK(box.unpublished().size() == 10);
-    box.mark_published(box.unpublished()[0], ++seq);
-    box.mark_published(box.unpublished()[0], 0);  // no sequence number: stays unpublished
-    CHECK(box.unpublished().size() == 9);
+    box.nack(10, true, 0);  // 1..10 back to unpublished
+    CHECK(box.unpublished(kAnyTime).size() == 10);
+    box.mark_published(box.unpublished(kAnyTime)[0], ++seq);
+    box.mark_published(box.unpublished(kAnyTime)[0], 0);  // no sequence number: stays unpublished
+    CHECK(box.unpublished(kAnyTime).size() == 9);
     CHECK(box.confirm(seq, true).size() == size_t(n) - 9);
-    CHECK(box.unpublished().size() == 9);
+    CHECK(box.unpublished(kAnyTime).size() == 9);
     CHECK(dropped.empty());
 }
 

@@ -366,6 +366,64 @@ class Outage(AgentTestCase):
         self.prove_served(a, c, "a refused reply")
         self.assertLessEqual(a.count_log("closed the publishing channel"), 2)
 
+    def test_a_reply_the_broker_keeps_refusing_is_retried_with_backoff_then_given_up(self):
+        # A queue bound to every reply (a dead consumer's), full, with
+        # overflow reject-publish: RabbitMQ nacks each reply, yet delivers
+        # it to the requester's queue.  The agent published it again every
+        # second, forever: a duplicate a second for each requester, and
+        # queues growing until a memory alarm.  Now: 1, 2, 4 s, given up.
+        a, c = self.agent()
+        stale = "ur-integ-stale-" + random_token()
+        policy = "ur-integ-" + random_token()
+        c._with_conn(lambda ch: ch.queue_declare(stale, durable=False, auto_delete=False))
+        self.addCleanup(lambda: c._with_conn(lambda ch: ch.queue_delete(stale), timeout=5))
+        c._with_conn(lambda ch: ch.queue_bind(stale, "amq.topic",
+                                              "ur.execute-reply.%s.*" % a.uuid))
+        rabbitmqctl("set_policy", policy, "^%s$" % stale,
+                    '{"max-length":1,"overflow":"reject-publish"}', "--apply-to", "queues")
+        self.addCleanup(rabbitmqctl, "clear_policy", policy, check=False)
+        c.publish("ur.execute-reply.%s.filler" % a.uuid, {"fill": 1})  # now full
+        c.reply("filler")
+        req = c.send("#!/bin/sh\necho refused\n")
+        self.assertEqual(c.reply(req).get("stdout"), "refused\n")
+        a.wait_log(lambda rec: "given up" in rec.get("msg", "") and rec.get("req_id") == req,
+                   timeout=20, what="the reply given up")
+        time.sleep(2)
+        copies = c.count("ur.execute-reply.%s.%s" % (a.uuid, req))
+        self.assertLessEqual(copies, 3, "copies after the first: %d" % copies)  # + the first: 4
+        time.sleep(3)
+        self.assertEqual(c.count("ur.execute-reply.%s.%s" % (a.uuid, req)), copies,
+                         "still sent after it was given up")
+        self.prove_served(a, c, "a refused reply")
+
+    def test_sysinfo_over_the_broker_max_message_size_is_not_sent_as_an_error_reply(self):
+        # Only an execute reply's output can be cut; a sysinfo (heartbeat,
+        # start-up, discover answer) over the limit became an execute-reply
+        # error body under ur.sysinfo.* and ur.startup.*.  Now it is given
+        # up, logged.
+        limit = 4096
+        self.addCleanup(rabbitmqctl, "eval",
+                        "application:set_env(rabbit, max_message_size, 134217728).",
+                        check=False)
+        rabbitmqctl("eval", "application:set_env(rabbit, max_message_size, %d)." % limit)
+        a = self.new_agent(args=["--broker", "127.0.0.1:%s" % RABBITMQ_PORT,
+                                 "--sysinfo-interval", "1"])
+        info = dict(a.sysinfo, Padding="p" * 8000)
+        a.write_sysinfo(info)
+        c = DurableClient(RABBITMQ_PORT, a.uuid)
+        self.addCleanup(c.delete)
+        a.start()
+        a.wait_log(lambda rec: "given up" in rec.get("msg", "") and
+                   rec.get("routing_key", "").startswith("ur.sysinfo."),
+                   timeout=30, what="a sysinfo heartbeat given up")
+        r = c.reply(c.send("#!/bin/sh\necho small\n"))
+        self.assertEqual(r.get("stdout"), "small\n")
+        time.sleep(1.5)
+        c.count("")
+        for key, _, body in c.buffer:
+            self.assertFalse(key.startswith(("ur.sysinfo.", "ur.startup.")),
+                             "%s sent: %s" % (key, body[:200]))
+
 class Cluster(AgentTestCase):
     """Two extra RabbitMQ nodes of this test's own, clustered on loopback;
     the shared test node is not touched."""
