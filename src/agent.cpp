@@ -527,15 +527,24 @@ void Agent::handle_events(uint64_t now) {
         case amqp::EventKind::ServerCancel:
             log::warn("the broker cancelled our consumer (queue deleted?); setting it up again",
                       {{"consumer_tag", field(ev.consumer_tag)}});
-            if (ev.channel == cons_ch_ && conn_) {
-                // Start over on a fresh channel: closing this one requeues
-                // what it delivered and not yet acked.
+            if (ev.channel == cons_ch_ && conn_ && ev.consumer_tag == kPingTag) {
+                // Only the ping queue went.  Closing the channel would take
+                // the request consumer with it, and with it the auto-delete
+                // request queue and every request waiting there: set the
+                // ping queue up again on the same channel.
+                std::string pq = ping_queue_name(id_);
+                conn_->queue_declare(cons_ch_, pq, false, false, false, true);
+                for (const auto& key : ping_bindings(id_)) conn_->queue_bind(cons_ch_, pq, "amq.topic", key);
+                conn_->basic_consume(cons_ch_, pq, kPingTag, false, false);
+            } else if (ev.channel == cons_ch_ && conn_) {
+                // Start over on a fresh channel: the request queue is gone,
+                // and with it what it held.
                 flush_acks();
                 conn_->close_channel(cons_ch_);
                 cons_ch_ = 0;
                 ++channel_gen_;
-                answer_queued("the broker cancelled the request consumer (queue deleted?) "
-                              "before it started", now);
+                answer_queued("the broker cancelled the request consumer (request queue "
+                              "deleted?) before it started", now);
                 consuming_ = false;
                 consume_oks_ = 0;
                 consumer_retry_at_ = now + 200;

@@ -263,10 +263,30 @@ class Resilience(FakeBrokerTestCase):
             b.cmd("delete-queue " + self.request_queue(a))
         self.channel_fault(fault, "request queue deleted")
 
-    def test_delete_ping_queue(self):
-        def fault(b, a):
-            b.cmd("delete-queue ur.ping." + a.uuid)
-        self.channel_fault(fault, "ping queue deleted")
+    def test_delete_ping_queue_keeps_the_requests_waiting(self):
+        # Only the ping consumer is cancelled.  The agent used to close the
+        # channel both consumers share: the auto-delete request queue went
+        # with it, and every request waiting there was lost.  Now the ping
+        # queue is set up again on the same channel.
+        b, a = self.up(args=("--max-concurrency", "1"))
+        serving0 = a.count_log("serving requests")
+        req, release, _ = self.start_held(b, a)
+        waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i) for i in range(3)]
+        wait_until(lambda: "ready=2 unacked=1" in b.cmd("queue " + self.request_queue(a)),
+                   what="one request delivered and waiting, two in the queue")
+        t0 = time.time()
+        b.cmd("delete-queue ur.ping." + a.uuid)
+        b.cmd("wait-consumers ur.ping.%s 1 10" % a.uuid)
+        report("ping queue deleted: consuming it again", time.time() - t0)
+        b.cmd("publish amq.topic ur.ping.%s %s" % (a.uuid, json.dumps({"client_id": "t", "id": "p1"})))
+        self.assertTrue(b.wait_count("ur.ackt.%s" % a.uuid, 1).startswith("ok"))
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        for i, w in enumerate(waiting):
+            r = self.reply(b, a, w)
+            self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "waited %d\n" % i), r)
+        self.assertEqual(a.count_log("serving requests"), serving0)
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
 
     def test_lock_queue_405_then_unlock(self):
         def fault(b, a):
