@@ -36,6 +36,7 @@ const char kRequestTag[] = "ur-request";
 const char kPingTag[] = "ur-ping";
 const char kSysinfoJob[] = ".sysinfo";  // internal job ids start with '.', which
 const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) cannot
+const uint64_t kBroadcastReplyDelayMs = 100;  // see answer_broadcast()
 const uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
 const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
 const uint64_t kCloseGraceMs = 5000;
@@ -159,6 +160,10 @@ bool Agent::setup(std::string& error) {
     if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST)
         log::error("cannot create the state directory; running without it",
                    {{"dir", cfg_.state_dir}, {"error", std::strerror(errno)}});
+    if (!lock_state_dir()) {
+        done_ = true;  // SIGTERM while waiting for the lock
+        return true;
+    }
     if (std::string werr; !sup_.init(werr))
         log::error("no usable script directory; script requests fail until it can be made",
                    {{"work_dir", cfg_.work_dir}, {"error", werr}});
@@ -168,12 +173,64 @@ bool Agent::setup(std::string& error) {
     return true;
 }
 
+// One agent per state directory.  A second one (started while the first
+// lingers, or by hand) would answer the first's running requests from the
+// journal as "agent restarted", then the first would answer them too, and
+// it would clear the first's script files.  It waits for the first to
+// exit instead; SIGTERM or SIGINT end the wait (false).  A lock that
+// cannot be had for another reason (a read-only directory, no locks on
+// NFS) is logged and done without.
+bool Agent::lock_state_dir() {
+    std::string path = cfg_.state_dir + "/.ur-agent.lock";
+    lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (lock_fd_ < 0) {
+        log::error("cannot open the state directory's lock file; running without it",
+                   {{"file", path}, {"error", std::strerror(errno)}});
+        return true;
+    }
+    bool said = false;
+    for (;;) {
+        struct flock fl;
+        std::memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        if (fcntl(lock_fd_, F_SETLK, &fl) == 0) {
+            if (said) log::info("the other ur-agent is gone; starting", {{"dir", cfg_.state_dir}});
+            return true;
+        }
+        if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
+            log::error("cannot lock the state directory; running without the lock",
+                       {{"file", path}, {"error", std::strerror(errno)}});
+            return true;
+        }
+        if (!said) {
+            said = true;
+            struct flock who = fl;
+            int64_t pid = fcntl(lock_fd_, F_GETLK, &who) == 0 && who.l_type != F_UNLCK
+                              ? int64_t(who.l_pid) : 0;
+            log::warn("another ur-agent uses this state directory; waiting for it to exit",
+                      {{"dir", cfg_.state_dir}, {"pid", json::Value(pid)}});
+        }
+        pollfd p{sig_pipe_[0], POLLIN, 0};
+        if (poll(&p, 1, 500) > 0) {
+            char buf[64];
+            ssize_t n = read(sig_pipe_[0], buf, sizeof buf);
+            for (ssize_t i = 0; i < n; ++i)
+                if (buf[i] == 'T') return false;
+        }
+    }
+}
+
 int Agent::run() {
     memory::tune();
     std::string error;
     if (!setup(error)) {
         log::fatal("cannot start: " + error);
         return 1;
+    }
+    if (done_) {
+        log::info("ur-agent stopped before it started");
+        return 0;
     }
     uint64_t now = monotonic_ms();
     log::info("ur-agent starting", {{"version", UR_VERSION},
@@ -224,7 +281,7 @@ uint64_t Agent::next_deadline() const {
     at(sysinfo_retry_at_);
     at(sysinfo_next_at_);
     if (reboot_pending_) at(reboot_at_);
-    at(outbox_.next_retry());
+    at(outbox_.next_due());
     if (!queued_.empty() && cfg_.max_queue_wait_s)
         at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
     if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
@@ -443,7 +500,10 @@ void Agent::read_socket(uint64_t now) {
     }
 }
 
-void Agent::write_socket(uint64_t now) {
+// Writes what the connection has queued.  A write error takes the link
+// down, unless down_on_error is false: flushing the close-ok to a broker
+// that closed, the caller takes it down with the real reason.
+void Agent::write_socket(uint64_t now, bool down_on_error) {
     // Up to 16 pieces a call (the least IOV_MAX POSIX allows): a big reply
     // goes out as frame headers between slices of its body, 8 frames a call.
     constexpr size_t kPieces = 16;
@@ -457,7 +517,7 @@ void Agent::write_socket(uint64_t now) {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n < 0) {
-            link_down(std::string("write: ") + std::strerror(errno), now);
+            if (down_on_error) link_down(std::string("write: ") + std::strerror(errno), now);
             return;
         }
         conn_->consume_output(size_t(n));
@@ -616,7 +676,7 @@ void Agent::handle_events(uint64_t now) {
             }
             if (ev.code) why += " (" + std::to_string(ev.code) + " " + ev.text + ")";
             else if (!ev.text.empty()) why += " (" + ev.text + ")";
-            write_socket(now);  // flush close / close-ok
+            write_socket(now, false);  // flush close / close-ok, best effort
             if (ev.close_reason == amqp::CloseReason::ClosedByUs) done_ = stopping_;
             link_down(why, now);
             return;
@@ -712,7 +772,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     }
     case RequestKind::Broadcast:
         log::info("sysinfo broadcast", {{"req_id", field(req.req_id)}});
-        want_sysinfo({SysinfoWaiter::Why::Broadcast, req.reply_key, req.req_id}, now);
+        want_sysinfo({SysinfoWaiter::Why::Broadcast, req.reply_key, req.req_id, now}, now);
         ack();
         return;
     case RequestKind::Execute:
@@ -1099,12 +1159,19 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     }
 }
 
+// A sysinfo broadcast is answered kBroadcastReplyDelayMs after it arrived
+// at the earliest.  urclient (so sdc-oneachnode) binds its reply queue and
+// publishes its discover on different channels without waiting for
+// bind-ok: an answer faster than the binds is unroutable and lost, and the
+// node missing from the discover (seen in 1 of ~20 runs of a discover
+// right after connecting, answered in ~1 ms).
 void Agent::answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now) {
     OutMessage m;
     m.routing_key = w.reply_key;
     m.req_id = w.req_id;
     m.body = body;
     m.keep = false;
+    m.not_before = w.received_ms + kBroadcastReplyDelayMs;
     enqueue(std::move(m), now);
 }
 

@@ -67,10 +67,12 @@ private:
     struct SysinfoWaiter {
         enum class Why { Boot, Heartbeat, Broadcast } why;
         std::string reply_key, req_id;
+        uint64_t received_ms = 0;  // Broadcast: when it arrived
     };
 
     // Set-up
     bool setup(std::string& error);
+    bool lock_state_dir();
     void install_signals();
     // The loop
     void loop_once();
@@ -82,7 +84,7 @@ private:
     void link_down(const std::string& why, uint64_t now);
     uint64_t max_body_size() const;
     void read_socket(uint64_t now);
-    void write_socket(uint64_t now);
+    void write_socket(uint64_t now, bool down_on_error = true);
     void handle_events(uint64_t now);
     void setup_consumer(uint64_t now);
     void on_consuming(uint64_t now);
@@ -125,6 +127,7 @@ private:
 
     // Self-pipe for signals
     int sig_pipe_[2] = {-1, -1};
+    int lock_fd_ = -1;  // STATE-DIR/.ur-agent.lock, write-locked while we run
 
     // Broker link
     Link link_ = Link::Down;

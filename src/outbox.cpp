@@ -6,6 +6,7 @@ namespace ur {
 
 void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     m.seq = 0;
+    if (m.not_before != 0) ++waiting_;
     bytes_ += m.body.size();
     unpublished_bytes_ += m.body.size();
     messages_.push_back(std::move(m));
@@ -31,7 +32,7 @@ void Outbox::cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut) {
 OutMessage Outbox::take(Ref it) {
     if (it->seq != 0) by_seq_.erase(it->seq);
     else unpublished_bytes_ -= it->body.size();
-    if (it->seq == 0 && it->retry_at != 0) --retrying_;
+    if (it->seq == 0 && it->not_before != 0) --waiting_;
     bytes_ -= it->body.size();
     OutMessage m = std::move(*it);
     messages_.erase(it);
@@ -52,23 +53,23 @@ std::vector<Outbox::Ref> Outbox::unpublished(uint64_t now_ms) {
     if (n == 0) return out;
     out.reserve(n);
     for (auto it = messages_.begin(); it != messages_.end(); ++it)
-        if (it->seq == 0 && it->retry_at <= now_ms) out.push_back(it);
+        if (it->seq == 0 && it->not_before <= now_ms) out.push_back(it);
     return out;
 }
 
-uint64_t Outbox::next_retry() const {
-    if (retrying_ == 0) return 0;
+uint64_t Outbox::next_due() const {
+    if (waiting_ == 0) return 0;
     uint64_t next = 0;
     for (const auto& m : messages_)
-        if (m.seq == 0 && m.retry_at != 0 && (next == 0 || m.retry_at < next)) next = m.retry_at;
+        if (m.seq == 0 && m.not_before != 0 && (next == 0 || m.not_before < next)) next = m.not_before;
     return next;
 }
 
 void Outbox::mark_published(Ref m, uint64_t seq) {
     if (m->seq != 0 || seq == 0) return;
-    if (m->retry_at != 0) {
-        m->retry_at = 0;
-        --retrying_;
+    if (m->not_before != 0) {
+        m->not_before = 0;
+        --waiting_;
     }
     m->seq = seq;
     by_seq_[seq] = m;
@@ -112,8 +113,8 @@ std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_m
             given_up.push_back(take(it));
             continue;
         }
-        it->retry_at = now_ms + (kRefusalRetryMs << (it->refusals - 1));
-        ++retrying_;
+        it->not_before = now_ms + (kRefusalRetryMs << (it->refusals - 1));
+        ++waiting_;
     }
     return given_up;
 }

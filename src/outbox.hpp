@@ -51,7 +51,7 @@ struct OutMessage {
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
     unsigned refusals = 0;    // broker nacks so far
-    uint64_t retry_at = 0;    // refused: not published again before this (ms)
+    uint64_t not_before = 0;  // not published before this (ms): a refused one's retry, a delay
 };
 
 class Outbox {
@@ -83,8 +83,8 @@ public:
     // message may always be in flight.
     bool may_publish() const { return bytes_ - unpublished_bytes_ < max_bytes_; }
 
-    // Unpublished messages, oldest first (none: no scan), except refused
-    // ones whose retry_at is after now_ms.
+    // Unpublished messages, oldest first (none: no scan), except those
+    // whose not_before is after now_ms.
     std::vector<Ref> unpublished(uint64_t now_ms);
     void mark_published(Ref m, uint64_t seq);
     // Gives an unpublished message a new body (kept in the byte count).
@@ -102,8 +102,9 @@ public:
     static constexpr unsigned kMaxRefusals = 3;
     static constexpr uint64_t kRefusalRetryMs = 1000;
     std::vector<OutMessage> nack(uint64_t seq, bool multiple, uint64_t now_ms);
-    // The earliest retry_at of a refused message waiting for it; 0 if none.
-    uint64_t next_retry() const;
+    // The earliest not_before of an unpublished message waiting for it; 0
+    // if none.
+    uint64_t next_due() const;
     // The channel or connection is gone: kept messages become unpublished,
     // ephemeral ones are removed.
     void connection_lost();
@@ -125,7 +126,7 @@ private:
     uint64_t max_bytes_;
     uint64_t bytes_ = 0;
     uint64_t unpublished_bytes_ = 0;            // of the messages with seq == 0
-    size_t retrying_ = 0;                       // unpublished with retry_at != 0
+    size_t waiting_ = 0;                        // unpublished with not_before != 0
     List messages_;                             // oldest first
     std::map<uint64_t, List::iterator> by_seq_;  // published, awaiting confirm
 };

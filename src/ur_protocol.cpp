@@ -365,20 +365,22 @@ std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_st
     return out;
 }
 
-std::string invalid_request_body(std::string_view reason) {
-    std::string out = "{\"exit_status\":2,\"stdout\":\"\",\"stderr\":";
-    json::append_quoted(out, json::string_from_bytes("ur-agent: invalid request: " +
-                                                     std::string(reason) + "\n"));
+namespace {
+// A reply with no output: exit_status, empty stdout, one line on stderr.
+std::string agent_reply_body(int exit_status, const std::string& line) {
+    std::string out = "{\"exit_status\":" + std::to_string(exit_status) + ",\"stdout\":\"\",\"stderr\":";
+    json::append_quoted(out, json::string_from_bytes(line + "\n"));
     out += '}';
     return out;
 }
+}  // namespace
+
+std::string invalid_request_body(std::string_view reason) {
+    return agent_reply_body(2, "ur-agent: invalid request: " + std::string(reason));
+}
 
 std::string not_run_body(std::string_view reason) {
-    std::string out = "{\"exit_status\":1,\"stdout\":\"\",\"stderr\":";
-    json::append_quoted(out, json::string_from_bytes("ur-agent: not run: " +
-                                                     std::string(reason) + "\n"));
-    out += '}';
-    return out;
+    return agent_reply_body(1, "ur-agent: not run: " + std::string(reason));
 }
 
 uint64_t max_size_from_close(uint16_t code, std::string_view text) {

@@ -272,17 +272,17 @@ TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given u
     CHECK(gone[0].routing_key == "ping");
     CHECK(box.nack(1, false, t).empty());
     CHECK(box.unpublished(t).empty());  // not before its retry time
-    CHECK(box.next_retry() == t + 1000);
+    CHECK(box.next_due() == t + 1000);
     CHECK(box.unpublished_bytes() == 10);
     for (uint64_t wait : {1000, 2000, 4000}) {
         CAPTURE(wait);
-        CHECK(box.next_retry() == t + wait);
+        CHECK(box.next_due() == t + wait);
         CHECK(box.unpublished(t + wait - 1).empty());
         auto un = box.unpublished(t + wait);
         REQUIRE(un.size() == 1);
         CHECK(un[0]->routing_key == "r");
         box.mark_published(un[0], ++seq);
-        CHECK(box.next_retry() == 0);
+        CHECK(box.next_due() == 0);
         t += wait;
         gone = box.nack(seq, false, t);
         if (wait < 4000) CHECK(gone.empty());
@@ -290,7 +290,7 @@ TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given u
     REQUIRE(gone.size() == 1);  // the fourth refusal
     CHECK(gone[0].routing_key == "r");
     CHECK(gone[0].refusals == 4);
-    CHECK(box.next_retry() == 0);
+    CHECK(box.next_due() == 0);
     CHECK(box.size() == 1);  // "other", in flight, untouched
     CHECK(box.unpublished_bytes() == 0);
     CHECK(box.confirm(2, false).size() == 1);
@@ -302,12 +302,12 @@ TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given u
     small.push(msg("x", 10), dropped);
     small.mark_published(small.unpublished(0)[0], 1);
     CHECK(small.nack(1, false, 0).empty());
-    CHECK(small.next_retry() == 1000);
+    CHECK(small.next_due() == 1000);
     dropped.clear();
     small.push(msg("y", 15), dropped);
     REQUIRE(dropped.size() == 1);
     CHECK(dropped[0].routing_key == "x");
-    CHECK(small.next_retry() == 0);
+    CHECK(small.next_due() == 0);
 }
 
 TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight or the new one") {

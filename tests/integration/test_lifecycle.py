@@ -270,6 +270,46 @@ class SameNodeTwice(AgentTestCase):
         b.stop()
 
 
+    def test_second_agent_on_the_same_state_dir_waits_and_answers_nothing_of_the_first(self):
+        # Started while the first still runs a script, a second agent with
+        # the same state directory read its journal and answered that
+        # request "agent restarted" (exit 1) before the first answered it
+        # (exit 0): urclient took the false failure.  It now waits for the
+        # state directory's lock, and SIGTERM ends the wait.
+        info = make_sysinfo()
+        a = self.start_agent(sysinfo=info, name="first")
+        started = self.path("started")
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 3\necho first-done\n" % started, env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        b = self.new_agent(sysinfo=info, name="second", state_dir=a.state_dir)
+        b.start()
+        rec = b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
+                         "directory; waiting for it to exit", what="the second agent waiting")
+        self.assertEqual(rec.get("pid"), a.proc.pid)
+        self.assertReply(self.client.wait_reply(a.uuid, req), 0, "first-done\n")
+        replies = self.client.collect(
+            lambda m: m.routing_key == "ur.execute-reply.%s.%s" % (a.uuid, req), 2.0)
+        self.assertEqual(replies, [], "a second reply to the first agent's request")
+        self.assertEqual(b.count_log("answering a request that was running when the agent "
+                                     "stopped"), 0)
+        a.stop()
+        b.wait_log(lambda r: r.get("msg") == "serving requests", timeout=30,
+                   what="the second agent serving once the first is gone")
+        b.stop()
+        # SIGTERM while waiting: exit 0 at once.
+        c = self.new_agent(sysinfo=info, name="third", state_dir=a.state_dir)
+        d = self.new_agent(sysinfo=info, name="fourth", state_dir=a.state_dir)
+        c.start()
+        c.wait_log(lambda r: r.get("msg") == "serving requests", timeout=30, what="third serving")
+        d.start()
+        d.wait_log(lambda r: "waiting for it to exit" in r.get("msg", ""), what="fourth waiting")
+        t0 = time.monotonic()
+        d.stop()
+        self.assertLess(time.monotonic() - t0, 3)
+        c.stop()
+
+
 class Credentials(AgentTestCase):
 
     def add_user(self):

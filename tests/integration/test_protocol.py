@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import struct
+import time
 
 import pika
 
@@ -76,6 +77,15 @@ class Broadcast(AgentTestCase):
         for a in agents:
             self.assertIn(a.uuid, found)
             self.assertEqual(found[a.uuid]["UUID"], a.uuid)
+
+    def test_broadcast_answered_no_sooner_than_100_ms(self):
+        # See test_urclient: urclient may not have bound its reply queue yet.
+        a = self.start_agent()
+        req = random_token()
+        t0 = time.monotonic()
+        self.client.publish("ur.broadcast.sysinfo.%s" % req, {})
+        self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
+        self.assertGreaterEqual(time.monotonic() - t0, 0.1)
 
     def test_broadcast_sysinfo_is_read_fresh(self):
         a = self.start_agent()
