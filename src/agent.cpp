@@ -164,9 +164,23 @@ bool Agent::setup(std::string& error) {
         done_ = true;  // SIGTERM while waiting for the lock
         return true;
     }
-    if (std::string werr; !sup_.init(werr))
-        log::error("no usable script directory; script requests fail until it can be made",
-                   {{"work_dir", cfg_.work_dir}, {"error", werr}});
+    // The script directory, once the state directory is ours (preparing
+    // it removes stale script files).  When the configured one is not
+    // usable (in a world-writable state dir such as /tmp, someone may have
+    // created it first), a fresh private one rather than none.
+    if (std::string werr; !sup_.init(werr)) {
+        std::string tmpl = cfg_.state_dir + "/.ur-agent-work.XXXXXX";
+        if (mkdtemp(tmpl.data()) != nullptr) {
+            log::error("script directory not usable; using a fresh private one",
+                       {{"error", werr}, {"work_dir", tmpl}});
+            cfg_.work_dir = tmpl;
+            sup_.set_work_dir(tmpl);
+            werr.clear();
+        }
+        if (!werr.empty() || !sup_.init(werr))
+            log::error("no usable script directory; script requests fail until it can be made",
+                       {{"work_dir", cfg_.work_dir}, {"error", werr}});
+    }
     std::string jerr;
     if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
         log::error("running without an in-flight journal", {{"error", jerr}});
@@ -182,9 +196,22 @@ bool Agent::setup(std::string& error) {
 // NFS) is logged and done without.
 bool Agent::lock_state_dir() {
     std::string path = cfg_.state_dir + "/.ur-agent.lock";
-    lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    // In a world-writable state dir (/tmp) anyone could have made the file
+    // first, or open one others can read and hold a read lock on it to
+    // keep us waiting forever: only a regular file of ours, with one link,
+    // mode 0600 (made so if it is not), is a lock.
+    struct stat st;
+    if (lock_fd_ >= 0 && (fstat(lock_fd_, &st) != 0 || !S_ISREG(st.st_mode) ||
+                          st.st_uid != geteuid() || st.st_nlink != 1 ||
+                          ((st.st_mode & 077) != 0 && fchmod(lock_fd_, 0600) != 0))) {
+        close(lock_fd_);
+        lock_fd_ = -1;
+        errno = EPERM;
+    }
     if (lock_fd_ < 0) {
-        log::error("cannot open the state directory's lock file; running without it",
+        log::error("cannot use the state directory's lock file (not a file of ours?); "
+                   "running without it",
                    {{"file", path}, {"error", std::strerror(errno)}});
         return true;
     }
@@ -281,7 +308,9 @@ uint64_t Agent::next_deadline() const {
     at(sysinfo_retry_at_);
     at(sysinfo_next_at_);
     if (reboot_pending_) at(reboot_at_);
-    at(outbox_.next_due());
+    // Only when it could go: due and held back (blocked, no channel, the
+    // in-flight bound) it would make every poll() return at once.
+    if (conn_ && pub_ready_ && !blocked_ && outbox_.may_publish()) at(outbox_.next_due());
     if (!queued_.empty() && cfg_.max_queue_wait_s)
         at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
     if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
@@ -814,7 +843,7 @@ void Agent::start_queued(uint64_t now) {
     while (!queued_.empty() && request_jobs_ < cfg_.max_concurrency && !stopping_) {
         Queued q = std::move(queued_.front());
         queued_.pop_front();
-        if (q.channel_gen != channel_gen_ || !conn_) continue;  // broker redelivers it
+        if (q.channel_gen != channel_gen_ || !conn_) continue;  // answered when its channel went
         start_job(q, now);
     }
 }

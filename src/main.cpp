@@ -61,20 +61,6 @@ int main(int argc, char** argv) {
     // (the configuration holds its own copy).
     if (char* pw = std::getenv("AMQP_PASSWORD")) std::memset(pw, 0, std::strlen(pw));
     unsetenv("AMQP_PASSWORD");
-    // The script directory: when the configured one is not usable (in a
-    // world-writable state dir such as /tmp, someone may have created it
-    // first), fall back to a fresh private one rather than refusing to run.
-    // (A state directory that cannot be made is logged by the agent, which
-    // runs on without it.)
-    (void)mkdir(cfg.state_dir.c_str(), 0755);
-    if (std::string werr; !ur::prepare_work_dir(cfg.work_dir, werr)) {
-        std::string tmpl = cfg.state_dir + "/.ur-agent-work.XXXXXX";
-        if (mkdtemp(tmpl.data()) != nullptr) {
-            ur::log::error("script directory not usable; using a fresh private one",
-                           {{"error", werr}, {"work_dir", tmpl}});
-            cfg.work_dir = tmpl;
-        }
-    }
     ur::Agent agent(std::move(cfg));
     return agent.run();
 }

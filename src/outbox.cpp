@@ -109,7 +109,7 @@ std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_m
     for (auto it : its) {
         it->seq = 0;
         unpublished_bytes_ += it->body.size();
-        if (!it->keep || ++it->refusals > kMaxRefusals) {
+        if (++it->refusals > kMaxRefusals || !it->keep) {
             given_up.push_back(take(it));
             continue;
         }

@@ -102,6 +102,8 @@ public:
     // After a successful init(), start() makes work_dir again the same way
     // if it has been removed since.
     bool init(std::string& error);
+    // Another work_dir, for init() to try (before any job).
+    void set_work_dir(std::string dir) { opt_.work_dir = std::move(dir); }
 
     // Starts a job.  If the child cannot be started (script file, pipe or
     // fork failure, or exec failure: ENOENT -> 127, EACCES/ENOEXEC/other ->

@@ -212,7 +212,9 @@ Request classify_request(const Identity& self, std::string_view routing_key,
         }
         json::Value v;
         json::ParseError perr;
-        if (!json::parse(body, v, perr)) {
+        json::ParseOptions popt;
+        popt.max_values = 4096;  // two fields, one of them an id echoed whole
+        if (!json::parse(body, v, perr, popt)) {
             r.error = "ping body is not valid JSON: " + perr.to_string();
             return r;
         }

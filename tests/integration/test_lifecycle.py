@@ -4,9 +4,10 @@ broker lists and the log."""
 
 import json
 import os
-import subprocess
 import re
 import signal
+import subprocess
+import sys
 import time
 
 from npm_fixtures import find_bunyan
@@ -287,6 +288,11 @@ class SameNodeTwice(AgentTestCase):
         rec = b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
                          "directory; waiting for it to exit", what="the second agent waiting")
         self.assertEqual(rec.get("pid"), a.proc.pid)
+        # ...and has not cleaned the first's script files (work dir prepared
+        # after the lock): the running script's file is still there.
+        work = os.path.join(a.state_dir, ".ur-agent-work")
+        self.assertTrue([f for f in os.listdir(work) if f.startswith("ur-job.")],
+                        "the first agent's script file was removed")
         self.assertReply(self.client.wait_reply(a.uuid, req), 0, "first-done\n")
         replies = self.client.collect(
             lambda m: m.routing_key == "ur.execute-reply.%s.%s" % (a.uuid, req), 2.0)
@@ -308,6 +314,32 @@ class SameNodeTwice(AgentTestCase):
         d.stop()
         self.assertLess(time.monotonic() - t0, 3)
         c.stop()
+
+
+    def test_a_lock_file_someone_else_made_is_not_used(self):
+        # In a world-writable state dir (/tmp by default) another user could
+        # make .ur-agent.lock first and hold a lock on it: the agent would
+        # wait forever.  A lock file not of ours is refused; the agent runs.
+        if os.geteuid() != 0:
+            self.skipTest("needs root to act as another user")
+        state = self.path("shared-state")
+        os.mkdir(state)
+        os.chmod(state, 0o1777)
+        lock = os.path.join(state, ".ur-agent.lock")
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import fcntl, os, sys, time\n"
+             "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+             "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+             "print('locked', flush=True)\n"
+             "time.sleep(60)\n", lock],
+            stdout=subprocess.PIPE, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+        self.pids_to_kill.append(holder.pid)
+        self.assertEqual(holder.stdout.readline().strip(), b"locked")
+        a = self.start_agent(state_dir=state)
+        a.wait_log(lambda r: "cannot use the state directory's lock file" in r.get("msg", ""),
+                   what="the foreign lock file refused")
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho ok\n", env={}), 0, "ok\n")
 
 
 class Credentials(AgentTestCase):

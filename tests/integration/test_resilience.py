@@ -32,6 +32,13 @@ def msg_is(text):
     return lambda rec: rec.get("msg") == text
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of pid so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def report(what, seconds):
     print("\n    RECOVERY %s: %.3f s" % (what, seconds), end=" ", flush=True)
 
@@ -419,6 +426,22 @@ class Resilience(FakeBrokerTestCase):
         self.assertEqual(r["stdout"], "slow confirm\n")
         b.cmd("confirm-delay 0")
         self.prove_served(b, a, "confirm delay")
+
+    def test_no_busy_loop_while_a_due_message_is_held_back(self):
+        # A broadcast reply (sent 100 ms after arrival at the earliest)
+        # falls due while the broker blocks publishing: the loop used to
+        # wake at once on every pass, a full core until unblocked.
+        b, a = self.up()
+        b.cmd("blocked on")
+        a.wait_log(lambda r: "blocked publishing" in r.get("msg", ""), what="blocked logged")
+        b.cmd("publish amq.topic ur.broadcast.sysinfo.spin1 {}")
+        time.sleep(0.5)
+        t0 = cpu_seconds(a.proc.pid)
+        time.sleep(2)
+        used = cpu_seconds(a.proc.pid) - t0
+        self.assertLess(used, 0.5, "agent used %.2f s of CPU in 2 s, blocked and idle" % used)
+        b.cmd("blocked off")
+        self.reply(b, a, "spin1")
 
     def test_blocked_holds_replies_until_unblocked(self):
         b, a = self.up()
