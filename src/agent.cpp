@@ -36,7 +36,9 @@ const char kRequestTag[] = "ur-request";
 const char kPingTag[] = "ur-ping";
 const char kSysinfoJob[] = ".sysinfo";  // internal job ids start with '.', which
 const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) cannot
-const uint64_t kBroadcastReplyDelayMs = 100;  // see answer_broadcast()
+// Replies that may reach a client that has only just connected wait this
+// long after the request arrived: see answer_broadcast(), first_ping_from().
+const uint64_t kFreshClientReplyDelayMs = 100;
 const uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
 const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
 const uint64_t kCloseGraceMs = 5000;
@@ -795,6 +797,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         m.routing_key = req.reply_key;
         m.body = ping_reply_body(req.ping_id, iso8601(wall_ms()));
         m.keep = false;
+        if (first_ping_from(req.reply_key)) m.not_before = now + kFreshClientReplyDelayMs;
         enqueue(std::move(m), now);
         ack();
         return;
@@ -1188,19 +1191,35 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     }
 }
 
-// A sysinfo broadcast is answered kBroadcastReplyDelayMs after it arrived
+// A sysinfo broadcast is answered kFreshClientReplyDelayMs after it arrived
 // at the earliest.  urclient (so sdc-oneachnode) binds its reply queue and
 // publishes its discover on different channels without waiting for
 // bind-ok: an answer faster than the binds is unroutable and lost, and the
 // node missing from the discover (seen in 1 of ~20 runs of a discover
 // right after connecting, answered in ~1 ms).
+// Whether this is the first ping (among the last kPingClients clients) to
+// be answered on `reply_key` (ur.ack<client_id>.<uuid>: one per urclient
+// connection).  urclient binds ur.ack<client_id>.* last of its reply
+// queue's bindings and signals ready without waiting for bind-ok: a ping
+// sent at once and answered in ~0.2 ms was unroutable in 72 of 100 tries.
+// The first ping of a client waits kFreshClientReplyDelayMs; later ones,
+// binds long done, are answered at once.
+bool Agent::first_ping_from(const std::string& reply_key) {
+    constexpr size_t kPingClients = 64;
+    for (const std::string& k : ping_clients_)
+        if (k == reply_key) return false;
+    if (ping_clients_.size() == kPingClients) ping_clients_.pop_front();
+    ping_clients_.push_back(reply_key);
+    return true;
+}
+
 void Agent::answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now) {
     OutMessage m;
     m.routing_key = w.reply_key;
     m.req_id = w.req_id;
     m.body = body;
     m.keep = false;
-    m.not_before = w.received_ms + kBroadcastReplyDelayMs;
+    m.not_before = w.received_ms + kFreshClientReplyDelayMs;
     enqueue(std::move(m), now);
 }
 

@@ -27,6 +27,22 @@ class Ping(AgentTestCase):
         self.assertLess(abs((now - when).total_seconds()), 60,
                         "timestamp %s is not now (%s)" % (ts, now))
 
+    def test_first_ping_of_a_client_waits_100_ms_later_ones_do_not(self):
+        # A client's first ping may come before its reply binding is in
+        # place (urclient does not wait for bind-ok): answered 100 ms after
+        # it arrived at the earliest; the next ones at once.
+        a = self.start_agent()
+        t0 = time.monotonic()
+        rid, body = self.client.ping(a.uuid)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.1)
+        self.assertEqual(body.get("req_id"), rid)
+        times = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            self.client.ping(a.uuid)
+            times.append(time.monotonic() - t0)
+        self.assertLess(min(times), 0.1, "no later ping was answered at once: %r" % times)
+
     def test_many_pings_all_acked(self):
         a = self.start_agent()
         rids = []

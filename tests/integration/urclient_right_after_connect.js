@@ -1,14 +1,15 @@
-// Discovers one node through urclient right after each connect, `runs`
-// times, and prints {"found": N, "missed": M}.  urclient publishes its
-// discover without waiting for its reply queue's bindings: an agent that
-// answers before they are in place goes unheard.
-//   node urclient_discover_soon.js PORT NODE_UUID RUNS
+// Discovers (or pings) one node through urclient right after each connect,
+// `runs` times, and prints {"found": N, "missed": M}.  urclient publishes
+// without waiting for its reply queue's bindings: an agent that answers
+// before they are in place goes unheard.
+//   node urclient_right_after_connect.js PORT NODE_UUID RUNS discover|ping
 'use strict';
 var urclient = require('urclient');
 
 var port = Number(process.argv[2]);
 var node = process.argv[3];
 var runs = Number(process.argv[4]);
+var mode = process.argv[5];
 function nop() {}
 var log = { trace: nop, debug: nop, info: nop, warn: nop, error: nop, fatal: nop,
     child: function () { return log; } };
@@ -26,7 +27,6 @@ function next() {
     client.on('error', function (err) { console.log(JSON.stringify({ error: err.message })); process.exit(1); });
     client.once('ready', function () {
         var seen = false, ended = false;
-        var disco = client.discover({ timeout: 1500, exclude_headnode: false, node_list: [node] });
         function end() {
             if (ended) return;
             ended = true;
@@ -34,6 +34,14 @@ function next() {
             client.close();
             setTimeout(next, 20);
         }
+        if (mode === 'ping') {
+            client.ping({ server_uuid: node, timeout: 1500 }, function (err) {
+                seen = !err;
+                end();
+            });
+            return;
+        }
+        var disco = client.discover({ timeout: 1500, exclude_headnode: false, node_list: [node] });
         disco.on('server', function () { seen = true; });
         disco.on('error', end);
         disco.on('end', end);
