@@ -170,19 +170,21 @@ bool Agent::setup(std::string& error) {
     // it removes stale script files).  When the configured one is not
     // usable (in a world-writable state dir such as /tmp, someone may have
     // created it first), a fresh private one rather than none.
-    if (std::string werr; !sup_.init(werr)) {
+    std::string werr;
+    bool work_dir_ok = sup_.init(werr);
+    if (!work_dir_ok) {
         std::string tmpl = cfg_.state_dir + "/.ur-agent-work.XXXXXX";
         if (mkdtemp(tmpl.data()) != nullptr) {
             log::error("script directory not usable; using a fresh private one",
                        {{"error", werr}, {"work_dir", tmpl}});
             cfg_.work_dir = tmpl;
             sup_.set_work_dir(tmpl);
-            werr.clear();
+            work_dir_ok = sup_.init(werr);
         }
-        if (!werr.empty() || !sup_.init(werr))
-            log::error("no usable script directory; script requests fail until it can be made",
-                       {{"work_dir", cfg_.work_dir}, {"error", werr}});
     }
+    if (!work_dir_ok)
+        log::error("no usable script directory; script requests fail until it can be made",
+                   {{"work_dir", cfg_.work_dir}, {"error", werr}});
     std::string jerr;
     if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
         log::error("running without an in-flight journal", {{"error", jerr}});
@@ -581,11 +583,8 @@ void Agent::handle_events(uint64_t now) {
                 conn_->queue_declare(cons_ch_, rq, false, false, true, true);
                 for (const auto& key : request_bindings(id))
                     conn_->queue_bind(cons_ch_, rq, "amq.topic", key);
-                std::string pq = ping_queue_name(id);
-                conn_->queue_declare(cons_ch_, pq, false, false, false, true);
-                for (const auto& key : ping_bindings(id)) conn_->queue_bind(cons_ch_, pq, "amq.topic", key);
                 conn_->basic_consume(cons_ch_, rq, kRequestTag, false, false);
-                conn_->basic_consume(cons_ch_, pq, kPingTag, false, false);
+                consume_ping_queue();
             }
             break;
         case amqp::EventKind::ConfirmSelected:
@@ -623,10 +622,7 @@ void Agent::handle_events(uint64_t now) {
                 // the request consumer with it, and with it the auto-delete
                 // request queue and every request waiting there: set the
                 // ping queue up again on the same channel.
-                std::string pq = ping_queue_name(id_);
-                conn_->queue_declare(cons_ch_, pq, false, false, false, true);
-                for (const auto& key : ping_bindings(id_)) conn_->queue_bind(cons_ch_, pq, "amq.topic", key);
-                conn_->basic_consume(cons_ch_, pq, kPingTag, false, false);
+                consume_ping_queue();
             } else if (ev.channel == cons_ch_ && conn_) {
                 // Start over on a fresh channel: the request queue is gone,
                 // and with it what it held.
@@ -718,6 +714,16 @@ void Agent::handle_events(uint64_t now) {
     }
 }
 
+// Declares and binds the ping queue and consumes it, on the consumer
+// channel (after the request queue at set-up; alone after the broker
+// cancelled the ping consumer).
+void Agent::consume_ping_queue() {
+    std::string pq = ping_queue_name(id_);
+    conn_->queue_declare(cons_ch_, pq, false, false, false, true);
+    for (const auto& key : ping_bindings(id_)) conn_->queue_bind(cons_ch_, pq, "amq.topic", key);
+    conn_->basic_consume(cons_ch_, pq, kPingTag, false, false);
+}
+
 void Agent::setup_consumer(uint64_t now) {
     (void)now;
     if (!conn_ || !conn_->is_open() || stopping_) return;
@@ -775,7 +781,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
     Request req = parse_request(id_, ev.routing_key, ev.body);
     if (stopping_ && req.kind == RequestKind::Execute && req.error.empty()) {
-        answer_not_run({std::move(req), ev.delivery_tag, channel_gen_, now},
+        answer_not_run({std::move(req), ev.delivery_tag, now},
                        "the agent is shutting down", now);
         ack_later(ev.delivery_tag);
         return;
@@ -838,7 +844,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                             {"script", field(req.script)},
                                             {"env", env}});
     }
-    queued_.push_back({std::move(req), ev.delivery_tag, channel_gen_, now});
+    queued_.push_back({std::move(req), ev.delivery_tag, now});
     start_queued(now);
 }
 
@@ -846,7 +852,6 @@ void Agent::start_queued(uint64_t now) {
     while (!queued_.empty() && request_jobs_ < cfg_.max_concurrency && !stopping_) {
         Queued q = std::move(queued_.front());
         queued_.pop_front();
-        if (q.channel_gen != channel_gen_ || !conn_) continue;  // answered when its channel went
         start_job(q, now);
     }
 }
@@ -864,6 +869,9 @@ void Agent::answer_not_run(const Queued& q, const std::string& why, uint64_t now
     enqueue(std::move(m), now);
 }
 
+// queued_ holds requests of the current consumer channel only: whatever
+// ends that channel (a lost connection, a close or cancel by the broker,
+// shutdown) answers them here first.
 void Agent::answer_queued(const std::string& why, uint64_t now) {
     std::deque<Queued> queued;
     queued.swap(queued_);
@@ -878,7 +886,6 @@ void Agent::expire_queued(uint64_t now) {
     while (!queued_.empty() && now - queued_.front().received_ms >= limit) {
         Queued q = std::move(queued_.front());
         queued_.pop_front();
-        if (q.channel_gen != channel_gen_ || !conn_) continue;  // answered when it closed
         answer_not_run(q, "it waited " + std::to_string(cfg_.max_queue_wait_s) +
                               " s for one of the " + std::to_string(cfg_.max_concurrency) +
                               " script slots (--max-concurrency; --max-queue-wait)",
@@ -1191,12 +1198,6 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     }
 }
 
-// A sysinfo broadcast is answered kFreshClientReplyDelayMs after it arrived
-// at the earliest.  urclient (so sdc-oneachnode) binds its reply queue and
-// publishes its discover on different channels without waiting for
-// bind-ok: an answer faster than the binds is unroutable and lost, and the
-// node missing from the discover (seen in 1 of ~20 runs of a discover
-// right after connecting, answered in ~1 ms).
 // Whether this is the first ping (among the last kPingClients clients) to
 // be answered on `reply_key` (ur.ack<client_id>.<uuid>: one per urclient
 // connection).  urclient binds ur.ack<client_id>.* last of its reply
@@ -1213,6 +1214,12 @@ bool Agent::first_ping_from(const std::string& reply_key) {
     return true;
 }
 
+// A sysinfo broadcast is answered kFreshClientReplyDelayMs after it arrived
+// at the earliest.  urclient (so sdc-oneachnode) binds its reply queue and
+// publishes its discover on different channels without waiting for
+// bind-ok: an answer faster than the binds is unroutable and lost, and the
+// node missing from the discover (5-8 of 100 discovers made right after
+// connecting, answered in ~1 ms).
 void Agent::answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now) {
     OutMessage m;
     m.routing_key = w.reply_key;
@@ -1260,8 +1267,7 @@ void Agent::begin_shutdown(uint64_t now) {
                {"grace_s", json::Value(int64_t(cfg_.shutdown_grace_s))}});
     // Requests received and not started are answered and acked: the
     // request queue (exclusive, auto-delete) and all in it go with us.
-    for (const Queued& q : queued_)
-        if (q.channel_gen == channel_gen_) ack_later(q.delivery_tag);
+    for (const Queued& q : queued_) ack_later(q.delivery_tag);
     answer_queued("the agent is shutting down", now);
     if (conn_ && cons_ch_ && conn_->is_open()) {
         // Closing the request channel stops deliveries.

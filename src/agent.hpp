@@ -58,7 +58,6 @@ private:
     struct Queued {
         Request req;
         uint64_t delivery_tag;
-        uint64_t channel_gen;
         uint64_t received_ms;
     };
     struct Running {
@@ -86,6 +85,7 @@ private:
     void read_socket(uint64_t now);
     void write_socket(uint64_t now, bool down_on_error = true);
     void handle_events(uint64_t now);
+    void consume_ping_queue();
     void setup_consumer(uint64_t now);
     void on_consuming(uint64_t now);
     // Ur protocol

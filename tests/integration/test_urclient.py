@@ -23,12 +23,17 @@ def broker_state():
 
 class URClient(AgentTestCase):
 
-    def test_discover_ping_exec_through_urclient(self):
+    def node_env(self):
+        """The environment for a node script that requires urclient; skips
+        the test without node/npm or when urclient cannot be installed."""
         prefix = install_urclient()
         if not prefix:
             self.skipTest("no node/npm, or urclient could not be installed from npm")
+        return dict(os.environ, NODE_PATH=os.path.join(prefix, "node_modules"))
+
+    def test_discover_ping_exec_through_urclient(self):
         a = self.start_agent()
-        env = dict(os.environ, NODE_PATH=os.path.join(prefix, "node_modules"))
+        env = self.node_env()
         r = subprocess.run(["node", os.path.join(HERE, "urclient_drive.js"),
                             str(RABBITMQ_PORT), a.uuid], env=env, timeout=90,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -74,11 +79,8 @@ class URClient(AgentTestCase):
         # discovers and 72 of 100 pings made right after connecting were
         # unroutable.  A broadcast, and a client's first ping, are answered
         # 100 ms after they arrived at the earliest.
-        prefix = install_urclient()
-        if not prefix:
-            self.skipTest("no node/npm, or urclient could not be installed from npm")
         a = self.start_agent()
-        env = dict(os.environ, NODE_PATH=os.path.join(prefix, "node_modules"))
+        env = self.node_env()
         for mode in ("discover", "ping"):
             r = subprocess.run(["node", os.path.join(HERE, "urclient_right_after_connect.js"),
                                 str(RABBITMQ_PORT), a.uuid, "40", mode], env=env, timeout=180,
