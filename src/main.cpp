@@ -1,4 +1,5 @@
 // ur-agent: the Triton Ur agent.  See README.md and `ur-agent --help`.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,7 +16,23 @@
 #include "src/sysinfo.hpp"
 #include "src/work_dir.hpp"
 
+namespace {
+
+// Started with stdin, stdout or stderr closed (`ur-agent <&- >&- 2>&-`, or
+// a parent that closed them), the agent's first files would take fds 0-2:
+// the log went into the state-dir lock file, and a script's stdout pipe,
+// made close-on-exec and dup2()ed onto itself, was closed in the child.
+// Each closed one is opened on /dev/null before anything else (open()
+// takes the lowest free fd, and those below it are open by then).
+void open_standard_fds() {
+    for (int fd = 0; fd <= 2; ++fd)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) < 0) return;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+    open_standard_fds();
     ur::log::init("ur", ur::log::Level::Info);
     ur::Config cfg;
     std::string output, error;

@@ -604,6 +604,19 @@ class Log(AgentTestCase):
         self.assertEqual(len(rendered), len(records), text)
         self.assertRegex(text, r"INFO ur: execute finished \(.*req_id=%s" % re.escape(req))
 
+    def test_started_with_stdio_closed(self):
+        """`ur-agent <&- >&- 2>&-`: the agent's own files must not take
+        fds 0-2.  They did: the log went into the state dir's lock file and
+        scripts ran with stdin closed."""
+        a = self.start_agent(close_stdio=True)
+        r = self.client.execute(
+            a.uuid, "#!/bin/sh\ncat; echo \"cat $?\"; echo e >&2\n", env={})
+        self.assertReply(r, 0, "cat 0\n", "e\n")
+        a.stop()
+        lock = os.path.join(a.state_dir, ".ur-agent.lock")
+        self.assertEqual(os.path.getsize(lock), 0, "the lock file holds: %r"
+                         % open(lock, "rb").read(300))
+
     def test_log_level_warn_is_quiet(self):
         a = self.start_agent(args=["--log-level", "warn"])
         r = self.client.execute(a.uuid, "#!/bin/sh\necho q\n", env={})

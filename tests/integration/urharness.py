@@ -403,7 +403,8 @@ class Agent:
     def __init__(self, workdir, uuid=None, sysinfo=None, args=(), env=None,
                  state_dir=None, setup_file=None, name="agent",
                  password="guest", login="guest", use_env_broker=True,
-                 sysinfo_cmd=None, ignore_signals=(), block_signals=()):
+                 sysinfo_cmd=None, ignore_signals=(), block_signals=(),
+                 close_stdio=False):
         self.workdir = workdir
         self.name = name
         self.sysinfo = sysinfo or make_sysinfo(uuid)
@@ -443,6 +444,8 @@ class Agent:
         self.ignore_signals = tuple(ignore_signals)
         # Signals the agent is started with blocked: the mask survives exec.
         self.block_signals = tuple(block_signals)
+        # Started with fds 0, 1 and 2 closed (its log then goes nowhere).
+        self.close_stdio = close_stdio
         self.proc = None
         self.status = None
 
@@ -464,18 +467,22 @@ class Agent:
         self.log = open(self.log_path, "ab")
         self.out = open(self.out_path, "ab")
         ignored, blocked = self.ignore_signals, self.block_signals
+        close_stdio = self.close_stdio
 
         def inherit():
             for sig in ignored:
                 signal.signal(sig, signal.SIG_IGN)
             if blocked:
                 signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+            if close_stdio:
+                os.closerange(0, 3)
 
         self.proc = subprocess.Popen(DIE_WITH_RUNNER + WRAPPER + self.argv(), env=self.env,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=self.log,
                                      close_fds=True,
-                                     preexec_fn=inherit if ignored or blocked else None)
+                                     preexec_fn=inherit if ignored or blocked or close_stdio
+                                     else None)
         return self
 
     def running(self):
