@@ -4,12 +4,6 @@
 
 namespace ur {
 
-static std::string lower(std::string s) {
-    for (char& c : s)
-        if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
-    return s;
-}
-
 // A routing-key word: the topic exchange splits on '.', and '*'/'#' are
 // wildcards in bindings.
 static bool routing_word(const std::string& s) {
@@ -32,7 +26,7 @@ std::string admin_mac(const json::Value& sysinfo) {
         if (!names || !names->is_array() || !mac || !mac->is_string()) continue;
         for (const auto& n : names->as_array()) {
             if (n.is_string() && n.as_string() == tag) {
-                std::string m = lower(mac->as_string());
+                const std::string& m = mac->as_string();
                 return routing_word(m) ? m : "";
             }
         }
@@ -57,7 +51,9 @@ bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
         error = "sysinfo has no \"UUID\" string; this node cannot be identified";
         return false;
     }
-    std::string u = lower(uuid->as_string());
+    // As sysinfo gives it, case and all: CNAPI publishes to the UUID of the
+    // sysinfo body and checks that a ur.sysinfo key holds that very UUID.
+    const std::string& u = uuid->as_string();
     if (!routing_word(u)) {
         error = "sysinfo \"UUID\" cannot be used in a routing key (empty, too long, or holds "
                 "'.', '*', '#' or white space)";

@@ -8,8 +8,8 @@
 namespace ur {
 
 struct Identity {
-    std::string uuid;  // lower-cased "UUID" of sysinfo
-    std::string mac;   // admin NIC's MAC, lower-case; empty when no NIC carries the tag
+    std::string uuid;  // sysinfo's "UUID", exactly as given
+    std::string mac;   // admin NIC's "MAC Address" as given; empty when no NIC carries the tag
     std::string hostname;
 };
 

@@ -344,7 +344,7 @@ TEST_CASE("urctl reply parsing takes hostile bodies") {
                                 "Datacenter Name":"dc1","Setup":false,
                                 "Boot Parameters":{"headnode":"true"}})",
                             n, err));
-    CHECK(n.uuid == "abcd");
+    CHECK(n.uuid == "ABCD");  // as the node has it: its routing keys use it
     CHECK(n.hostname == "cn7");
     CHECK(n.system_type == "SunOS");
     CHECK(n.datacenter == "dc1");

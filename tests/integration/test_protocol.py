@@ -149,6 +149,22 @@ class Routing(AgentTestCase):
         r = self.client.wait_reply(a.uuid, req)
         self.assertReply(r, 0, "mac\n")
 
+    def test_uuid_and_mac_used_as_sysinfo_gives_them(self):
+        # CNAPI publishes to ur.execute.<the body's UUID> and checks that a
+        # ur.sysinfo key holds the body's UUID: upper case must stay so
+        # (they were lower-cased).
+        uuid = make_sysinfo()["UUID"].upper()
+        info = make_sysinfo(uuid=uuid, mac="02:AB:CD:EF:00:01")
+        a = self.start_agent(sysinfo=info)
+        m = self.client.wait_sysinfo(uuid)
+        self.assertEqual(m.json()["UUID"], uuid)
+        self.assertReply(self.client.execute(uuid, "#!/bin/sh\necho up\n", env={}), 0, "up\n")
+        req = self.client.send_execute(uuid, "#!/bin/sh\necho mac\n", env={},
+                                       address="%s-%s" % (uuid, a.mac))
+        self.assertReply(self.client.wait_reply(uuid, req), 0, "mac\n")
+        rid, body = self.client.ping(uuid)
+        self.assertEqual(body.get("req_id"), rid)
+
     def test_admin_nic_tag_selects_mac(self):
         a = self.start_agent(sysinfo=make_sysinfo(tag="adminx"))
         self.assertIsNotNone(a.mac)

@@ -97,10 +97,10 @@ class UrctlCases:
     def json_lines(self, out):
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def urctl_agent(self):
+    def urctl_agent(self, uuid=None):
         """An agent on self.port, awaited until urctl finds it by discover
         and by ping."""
-        a = self.new_agent(sysinfo=make_sysinfo(random_uuid()),
+        a = self.new_agent(sysinfo=make_sysinfo(uuid or random_uuid()),
                            env={"AMQP_PORT": str(self.port)},
                            args=["--shutdown-grace", "1"]).start()
 
@@ -131,6 +131,17 @@ class UrctlCases:
         rc, out, err = self.urctl("ping", a.hostname)
         self.assertEqual(rc, 0, err)
         self.assertIn(a.uuid, out)
+
+    def test_node_whose_uuid_is_upper_case(self):
+        # Its routing keys hold the UUID as its sysinfo has it; urctl
+        # addresses it so, and finds it typed in either case.
+        a = self.urctl_agent(random_uuid().upper())
+        for name in (a.uuid, a.uuid.lower()):
+            rc, out, err = self.urctl("ping", name, "--json")
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(self.json_lines(out)[0]["uuid"], a.uuid)
+            rc, out, err = self.urctl("exec", name, "echo hi")
+            self.assertEqual((rc, out), (0, "hi\n"), err)
 
     def test_ping_unknown_node_exits_5(self):
         t0 = time.monotonic()

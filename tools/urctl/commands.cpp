@@ -119,7 +119,7 @@ private:
                 continue;
             }
             IncomingKey k = classify_key(in.routing_key, client_id_);
-            if (k.kind != IncomingKey::Kind::Ack || to_lower(k.node) != uuid) continue;
+            if (k.kind != IncomingKey::Kind::Ack || k.node != uuid) continue;
             PingReply r;
             std::string why;
             if (!parse_ping_reply(in.body, r, why) || r.req_id != rid) continue;
@@ -170,30 +170,43 @@ private:
         uint64_t deadline = monotonic_ms() + opt_.find_timeout_ms;
         std::string error;
         if (looks_like_uuid(name)) {
-            node.uuid = to_lower(name);
+            node.uuid = name;  // routing keys are case-sensitive: as typed first
             PingReply reply;
             bool returned = false;
             SessionStatus s = ping_node(node.uuid, deadline, reply, returned, error);
             if (s == SessionStatus::Ok) return 0;
+            if (s != SessionStatus::Timeout) return fail(s, error);
+            if (returned && (s = find_by_discover(name, deadline, node, error)) == SessionStatus::Ok)
+                return 0;
             if (s != SessionStatus::Timeout) return fail(s, error);
             return fail(kExitUnknownNode,
                         returned ? "unknown node " + name + ": no agent listens for its pings"
                                  : "unknown node " + name + ": no ping reply within " +
                                        seconds_text(opt_.find_timeout_ms));
         }
+        SessionStatus s = find_by_discover(name, deadline, node, error);
+        if (s == SessionStatus::Timeout)
+            return fail(kExitUnknownNode, "unknown node " + name + ": no node of that hostname " +
+                                              "answered a discover within " +
+                                              seconds_text(opt_.find_timeout_ms));
+        return s == SessionStatus::Ok ? 0 : fail(s, error);
+    }
+
+    // The node `name` (a hostname, or a UUID in another case than the
+    // node's own) by a discover; Timeout when none answered by deadline.
+    SessionStatus find_by_discover(const std::string& name, uint64_t deadline, NodeInfo& node,
+                                   std::string& error) {
         std::vector<NodeInfo> nodes;
         SessionStatus s = discover_nodes(
-            deadline, nodes, [&](const NodeInfo& n) { return n.hostname == name; }, error);
-        if (s != SessionStatus::Ok) return fail(s, error);
+            deadline, nodes, [&](const NodeInfo& n) { return node_matches(n, name); }, error);
+        if (s != SessionStatus::Ok) return s;
         for (const NodeInfo& n : nodes) {
-            if (n.hostname == name) {
+            if (node_matches(n, name)) {
                 node = n;
-                return 0;
+                return SessionStatus::Ok;
             }
         }
-        return fail(kExitUnknownNode, "unknown node " + name + ": no node of that hostname " +
-                                          "answered a discover within " +
-                                          seconds_text(opt_.find_timeout_ms));
+        return SessionStatus::Timeout;
     }
 
     ExecuteRequest request() const {
@@ -216,13 +229,20 @@ private:
         if (!looks_like_uuid(opt_.node)) {
             if ((rc = find_node(opt_.node, node)) != 0) return rc;
         } else {
-            node.uuid = to_lower(opt_.node);
+            node.uuid = opt_.node;
         }
         uint64_t t0 = monotonic_ms();
         PingReply reply;
         bool returned = false;
         std::string error;
         SessionStatus s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
+        if (s == SessionStatus::Timeout && returned && looks_like_uuid(opt_.node) &&
+            find_by_discover(opt_.node, t0 + opt_.timeout_ms, node, error) == SessionStatus::Ok) {
+            // The UUID in another case than the node's own.
+            t0 = monotonic_ms();
+            returned = false;
+            s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
+        }
         if (s == SessionStatus::Timeout)
             return fail(kExitUnknownNode,
                         returned ? "unknown node " + opt_.node + ": no agent listens for its pings"

@@ -209,7 +209,7 @@ bool parse_node_info(std::string_view key_uuid, std::string_view body, NodeInfo&
         error = "sysinfo has no UUID";
         return false;
     }
-    n.uuid = to_lower(uuid);
+    n.uuid = uuid;  // as the node has it: its routing keys use it so
     n.hostname = text(n.sysinfo, "Hostname");
     n.system_type = text(n.sysinfo, "System Type");
     n.datacenter = text(n.sysinfo, "Datacenter Name");
@@ -242,7 +242,7 @@ bool parse_ping_reply(std::string_view body, PingReply& out, std::string& error)
 }
 
 bool node_matches(const NodeInfo& node, const std::string& name) {
-    return looks_like_uuid(name) ? node.uuid == to_lower(name) : node.hostname == name;
+    return looks_like_uuid(name) ? to_lower(node.uuid) == to_lower(name) : node.hostname == name;
 }
 
 void match_nodes(const std::vector<NodeInfo>& nodes, const std::vector<std::string>& names,

@@ -72,7 +72,7 @@ ExecuteReply parse_execute_reply(std::string_view body);
 
 // A node as a discover reply (its sysinfo) describes it.
 struct NodeInfo {
-    std::string uuid;         // lower-cased
+    std::string uuid;         // as the node's sysinfo gives it
     std::string hostname;     // "" when absent
     std::string system_type;  // "System Type"
     std::string datacenter;   // "Datacenter Name"
