@@ -103,11 +103,14 @@ bool g_reset_all = true;
 int g_reset[kSignalCount];
 int g_reset_count = 0;
 
+const char kShell[] = "/bin/sh";
+
 // Everything between fork() and execve(), in the child.  Only
 // async-signal-safe calls: no allocation, no locks, no stdio.
 struct ChildPlan {
     const char* path;
     char* const* argv;
+    char* const* sh_argv;     // {"/bin/sh", path, args..., null}: see child_exec()
     char* const* envp;
     int in_fd, out_fd, err_fd;
     int report_fd;            // fork(): the exec-status pipe; vfork(): -1
@@ -208,7 +211,13 @@ void reset_to_default(int sig) {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
     ::execve(plan.path, plan.argv, plan.envp);
-    child_fail(plan, report_fd, errno);
+    // A file the kernel cannot run (ENOEXEC: a script without a #! line)
+    // is run by /bin/sh, as execvp() does and so the original agent did.
+    // Should the shell fail to start, the file's own ENOEXEC is reported.
+    int err = errno;
+    if (err == ENOEXEC)
+        ::execve(kShell, plan.sh_argv, plan.envp);
+    child_fail(plan, report_fd, err);
 }
 
 // Make the child and send it into child_exec(); return its pid (or -1
@@ -319,6 +328,10 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     for (const std::string& a : args)
         argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
+    std::vector<char*> sh_argv;
+    sh_argv.reserve(argv.size() + 1);
+    sh_argv.push_back(const_cast<char*>(kShell));
+    sh_argv.insert(sh_argv.end(), argv.begin(), argv.end());
     std::vector<char*> envv;
     if (env) {
         envv.reserve(env->size() + 1);
@@ -360,7 +373,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    const ChildPlan plan{path.c_str(), argv.data(), envp, devnull, out[1], errp[1], rep[1],
+    const ChildPlan plan{path.c_str(), argv.data(), sh_argv.data(), envp, devnull, out[1], errp[1], rep[1],
                          borrow ? &exec_err : nullptr, open_max()};
 #ifdef UR_SPAWN_VFORK
     pid_t pid = borrow ? start_borrowed(plan) : start_copied(plan);

@@ -383,7 +383,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
                                       ? script_interpreter(job.spec.script)
                                       : std::string_view();
         if (job.exec_errno == ENOEXEC) {
-            why = "not an executable (a script needs a #! line)";
+            why = "not an executable, and /bin/sh could not run it";
         } else if (job.exec_errno == ENOENT && !interp.empty()) {
             // Our script file is there: what is missing is its interpreter.
             why = "its interpreter " + json::write(json::Value(json::string_from_bytes(interp))) +

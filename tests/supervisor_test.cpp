@@ -362,16 +362,24 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a stopped script ends by SIGTERM at time
     CHECK(r.out.data == "stopping\n");
 }
 
-TEST_CASE_FIXTURE(Fixture, "supervisor: a script without #! is 126 with the reason") {
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script or file without #! is run by /bin/sh") {
+    // As execvp() does on ENOEXEC, and so the original agent (CNAPI's own
+    // example request is '{"script": "echo Hello world"}').
     Supervisor sup(opt);
     std::string error;
     REQUIRE(sup.init(error));
-    JobResult r = run_one(sup, script("noshebang", "echo hi\n"));
-    CHECK(r.exit_status == 126);
-    CHECK(r.out.data == "");
-    CHECK(r.err.data ==
-          "ur-agent: cannot execute the script: not an executable (a script needs a #! line)\n");
+    JobResult r = run_one(sup, script("noshebang", "echo \"hi $1 $#\"; case $0 in /*) echo abs;; esac\n",
+                                      {"there"}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "hi there 1\nabs\n");
+    CHECK(r.err.data == "");
     CHECK(count_dir(opt.work_dir) == 0);
+    std::string path = tmp.path + "/plain";
+    std::ofstream(path) << "exit 7\n";
+    REQUIRE(::chmod(path.c_str(), 0755) == 0);
+    r = run_one(sup, file("plainfile", path, {}));
+    CHECK(r.exit_status == 7);
+    CHECK(r.err.data == "");
 }
 
 TEST_CASE("spawn: only a script whose #! interpreter is in the system directories is borrowed") {

@@ -200,10 +200,15 @@ class Execute(AgentTestCase):
         self.assertReply(r, 126, "")
         self.assertTrue(r["stderr"].strip(), "no reason in stderr")
 
-    def test_script_without_shebang_is_126_with_reason(self):
-        r = self.run_script("echo no interpreter line\n", env={})
-        self.assertReply(r, 126, "")
-        self.assertTrue(r["stderr"].strip(), "no reason in stderr")
+    def test_script_without_shebang_is_run_by_bin_sh(self):
+        # CNAPI's own example request, '{"script": "echo Hello world"}'
+        # (no type, args or env): the original ran it through execvp(),
+        # which hands a file without #! to /bin/sh.
+        req = self.client.send_execute(self.uuid, body={"type": "script",
+                                                        "script": "echo Hello world"})
+        self.assertReply(self.client.wait_reply(self.uuid, req), 0, "Hello world\n", "")
+        r = self.run_script("echo \"$1\"; exit 3\n", args=["an arg"], env={})
+        self.assertReply(r, 3, "an arg\n", "")
 
     # -- output -------------------------------------------------------
 
