@@ -968,7 +968,17 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
         return;
     }
     if (r.id.rfind(kRebootJob, 0) == 0) {
-        log::info("reboot command finished", {{"exit_status", json::Value(r.exit_status)}});
+        if (r.exit_status == 0 && !r.timed_out) {
+            log::info("reboot command finished", {{"exit_status", json::Value(r.exit_status)}});
+            return;
+        }
+        // Not rebooting after all: the next script that exits 113 tries
+        // again (the original agent exited, to be restarted, for the same).
+        rebooted_ = false;
+        log::error("the reboot command failed; a later exit 113 runs it again",
+                   {{"command", field(cfg_.reboot_cmd)},
+                    {"exit_status", json::Value(r.exit_status)},
+                    {"stderr", field(r.err.data.substr(0, 1000))}});
         return;
     }
     auto it = running_.find(r.id);

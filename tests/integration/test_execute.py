@@ -407,6 +407,32 @@ class Reboot(AgentTestCase):
         with open(flag) as f:
             self.assertEqual(f.read(), "called now\n")
 
+    def test_a_failed_reboot_command_is_run_again_by_a_later_113(self):
+        # The first reboot command fails (exits 1): a later exit 113 runs it
+        # again (once rebooting was under way, never twice).
+        calls = self.path("calls")
+        cmd = self.path("reboot.sh")
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\necho x >> %s\n"
+                    "[ $(wc -l < %s) -ge 2 ] || { echo no way >&2; exit 1; }\n"
+                    % (calls, calls))
+        os.chmod(cmd, 0o755)
+        a = self.start_agent(args=["--reboot-cmd", cmd])
+
+        def ran():
+            return open(calls).read().count("x") if os.path.exists(calls) else 0
+        for n in (1, 2):
+            r = self.client.execute(a.uuid, "#!/bin/sh\nexit 113\n", env={})
+            self.assertReply(r, 0)
+            wait_until(lambda: ran() == n, what="reboot command run %d times" % n)
+            if n == 1:
+                rec = a.wait_log(lambda rec: rec.get("msg", "").startswith(
+                    "the reboot command failed"), what="failure logged")
+                self.assertEqual(rec.get("stderr"), "no way\n")
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\nexit 113\n", env={}), 0)
+        time.sleep(0.5)
+        self.assertEqual(ran(), 2, "the reboot command ran again after it succeeded")
+
 
 class Concurrency(AgentTestCase):
 
