@@ -269,8 +269,24 @@ int Agent::run() {
     if (pending_bound(cfg_) != cfg_.max_pending_bytes)
         log::info("--max-pending-bytes raised to hold one whole reply",
                   {{"max_pending_bytes", json::Value(int64_t(pending_bound(cfg_)))}});
-    // Replies owed from a previous run that died with requests in flight.
+    want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
+    while (!done_) loop_once();
+    log::info("ur-agent stopped");
+    return 0;
+}
+
+// Replies owed from a previous run that died with requests in flight, once
+// the node's UUID is known: only under this node's reply keys (a record
+// naming another is not ours to answer, whoever wrote it).
+void Agent::answer_leftovers(uint64_t now) {
+    const std::string mine = "ur.execute-reply." + id_.uuid + ".";
     for (const auto& e : journal_.leftovers()) {
+        if (e.reply_key.compare(0, mine.size(), mine) != 0) {
+            log::warn("not answering a journal entry of another node",
+                      {{"req_id", field(e.req_id)}, {"routing_key", field(e.reply_key)}});
+            journal_.remove(e.key);
+            continue;
+        }
         log::warn("answering a request that was running when the agent stopped",
                   {{"req_id", field(e.req_id)}, {"routing_key", field(e.reply_key)}});
         ExecuteOutcome o;
@@ -290,10 +306,6 @@ int Agent::run() {
         m.journal_key = e.key;
         enqueue(std::move(m), now);
     }
-    want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
-    while (!done_) loop_once();
-    log::info("ur-agent stopped");
-    return 0;
 }
 
 // ---------------------------------------------------------------- loop
@@ -1189,6 +1201,7 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
         log::info("node identity", {{"uuid", field(id_.uuid)}, {"admin_mac", field(id_.mac)},
                                     {"hostname", field(id_.hostname)}});
         reconnect_at_ = now;
+        answer_leftovers(now);
     } else if (id.uuid != id_.uuid) {
         log::warn("sysinfo UUID changed; keeping the one read at start-up",
                   {{"uuid", field(id_.uuid)}, {"new_uuid", field(id.uuid)}});

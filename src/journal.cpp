@@ -21,11 +21,12 @@ const char kReplyPrefix[] = "ur.execute-reply.";
 // A previous run's file larger than this is not a journal of ours.
 constexpr size_t kReadMax = 64u << 20;
 
-// O_NONBLOCK: a FIFO in its place fails to open instead of blocking.
-int open_append(const std::string& path, int extra_flags) {
-    int fd = ::open(path.c_str(),
-                    O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | extra_flags,
-                    0600);
+// In the directory dir_fd, never by a path that could lead elsewhere by
+// now.  O_NONBLOCK: a FIFO in its place fails to open instead of blocking.
+int open_append(int dir_fd, const char* name, int extra_flags) {
+    int fd = ::openat(dir_fd, name,
+                      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | extra_flags,
+                      0600);
     struct stat st;
     if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
         ::close(fd);
@@ -35,14 +36,6 @@ int open_append(const std::string& path, int extra_flags) {
     return fd;
 }
 
-// After a create or rename, so that the name survives a kernel crash.
-void sync_dir(const std::string& dir) {
-    int fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        ::close(fd);
-    }
-}
 
 // A reply key in a record: '%', ' ', CR and LF as %XX, so that a request
 // id holding any of them (all legal inside one routing-key word) leaves
@@ -108,24 +101,62 @@ void replay(const std::string& text, std::map<std::string, std::string>& live) {
 
 Journal::~Journal() {
     if (fd_ >= 0) ::close(fd_);
+    if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
-bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) {
-    fsync_ = fsync_each;
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        error = "cannot create journal directory " + dir + ": " + std::strerror(errno);
+// Makes dir_ (0700) or checks it is a private directory of ours, and holds
+// it open: the journal's files are made in that directory only, even if
+// the path leads elsewhere later (removed and made again by someone else).
+bool Journal::open_dir(std::string& error) {
+    if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
+        error = "cannot create journal directory " + dir_ + ": " + std::strerror(errno);
         return false;
     }
-    struct stat st;
-    if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
-        (st.st_mode & (S_IWGRP | S_IWOTH))) {
-        error = "journal directory " + dir +
+    struct stat st, fst;
+    int fd = -1;
+    if (lstat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & (S_IWGRP | S_IWOTH)) ||
+        (fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+        fstat(fd, &fst) != 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
+        if (fd >= 0) ::close(fd);
+        error = "journal directory " + dir_ +
                 " is not a private directory of ours (a symlink, someone else's, or writable "
                 "by others)";
         return false;
     }
+    if (dir_fd_ >= 0) ::close(dir_fd_);
+    dir_fd_ = fd;
+    return true;
+}
+
+// The directory removed behind our back (a script, a /tmp cleaner): the
+// records would go to a file no restart can find.  Made again, and the
+// live entries written there.  One fstat() per request.
+void Journal::check_dir() {
+    struct stat st;
+    if (dir_fd_ < 0 || fstat(dir_fd_, &st) != 0 || st.st_nlink > 0) return;
+    std::string error;
+    if (!open_dir(error)) {
+        log::error("the journal directory was removed and cannot be made again", {{"error", error}});
+        return;
+    }
+    log::warn("the journal directory was removed; made again", {{"dir", dir_}});
+    int fd = open_append(dir_fd_, kFile, O_TRUNC);
+    if (fd < 0) {
+        log::error("cannot open journal", {{"file", path_}, {"error", std::strerror(errno)}});
+        return;
+    }
+    ::close(fd_);
+    fd_ = fd;
+    size_ = 0;
+    rewrite();
+}
+
+bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) {
+    fsync_ = fsync_each;
     dir_ = dir;
     path_ = dir + "/" + kFile;
+    if (!open_dir(error)) return false;
     std::string text, rerr;
     if (read_file(path_, kReadMax, text, rerr))
         replay(text, live_);
@@ -135,14 +166,14 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
         leftovers_.push_back({key, reply_key, reply_key.substr(reply_key.rfind('.') + 1)});
     // Keys of this run cannot meet a previous run's.
     key_prefix_ = std::to_string(getpid()) + "-" + std::to_string(wall_ms()) + "-";
-    fd_ = open_append(path_, 0);
+    fd_ = open_append(dir_fd_, kFile, 0);
     struct stat fst;
     if (fd_ < 0 || fstat(fd_, &fst) != 0) {
         error = "cannot open journal " + path_ + ": " + std::strerror(errno);
         return false;
     }
     size_ = uint64_t(fst.st_size);
-    if (fsync_) sync_dir(dir_);
+    if (fsync_) fsync(dir_fd_);
     rewrite();  // only the leftovers from here on
     return true;
 }
@@ -162,6 +193,7 @@ bool Journal::append(const std::string& record) {
 
 std::string Journal::add(const std::string& reply_key, const std::string& req_id) {
     if (fd_ < 0) return "";
+    check_dir();
     std::string key = key_prefix_ + std::to_string(++counter_);
     if (!append(add_record(key, reply_key))) {
         log::error("cannot write journal entry",
@@ -195,15 +227,17 @@ void Journal::rewrite() {
     }
     std::string text;
     for (const auto& [key, reply_key] : live_) text += add_record(key, reply_key);
-    std::string tmp = path_ + ".new";
-    int fd = open_append(tmp, O_TRUNC);
+    static const char kNew[] = "journal.new";
+    unlinkat(dir_fd_, kNew, 0);  // O_EXCL below: never into a file already there
+    int fd = open_append(dir_fd_, kNew, O_EXCL);
     bool ok = fd >= 0 && write_all(fd, text) && (!fsync_ || fsync(fd) == 0) &&
-              rename(tmp.c_str(), path_.c_str()) == 0;
-    if (ok && fsync_) sync_dir(dir_);
+              renameat(dir_fd_, kNew, dir_fd_, kFile) == 0;
+    if (ok && fsync_) fsync(dir_fd_);
     if (!ok) {
-        log::error("cannot rewrite the journal", {{"file", tmp}, {"error", std::strerror(errno)}});
+        log::error("cannot rewrite the journal",
+                   {{"file", path_ + ".new"}, {"error", std::strerror(errno)}});
         if (fd >= 0) ::close(fd);
-        ::unlink(tmp.c_str());
+        unlinkat(dir_fd_, kNew, 0);
         return;
     }
     ::close(fd_);

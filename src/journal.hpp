@@ -64,8 +64,11 @@ public:
 private:
     bool append(const std::string& record);
     void rewrite();
+    bool open_dir(std::string& error);
+    void check_dir();
 
     std::string dir_, path_;
+    int dir_fd_ = -1;  // the directory checked by open_dir(); files are made in it
     int fd_ = -1;
     bool fsync_ = false;
     uint64_t size_ = 0;

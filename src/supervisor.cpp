@@ -112,8 +112,7 @@ Supervisor::~Supervisor() {
 }
 
 bool Supervisor::init(std::string& error) {
-    work_dir_ready_ = prepare_work_dir(opt_.work_dir, error);
-    return work_dir_ready_;
+    return work_dir_.prepare(opt_.work_dir, error);
 }
 
 bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
@@ -139,26 +138,14 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
 
     std::string error;
     if (job->spec.kind == JobSpec::Kind::Script) {
-        // Scripts go only into a directory init() (or this) has checked: in
-        // one that is not ours the file could be swapped before it runs.
-        // One not usable at start-up is tried again at each script, so that
-        // fixing it (a read-only or full file system) needs no restart.
-        if (!work_dir_ready_) work_dir_ready_ = prepare_work_dir(opt_.work_dir, error);
-        if (!work_dir_ready_)
+        // Scripts go only into the directory init() checked, checked again
+        // at each script (WorkDir): in one that is not ours the file could
+        // be swapped before it runs.  One not usable at start-up, or
+        // removed since (a script cleaning up after itself, a /tmp
+        // cleaner), is made again here, so that fixing it (a read-only or
+        // full file system) needs no restart.
+        if (!work_dir_.write_script(job->spec.script, job->script_path, error))
             return not_started(126, "cannot write the script: " + error);
-        if (!write_script_file(opt_.work_dir, job->spec.script, job->script_path, error)) {
-            // The directory init() made may have been removed behind our
-            // back (a script cleaning up after itself, a /tmp cleaner): make
-            // it again, with init()'s checks, and retry once.  Without this
-            // every later script would fail until the agent restarts.
-            struct stat st;
-            std::string again;
-            bool gone = work_dir_ready_ && ::lstat(opt_.work_dir.c_str(), &st) != 0 &&
-                        errno == ENOENT;
-            if (!gone || !prepare_work_dir(opt_.work_dir, again) ||
-                !write_script_file(opt_.work_dir, job->spec.script, job->script_path, error))
-                return not_started(126, "cannot write the script: " + error);
-        }
         job->exe = job->script_path;
     } else {
         job->exe = job->spec.script;

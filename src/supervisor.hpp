@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "src/output_capture.hpp"
+#include "src/work_dir.hpp"
 
 namespace ur {
 
@@ -157,7 +158,7 @@ private:
     std::vector<JobResult> finished_;
     std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
     std::vector<pid_t> orphans_;  // children of abandoned jobs, reaped when they end
-    bool work_dir_ready_ = false;  // init() succeeded: start() may remake work_dir
+    WorkDir work_dir_;  // where script files go (init(); checked again at each)
 };
 
 }  // namespace ur

@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -96,38 +98,97 @@ bool prepare_work_dir(const std::string& dir, std::string& error) {
     return remove_stale_files(dir, error);
 }
 
-bool write_script_file(const std::string& dir, const std::string& text,
-                       std::string& path, std::string& error) {
-    std::string tmpl = dir + "/" + kScriptFilePrefix + "XXXXXX";
-    std::vector<char> name(tmpl.begin(), tmpl.end());
-    name.push_back('\0');
-#if defined(__linux__) || defined(__sun) || defined(__FreeBSD__)
-    int fd = ::mkostemp(name.data(), O_CLOEXEC);
-#else
-    int fd = ::mkstemp(name.data());
-    if (fd >= 0)
-        ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-#endif
-    if (fd < 0) {
-        error = sys_error("cannot create a script file in " + dir, errno);
+WorkDir::~WorkDir() { close_dir(); }
+
+void WorkDir::close_dir() {
+    if (fd_ >= 0) close_retry(fd_);
+    fd_ = -1;
+}
+
+bool WorkDir::prepare(const std::string& dir, std::string& error) {
+    close_dir();
+    dir_ = dir;
+    if (!prepare_work_dir(dir, error)) return false;
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || ::fstat(fd, &st) != 0) {
+        error = sys_error("cannot open " + dir, errno);
+        if (fd >= 0) close_retry(fd);
         return false;
     }
-    std::string made(name.data());
+    fd_ = fd;
+    dev_ = uint64_t(st.st_dev);
+    ino_ = uint64_t(st.st_ino);
+    if (!still_ours()) {  // replaced between the checks and the open
+        close_dir();
+        error = dir + " changed while it was being checked";
+        return false;
+    }
+    if (rng_ == 0) {
+        struct timespec ts;
+        ::clock_gettime(CLOCK_MONOTONIC, &ts);
+        rng_ = (uint64_t(ts.tv_nsec) << 20) ^ uint64_t(ts.tv_sec) ^ (uint64_t(::getpid()) << 40) ^
+               ino_ ^ 0x9E3779B97F4A7C15ull;
+        int r = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        uint64_t seed = 0;
+        if (r >= 0) {
+            if (::read(r, &seed, sizeof seed) == ssize_t(sizeof seed)) rng_ ^= seed;
+            close_retry(r);
+        }
+        if (rng_ == 0) rng_ = 1;
+    }
+    return true;
+}
+
+// The path still leads to the directory we hold, which is still ours and
+// writable by no one else.  One lstat() per script.
+bool WorkDir::still_ours() const {
+    struct stat st;
+    return ::lstat(dir_.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && uint64_t(st.st_dev) == dev_ &&
+           uint64_t(st.st_ino) == ino_ && st.st_uid == ::geteuid() &&
+           (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+bool WorkDir::write_script(const std::string& text, std::string& path, std::string& error) {
+    if (dir_.empty()) {
+        error = "work_dir is not set";
+        return false;
+    }
+    if ((fd_ < 0 || !still_ours()) && !prepare(dir_, error)) return false;
+    static const char kChars[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    std::string name;
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+        name = kScriptFilePrefix;
+        for (int i = 0; i < 10; ++i) {
+            rng_ ^= rng_ << 13;  // xorshift64: names unique, not secret (0700 dir)
+            rng_ ^= rng_ >> 7;
+            rng_ ^= rng_ << 17;
+            name += kChars[rng_ % (sizeof kChars - 1)];
+        }
+        fd = ::openat(fd_, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    std::string made = dir_ + "/" + name;
+    if (fd < 0) {
+        error = sys_error("cannot create a script file in " + dir_, errno);
+        return false;
+    }
     auto fail = [&](const std::string& what) {
         error = sys_error(what + " " + made, errno);
-        close_retry(fd);
-        ::unlink(made.c_str());
+        if (fd >= 0) close_retry(fd);
+        ::unlinkat(fd_, name.c_str(), 0);
         return false;
     };
-    if (::fchmod(fd, 0700) != 0)
+    if (::fchmod(fd, 0700) != 0)  // whatever the umask took away
         return fail("cannot chmod");
     if (!write_all(fd, text))
         return fail("cannot write");
-    if (close_retry(fd) != 0) {
-        error = sys_error("cannot close " + made, errno);
-        ::unlink(made.c_str());
-        return false;
-    }
+    int rc = close_retry(fd);
+    fd = -1;
+    if (rc != 0)
+        return fail("cannot close");
     path = std::move(made);
     return true;
 }

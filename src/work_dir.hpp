@@ -20,10 +20,40 @@ extern const char kScriptFilePrefix[];
 // an earlier run.  Returns false with a reason in `error` otherwise.
 bool prepare_work_dir(const std::string& dir, std::string& error);
 
-// Writes `text` to a new file in `dir` (mkstemp, mode 0700), fully, and
-// closes it.  On success sets `path`; on failure removes any partial file
-// and returns false with a reason in `error`.
-bool write_script_file(const std::string& dir, const std::string& text,
-                       std::string& path, std::string& error);
+// The directory prepare_work_dir() checked, held open.  A script file is
+// created inside the directory that was checked (openat on the held fd,
+// O_EXCL, a random name), never by a path that could by then lead
+// elsewhere; and before each one the directory at the path is checked to
+// still be that one, ours and private.  If it is not (removed by a script
+// or a /tmp cleaner, then made again by someone else; or chmod'ed), it is
+// prepared again, which refuses one that is not ours: the script is not
+// written, rather than written where another user could swap it before
+// it runs as root.
+class WorkDir {
+public:
+    WorkDir() = default;
+    ~WorkDir();
+    WorkDir(const WorkDir&) = delete;
+    WorkDir& operator=(const WorkDir&) = delete;
+
+    // prepare_work_dir(dir), then holds it open.
+    bool prepare(const std::string& dir, std::string& error);
+    bool ready() const { return fd_ >= 0; }
+    const std::string& dir() const { return dir_; }
+
+    // Writes `text` to a new file (mode 0700) in the directory, fully, and
+    // closes it; sets `path` (dir + "/" + name).  On failure removes any
+    // partial file and returns false with a reason in `error`.
+    bool write_script(const std::string& text, std::string& path, std::string& error);
+
+private:
+    bool still_ours() const;
+    void close_dir();
+
+    std::string dir_;
+    int fd_ = -1;
+    uint64_t dev_ = 0, ino_ = 0;
+    uint64_t rng_ = 0;
+};
 
 }  // namespace ur

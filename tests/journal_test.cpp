@@ -159,3 +159,26 @@ TEST_CASE("journal: one append per record; emptied when idle, rewritten when big
     REQUIRE(left.size() == 1);
     CHECK(left[0].key == keep);
 }
+
+TEST_CASE("journal: its directory removed behind our back is made again, live entries kept") {
+    std::string state = fresh_dir();
+    std::string dir = state + "/inflight";
+    std::string err;
+    Journal j;
+    REQUIRE(j.open(dir, false, err));
+    std::string k1 = j.add("ur.execute-reply.u1.before", "before");
+    REQUIRE(std::system(("rm -rf '" + dir + "'").c_str()) == 0);
+    std::string k2 = j.add("ur.execute-reply.u1.after", "after");
+    CHECK_FALSE(k2.empty());
+    struct stat st;
+    REQUIRE(lstat(dir.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+
+    Journal again;  // the restarted agent finds both
+    REQUIRE(again.open(dir, false, err));
+    std::vector<std::string> reqs;
+    for (const auto& e : again.leftovers()) reqs.push_back(e.req_id);
+    std::sort(reqs.begin(), reqs.end());
+    CHECK(reqs == std::vector<std::string>{"after", "before"});
+    std::system(("rm -rf '" + state + "'").c_str());
+}

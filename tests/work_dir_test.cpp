@@ -114,14 +114,81 @@ TEST_CASE("work dir: script file is private, complete and uniquely named") {
     TempDir t;
     std::string a, b, error;
     std::string text = "#!/bin/sh\necho hi\n";
-    REQUIRE(ur::write_script_file(t.path, text, a, error));
-    REQUIRE(ur::write_script_file(t.path, text, b, error));
+    ur::WorkDir w;
+    REQUIRE(w.prepare(t.path + "/w", error));
+    REQUIRE(w.write_script(text, a, error));
+    REQUIRE(w.write_script(text, b, error));
     CHECK(a != b);
-    CHECK(a.rfind(t.path + "/" + ur::kScriptFilePrefix, 0) == 0);
+    CHECK(a.rfind(t.path + "/w/" + ur::kScriptFilePrefix, 0) == 0);
     struct stat st;
     REQUIRE(::lstat(a.c_str(), &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
     CHECK((st.st_mode & 0777) == 0700);
     CHECK(st.st_size == static_cast<off_t>(text.size()));
-    CHECK_FALSE(ur::write_script_file(t.path + "/missing", text, a, error));
+    ur::WorkDir missing;
+    CHECK_FALSE(missing.prepare(t.path + "/no/such", error));
+    CHECK_FALSE(missing.write_script(text, a, error));
     CHECK(error.find("cannot create") != std::string::npos);
+}
+
+TEST_CASE("work dir: removed behind our back, it is made again before the next script") {
+    TempDir t;
+    std::string dir = t.path + "/w", path, error;
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
+    REQUIRE(std::system(("rm -rf '" + dir + "'").c_str()) == 0);
+    REQUIRE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(path.rfind(dir + "/", 0) == 0);
+    struct stat st;
+    REQUIRE(::lstat(dir.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(exists(path));
+}
+
+TEST_CASE("work dir: a directory made writable since is refused, not written to") {
+    TempDir t;
+    std::string dir = t.path + "/w", path, error;
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
+    REQUIRE(::chmod(dir.c_str(), 0777) == 0);
+    CHECK_FALSE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(error.find("writable") != std::string::npos);
+    REQUIRE(::chmod(dir.c_str(), 0700) == 0);
+    CHECK(w.write_script("#!/bin/sh\n", path, error));
+}
+
+TEST_CASE("work dir: replaced by someone else's directory, no script goes into it") {
+    // A root script removes the directory; another user makes one of the
+    // same name (in a sticky /tmp anyone can): scripts written there could
+    // be swapped before they run as root.
+    if (::geteuid() != 0) {
+        MESSAGE("skipped: needs root to chown a directory to another user");
+        return;
+    }
+    TempDir t;
+    std::string dir = t.path + "/w", path, error;
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
+    REQUIRE(::rmdir(dir.c_str()) == 0);
+    REQUIRE(::mkdir(dir.c_str(), 0777) == 0);
+    REQUIRE(::chmod(dir.c_str(), 0777) == 0);
+    REQUIRE(::chown(dir.c_str(), 65534, 65534) == 0);
+    CHECK_FALSE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(error.find("owned by uid 65534") != std::string::npos);
+    REQUIRE(::chmod(dir.c_str(), 0700) == 0);  // even a private one of theirs
+    CHECK_FALSE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(std::system(("test -z \"$(ls -A '" + dir + "')\"").c_str()) == 0);
+}
+
+TEST_CASE("work dir: renamed away and replaced by another of ours, the new one is used") {
+    TempDir t;
+    std::string dir = t.path + "/w", path, error;
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
+    REQUIRE(::rename(dir.c_str(), (t.path + "/old").c_str()) == 0);
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    REQUIRE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(path.rfind(dir + "/", 0) == 0);
+    CHECK(exists(path));
+    CHECK(std::system(("test -z \"$(ls -A '" + t.path + "/old')\"").c_str()) == 0);
 }

@@ -6,6 +6,7 @@ stdin (EOF at once), a background child in the script's own process group
 holding stdout, a timeout killing the process group, `kill -9 $$`."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,6 +227,26 @@ class HostileScripts(AgentTestCase):
         self.assertFalse(os.path.exists(self.work_dir))
         self.assertUnaffected()
         self.assertEqual(os.stat(self.work_dir).st_mode & 0o777, 0o700)
+
+    def test_work_dir_remade_by_another_user_gets_no_script(self):
+        # A root script removes the work dir and another user makes one of
+        # that name (as anyone can in a sticky /tmp): the agent used to
+        # write the next scripts there, where that user could swap them
+        # before they ran as root.  Now it refuses, says why, and carries
+        # on once the directory is its own again.
+        if os.geteuid() != 0:
+            self.skipTest("needs root to make a directory for another user")
+        r = self.run_script('#!/bin/sh\n/bin/rm -rf "$(/usr/bin/dirname "$0")"\n')
+        self.assertReply(r, 0)
+        os.mkdir(self.work_dir)
+        os.chmod(self.work_dir, 0o777)
+        os.chown(self.work_dir, 65534, 65534)
+        r = self.run_script("#!/bin/sh\necho ran\n")
+        self.assertReply(r, 126, "")
+        self.assertIn("owned by uid 65534", r["stderr"])
+        self.assertEqual(os.listdir(self.work_dir), [])
+        shutil.rmtree(self.work_dir)
+        self.assertReply(self.run_script("#!/bin/sh\necho ran\n"), 0, "ran\n")
 
     # -- type file ------------------------------------------------------
 

@@ -748,6 +748,10 @@ class Resilience(FakeBrokerTestCase):
         self.assertEqual(a.wait_exit(), -signal.SIGKILL)
         key = "ur.execute-reply.%s.%s" % (a.uuid, req)
         self.assertEqual(b.count(key), 0)
+        # A record naming another node's reply key is not answered.
+        other = "ur.execute-reply.00000000-dead-beef-0000-000000000000.victim"
+        with open(os.path.join(a.state_dir, ".ur-agent-inflight", "journal"), "a") as f:
+            f.write("+ planted-1 %s\n" % other)
         a2 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
                             state_dir=a.state_dir, name="restarted").start()
         r = self.reply(b, a2, req)
@@ -759,6 +763,7 @@ class Resilience(FakeBrokerTestCase):
         time.sleep(0.5)  # proving an absence
         self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, done)), 1)
         self.assertEqual(b.count(key), 1)
+        self.assertEqual(b.count(other), 0, "answered another node's journal entry")
         self.prove_served(b, a2, "agent restart")
         # Once confirmed, the journal is empty: a third start owes nothing.
         a2.wait_log(lambda r: r.get("msg") == "reply confirmed"
