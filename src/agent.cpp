@@ -27,7 +27,11 @@ int g_sig_fd = -1;
 
 extern "C" void on_signal(int signo) {
     int saved = errno;
-    char c = signo == SIGCHLD ? 'C' : signo == SIGHUP ? 'H' : 'T';
+    char c = signo == SIGCHLD  ? 'C'
+             : signo == SIGHUP  ? 'H'
+             : signo == SIGUSR1 ? '1'
+             : signo == SIGUSR2 ? '2'
+                                : 'T';
     if (g_sig_fd >= 0) (void)!::write(g_sig_fd, &c, 1);
     errno = saved;
 }
@@ -131,7 +135,21 @@ void Agent::install_signals() {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGCHLD, &sa, nullptr);
     sigaction(SIGHUP, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
+    // Signals whose default would end the agent without answering what it
+    // holds, none of which asks for that: logged (USR1, USR2) or ignored.
+    // An ignored SIGXFSZ makes a write past RLIMIT_FSIZE (the log file,
+    // a script file) fail with EFBIG instead of killing the agent.
+    sigaction(SIGUSR1, &sa, nullptr);
+    sigaction(SIGUSR2, &sa, nullptr);
+    for (int sig : {SIGPIPE, SIGXFSZ, SIGALRM, SIGVTALRM, SIGPROF
+#ifdef SIGPOLL
+                    , SIGPOLL
+#endif
+#ifdef SIGPWR
+                    , SIGPWR
+#endif
+         })
+        signal(sig, SIG_IGN);
     // A blocked mask survives exec: a parent that left SIGTERM blocked
     // would make the agent unstoppable but by SIGKILL.  Nothing is blocked
     // but around a spawn (spawn.cpp).
@@ -427,6 +445,8 @@ void Agent::drain_self_pipe() {
         for (ssize_t i = 0; i < n; ++i) {
             if (buf[i] == 'T' && !stopping_) begin_shutdown(monotonic_ms());
             if (buf[i] == 'H') log::info("SIGHUP ignored");
+            if (buf[i] == '1' || buf[i] == '2')
+                log::info(buf[i] == '1' ? "SIGUSR1 ignored" : "SIGUSR2 ignored");
         }
     }
 }

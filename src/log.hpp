@@ -2,6 +2,7 @@
 // renders it).  Each record: name, hostname, pid, level (10..60), msg,
 // time, v: 0, then the caller's fields (req_id, routing_key, ...).
 #pragma once
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -28,6 +29,10 @@ struct Field {
 // Writes one record as a single write(2) so concurrent writers do not
 // interleave.  Never fails loudly: a log that cannot be written is lost.
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
+
+// Lines not written because the output (a pipe, socket or terminal) had
+// no room: they are counted, and said in a warn line once there is room.
+uint64_t dropped_lines();
 
 inline void trace(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::Trace, m, f); }
 inline void debug(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::Debug, m, f); }

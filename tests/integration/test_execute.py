@@ -134,7 +134,7 @@ class Execute(AgentTestCase):
         # The agent takes its signal dispositions once at start-up and its
         # children reset just those: the ones it set and the ones it was
         # started with ignored, which exec would otherwise pass on.
-        sigs = (signal.SIGUSR1, signal.SIGQUIT, signal.SIGALRM)
+        sigs = (signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU)
         a = self.start_agent(name="ignoring", ignore_signals=sigs)
         if not WRAPPER:
             self.assertEqual(signal_set(a.proc.pid, "SigIgn", sigs),

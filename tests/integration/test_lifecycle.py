@@ -208,6 +208,22 @@ class Shutdown(AgentTestCase):
         self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho next\n", env={}),
                          0, "next\n")
 
+    def test_stray_signals_do_not_end_it(self):
+        # Signals whose default action is to terminate, sent by an operator
+        # or a tool by mistake: the agent would have died without answering
+        # what it held.  USR1/USR2 are logged, the others ignored.
+        a = self.start_agent()
+        sigs = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
+                signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
+                signal.SIGPWR, signal.SIGPIPE]
+        for sig in sigs:
+            a.send_signal(sig)
+        a.wait_log(lambda rec: rec.get("msg") == "SIGUSR2 ignored", what="SIGUSR2 logged")
+        self.assertTrue(a.running())
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho on\n", env={}),
+                         0, "on\n")
+        a.stop()
+
     def test_sigterm_when_idle_exits_0_promptly(self):
         a = self.start_agent()
         t0 = time.monotonic()
@@ -616,6 +632,31 @@ class Log(AgentTestCase):
         lock = os.path.join(a.state_dir, ".ur-agent.lock")
         self.assertEqual(os.path.getsize(lock), 0, "the lock file holds: %r"
                          % open(lock, "rb").read(300))
+
+    def test_log_reader_that_stops_reading_costs_lines_not_service(self):
+        # stderr a pipe nobody reads (a stopped `| bunyan`, a stalled
+        # journald): the agent froze in write() once the pipe was full (107
+        # of 300 requests answered in a review).  Now lines are dropped
+        # and counted, and said once there is room.
+        a = self.start_agent(log_to_pipe=True)
+        reqs = [self.client.send_execute(a.uuid, "#!/bin/sh\necho %d\n" % i, env={})
+                for i in range(300)]
+        for i, req in enumerate(reqs):
+            self.assertReply(self.client.wait_reply(a.uuid, req), 0, "%d\n" % i)
+        rid, body = self.client.ping(a.uuid)
+        self.assertEqual(body.get("req_id"), rid)
+        os.set_blocking(a.proc.stderr.fileno(), False)
+        while a.proc.stderr.read(1 << 16):
+            pass
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho last\n", env={}),
+                         0, "last\n")
+        text = b""
+        deadline = time.monotonic() + 10
+        while b"log lines dropped" not in text and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text += a.proc.stderr.read(1 << 16) or b""
+        self.assertIn(b"log lines dropped", text)
+        a.stop()
 
     def test_log_level_warn_is_quiet(self):
         a = self.start_agent(args=["--log-level", "warn"])

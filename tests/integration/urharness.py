@@ -404,7 +404,7 @@ class Agent:
                  state_dir=None, setup_file=None, name="agent",
                  password="guest", login="guest", use_env_broker=True,
                  sysinfo_cmd=None, ignore_signals=(), block_signals=(),
-                 close_stdio=False):
+                 close_stdio=False, log_to_pipe=False):
         self.workdir = workdir
         self.name = name
         self.sysinfo = sysinfo or make_sysinfo(uuid)
@@ -446,6 +446,8 @@ class Agent:
         self.block_signals = tuple(block_signals)
         # Started with fds 0, 1 and 2 closed (its log then goes nowhere).
         self.close_stdio = close_stdio
+        # stderr a pipe the test reads only when it wants (proc.stderr).
+        self.log_to_pipe = log_to_pipe
         self.proc = None
         self.status = None
 
@@ -479,7 +481,8 @@ class Agent:
 
         self.proc = subprocess.Popen(DIE_WITH_RUNNER + WRAPPER + self.argv(), env=self.env,
                                      stdin=subprocess.DEVNULL,
-                                     stdout=self.out, stderr=self.log,
+                                     stdout=self.out,
+                                     stderr=subprocess.PIPE if self.log_to_pipe else self.log,
                                      close_fds=True,
                                      preexec_fn=inherit if ignored or blocked or close_stdio
                                      else None)
@@ -527,7 +530,8 @@ class Agent:
         self._close_files()
 
     def _close_files(self):
-        for f in (getattr(self, "log", None), getattr(self, "out", None)):
+        pipe = self.proc.stderr if self.proc is not None else None
+        for f in (getattr(self, "log", None), getattr(self, "out", None), pipe):
             if f and not f.closed:
                 f.close()
 

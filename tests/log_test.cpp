@@ -1,0 +1,64 @@
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "src/log.hpp"
+
+using namespace ur;
+
+namespace {
+
+std::string drain(int fd) {
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        out.append(buf, size_t(n));
+    }
+    return out;
+}
+
+size_t count(const std::string& s, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("log: a reader that stops reading costs log lines, never a blocked agent") {
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    REQUIRE(::fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);  // the test's own reads only
+    log::init("t", log::Level::Info, p[1]);
+    // Fill the pipe (64 KiB) and far beyond: a blocking write would hang here.
+    std::string big(1000, 'x');
+    for (int i = 0; i < 500; ++i) log::info("line", {{"pad", json::Value(big)}});
+    uint64_t dropped = log::dropped_lines();
+    CHECK(dropped > 0);
+    std::string first = drain(p[0]);
+    CHECK(count(first, "\"msg\":\"line\"") + dropped == 500);
+    // Room again: the next line says how many were lost, then itself.
+    log::info("after");
+    std::string next = drain(p[0]);
+    CHECK(next.find("log lines dropped") != std::string::npos);
+    CHECK(next.find("\"dropped\":" + std::to_string(dropped)) != std::string::npos);
+    CHECK(next.find("\"msg\":\"after\"") != std::string::npos);
+    CHECK(log::dropped_lines() == 0);
+    // Every line whole: the stream is JSON lines, none cut or glued.
+    for (const std::string& text : {first, next}) {
+        size_t at = 0;
+        for (size_t nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1) {
+            CHECK(text[at] == '{');
+            CHECK(text[nl - 1] == '}');
+        }
+        CHECK(at == text.size());
+    }
+    log::init("ur", log::Level::Info, 2);
+    ::close(p[0]);
+    ::close(p[1]);
+}
