@@ -789,16 +789,20 @@ void Agent::on_consuming(uint64_t now) {
         startup_checked_ = true;
         std::string marker = cfg_.state_dir + "/.ur-startup";
         int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd >= 0) {
-            close(fd);
+        if (fd >= 0 || errno != EEXIST) {
+            // A marker that cannot be made (a read-only or full state dir)
+            // must not keep a booted node from being announced: announced
+            // all the same, once, and a restart of the agent may repeat it.
+            if (fd >= 0)
+                close(fd);
+            else
+                log::error("cannot create the start-up marker; announcing start-up without it",
+                           {{"file", marker}, {"error", std::strerror(errno)}});
             OutMessage m;
             m.routing_key = startup_key(id_.uuid);
             m.body = json::write(sysinfo_);
             enqueue(std::move(m), now);
             log::info("announcing start-up", {{"routing_key", field(startup_key(id_.uuid))}});
-        } else if (errno != EEXIST) {
-            log::error("cannot create the start-up marker; not announcing start-up",
-                       {{"file", marker}, {"error", std::strerror(errno)}});
         }
     }
     // A sysinfo heartbeat on every connect, then on the interval until set-up.

@@ -5,6 +5,7 @@ broker lists and the log."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,28 @@ class Startup(AgentTestCase):
         self.assertEqual(m.json()["UUID"], c.uuid)
         self.assertTrue(os.path.exists(marker))
         c.stop()
+
+    def test_startup_announced_when_the_marker_cannot_be_made(self):
+        # A read-only state dir: no marker can be made, and the booted node
+        # was never announced.  Announced all the same, once, logged.
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            self.skipTest("needs root to mount a read-only file system")
+        state = self.path("ro-state")
+        os.mkdir(state)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", state],
+                          stderr=subprocess.DEVNULL).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(subprocess.run, ["umount", "-l", state])
+        a = self.start_agent(state_dir=state, args=["--work-dir", self.path("work")])
+        self.client.wait_message(is_startup(a.uuid), what="ur.startup")
+        a.wait_log(lambda rec: rec.get("msg", "").startswith(
+            "cannot create the start-up marker"), what="the marker's failure logged")
+        self.barrier(a)
+        self.assertEqual(self.client.collect(is_startup(a.uuid), 0.5), [],
+                         "ur.startup sent twice by one agent")
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho rw\n", env={}),
+                         0, "rw\n")
+        a.stop()
 
     def test_sysinfo_cmd(self):
         info = make_sysinfo()
