@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <new>
 #include <cmath>
 #include <cstring>
 
@@ -287,8 +288,24 @@ int Agent::run() {
     if (pending_bound(cfg_) != cfg_.max_pending_bytes)
         log::info("--max-pending-bytes raised to hold one whole reply",
                   {{"max_pending_bytes", json::Value(int64_t(pending_bound(cfg_)))}});
+    warn_memory_limit();
     want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
-    while (!done_) loop_once();
+    try {
+        while (!done_) loop_once();
+    } catch (const std::bad_alloc&) {
+        // Out of memory (under a limit too low for the settings; see
+        // warn_memory_limit()).  Said, then gone as if killed: running
+        // scripts go on, and the journal has every request in flight
+        // answered "agent restarted" when the service manager restarts us.
+        static const char kLine[] =
+            "ur-agent: out of memory; exiting (requests in flight are answered on restart)\n";
+        try {
+            log::fatal("out of memory; exiting (requests in flight are answered on restart)");
+        } catch (...) {
+            (void)!::write(2, kLine, sizeof kLine - 1);
+        }
+        ::_exit(1);
+    }
     log::info("ur-agent stopped");
     return 0;
 }
@@ -324,6 +341,26 @@ void Agent::answer_leftovers(uint64_t now) {
         m.journal_key = e.key;
         enqueue(std::move(m), now);
     }
+}
+
+// Under a memory limit (ulimit -v or -d) too low for what the settings
+// allow at worst, a burst of large outputs ends the agent (out of memory)
+// with every reply it holds: say so at start, with the numbers to change.
+void Agent::warn_memory_limit() {
+    unsigned long long limit = memory::limit_bytes();
+    if (limit == 0) return;
+    // Per running script each stream's kept output and raw tail; one reply
+    // made at a time (under 3x --max-output); the replies kept for the
+    // broker; a request being parsed (JSON takes a few times its text);
+    // the agent itself.
+    unsigned long long worst = uint64_t(cfg_.max_concurrency) * 2 * (cfg_.max_output + (64u << 10)) +
+                               3 * cfg_.max_output + pending_bound(cfg_) + 4 * kMaxRequestBytes +
+                               (16u << 20);
+    if (limit >= worst) return;
+    log::warn("the memory limit is below what the settings may need at worst: lower "
+              "--max-concurrency, --max-output or --max-pending-bytes, or raise the limit",
+              {{"limit_bytes", json::Value(int64_t(limit))},
+               {"worst_case_bytes", json::Value(int64_t(worst))}});
 }
 
 // ---------------------------------------------------------------- loop

@@ -92,6 +92,7 @@ private:
     void on_delivery(amqp::Event& ev, uint64_t now);
     void start_queued(uint64_t now);
     void answer_not_run(const Queued& q, const std::string& why, uint64_t now);
+    void warn_memory_limit();
     void answer_leftovers(uint64_t now);
     void answer_queued(const std::string& why, uint64_t now);
     void expire_queued(uint64_t now);

@@ -4,8 +4,10 @@
 #include <malloc.h>
 #endif
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace ur::memory {
 
@@ -18,6 +20,17 @@ constexpr size_t kBigBuffer = 64 * 1024;
 bool g_dirty = false;
 
 }  // namespace
+
+unsigned long long limit_bytes() {
+    unsigned long long least = 0;
+    for (int which : {RLIMIT_AS, RLIMIT_DATA}) {
+        struct rlimit rl;
+        if (getrlimit(which, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) continue;
+        unsigned long long v = static_cast<unsigned long long>(rl.rlim_cur);
+        if (least == 0 || v < least) least = v;
+    }
+    return least;
+}
 
 void tune() {
 #if defined(__GLIBC__)

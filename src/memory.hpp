@@ -23,6 +23,10 @@ namespace ur::memory {
 // Once, at start-up.
 void tune();
 
+// The address-space or data-segment limit the agent runs under
+// (RLIMIT_AS, RLIMIT_DATA: the lower), or 0 when there is none.
+unsigned long long limit_bytes();
+
 // A buffer of `bytes` was made; big ones mark the heap for release.
 void note_buffer(size_t bytes);
 

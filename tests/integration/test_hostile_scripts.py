@@ -248,6 +248,34 @@ class HostileScripts(AgentTestCase):
         shutil.rmtree(self.work_dir)
         self.assertReply(self.run_script("#!/bin/sh\necho ran\n"), 0, "ran\n")
 
+    def test_out_of_memory_under_a_limit_warned_exits_and_answers_on_restart(self):
+        # Under ulimit -v far below what 16 scripts of big output need, the
+        # agent died in abort() (std::bad_alloc) and nobody learnt why.  It
+        # warns at start with the numbers, says "out of memory" when it
+        # happens, exits, and restarted answers what was in flight.
+        if instrumented(self.pid) or not shutil.which("prlimit"):
+            self.skipTest("needs prlimit, and an agent without valgrind or ASan (their "
+                          "address space is not the agent's)")
+        b = self.start_agent(name="limited", prefix=["prlimit", "--as=%d" % (64 << 20)])
+        b.wait_log(lambda rec: rec.get("msg", "").startswith("the memory limit is below"),
+                   what="the warning at start")
+        script = ("#!/bin/sh\n/usr/bin/head -c 20000000 /dev/zero | /usr/bin/tr '\\0' a\n"
+                  "/usr/bin/head -c 10000000 /dev/zero | /usr/bin/tr '\\0' b >&2\n")
+        reqs = [self.client.send_execute(b.uuid, script, env={}) for _ in range(8)]
+        st = b.wait_exit()
+        if st == 0:
+            self.skipTest("the agent did not run out of memory here")
+        self.assertEqual(st, 1)
+        b.wait_log(lambda rec: rec.get("msg", "").startswith("out of memory"),
+                   what="out of memory logged")
+        b2 = self.start_agent(name="restarted", sysinfo=b.sysinfo, state_dir=b.state_dir)
+        answered = 0
+        for req in reqs:
+            r = self.client.wait_reply(b2.uuid, req)
+            self.assertIn(r["exit_status"], (0, 1), r)
+            answered += 1
+        self.assertEqual(answered, 8)
+
     # -- type file ------------------------------------------------------
 
     def test_file_path_with_spaces_and_unicode(self):

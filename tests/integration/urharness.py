@@ -404,7 +404,7 @@ class Agent:
                  state_dir=None, setup_file=None, name="agent",
                  password="guest", login="guest", use_env_broker=True,
                  sysinfo_cmd=None, ignore_signals=(), block_signals=(),
-                 close_stdio=False, log_to_pipe=False):
+                 close_stdio=False, log_to_pipe=False, prefix=()):
         self.workdir = workdir
         self.name = name
         self.sysinfo = sysinfo or make_sysinfo(uuid)
@@ -448,6 +448,8 @@ class Agent:
         self.close_stdio = close_stdio
         # stderr a pipe the test reads only when it wants (proc.stderr).
         self.log_to_pipe = log_to_pipe
+        # A command the agent runs under (["prlimit", "--as=N"]).
+        self.prefix = list(prefix)
         self.proc = None
         self.status = None
 
@@ -479,7 +481,8 @@ class Agent:
             if close_stdio:
                 os.closerange(0, 3)
 
-        self.proc = subprocess.Popen(DIE_WITH_RUNNER + WRAPPER + self.argv(), env=self.env,
+        self.proc = subprocess.Popen(DIE_WITH_RUNNER + self.prefix + WRAPPER + self.argv(),
+                                     env=self.env,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.out,
                                      stderr=subprocess.PIPE if self.log_to_pipe else self.log,
