@@ -1075,6 +1075,8 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                {"stdout_bytes", json::Value(int64_t(r.out.total))},
                {"stderr_bytes", json::Value(int64_t(r.err.total))},
                {"timed_out", json::Value(r.timed_out)}});
+    if (!r.start_error.empty())  // the node's trouble (no fds, no processes, a full disk), not the request's
+        log::error("cannot start a script", {{"req_id", field(run.req_id)}, {"error", field(r.start_error)}});
     if (r.unkillable)
         log::error("script did not end after SIGKILL (stuck in the kernel: a hung NFS or FUSE "
                    "mount?); replied without its exit status, it is reaped if it ever ends",

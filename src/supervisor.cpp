@@ -128,6 +128,7 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
         JobResult r;
         r.id = job->spec.id;
         r.exit_status = status;
+        r.start_error = why;
         std::string msg = "ur-agent: " + why + "\n";
         r.err.escaped = job->spec.json_output;
         append_note(r.err, msg);

@@ -75,6 +75,7 @@ struct JobResult {
     bool timed_out = false;
     bool pipes_abandoned = false;   // replied pipe_grace_ms after exit because a grandchild still held the pipes
     bool unkillable = false;        // replied kill_grace_ms after SIGKILL: the child is stuck in the kernel
+    std::string start_error;        // the agent could not start it (script file, pipe, fork): why
     StreamCapture out, err;
     uint64_t duration_ms = 0;
     pid_t pid = -1;

@@ -372,6 +372,7 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script or file without #! is run by /b
                                       {"there"}));
     CHECK(r.exit_status == 0);
     CHECK(r.out.data == "hi there 1\nabs\n");
+    CHECK(r.start_error.empty());
     CHECK(r.err.data == "");
     CHECK(count_dir(opt.work_dir) == 0);
     std::string path = tmp.path + "/plain";
@@ -498,6 +499,7 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, 
     CHECK(out[0].exit_status == 126);
     CHECK(out[0].pid == -1);
     CHECK(out[0].err.data.rfind("ur-agent: cannot write the script: cannot create ", 0) == 0);
+    CHECK(out[0].start_error.rfind("cannot write the script: cannot create ", 0) == 0);
     CHECK(sup.running() == 0);
     CHECK(sup.next_deadline() == UINT64_MAX);
 

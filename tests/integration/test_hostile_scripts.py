@@ -245,6 +245,11 @@ class HostileScripts(AgentTestCase):
         self.assertReply(r, 126, "")
         self.assertIn("owned by uid 65534", r["stderr"])
         self.assertEqual(os.listdir(self.work_dir), [])
+        # The node's trouble, not the request's: in the log too.
+        rec = self.agent.wait_log(lambda rec: rec.get("msg") == "cannot start a script",
+                                  what="the failure logged")
+        self.assertEqual(rec.get("level"), 50)
+        self.assertIn("owned by uid 65534", rec.get("error", ""))
         shutil.rmtree(self.work_dir)
         self.assertReply(self.run_script("#!/bin/sh\necho ran\n"), 0, "ran\n")
 
