@@ -189,6 +189,8 @@ bool Agent::setup(std::string& error) {
     // it removes stale script files).  When the configured one is not
     // usable (in a world-writable state dir such as /tmp, someone may have
     // created it first), a fresh private one rather than none.
+    // Fresh directories an earlier run fell back to are left over.
+    remove_stale_work_dirs(cfg_.state_dir, ".ur-agent-work.");
     std::string werr;
     bool work_dir_ok = sup_.init(werr);
     if (!work_dir_ok) {

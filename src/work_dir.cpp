@@ -64,6 +64,25 @@ bool remove_stale_files(const std::string& dir, std::string& error) {
 
 }  // namespace
 
+void remove_stale_work_dirs(const std::string& parent, const std::string& prefix) {
+    DIR* d = ::opendir(parent.c_str());
+    if (!d) return;
+    std::vector<std::string> found;
+    while (struct dirent* e = ::readdir(d)) {
+        std::string name = e->d_name;
+        if (name.size() == prefix.size() + 6 && name.compare(0, prefix.size(), prefix) == 0)
+            found.push_back(parent + "/" + name);
+    }
+    ::closedir(d);
+    for (const std::string& dir : found) {
+        struct stat st;
+        if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+            continue;
+        std::string error;
+        if (remove_stale_files(dir, error)) ::rmdir(dir.c_str());  // fails if anything else is in it
+    }
+}
+
 bool prepare_work_dir(const std::string& dir, std::string& error) {
     if (dir.empty()) {
         error = "work_dir is not set";

@@ -20,6 +20,12 @@ extern const char kScriptFilePrefix[];
 // an earlier run.  Returns false with a reason in `error` otherwise.
 bool prepare_work_dir(const std::string& dir, std::string& error);
 
+// Removes the directories named `prefix` + 6 characters in `parent` that
+// are real directories of ours (fresh mkdtemp ones a previous run fell back
+// to), with the script files in them; one holding anything else is kept.
+// Best effort: for start-up, under the state directory's lock.
+void remove_stale_work_dirs(const std::string& parent, const std::string& prefix);
+
 // The directory prepare_work_dir() checked, held open.  A script file is
 // created inside the directory that was checked (openat on the held fd,
 // O_EXCL, a random name), never by a path that could by then lead

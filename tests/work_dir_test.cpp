@@ -192,3 +192,22 @@ TEST_CASE("work dir: renamed away and replaced by another of ours, the new one i
     CHECK(exists(path));
     CHECK(std::system(("test -z \"$(ls -A '" + t.path + "/old')\"").c_str()) == 0);
 }
+
+TEST_CASE("work dir: fallback directories of earlier runs are removed, nothing else") {
+    TempDir t;
+    const std::string p = t.path + "/.ur-agent-work.";
+    REQUIRE(::mkdir((p + "abc123").c_str(), 0700) == 0);
+    touch(p + "abc123/" + ur::kScriptFilePrefix + "x");
+    REQUIRE(::mkdir((p + "def456").c_str(), 0700) == 0);
+    touch(p + "def456/keep.txt");
+    REQUIRE(::mkdir((p + "toolong7").c_str(), 0700) == 0);
+    REQUIRE(::mkdir((t.path + "/elsewhere").c_str(), 0700) == 0);
+    REQUIRE(::symlink((t.path + "/elsewhere").c_str(), (p + "lnk123").c_str()) == 0);
+    touch(t.path + "/elsewhere/" + ur::kScriptFilePrefix + "y");
+    ur::remove_stale_work_dirs(t.path, ".ur-agent-work.");
+    CHECK_FALSE(exists(p + "abc123"));
+    CHECK(exists(p + "def456/keep.txt"));
+    CHECK(exists(p + "toolong7"));
+    CHECK(exists(p + "lnk123"));
+    CHECK(exists(t.path + "/elsewhere/" + ur::kScriptFilePrefix + "y"));
+}
