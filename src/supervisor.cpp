@@ -98,7 +98,7 @@ Supervisor::~Supervisor() {
         close_fd(job.err_fd);
         close_fd(job.exec_fd);
         if (!job.script_path.empty())
-            ::unlink(job.script_path.c_str());
+            work_dir_.remove_script(job.script_path);
         if (!job.reaped)
             orphans_.push_back(job.pid);
     }
@@ -162,7 +162,7 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     int err = 0;
     if (!spawn(job->exe, job->spec.args, job->spec.env, mode, child, err, error)) {
         if (!job->script_path.empty())
-            ::unlink(job->script_path.c_str());
+            work_dir_.remove_script(job->script_path);
         return not_started(126, "cannot start " + display_name(job->spec) + ": " + error);
     }
     job->pid = child.pid;
@@ -306,7 +306,7 @@ void Supervisor::reap(uint64_t now_ms) {
         read_exec_status(job);
         job.state = JobState::Exited;
         if (!job.script_path.empty()) {
-            ::unlink(job.script_path.c_str());
+            work_dir_.remove_script(job.script_path);
             job.script_path.clear();
         }
         finish_if_complete(job, now_ms);
@@ -388,7 +388,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         r.err.total += msg.size();
     }
     if (!job.script_path.empty()) {
-        ::unlink(job.script_path.c_str());
+        work_dir_.remove_script(job.script_path);
         job.script_path.clear();
     }
     job.state = JobState::Done;

@@ -84,6 +84,10 @@ void remove_stale_work_dirs(const std::string& parent, const std::string& prefix
 }
 
 bool prepare_work_dir(const std::string& dir, std::string& error) {
+    return check_work_dir(dir, error) && remove_stale_files(dir, error);
+}
+
+bool check_work_dir(const std::string& dir, std::string& error) {
     if (dir.empty()) {
         error = "work_dir is not set";
         return false;
@@ -114,7 +118,7 @@ bool prepare_work_dir(const std::string& dir, std::string& error) {
         error = dir + " is group or world writable";
         return false;
     }
-    return remove_stale_files(dir, error);
+    return true;
 }
 
 WorkDir::~WorkDir() { close_dir(); }
@@ -128,6 +132,14 @@ bool WorkDir::prepare(const std::string& dir, std::string& error) {
     close_dir();
     dir_ = dir;
     if (!prepare_work_dir(dir, error)) return false;
+    return open_checked(dir, error);
+}
+
+// Holds `dir`, just checked (or made) by prepare_work_dir() or
+// check_work_dir(), open; seeds the name generator once.
+bool WorkDir::open_checked(const std::string& dir, std::string& error) {
+    close_dir();
+    dir_ = dir;
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || ::fstat(fd, &st) != 0) {
@@ -159,6 +171,14 @@ bool WorkDir::prepare(const std::string& dir, std::string& error) {
     return true;
 }
 
+void WorkDir::remove_script(const std::string& path) {
+    size_t slash = path.rfind('/');
+    if (fd_ < 0 || slash == std::string::npos || path.compare(0, slash, dir_) != 0 ||
+        slash != dir_.size())
+        return;
+    ::unlinkat(fd_, path.c_str() + slash + 1, 0);
+}
+
 // The path still leads to the directory we hold, which is still ours and
 // writable by no one else.  One lstat() per script.
 bool WorkDir::still_ours() const {
@@ -173,7 +193,10 @@ bool WorkDir::write_script(const std::string& text, std::string& path, std::stri
         error = "work_dir is not set";
         return false;
     }
-    if ((fd_ < 0 || !still_ours()) && !prepare(dir_, error)) return false;
+    // Made again, or checked again, but its files are not removed: some
+    // may be of jobs still starting.
+    if ((fd_ < 0 || !still_ours()) && !(check_work_dir(dir_, error) && open_checked(dir_, error)))
+        return false;
     static const char kChars[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     std::string name;

@@ -20,6 +20,9 @@ extern const char kScriptFilePrefix[];
 // an earlier run.  Returns false with a reason in `error` otherwise.
 bool prepare_work_dir(const std::string& dir, std::string& error);
 
+// prepare_work_dir() without removing anything.
+bool check_work_dir(const std::string& dir, std::string& error);
+
 // Removes the directories named `prefix` + 6 characters in `parent` that
 // are real directories of ours (fresh mkdtemp ones a previous run fell back
 // to), with the script files in them; one holding anything else is kept.
@@ -42,7 +45,8 @@ public:
     WorkDir(const WorkDir&) = delete;
     WorkDir& operator=(const WorkDir&) = delete;
 
-    // prepare_work_dir(dir), then holds it open.
+    // prepare_work_dir(dir) (which removes stale script files: at
+    // start-up only), then holds it open.
     bool prepare(const std::string& dir, std::string& error);
     bool ready() const { return fd_ >= 0; }
     const std::string& dir() const { return dir_; }
@@ -52,7 +56,12 @@ public:
     // partial file and returns false with a reason in `error`.
     bool write_script(const std::string& text, std::string& path, std::string& error);
 
+    // Removes a file write_script() made, in the held directory (unlinkat):
+    // never through a path that may lead elsewhere by now.
+    void remove_script(const std::string& path);
+
 private:
+    bool open_checked(const std::string& dir, std::string& error);
     bool still_ours() const;
     void close_dir();
 

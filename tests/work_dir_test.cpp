@@ -211,3 +211,34 @@ TEST_CASE("work dir: fallback directories of earlier runs are removed, nothing e
     CHECK(exists(p + "lnk123"));
     CHECK(exists(t.path + "/elsewhere/" + ur::kScriptFilePrefix + "y"));
 }
+
+TEST_CASE("work dir: a script file is removed from the held directory, not through its path") {
+    TempDir t;
+    std::string dir = t.path + "/w", path, error;
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
+    REQUIRE(w.write_script("#!/bin/sh\n", path, error));
+    std::string name = path.substr(path.rfind('/') + 1);
+    // The path now leads elsewhere, to a file of the same name.
+    REQUIRE(::rename(dir.c_str(), (t.path + "/moved").c_str()) == 0);
+    REQUIRE(::mkdir((t.path + "/other").c_str(), 0700) == 0);
+    touch(t.path + "/other/" + name);
+    REQUIRE(::symlink((t.path + "/other").c_str(), dir.c_str()) == 0);
+    w.remove_script(path);
+    CHECK(exists(t.path + "/other/" + name));
+    CHECK_FALSE(exists(t.path + "/moved/" + name));
+}
+
+TEST_CASE("work dir: checked again, its files are left alone (jobs may be starting)") {
+    TempDir t;
+    std::string dir = t.path + "/w", a, b, error;
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
+    REQUIRE(w.write_script("#!/bin/sh\n", a, error));
+    REQUIRE(::chmod(dir.c_str(), 0770) == 0);
+    CHECK_FALSE(w.write_script("#!/bin/sh\n", b, error));
+    REQUIRE(::chmod(dir.c_str(), 0700) == 0);
+    REQUIRE(w.write_script("#!/bin/sh\n", b, error));
+    CHECK(exists(a));
+    CHECK(exists(b));
+}
