@@ -1,6 +1,8 @@
 #include "src/log.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,16 +19,53 @@ std::string g_hostname;
 Level g_level = Level::Info;
 int g_fd = 2;
 pid_t g_pid = 0;  // asked once, at init(): the agent does not fork itself
-// The log goes to a pipe, socket, FIFO or terminal, whose reader can stop
-// reading (a stopped `| bunyan`, a stalled journald): written only when
-// poll() says there is room, so that a stalled reader costs log lines, not
-// the agent (which froze in write(): no replies, pings or heartbeats).
-bool g_may_block = false;
+// The log may go to a pipe, socket, FIFO or terminal, whose reader can
+// stop reading (a stopped `| bunyan`, a stalled journald or ssh session):
+// the agent froze in write() (no replies, pings or heartbeats).  Such an
+// output is written without blocking, so that a stalled reader costs log
+// lines instead: through a private non-blocking file description of it (a
+// terminal reopened by name, a pipe through /proc; O_NONBLOCK on fd 2
+// itself would change it for everyone sharing it, the shell included), a
+// socket with MSG_DONTWAIT, and where neither works, after poll() says
+// there is room, in chunks a pipe takes at once.
+enum class Out { Plain, Private, Socket, Polled };
+Out g_out = Out::Plain;
+int g_wfd = 2;            // g_fd, or the private description of it
 uint64_t g_dropped = 0;   // lines not written since the last one that was
 bool g_broken = false;    // a line was cut off part-way: start on a new one
+constexpr int kFinishMs = 200;  // a line begun may wait this long for room
+
+void choose_output(int fd) {
+    if (g_out == Out::Private) ::close(g_wfd);
+    g_wfd = fd;
+    g_out = Out::Plain;
+    struct stat st;
+    bool tty = isatty(fd) != 0;
+    if (fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !tty)) return;
+    if (S_ISSOCK(st.st_mode)) {
+        g_out = Out::Socket;
+        return;
+    }
+    int priv = -1;
+    if (tty) {
+        if (const char* name = ttyname(fd)) priv = ::open(name, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    } else {
+#ifdef __linux__
+        priv = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+#endif
+    }
+    struct stat ps;
+    if (priv >= 0 && fstat(priv, &ps) == 0 && ps.st_dev == st.st_dev && ps.st_ino == st.st_ino) {
+        g_wfd = priv;
+        g_out = Out::Private;
+        return;
+    }
+    if (priv >= 0) ::close(priv);
+    g_out = Out::Polled;
+}
 
 bool room(int timeout_ms) {
-    struct pollfd p = {g_fd, POLLOUT, 0};
+    struct pollfd p = {g_wfd, POLLOUT, 0};
     int r;
     do {
         r = ::poll(&p, 1, timeout_ms);
@@ -34,24 +73,36 @@ bool room(int timeout_ms) {
     return r > 0 && (p.revents & POLLOUT) != 0;
 }
 
-// Writes the whole line, or returns false.  Where the reader can stall:
-// chunks of at most 4096 bytes (a pipe with room takes that much at once),
-// each after poll() says there is room; a line begun gets 1 s to finish.
+ssize_t put(const char* p, size_t n) {
+    if (g_out == Out::Socket) {
+        int flags = MSG_DONTWAIT;
+#ifdef MSG_NOSIGNAL
+        flags |= MSG_NOSIGNAL;
+#endif
+        ssize_t r = ::send(g_wfd, p, n, flags);
+        if (r >= 0 || errno != ENOTSOCK) return r;
+        g_out = Out::Polled;
+    }
+    if (g_out == Out::Polled) n = std::min<size_t>(n, 4096);  // a pipe with room takes it at once
+    return ::write(g_wfd, p, n);
+}
+
+// Writes the whole line, or returns false having written none of it (the
+// output had no room), or part of it (it had none left within kFinishMs).
 bool emit(const std::string& line) {
     const char* p = line.data();
     size_t left = line.size();
     bool begun = false;
     while (left > 0) {
-        size_t chunk = left;
-        if (g_may_block) {
-            if (!room(begun ? 1000 : 0)) {
-                g_broken = g_broken || begun;
-                return false;
-            }
-            chunk = std::min<size_t>(left, 4096);
+        if (g_out == Out::Polled && !room(begun ? kFinishMs : 0)) {
+            g_broken = g_broken || begun;
+            return false;
         }
-        ssize_t n = ::write(g_fd, p, chunk);
+        ssize_t n = put(p, left);
         if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && begun && g_out != Out::Polled &&
+            room(kFinishMs))
+            continue;
         if (n <= 0) {
             g_broken = g_broken || begun;
             return false;
@@ -86,10 +137,7 @@ void init(std::string name, Level min_level, int fd) {
     g_level = min_level;
     g_fd = fd;
     g_pid = getpid();
-    struct stat st;
-    g_may_block = fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)
-                      ? true
-                      : isatty(fd) != 0;
+    choose_output(fd);
     g_dropped = 0;
     g_broken = false;
     char host[256] = {0};
@@ -134,7 +182,7 @@ std::string format(Level level, std::string_view msg, std::initializer_list<Fiel
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
     if (!enabled(level)) return;
     std::string line = format(level, msg, fields);
-    if (g_broken && (!g_may_block || room(0)) && emit("\n")) g_broken = false;
+    if (g_broken && emit("\n")) g_broken = false;
     if (g_dropped > 0 && !g_broken &&
         emit(format(Level::Warn, "log lines dropped: the log's reader did not keep up",
                     {{"dropped", json::Value(int64_t(g_dropped))}})))
