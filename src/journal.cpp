@@ -104,13 +104,13 @@ Journal::~Journal() {
     if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
-// Makes dir_ (0700) or checks it is a private directory of ours, and holds
-// it open: the journal's files are made in that directory only, even if
-// the path leads elsewhere later (removed and made again by someone else).
-bool Journal::open_dir(std::string& error) {
+// Makes dir_ (0700) or checks it is a private directory of ours, and
+// returns it open (or -1 with `error`): the journal's files are made in
+// that directory only, even if the path leads elsewhere later.
+int Journal::open_dir(std::string& error) {
     if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
         error = "cannot create journal directory " + dir_ + ": " + std::strerror(errno);
-        return false;
+        return -1;
     }
     struct stat st, fst;
     int fd = -1;
@@ -122,30 +122,48 @@ bool Journal::open_dir(std::string& error) {
         error = "journal directory " + dir_ +
                 " is not a private directory of ours (a symlink, someone else's, or writable "
                 "by others)";
-        return false;
+        return -1;
+    }
+    return fd;
+}
+
+void Journal::hold_dir(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        dir_dev_ = uint64_t(st.st_dev);
+        dir_ino_ = uint64_t(st.st_ino);
     }
     if (dir_fd_ >= 0) ::close(dir_fd_);
     dir_fd_ = fd;
-    return true;
 }
 
-// The directory removed behind our back (a script, a /tmp cleaner): the
-// records would go to a file no restart can find.  Made again, and the
-// live entries written there.  One fstat() per request.
+// The directory removed or renamed behind our back (a script, a /tmp
+// cleaner): the records would go where no restart looks.  Made again at
+// the path, and the live entries written there; tried again at each
+// request until it can be (said once).  One lstat() per request.
 void Journal::check_dir() {
     struct stat st;
-    if (dir_fd_ < 0 || fstat(dir_fd_, &st) != 0 || st.st_nlink > 0) return;
+    if (dir_fd_ < 0 || (lstat(dir_.c_str(), &st) == 0 && uint64_t(st.st_dev) == dir_dev_ &&
+                        uint64_t(st.st_ino) == dir_ino_))
+        return;
     std::string error;
-    if (!open_dir(error)) {
-        log::error("the journal directory was removed and cannot be made again", {{"error", error}});
-        return;
-    }
-    log::warn("the journal directory was removed; made again", {{"dir", dir_}});
-    int fd = open_append(dir_fd_, kFile, O_TRUNC);
+    int dfd = open_dir(error);
+    int fd = dfd >= 0 ? open_append(dfd, kFile, O_TRUNC) : -1;
     if (fd < 0) {
-        log::error("cannot open journal", {{"file", path_}, {"error", std::strerror(errno)}});
+        if (dfd >= 0) {
+            error = "cannot open journal " + path_ + ": " + std::strerror(errno);
+            ::close(dfd);
+        }
+        if (!dir_lost_)
+            log::error("the journal directory was removed or moved and cannot be made again; "
+                       "trying at each request",
+                       {{"error", error}});
+        dir_lost_ = true;
         return;
     }
+    log::warn("the journal directory was removed or moved; made again", {{"dir", dir_}});
+    dir_lost_ = false;
+    hold_dir(dfd);
     ::close(fd_);
     fd_ = fd;
     size_ = 0;
@@ -156,7 +174,9 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
     fsync_ = fsync_each;
     dir_ = dir;
     path_ = dir + "/" + kFile;
-    if (!open_dir(error)) return false;
+    int dfd = open_dir(error);
+    if (dfd < 0) return false;
+    hold_dir(dfd);
     std::string text, rerr;
     if (read_file(path_, kReadMax, text, rerr))
         replay(text, live_);

@@ -64,11 +64,14 @@ public:
 private:
     bool append(const std::string& record);
     void rewrite();
-    bool open_dir(std::string& error);
+    int open_dir(std::string& error);
+    void hold_dir(int fd);
     void check_dir();
 
     std::string dir_, path_;
     int dir_fd_ = -1;  // the directory checked by open_dir(); files are made in it
+    uint64_t dir_dev_ = 0, dir_ino_ = 0;  // ... and its identity, to see it replaced
+    bool dir_lost_ = false;               // it went and could not be made again yet
     int fd_ = -1;
     bool fsync_ = false;
     uint64_t size_ = 0;

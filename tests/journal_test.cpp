@@ -182,3 +182,24 @@ TEST_CASE("journal: its directory removed behind our back is made again, live en
     CHECK(reqs == std::vector<std::string>{"after", "before"});
     std::system(("rm -rf '" + state + "'").c_str());
 }
+
+TEST_CASE("journal: its directory moved away is made again at its path, live entries kept") {
+    std::string state = fresh_dir();
+    std::string dir = state + "/inflight";
+    std::string err;
+    {
+        Journal j;
+        REQUIRE(j.open(dir, false, err));
+        j.add("ur.execute-reply.u1.one", "one");
+        REQUIRE(rename(dir.c_str(), (state + "/moved").c_str()) == 0);
+        j.add("ur.execute-reply.u1.two", "two");
+        // The journal object is not closed cleanly: a crash.
+        Journal again;
+        REQUIRE(again.open(dir, false, err));
+        std::vector<std::string> reqs;
+        for (const auto& e : again.leftovers()) reqs.push_back(e.req_id);
+        std::sort(reqs.begin(), reqs.end());
+        CHECK(reqs == std::vector<std::string>{"one", "two"});
+    }
+    std::system(("rm -rf '" + state + "'").c_str());
+}
