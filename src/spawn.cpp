@@ -214,8 +214,9 @@ void reset_to_default(int sig) {
     // A file the kernel cannot run (ENOEXEC: a script without a #! line)
     // is run by /bin/sh, as execvp() does and so the original agent did.
     // Should the shell fail to start, the file's own ENOEXEC is reported.
+    // Not for a #! script (sh_argv null): its interpreter is what failed.
     int err = errno;
-    if (err == ENOEXEC)
+    if (err == ENOEXEC && plan.sh_argv)
         ::execve(kShell, plan.sh_argv, plan.envp);
     child_fail(plan, report_fd, err);
 }
@@ -319,7 +320,7 @@ int exec_failure_status(int err) {
 
 bool spawn(const std::string& path, const std::vector<std::string>& args,
            const std::optional<std::vector<std::string>>& env, SpawnMode mode,
-           SpawnedChild& child, int& err, std::string& error) {
+           SpawnedChild& child, int& err, std::string& error, bool sh_fallback) {
     // Everything the child needs is built before fork(): the child may not
     // allocate.
     std::vector<char*> argv;
@@ -373,7 +374,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    const ChildPlan plan{path.c_str(), argv.data(), sh_argv.data(), envp, devnull, out[1], errp[1], rep[1],
+    const ChildPlan plan{path.c_str(), argv.data(), sh_fallback ? sh_argv.data() : nullptr, envp, devnull, out[1], errp[1], rep[1],
                          borrow ? &exec_err : nullptr, open_max()};
 #ifdef UR_SPAWN_VFORK
     pid_t pid = borrow ? start_borrowed(plan) : start_copied(plan);

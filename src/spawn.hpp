@@ -54,12 +54,15 @@ bool interpreter_is_system(std::string_view script);
 std::string_view script_interpreter(std::string_view script);
 
 // Forks and executes `path` with argv = {path, args...}.  `env` present:
-// exactly that environment; absent: ours.  No PATH search, no shell.
+// exactly that environment; absent: ours.  No PATH search.  A file the
+// kernel cannot execute (ENOEXEC: no #! line) is run by /bin/sh as
+// execvp() does, unless `sh_fallback` is false (a script that has a #!
+// line whose interpreter is what failed: its text is not shell).
 // Returns false (no child, no fd left open) with errno-based reason in
 // `error` and the errno in `err` if a pipe, /dev/null or fork failed.
 bool spawn(const std::string& path, const std::vector<std::string>& args,
            const std::optional<std::vector<std::string>>& env, SpawnMode mode,
-           SpawnedChild& child, int& err, std::string& error);
+           SpawnedChild& child, int& err, std::string& error, bool sh_fallback = true);
 
 // A chatty child's pipe: lets it write up to 1 MiB ahead while the agent
 // is busy elsewhere instead of blocking on a full 64 KiB pipe.  Linux

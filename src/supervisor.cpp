@@ -160,7 +160,10 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
                          : SpawnMode::Copy;
     SpawnedChild child;
     int err = 0;
-    if (!spawn(job->exe, job->spec.args, job->spec.env, mode, child, err, error)) {
+    // A #! script whose interpreter the kernel cannot run is not shell.
+    bool sh_fallback = job->spec.kind != JobSpec::Kind::Script ||
+                       job->spec.script.compare(0, 2, "#!") != 0;
+    if (!spawn(job->exe, job->spec.args, job->spec.env, mode, child, err, error, sh_fallback)) {
         if (!job->script_path.empty())
             work_dir_.remove_script(job->script_path);
         return not_started(126, "cannot start " + display_name(job->spec) + ": " + error);
@@ -371,7 +374,11 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
                                       ? script_interpreter(job.spec.script)
                                       : std::string_view();
         if (job.exec_errno == ENOEXEC) {
-            why = "not an executable, and /bin/sh could not run it";
+            why = job.spec.kind == JobSpec::Kind::Script && !interp.empty()
+                      ? "its interpreter " +
+                            json::write(json::Value(json::string_from_bytes(interp))) +
+                            " is not an executable"
+                      : "not an executable, and /bin/sh could not run it";
         } else if (job.exec_errno == ENOENT && !interp.empty()) {
             // Our script file is there: what is missing is its interpreter.
             why = "its interpreter " + json::write(json::Value(json::string_from_bytes(interp))) +

@@ -381,6 +381,15 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script or file without #! is run by /b
     r = run_one(sup, file("plainfile", path, {}));
     CHECK(r.exit_status == 7);
     CHECK(r.err.data == "");
+    // But a #! script whose interpreter cannot be run is not shell: 126.
+    std::string interp = tmp.path + "/not-a-program";
+    std::ofstream(interp) << "just text\n";
+    REQUIRE(::chmod(interp.c_str(), 0755) == 0);
+    r = run_one(sup, script("badinterp", "#!" + interp + "\necho would run as shell\n"));
+    CHECK(r.exit_status == 126);
+    CHECK(r.out.data == "");
+    CHECK(r.err.data == "ur-agent: cannot execute the script: its interpreter \"" + interp +
+                            "\" is not an executable\n");
 }
 
 TEST_CASE("spawn: only a script whose #! interpreter is in the system directories is borrowed") {
