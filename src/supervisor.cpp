@@ -299,22 +299,50 @@ void Supervisor::reap(uint64_t now_ms) {
         } while (r < 0 && errno == EINTR);
         if (r == 0)
             continue;
-        if (r < 0)
-            job.status_lost = true;  // ECHILD: reaped behind our back
-        job.reaped = true;
-        job.wait_status = st;
-        job.exited_ms = now_ms;
-        // The child is gone, so its end of the exec-status pipe is closed
-        // and the whole report is readable now.
-        read_exec_status(job);
-        job.state = JobState::Exited;
-        if (!job.script_path.empty()) {
-            work_dir_.remove_script(job.script_path);
-            job.script_path.clear();
-        }
-        finish_if_complete(job, now_ms);
+        // ECHILD: reaped behind our back
+        reaped(job, st, r < 0, now_ms);
     }
+    if (reap_strays_)
+        reap_strays(now_ms);
     remove_done();
+}
+
+void Supervisor::reaped(Job& job, int status, bool lost, uint64_t now_ms) {
+    job.status_lost = lost;
+    job.reaped = true;
+    job.wait_status = status;
+    job.exited_ms = now_ms;
+    // The child is gone, so its end of the exec-status pipe is closed
+    // and the whole report is readable now.
+    read_exec_status(job);
+    job.state = JobState::Exited;
+    if (!job.script_path.empty()) {
+        work_dir_.remove_script(job.script_path);
+        job.script_path.clear();
+    }
+    finish_if_complete(job, now_ms);
+}
+
+// As process 1 (a container's init) every orphan of the system becomes
+// our child: the background processes scripts leave behind, once they
+// end, stay zombies (the pid table fills) unless reaped here.  A job's
+// own child that ends between reap()'s look and this one gets its status.
+void Supervisor::reap_strays(uint64_t now_ms) {
+    for (;;) {
+        int st = 0;
+        pid_t r = ::waitpid(-1, &st, WNOHANG);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return;
+        for (auto& jp : jobs_) {
+            if (!jp->reaped && jp->pid == r) {
+                reaped(*jp, st, false, now_ms);
+                break;
+            }
+        }
+        orphans_.erase(std::remove(orphans_.begin(), orphans_.end(), r), orphans_.end());
+    }
 }
 
 // Exited/Draining -> Done once both output pipes reached EOF; Exited ->

@@ -44,6 +44,7 @@
 
 #include <poll.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -152,6 +153,8 @@ private:
     void signal_group(Job& job, int sig);
     void abandon(Job& job, uint64_t now_ms);
     void reap_orphans();
+    void reaped(Job& job, int status, bool lost, uint64_t now_ms);
+    void reap_strays(uint64_t now_ms);
     void remove_done();
 
     SupervisorOptions opt_;
@@ -159,6 +162,7 @@ private:
     std::vector<JobResult> finished_;
     std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
     std::vector<pid_t> orphans_;  // children of abandoned jobs, reaped when they end
+    bool reap_strays_ = ::getpid() == 1;  // process 1: every orphan is ours to reap
     WorkDir work_dir_;  // where script files go (init(); checked again at each)
 };
 

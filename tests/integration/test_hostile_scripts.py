@@ -281,6 +281,25 @@ class HostileScripts(AgentTestCase):
             answered += 1
         self.assertEqual(answered, 8)
 
+    def test_as_process_1_the_orphans_scripts_leave_are_reaped(self):
+        # In a container the agent may be process 1, the parent of every
+        # orphan: the background processes of scripts stayed zombies.
+        if os.geteuid() != 0 or not shutil.which("unshare") or WRAPPER:
+            self.skipTest("needs root and unshare (a pid namespace), no wrapper")
+        a = self.start_agent(name="init", prefix=["unshare", "--pid", "--fork", "--mount-proc",
+                                                  "--kill-child"])
+        kids, _ = children(a.proc.pid)
+        self.assertEqual(len(kids), 1, "no agent under unshare")
+        init = kids[0]
+        r = self.client.execute(a.uuid, "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10; do "
+                                "(/bin/sleep 0.1 &); done\necho left\n", env={})
+        self.assertReply(r, 0, "left\n")
+        time.sleep(1)  # the sleeps end; proving an absence
+        _, zombies = children(init)
+        self.assertEqual(zombies, [], "zombies under the agent as process 1")
+        os.kill(init, signal.SIGTERM)
+        self.assertEqual(a.wait_exit(), 0)
+
     # -- type file ------------------------------------------------------
 
     def test_file_path_with_spaces_and_unicode(self):
