@@ -160,6 +160,14 @@ TEST_CASE("journal: one append per record; emptied when idle, rewritten when big
     CHECK(left[0].key == keep);
 }
 
+// The request ids a (restarted) journal owes replies for, sorted.
+static std::vector<std::string> leftover_reqs(const Journal& j) {
+    std::vector<std::string> reqs;
+    for (const auto& e : j.leftovers()) reqs.push_back(e.req_id);
+    std::sort(reqs.begin(), reqs.end());
+    return reqs;
+}
+
 TEST_CASE("journal: its directory removed behind our back is made again, live entries kept") {
     std::string state = fresh_dir();
     std::string dir = state + "/inflight";
@@ -176,10 +184,7 @@ TEST_CASE("journal: its directory removed behind our back is made again, live en
 
     Journal again;  // the restarted agent finds both
     REQUIRE(again.open(dir, false, err));
-    std::vector<std::string> reqs;
-    for (const auto& e : again.leftovers()) reqs.push_back(e.req_id);
-    std::sort(reqs.begin(), reqs.end());
-    CHECK(reqs == std::vector<std::string>{"after", "before"});
+    CHECK(leftover_reqs(again) == std::vector<std::string>{"after", "before"});
     std::system(("rm -rf '" + state + "'").c_str());
 }
 
@@ -196,10 +201,7 @@ TEST_CASE("journal: its directory moved away is made again at its path, live ent
         // The journal object is not closed cleanly: a crash.
         Journal again;
         REQUIRE(again.open(dir, false, err));
-        std::vector<std::string> reqs;
-        for (const auto& e : again.leftovers()) reqs.push_back(e.req_id);
-        std::sort(reqs.begin(), reqs.end());
-        CHECK(reqs == std::vector<std::string>{"one", "two"});
+        CHECK(leftover_reqs(again) == std::vector<std::string>{"one", "two"});
     }
     std::system(("rm -rf '" + state + "'").c_str());
 }
