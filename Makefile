@@ -126,7 +126,10 @@ unit: $(UNIT)
 deps:
 	@tools/install-deps
 
-check: deps all $(UNIT)
+# Dependencies first, then the build (a recursive make: with -j the
+# prerequisites of one rule would build before the compiler is there).
+check: deps
+	@$(MAKE) --no-print-directory all $(UNIT)
 	@BUILD=$(BUILD) tests/run
 
 # The agent's costs against the physical floor, through a private RabbitMQ
@@ -141,7 +144,9 @@ hostile: all
 	@tools/hostile-run --build $(BUILD) $(HOSTILE_ARGS)
 
 # The README's first command: the agent, the fake broker and urctl at work.
-demo: $(AGENT) $(BUILD)/urctl $(BUILD)/fake-broker
+demo:
+	@tools/install-deps build
+	@$(MAKE) --no-print-directory $(AGENT) $(BUILD)/urctl $(BUILD)/fake-broker
 	@tools/demo $(BUILD)
 
 # libFuzzer targets with clang in build-fuzz/; FUZZ_SECONDS=N also runs

@@ -39,8 +39,9 @@ std::string usage_text() {
         "Broker (the environment variables AMQP_HOST, AMQP_PORT, AMQP_LOGIN,\n"
         "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
-        "                          brokers of a cluster, tried in turn\n"
-        "                          (default $AMQP_HOST:$AMQP_PORT or localhost:5672)\n"
+        "                          brokers of a cluster, tried in turn; a PORT left\n"
+        "                          out is 5672 (default $AMQP_HOST:$AMQP_PORT or\n"
+        "                          localhost:5672)\n"
         "  --login NAME            AMQP user (default $AMQP_LOGIN or guest)\n"
         "  --password-file FILE    read the AMQP password from FILE (first line)\n"
         "                          (default $AMQP_PASSWORD or guest)\n"
@@ -238,20 +239,15 @@ namespace {
 // Applies one "--name" with its value to cfg.
 bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
                 std::string& password_file, bool& work_dir_set, std::string& error) {
-    auto number = [&](uint64_t max, uint64_t& out) {
-        if (parse_uint(value.c_str(), max, out)) return true;
-        error = name + ": expected a whole number from 0 to " + std::to_string(max) + ", got '" +
-                value + "'";
+    auto number = [&](uint64_t max, uint64_t& out, uint64_t min = 0) {
+        if (parse_uint(value.c_str(), max, out) && out >= min) return true;
+        error = name + ": expected a whole number from " + std::to_string(min) + " to " +
+                std::to_string(max) + ", got '" + value + "'";
         return false;
     };
     auto nonempty = [&]() {
         if (!value.empty()) return true;
         error = name + " must not be empty";
-        return false;
-    };
-    auto at_least_1 = [&](uint64_t n) {
-        if (n != 0) return true;
-        error = name + " must be at least 1";
         return false;
     };
     uint64_t n = 0;
@@ -273,7 +269,7 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
         if (!number(65535, n)) return false;
         cfg.heartbeat_s = unsigned(n);
     } else if (name == "--connect-timeout") {
-        if (!number(3600, n) || !at_least_1(n)) return false;
+        if (!number(3600, n, 1)) return false;
         cfg.connect_timeout_s = unsigned(n);
     } else if (name == "--reconnect-max-ms") {
         if (!number(30000, n)) return false;
@@ -302,13 +298,13 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
         if (!nonempty()) return false;
         cfg.setup_file = value;
     } else if (name == "--sysinfo-interval") {
-        if (!number(86400 * 365, n) || !at_least_1(n)) return false;
+        if (!number(86400 * 365, n, 1)) return false;
         cfg.sysinfo_interval_s = unsigned(n);
     } else if (name == "--reboot-cmd") {
         if (!nonempty()) return false;
         cfg.reboot_cmd = value;
     } else if (name == "--max-concurrency") {
-        if (!number(4096, n) || !at_least_1(n)) return false;
+        if (!number(4096, n, 1)) return false;
         cfg.max_concurrency = unsigned(n);
     } else if (name == "--max-output") {
         if (!number(uint64_t(1) << 32, n)) return false;

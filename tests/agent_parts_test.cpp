@@ -107,7 +107,7 @@ TEST_CASE("config: bad flags and values are one-line errors") {
         {{"--bogus"}, "unknown option '--bogus'"},
         {{"--heartbeat"}, "--heartbeat needs a value"},
         {{"--heartbeat", "x"}, "--heartbeat: expected a whole number"},
-        {{"--max-concurrency", "0"}, "at least 1"},
+        {{"--max-concurrency", "0"}, "from 1 to 4096"},
         {{"--broker", "a:"}, "missing port"},
         {{"--broker", "a:99999"}, "bad port"},
         {{"--broker", ",a"}, "empty broker address"},
