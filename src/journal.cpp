@@ -140,12 +140,21 @@ void Journal::hold_dir(int fd) {
 // The directory removed or renamed behind our back (a script, a /tmp
 // cleaner): the records would go where no restart looks.  Made again at
 // the path, and the live entries written there; tried again at each
-// request until it can be (said once).  One lstat() per request.
+// request until it can be (said once).  A removal is seen at once (fstat
+// of the held directory); a rename by the path's identity, looked up at
+// most once a second (a path walk per request cost the agent ~1 us).
 void Journal::check_dir() {
+    if (dir_fd_ < 0) return;
     struct stat st;
-    if (dir_fd_ < 0 || (lstat(dir_.c_str(), &st) == 0 && uint64_t(st.st_dev) == dir_dev_ &&
-                        uint64_t(st.st_ino) == dir_ino_))
-        return;
+    bool removed = fstat(dir_fd_, &st) == 0 && st.st_nlink == 0;
+    if (!removed && !dir_lost_) {
+        uint64_t now = monotonic_ms();
+        if (now - dir_checked_ms_ < 1000) return;
+        dir_checked_ms_ = now;
+        if (lstat(dir_.c_str(), &st) == 0 && uint64_t(st.st_dev) == dir_dev_ &&
+            uint64_t(st.st_ino) == dir_ino_)
+            return;
+    }
     std::string error;
     int dfd = open_dir(error);
     int fd = dfd >= 0 ? open_append(dfd, kFile, O_TRUNC) : -1;

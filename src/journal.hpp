@@ -72,6 +72,7 @@ private:
     int dir_fd_ = -1;  // the directory checked by open_dir(); files are made in it
     uint64_t dir_dev_ = 0, dir_ino_ = 0;  // ... and its identity, to see it replaced
     bool dir_lost_ = false;               // it went and could not be made again yet
+    uint64_t dir_checked_ms_ = 0;         // when its path was last looked up
     int fd_ = -1;
     bool fsync_ = false;
     uint64_t size_ = 0;
