@@ -188,22 +188,11 @@ bool Agent::setup(std::string& error) {
     // The script directory, once the state directory is ours (preparing
     // it removes stale script files).  When the configured one is not
     // usable (in a world-writable state dir such as /tmp, someone may have
-    // created it first), a fresh private one rather than none.
-    // Fresh directories an earlier run fell back to are left over.
+    // created it first), the supervisor uses a fresh private one beside it
+    // (WorkDir) rather than none; those of earlier runs are removed first.
     remove_stale_work_dirs(cfg_.state_dir, ".ur-agent-work.");
     std::string werr;
-    bool work_dir_ok = sup_.init(werr);
-    if (!work_dir_ok) {
-        std::string tmpl = cfg_.state_dir + "/.ur-agent-work.XXXXXX";
-        if (mkdtemp(tmpl.data()) != nullptr) {
-            log::error("script directory not usable; using a fresh private one",
-                       {{"error", werr}, {"work_dir", tmpl}});
-            cfg_.work_dir = tmpl;
-            sup_.set_work_dir(tmpl);
-            work_dir_ok = sup_.init(werr);
-        }
-    }
-    if (!work_dir_ok)
+    if (!sup_.init(werr))
         log::error("no usable script directory; script requests fail until it can be made",
                    {{"work_dir", cfg_.work_dir}, {"error", werr}});
     std::string jerr;

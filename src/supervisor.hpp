@@ -106,7 +106,6 @@ public:
     // if it has been removed since.
     bool init(std::string& error);
     // Another work_dir, for init() to try (before any job).
-    void set_work_dir(std::string dir) { opt_.work_dir = std::move(dir); }
 
     // Starts a job.  If the child cannot be started (script file, pipe or
     // fork failure, or exec failure: ENOENT -> 127, EACCES/ENOEXEC/other ->

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "src/file_io.hpp"
+#include "src/log.hpp"
 
 namespace ur {
 
@@ -130,9 +131,29 @@ void WorkDir::close_dir() {
 
 bool WorkDir::prepare(const std::string& dir, std::string& error) {
     close_dir();
-    dir_ = dir;
-    if (!prepare_work_dir(dir, error)) return false;
-    return open_checked(dir, error);
+    base_ = dir_ = dir;
+    if (prepare_work_dir(dir, error) && open_checked(dir, error)) return true;
+    return fall_back(error);
+}
+
+// The directory at the path is there but will not do (someone else's, a
+// symlink, writable by others: in a sticky /tmp anyone can make it first,
+// or again after a cleaner removed ours): a fresh private one beside it
+// (mkdtemp, BASE.XXXXXX) rather than no scripts at all.  Not when the path
+// cannot be made at all (a read-only or full file system): nothing to flee.
+bool WorkDir::fall_back(std::string& error) {
+    struct stat st;
+    if (base_.empty() || ::lstat(dir_.c_str(), &st) != 0) return false;
+    std::string tmpl = base_ + ".XXXXXX";
+    if (::mkdtemp(&tmpl[0]) == nullptr) {
+        error += "; and no fresh directory: " + std::string(std::strerror(errno));
+        return false;
+    }
+    std::string why = error;
+    if (!open_checked(tmpl, error)) return false;
+    log::error("script directory not usable; using a fresh private one",
+               {{"error", json::Value(why)}, {"work_dir", json::Value(tmpl)}});
+    return true;
 }
 
 // Holds `dir`, just checked (or made) by prepare_work_dir() or
@@ -195,7 +216,8 @@ bool WorkDir::write_script(const std::string& text, std::string& path, std::stri
     }
     // Made again, or checked again, but its files are not removed: some
     // may be of jobs still starting.
-    if ((fd_ < 0 || !still_ours()) && !(check_work_dir(dir_, error) && open_checked(dir_, error)))
+    if ((fd_ < 0 || !still_ours()) && !(check_work_dir(dir_, error) && open_checked(dir_, error)) &&
+        !fall_back(error))
         return false;
     static const char kChars[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

@@ -35,9 +35,10 @@ void remove_stale_work_dirs(const std::string& parent, const std::string& prefix
 // elsewhere; and before each one the directory at the path is checked to
 // still be that one, ours and private.  If it is not (removed by a script
 // or a /tmp cleaner, then made again by someone else; or chmod'ed), it is
-// prepared again, which refuses one that is not ours: the script is not
-// written, rather than written where another user could swap it before
-// it runs as root.
+// prepared again; one that is not ours, or is writable by others, is left
+// alone for a fresh private directory beside it (BASE.XXXXXX, logged at
+// error): a script is never written where another user could swap it
+// before it runs as root, and scripts do not stop for it either.
 class WorkDir {
 public:
     WorkDir() = default;
@@ -46,7 +47,8 @@ public:
     WorkDir& operator=(const WorkDir&) = delete;
 
     // prepare_work_dir(dir) (which removes stale script files: at
-    // start-up only), then holds it open.
+    // start-up only), or a fresh directory beside one that is not ours;
+    // then holds it open.
     bool prepare(const std::string& dir, std::string& error);
     bool ready() const { return fd_ >= 0; }
     const std::string& dir() const { return dir_; }
@@ -62,10 +64,12 @@ public:
 
 private:
     bool open_checked(const std::string& dir, std::string& error);
+    bool fall_back(std::string& error);
     bool still_ours() const;
     void close_dir();
 
-    std::string dir_;
+    std::string base_;  // the directory asked for; fresh ones are BASE.XXXXXX
+    std::string dir_;   // the one in use
     int fd_ = -1;
     uint64_t dev_ = 0, ino_ = 0;
     uint64_t rng_ = 0;

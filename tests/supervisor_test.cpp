@@ -739,24 +739,26 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: work_dir removed by a script is made aga
     CHECK(count_dir(opt.work_dir) == 0);
 }
 
-TEST_CASE_FIXTURE(Fixture, "supervisor: init refuses a bad work_dir and removes stale files") {
+TEST_CASE_FIXTURE(Fixture, "supervisor: a bad work_dir is left for a fresh one; stale files removed") {
     std::string error;
-    {
+    for (const char* name : {"/link", "/open"}) {
         SupervisorOptions o = opt;
-        o.work_dir = tmp.path + "/link";
-        REQUIRE(::mkdir((tmp.path + "/real").c_str(), 0700) == 0);
-        REQUIRE(::symlink((tmp.path + "/real").c_str(), o.work_dir.c_str()) == 0);
+        o.work_dir = tmp.path + name;
+        if (std::string(name) == "/link") {
+            REQUIRE(::mkdir((tmp.path + "/real").c_str(), 0700) == 0);
+            REQUIRE(::symlink((tmp.path + "/real").c_str(), o.work_dir.c_str()) == 0);
+        } else {
+            REQUIRE(::mkdir(o.work_dir.c_str(), 0700) == 0);
+            REQUIRE(::chmod(o.work_dir.c_str(), 0777) == 0);
+        }
         Supervisor sup(o);
-        CHECK_FALSE(sup.init(error));
+        CHECK(sup.init(error));
+        JobResult r = run_one(sup, script("fresh", "#!/bin/sh\ncase $0 in " + o.work_dir +
+                                                       ".??????/*) echo fresh;; esac\n"));
+        CHECK(r.out.data == "fresh\n");
+        CHECK(count_dir(o.work_dir) == 0);  // nothing went into the bad one
     }
-    {
-        SupervisorOptions o = opt;
-        o.work_dir = tmp.path + "/open";
-        REQUIRE(::mkdir(o.work_dir.c_str(), 0700) == 0);
-        REQUIRE(::chmod(o.work_dir.c_str(), 0777) == 0);
-        Supervisor sup(o);
-        CHECK_FALSE(sup.init(error));
-    }
+    CHECK(count_dir(tmp.path + "/real") == 0);
     REQUIRE(::mkdir(opt.work_dir.c_str(), 0700) == 0);
     std::string stale = opt.work_dir + "/" + ur::kScriptFilePrefix + "old";
     std::ofstream(stale) << "#!/bin/sh\n";

@@ -145,16 +145,19 @@ TEST_CASE("work dir: removed behind our back, it is made again before the next s
     CHECK(exists(path));
 }
 
-TEST_CASE("work dir: a directory made writable since is refused, not written to") {
+TEST_CASE("work dir: a directory made writable since is not written to; a fresh one is") {
     TempDir t;
     std::string dir = t.path + "/w", path, error;
     ur::WorkDir w;
     REQUIRE(w.prepare(dir, error));
     REQUIRE(::chmod(dir.c_str(), 0777) == 0);
-    CHECK_FALSE(w.write_script("#!/bin/sh\n", path, error));
-    CHECK(error.find("writable") != std::string::npos);
-    REQUIRE(::chmod(dir.c_str(), 0700) == 0);
-    CHECK(w.write_script("#!/bin/sh\n", path, error));
+    REQUIRE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(path.rfind(dir + ".", 0) == 0);  // BASE.XXXXXX/ur-job.*
+    CHECK(w.dir() != dir);
+    struct stat st;
+    REQUIRE(::lstat(w.dir().c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(std::system(("test -z \"$(ls -A '" + dir + "')\"").c_str()) == 0);
 }
 
 TEST_CASE("work dir: replaced by someone else's directory, no script goes into it") {
@@ -173,10 +176,14 @@ TEST_CASE("work dir: replaced by someone else's directory, no script goes into i
     REQUIRE(::mkdir(dir.c_str(), 0777) == 0);
     REQUIRE(::chmod(dir.c_str(), 0777) == 0);
     REQUIRE(::chown(dir.c_str(), 65534, 65534) == 0);
-    CHECK_FALSE(w.write_script("#!/bin/sh\n", path, error));
-    CHECK(error.find("owned by uid 65534") != std::string::npos);
-    REQUIRE(::chmod(dir.c_str(), 0700) == 0);  // even a private one of theirs
-    CHECK_FALSE(w.write_script("#!/bin/sh\n", path, error));
+    REQUIRE(w.write_script("#!/bin/sh\n", path, error));
+    CHECK(path.rfind(dir + ".", 0) == 0);  // a fresh one of ours beside it
+    ur::WorkDir w2;  // even a private one of theirs, met at start-up
+    REQUIRE(::chmod(dir.c_str(), 0700) == 0);
+    REQUIRE(w2.prepare(dir, error));
+    CHECK(w2.dir() != dir);
+    REQUIRE(w2.write_script("#!/bin/sh\n", path, error));
+    CHECK(path.rfind(dir + ".", 0) == 0);
     CHECK(std::system(("test -z \"$(ls -A '" + dir + "')\"").c_str()) == 0);
 }
 
@@ -235,10 +242,12 @@ TEST_CASE("work dir: checked again, its files are left alone (jobs may be starti
     ur::WorkDir w;
     REQUIRE(w.prepare(dir, error));
     REQUIRE(w.write_script("#!/bin/sh\n", a, error));
-    REQUIRE(::chmod(dir.c_str(), 0770) == 0);
-    CHECK_FALSE(w.write_script("#!/bin/sh\n", b, error));
-    REQUIRE(::chmod(dir.c_str(), 0700) == 0);
-    REQUIRE(w.write_script("#!/bin/sh\n", b, error));
-    CHECK(exists(a));
+    // Replaced at the path by another directory of ours: checked again,
+    // not prepared (no stale-file removal), so both files stay.
+    REQUIRE(::rename(dir.c_str(), (t.path + "/x").c_str()) == 0);
+    REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+    REQUIRE(w.write_script("#!/bin/sh\n", b, error));  // the new one at the path
+    REQUIRE(::rmdir(dir.c_str()) != 0);                  // b is in it
+    CHECK(exists(t.path + "/x/" + a.substr(a.rfind('/') + 1)));
     CHECK(exists(b));
 }

@@ -232,8 +232,8 @@ class HostileScripts(AgentTestCase):
         # A root script removes the work dir and another user makes one of
         # that name (as anyone can in a sticky /tmp): the agent used to
         # write the next scripts there, where that user could swap them
-        # before they ran as root.  Now it refuses, says why, and carries
-        # on once the directory is its own again.
+        # before they ran as root.  Now nothing goes into it: the agent
+        # moves to a fresh private directory beside it, and says so.
         if os.geteuid() != 0:
             self.skipTest("needs root to make a directory for another user")
         r = self.run_script('#!/bin/sh\n/bin/rm -rf "$(/usr/bin/dirname "$0")"\n')
@@ -241,17 +241,17 @@ class HostileScripts(AgentTestCase):
         os.mkdir(self.work_dir)
         os.chmod(self.work_dir, 0o777)
         os.chown(self.work_dir, 65534, 65534)
-        r = self.run_script("#!/bin/sh\necho ran\n")
-        self.assertReply(r, 126, "")
-        self.assertIn("owned by uid 65534", r["stderr"])
+        r = self.run_script('#!/bin/sh\necho "$0"\n')
+        self.assertReply(r, 0)
+        self.assertTrue(r["stdout"].startswith(self.work_dir + "."), r["stdout"])
+        self.assertEqual(os.stat(os.path.dirname(r["stdout"].strip())).st_mode & 0o777, 0o700)
         self.assertEqual(os.listdir(self.work_dir), [])
-        # The node's trouble, not the request's: in the log too.
-        rec = self.agent.wait_log(lambda rec: rec.get("msg") == "cannot start a script",
-                                  what="the failure logged")
+        rec = self.agent.wait_log(
+            lambda rec: rec.get("msg") == "script directory not usable; using a fresh private one",
+            what="the move logged")
         self.assertEqual(rec.get("level"), 50)
         self.assertIn("owned by uid 65534", rec.get("error", ""))
-        shutil.rmtree(self.work_dir)
-        self.assertReply(self.run_script("#!/bin/sh\necho ran\n"), 0, "ran\n")
+        self.assertUnaffected()
 
     def test_out_of_memory_under_a_limit_warned_exits_and_answers_on_restart(self):
         # Under ulimit -v far below what 16 scripts of big output need, the
