@@ -754,7 +754,7 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a bad work_dir is left for a fresh one; 
         Supervisor sup(o);
         CHECK(sup.init(error));
         JobResult r = run_one(sup, script("fresh", "#!/bin/sh\ncase $0 in " + o.work_dir +
-                                                       ".??????/*) echo fresh;; esac\n"));
+                                                       ".*/*) echo fresh;; esac\n"));
         CHECK(r.out.data == "fresh\n");
         CHECK(count_dir(o.work_dir) == 0);  // nothing went into the bad one
     }
