@@ -53,4 +53,59 @@ bool write_all(int fd, std::string_view data) {
     return true;
 }
 
+namespace {
+
+bool stat_private_dir(const std::string& dir, struct stat& st, std::string& error) {
+    auto sys = [&](const std::string& what) {
+        error = what + " " + dir + ": " + std::strerror(errno);
+        return false;
+    };
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys("cannot create");
+    if (::lstat(dir.c_str(), &st) != 0) return sys("cannot stat");
+    if (S_ISLNK(st.st_mode)) {
+        error = dir + " is a symbolic link; it must be a real directory";
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        error = dir + " is not a directory";
+        return false;
+    }
+    if (st.st_uid != ::geteuid()) {
+        error = dir + " is owned by uid " + std::to_string(st.st_uid) + ", not by us (uid " +
+                std::to_string(::geteuid()) + ")";
+        return false;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        error = dir + " is group or world writable";
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+bool make_private_dir(const std::string& dir, std::string& error) {
+    struct stat st;
+    return stat_private_dir(dir, st, error);
+}
+
+int open_private_dir(const std::string& dir, uint64_t& dev, uint64_t& ino, std::string& error) {
+    struct stat st, fst;
+    if (!stat_private_dir(dir, st, error)) return -1;
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || ::fstat(fd, &fst) != 0) {
+        error = "cannot open " + dir + ": " + std::strerror(errno);
+        if (fd >= 0) ::close(fd);
+        return -1;
+    }
+    if (fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
+        ::close(fd);
+        error = dir + " changed while it was being checked";
+        return -1;
+    }
+    dev = uint64_t(fst.st_dev);
+    ino = uint64_t(fst.st_ino);
+    return fd;
+}
+
 }  // namespace ur

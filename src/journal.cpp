@@ -105,36 +105,22 @@ Journal::~Journal() {
 }
 
 // Makes dir_ (0700) or checks it is a private directory of ours, and
-// returns it open (or -1 with `error`): the journal's files are made in
-// that directory only, even if the path leads elsewhere later.
-int Journal::open_dir(std::string& error) {
-    if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
-        error = "cannot create journal directory " + dir_ + ": " + std::strerror(errno);
-        return -1;
-    }
-    struct stat st, fst;
-    int fd = -1;
-    if (lstat(dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
-        (st.st_mode & (S_IWGRP | S_IWOTH)) ||
-        (fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
-        fstat(fd, &fst) != 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
-        if (fd >= 0) ::close(fd);
-        error = "journal directory " + dir_ +
-                " is not a private directory of ours (a symlink, someone else's, or writable "
-                "by others)";
-        return -1;
-    }
+// returns it open (or -1 with `error`; its identity in dev/ino): the
+// journal's files are made in that directory only, even if the path leads
+// elsewhere later.
+int Journal::open_dir(uint64_t& dev, uint64_t& ino, std::string& error) {
+    int fd = open_private_dir(dir_, dev, ino, error);
+    if (fd < 0)
+        error = "journal directory " + dir_ + " is not a private directory of ours, or cannot "
+                "be made: " + error;
     return fd;
 }
 
-void Journal::hold_dir(int fd) {
-    struct stat st;
-    if (fstat(fd, &st) == 0) {
-        dir_dev_ = uint64_t(st.st_dev);
-        dir_ino_ = uint64_t(st.st_ino);
-    }
+void Journal::hold_dir(int fd, uint64_t dev, uint64_t ino) {
     if (dir_fd_ >= 0) ::close(dir_fd_);
     dir_fd_ = fd;
+    dir_dev_ = dev;
+    dir_ino_ = ino;
 }
 
 // The directory removed or renamed behind our back (a script, a /tmp
@@ -156,7 +142,8 @@ void Journal::check_dir() {
             return;
     }
     std::string error;
-    int dfd = open_dir(error);
+    uint64_t dev = 0, ino = 0;
+    int dfd = open_dir(dev, ino, error);
     int fd = dfd >= 0 ? open_append(dfd, kFile, O_TRUNC) : -1;
     if (fd < 0) {
         if (dfd >= 0) {
@@ -172,7 +159,7 @@ void Journal::check_dir() {
     }
     log::warn("the journal directory was removed or moved; made again", {{"dir", dir_}});
     dir_lost_ = false;
-    hold_dir(dfd);
+    hold_dir(dfd, dev, ino);
     ::close(fd_);
     fd_ = fd;
     size_ = 0;
@@ -183,9 +170,10 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
     fsync_ = fsync_each;
     dir_ = dir;
     path_ = dir + "/" + kFile;
-    int dfd = open_dir(error);
+    uint64_t dev = 0, ino = 0;
+    int dfd = open_dir(dev, ino, error);
     if (dfd < 0) return false;
-    hold_dir(dfd);
+    hold_dir(dfd, dev, ino);
     std::string text, rerr;
     if (read_file(path_, kReadMax, text, rerr))
         replay(text, live_);

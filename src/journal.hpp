@@ -64,8 +64,8 @@ public:
 private:
     bool append(const std::string& record);
     void rewrite();
-    int open_dir(std::string& error);
-    void hold_dir(int fd);
+    int open_dir(uint64_t& dev, uint64_t& ino, std::string& error);
+    void hold_dir(int fd, uint64_t dev, uint64_t ino);
     void check_dir();
 
     std::string dir_, path_;

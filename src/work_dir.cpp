@@ -84,44 +84,6 @@ void remove_stale_work_dirs(const std::string& parent, const std::string& prefix
     }
 }
 
-bool prepare_work_dir(const std::string& dir, std::string& error) {
-    return check_work_dir(dir, error) && remove_stale_files(dir, error);
-}
-
-bool check_work_dir(const std::string& dir, std::string& error) {
-    if (dir.empty()) {
-        error = "work_dir is not set";
-        return false;
-    }
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-        error = sys_error("cannot create " + dir, errno);
-        return false;
-    }
-    struct stat st;
-    if (::lstat(dir.c_str(), &st) != 0) {
-        error = sys_error("cannot stat " + dir, errno);
-        return false;
-    }
-    if (S_ISLNK(st.st_mode)) {
-        error = dir + " is a symbolic link; it must be a real directory";
-        return false;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        error = dir + " is not a directory";
-        return false;
-    }
-    if (st.st_uid != ::geteuid()) {
-        error = dir + " is owned by uid " + std::to_string(st.st_uid) +
-                ", not by us (uid " + std::to_string(::geteuid()) + ")";
-        return false;
-    }
-    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        error = dir + " is group or world writable";
-        return false;
-    }
-    return true;
-}
-
 WorkDir::~WorkDir() { close_dir(); }
 
 void WorkDir::close_dir() {
@@ -132,7 +94,11 @@ void WorkDir::close_dir() {
 bool WorkDir::prepare(const std::string& dir, std::string& error) {
     close_dir();
     base_ = dir_ = dir;
-    if (prepare_work_dir(dir, error) && open_checked(dir, error)) return true;
+    if (dir.empty()) {
+        error = "work_dir is not set";
+        return false;
+    }
+    if (adopt(dir, error) && remove_stale_files(dir, error)) return true;
     return fall_back(error);
 }
 
@@ -150,32 +116,23 @@ bool WorkDir::fall_back(std::string& error) {
         return false;
     }
     std::string why = error;
-    if (!open_checked(tmpl, error)) return false;
+    if (!adopt(tmpl, error)) return false;
     log::error("script directory not usable; using a fresh private one",
                {{"error", json::Value(why)}, {"work_dir", json::Value(tmpl)}});
     return true;
 }
 
-// Holds `dir`, just checked (or made) by prepare_work_dir() or
-// check_work_dir(), open; seeds the name generator once.
-bool WorkDir::open_checked(const std::string& dir, std::string& error) {
+// Makes or checks `dir` (open_private_dir()) and holds it open as the one
+// in use; seeds the name generator once.
+bool WorkDir::adopt(const std::string& dir, std::string& error) {
+    uint64_t dev = 0, ino = 0;
+    int fd = open_private_dir(dir, dev, ino, error);
+    if (fd < 0) return false;
     close_dir();
-    dir_ = dir;
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || ::fstat(fd, &st) != 0) {
-        error = sys_error("cannot open " + dir, errno);
-        if (fd >= 0) close_retry(fd);
-        return false;
-    }
     fd_ = fd;
-    dev_ = uint64_t(st.st_dev);
-    ino_ = uint64_t(st.st_ino);
-    if (!still_ours()) {  // replaced between the checks and the open
-        close_dir();
-        error = dir + " changed while it was being checked";
-        return false;
-    }
+    dir_ = dir;
+    dev_ = dev;
+    ino_ = ino;
     if (rng_ == 0) {
         struct timespec ts;
         ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -216,8 +173,7 @@ bool WorkDir::write_script(const std::string& text, std::string& path, std::stri
     }
     // Made again, or checked again, but its files are not removed: some
     // may be of jobs still starting.
-    if ((fd_ < 0 || !still_ours()) && !(check_work_dir(dir_, error) && open_checked(dir_, error)) &&
-        !fall_back(error))
+    if ((fd_ < 0 || !still_ours()) && !adopt(dir_, error) && !fall_back(error))
         return false;
     static const char kChars[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

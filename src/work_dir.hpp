@@ -2,8 +2,8 @@
 //
 // Scripts run as root, so the file that is executed must not be replaceable
 // by anyone else between the moment it is written and the moment it is
-// executed: it lives in a directory only we can write, under a name made by
-// mkstemp, with mode 0700.
+// executed: it lives in a directory only we can write (make_private_dir(),
+// file_io.hpp), under a random name made with O_EXCL, with mode 0700.
 #pragma once
 
 #include <string>
@@ -14,23 +14,14 @@ namespace ur {
 // files we made even if work_dir is shared with something else.
 extern const char kScriptFilePrefix[];
 
-// Creates `dir` with mode 0700, or verifies the existing one: a real
-// directory (lstat: a symlink is refused), owned by our effective uid, not
-// group- or world-writable.  Then removes stale script files left in it by
-// an earlier run.  Returns false with a reason in `error` otherwise.
-bool prepare_work_dir(const std::string& dir, std::string& error);
-
-// prepare_work_dir() without removing anything.
-bool check_work_dir(const std::string& dir, std::string& error);
-
 // Removes the directories named `prefix` + 6 characters in `parent` that
 // are real directories of ours (fresh mkdtemp ones a previous run fell back
 // to), with the script files in them; one holding anything else is kept.
 // Best effort: for start-up, under the state directory's lock.
 void remove_stale_work_dirs(const std::string& parent, const std::string& prefix);
 
-// The directory prepare_work_dir() checked, held open.  A script file is
-// created inside the directory that was checked (openat on the held fd,
+// The script directory, checked and held open (open_private_dir()).  A
+// script file is created inside it (openat on the held fd,
 // O_EXCL, a random name), never by a path that could by then lead
 // elsewhere; and before each one the directory at the path is checked to
 // still be that one, ours and private.  If it is not (removed by a script
@@ -46,11 +37,10 @@ public:
     WorkDir(const WorkDir&) = delete;
     WorkDir& operator=(const WorkDir&) = delete;
 
-    // prepare_work_dir(dir) (which removes stale script files: at
-    // start-up only), or a fresh directory beside one that is not ours;
-    // then holds it open.
+    // Makes or checks `dir` and removes the script files an earlier run
+    // left in it (start-up only), or takes a fresh directory beside one
+    // that is not ours; then holds it open.
     bool prepare(const std::string& dir, std::string& error);
-    bool ready() const { return fd_ >= 0; }
     const std::string& dir() const { return dir_; }
 
     // Writes `text` to a new file (mode 0700) in the directory, fully, and
@@ -63,7 +53,7 @@ public:
     void remove_script(const std::string& path);
 
 private:
-    bool open_checked(const std::string& dir, std::string& error);
+    bool adopt(const std::string& dir, std::string& error);
     bool fall_back(std::string& error);
     bool still_ours() const;
     void close_dir();

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "src/file_io.hpp"
 #include "src/work_dir.hpp"
 
 namespace {
@@ -38,13 +39,13 @@ TEST_CASE("work dir: created with mode 0700") {
     TempDir t;
     std::string dir = t.path + "/work";
     std::string error;
-    REQUIRE(ur::prepare_work_dir(dir, error));
+    REQUIRE(ur::make_private_dir(dir, error));
     struct stat st;
     REQUIRE(::lstat(dir.c_str(), &st) == 0);
     CHECK(S_ISDIR(st.st_mode));
     CHECK((st.st_mode & 0777) == 0700);
     // Verifying an existing good directory succeeds too.
-    CHECK(ur::prepare_work_dir(dir, error));
+    CHECK(ur::make_private_dir(dir, error));
 }
 
 TEST_CASE("work dir: a symlink is refused") {
@@ -53,7 +54,7 @@ TEST_CASE("work dir: a symlink is refused") {
     REQUIRE(::mkdir(real.c_str(), 0700) == 0);
     REQUIRE(::symlink(real.c_str(), link.c_str()) == 0);
     std::string error;
-    CHECK_FALSE(ur::prepare_work_dir(link, error));
+    CHECK_FALSE(ur::make_private_dir(link, error));
     CHECK(error.find("symbolic link") != std::string::npos);
 }
 
@@ -63,12 +64,12 @@ TEST_CASE("work dir: group- or world-writable is refused") {
     REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
     std::string error;
     REQUIRE(::chmod(dir.c_str(), 0777) == 0);
-    CHECK_FALSE(ur::prepare_work_dir(dir, error));
+    CHECK_FALSE(ur::make_private_dir(dir, error));
     CHECK(error.find("writable") != std::string::npos);
     REQUIRE(::chmod(dir.c_str(), 0720) == 0);
-    CHECK_FALSE(ur::prepare_work_dir(dir, error));
+    CHECK_FALSE(ur::make_private_dir(dir, error));
     REQUIRE(::chmod(dir.c_str(), 0755) == 0);
-    CHECK(ur::prepare_work_dir(dir, error));
+    CHECK(ur::make_private_dir(dir, error));
 }
 
 TEST_CASE("work dir: a file, a missing parent or an empty path is refused") {
@@ -76,10 +77,10 @@ TEST_CASE("work dir: a file, a missing parent or an empty path is refused") {
     std::string file = t.path + "/f";
     touch(file);
     std::string error;
-    CHECK_FALSE(ur::prepare_work_dir(file, error));
+    CHECK_FALSE(ur::make_private_dir(file, error));
     CHECK(error.find("not a directory") != std::string::npos);
-    CHECK_FALSE(ur::prepare_work_dir(t.path + "/no/such", error));
-    CHECK_FALSE(ur::prepare_work_dir("", error));
+    CHECK_FALSE(ur::make_private_dir(t.path + "/no/such", error));
+    CHECK_FALSE(ur::make_private_dir("", error));
 }
 
 TEST_CASE("work dir: owned by someone else is refused") {
@@ -92,7 +93,7 @@ TEST_CASE("work dir: owned by someone else is refused") {
     REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
     REQUIRE(::chown(dir.c_str(), 65534, 65534) == 0);
     std::string error;
-    CHECK_FALSE(ur::prepare_work_dir(dir, error));
+    CHECK_FALSE(ur::make_private_dir(dir, error));
     CHECK(error.find("owned by uid 65534") != std::string::npos);
 }
 
@@ -105,7 +106,8 @@ TEST_CASE("work dir: stale script files are removed, other files kept") {
     touch(stale);
     touch(other);
     std::string error;
-    REQUIRE(ur::prepare_work_dir(dir, error));
+    ur::WorkDir w;
+    REQUIRE(w.prepare(dir, error));
     CHECK_FALSE(exists(stale));
     CHECK(exists(other));
 }
