@@ -108,9 +108,9 @@ const char kShell[] = "/bin/sh";
 // Everything between fork() and execve(), in the child.  Only
 // async-signal-safe calls: no allocation, no locks, no stdio.
 struct ChildPlan {
-    const char* path;
+    char* const* paths;       // what to execve, in order (a PATH search); null-ended
     char* const* argv;
-    char* const* sh_argv;     // {"/bin/sh", path, args..., null}: see child_exec()
+    char** sh_argv;           // {"/bin/sh", path, args..., null}: see child_exec()
     char* const* envp;
     int in_fd, out_fd, err_fd;
     int report_fd;            // fork(): the exec-status pipe; vfork(): -1
@@ -210,14 +210,35 @@ void reset_to_default(int sig) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
-    ::execve(plan.path, plan.argv, plan.envp);
-    // A file the kernel cannot run (ENOEXEC: a script without a #! line)
-    // is run by /bin/sh, as execvp() does and so the original agent did.
-    // Should the shell fail to start, the file's own ENOEXEC is reported.
-    // Not for a #! script (sh_argv null): its interpreter is what failed.
-    int err = errno;
-    if (err == ENOEXEC && plan.sh_argv)
-        ::execve(kShell, plan.sh_argv, plan.envp);
+    // Each candidate in turn, as execvp() goes through PATH: one that is
+    // not there (or on a dead mount) is passed over, one we may not
+    // execute is remembered, any other failure ends the search.
+    int err = ENOENT;
+    bool denied = false;
+    for (char* const* p = plan.paths; *p; ++p) {
+        ::execve(*p, plan.argv, plan.envp);
+        err = errno;
+        // A file the kernel cannot run (ENOEXEC: a script without a #!
+        // line) is run by /bin/sh, as execvp() does and so the original
+        // agent did.  Should the shell fail to start, the file's own
+        // ENOEXEC is reported.  Not for a #! script (sh_argv null): its
+        // interpreter is what failed.
+        if (err == ENOEXEC && plan.sh_argv) {
+            plan.sh_argv[1] = *p;
+            ::execve(kShell, plan.sh_argv, plan.envp);
+            break;
+        }
+        if (err == EACCES) {
+            denied = true;
+            continue;
+        }
+        if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV &&
+            err != ETIMEDOUT)
+            break;
+    }
+    if (denied && (err == ENOENT || err == ENOTDIR || err == ESTALE || err == ENODEV ||
+                   err == ETIMEDOUT || err == EACCES))
+        err = EACCES;
     child_fail(plan, report_fd, err);
 }
 
@@ -314,6 +335,36 @@ bool interpreter_is_system(std::string_view script) {
     return first == "bin" || first == "sbin" || (first == "usr" && second != "local");
 }
 
+std::string search_path(const std::optional<std::vector<std::string>>& env) {
+    if (env) {
+        for (const std::string& e : *env)
+            if (e.compare(0, 5, "PATH=") == 0)
+                return e.substr(5);
+        return kDefaultSearchPath;
+    }
+    const char* p = ::getenv("PATH");
+    return p ? p : kDefaultSearchPath;
+}
+
+std::vector<std::string> exec_candidates(const std::string& file, const std::string& path) {
+    if (file.find('/') != std::string::npos || file.empty())
+        return {file};
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (;;) {
+        size_t end = path.find(':', start);
+        std::string_view dir = std::string_view(path).substr(
+            start, end == std::string::npos ? std::string::npos : end - start);
+        // An empty entry is the working directory (POSIX).
+        out.push_back(dir.empty() ? "./" + file
+                                  : std::string(dir) + (dir.back() == '/' ? "" : "/") + file);
+        if (end == std::string::npos)
+            break;
+        start = end + 1;
+    }
+    return out;
+}
+
 int exec_failure_status(int err) {
     return (err == ENOENT || err == ENOTDIR) ? 127 : 126;
 }
@@ -323,6 +374,12 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
            SpawnedChild& child, int& err, std::string& error, bool sh_fallback) {
     // Everything the child needs is built before fork(): the child may not
     // allocate.
+    std::vector<std::string> candidates = exec_candidates(path, search_path(env));
+    std::vector<char*> paths;
+    paths.reserve(candidates.size() + 1);
+    for (std::string& c : candidates)
+        paths.push_back(&c[0]);
+    paths.push_back(nullptr);
     std::vector<char*> argv;
     argv.reserve(args.size() + 2);
     argv.push_back(const_cast<char*>(path.c_str()));
@@ -374,7 +431,8 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    const ChildPlan plan{path.c_str(), argv.data(), sh_fallback ? sh_argv.data() : nullptr, envp, devnull, out[1], errp[1], rep[1],
+    const ChildPlan plan{paths.data(), argv.data(), sh_fallback ? sh_argv.data() : nullptr,
+                         envp, devnull, out[1], errp[1], rep[1],
                          borrow ? &exec_err : nullptr, open_max()};
 #ifdef UR_SPAWN_VFORK
     pid_t pid = borrow ? start_borrowed(plan) : start_copied(plan);

@@ -53,11 +53,25 @@ bool interpreter_is_system(std::string_view script);
 // a blank, newline or NUL; a CR stays part of it); empty without one.
 std::string_view script_interpreter(std::string_view script);
 
+// The search path for a program named without a `/`: PATH from `env`
+// when given (the child's whole environment), else from ours; without
+// one, kDefaultSearchPath.
+constexpr char kDefaultSearchPath[] = "/usr/bin:/bin:/usr/sbin:/sbin";
+std::string search_path(const std::optional<std::vector<std::string>>& env);
+// What execvp() would try for `file` under `path`, in order: `file` alone
+// when it has a `/` (or is empty), else DIR/file for each entry of `path`
+// (an empty entry is the working directory: ./file).
+std::vector<std::string> exec_candidates(const std::string& file, const std::string& path);
+
 // Forks and executes `path` with argv = {path, args...}.  `env` present:
-// exactly that environment; absent: ours.  No PATH search.  A file the
-// kernel cannot execute (ENOEXEC: no #! line) is run by /bin/sh as
-// execvp() does, unless `sh_fallback` is false (a script that has a #!
-// line whose interpreter is what failed: its text is not shell).
+// exactly that environment; absent: ours.  A `path` without a `/` is
+// looked up as execvp() does (exec_candidates(path, search_path(env)),
+// in the child, so that a hung directory on the way holds only the
+// child): entries where it is missing are passed over; EACCES from any
+// of them is the result when none runs.  A file the kernel cannot execute
+// (ENOEXEC: no #! line) is run by /bin/sh as execvp() does, unless
+// `sh_fallback` is false (a script that has a #! line whose interpreter is
+// what failed: its text is not shell).
 // Returns false (no child, no fd left open) with errno-based reason in
 // `error` and the errno in `err` if a pipe, /dev/null or fork failed.
 bool spawn(const std::string& path, const std::vector<std::string>& args,

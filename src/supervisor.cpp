@@ -412,6 +412,12 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             why = "its interpreter " + json::write(json::Value(json::string_from_bytes(interp))) +
                   ": " + std::strerror(ENOENT);
             if (interp.back() == '\r') why += " (a CRLF line ending in the #! line?)";
+        } else if (job.exe.find('/') == std::string::npos &&
+                   (job.exec_errno == ENOENT || job.exec_errno == EACCES)) {
+            // Looked up in PATH, as execvp() does (spawn()).
+            why = std::string(job.exec_errno == ENOENT ? "not found" : "found but not executable") +
+                  " in PATH " +
+                  json::write(json::Value(json::string_from_bytes(search_path(job.spec.env))));
         } else if (job.exec_errno == EACCES && ::stat(job.exe.c_str(), &sb) == 0 &&
                    S_ISDIR(sb.st_mode)) {
             why = std::strerror(EISDIR);

@@ -492,6 +492,68 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a missing file is 127, a directory 126")
     CHECK(r.err.data == "ur-agent: cannot execute " + noexec + ": Permission denied\n");
 }
 
+TEST_CASE("spawn: the PATH search tries what execvp() would, in order") {
+    using V = std::vector<std::string>;
+    CHECK(ur::exec_candidates("/bin/ls", "/x") == V{"/bin/ls"});
+    CHECK(ur::exec_candidates("sub/tool", "/x") == V{"sub/tool"});
+    CHECK(ur::exec_candidates("", "/x") == V{""});
+    CHECK(ur::exec_candidates("ls", "/x:/y/::/z") == V{"/x/ls", "/y/ls", "./ls", "/z/ls"});
+    CHECK(ur::exec_candidates("ls", "") == V{"./ls"});
+    CHECK(ur::exec_candidates("ls", "/x:") == V{"/x/ls", "./ls"});
+    // The child's PATH when it is given an environment, the default when
+    // that has none; ours when it inherits ours.
+    CHECK(ur::search_path(V{"A=1", "PATH=/p:/q", "PATH=/second"}) == "/p:/q");
+    CHECK(ur::search_path(V{}) == ur::kDefaultSearchPath);
+    CHECK(ur::search_path(V{"XPATH=/no"}) == ur::kDefaultSearchPath);
+    const char* ours = std::getenv("PATH");
+    CHECK(ur::search_path(std::nullopt) == (ours ? ours : ur::kDefaultSearchPath));
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a file without a / is looked up in PATH (bug: relative to the agent's directory)") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    auto with_env = [](JobSpec s, std::vector<std::string> env) {
+        s.env = std::move(env);
+        return s;
+    };
+    // urclient sends an empty environment: the default search path.
+    JobResult r = run_one(sup, with_env(file("sh", "sh", {"-c", "echo \"$0 $1\"", "x"}), {}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "x \n");
+    // A tool in PATH, past a missing directory and one where it may not be
+    // executed; a file there without #! runs under /bin/sh.
+    std::string a = tmp.path + "/a", b = tmp.path + "/b";
+    REQUIRE(::mkdir(a.c_str(), 0755) == 0);
+    REQUIRE(::mkdir(b.c_str(), 0755) == 0);
+    std::ofstream(a + "/ur-tool") << "#!/bin/sh\necho denied\n";
+    ::chmod((a + "/ur-tool").c_str(), 0644);
+    std::ofstream(b + "/ur-tool") << "#!/bin/sh\necho \"b $0 $1\"\n";
+    ::chmod((b + "/ur-tool").c_str(), 0755);
+    std::ofstream(b + "/ur-plain") << "echo \"plain $0\"\n";
+    ::chmod((b + "/ur-plain").c_str(), 0755);
+    std::string path = "PATH=/nonexistent:" + a + ":" + b;
+    r = run_one(sup, with_env(file("tool", "ur-tool", {"y"}), {path}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "b " + b + "/ur-tool y\n");
+    r = run_one(sup, with_env(file("plain", "ur-plain"), {path}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "plain " + b + "/ur-plain\n");
+    // Found nowhere: 127; found only where it may not run: 126.
+    r = run_one(sup, with_env(file("none", "ur-none"), {path}));
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.data == "ur-agent: cannot execute ur-none: not found in PATH \"/nonexistent:" + a +
+                            ":" + b + "\"\n");
+    r = run_one(sup, with_env(file("denied", "ur-tool"), {"PATH=" + a}));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute ur-tool: found but not executable in PATH \"" +
+                            a + "\"\n");
+    r = run_one(sup, with_env(file("nopath", "ur-tool"), {}));
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.data == std::string("ur-agent: cannot execute ur-tool: not found in PATH \"") +
+                            ur::kDefaultSearchPath + "\"\n");
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, delivered as a result") {
     // The work dir cannot be made (under a regular file: ENOTDIR even for
     // root), at init() or at the script.

@@ -186,6 +186,23 @@ class Execute(AgentTestCase):
         r = self.client.execute_file(self.uuid, "/bin/echo", ["a", "b c"])
         self.assertReply(r, 0, "a b c\n", "")
 
+    def test_file_without_slash_is_looked_up_in_path(self):
+        # As the original's execvp(): urclient sends env {}, so the
+        # default search path; else the PATH the request gives.
+        r = self.client.execute_file(self.uuid, "echo", ["a", "b c"], env={})
+        self.assertReply(r, 0, "a b c\n", "")
+        d = self.path("bin")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "ur-tool"), "w") as f:
+            f.write('#!/bin/sh\necho "tool $1"\n')
+        os.chmod(os.path.join(d, "ur-tool"), 0o755)
+        r = self.client.execute_file(self.uuid, "ur-tool", ["x"],
+                                     env={"PATH": "/nonexistent:" + d})
+        self.assertReply(r, 0, "tool x\n", "")
+        r = self.client.execute_file(self.uuid, "ur-no-such-tool", env={})
+        self.assertEqual(r["exit_status"], 127, r)
+        self.assertIn("not found in PATH", r["stderr"])
+
     def test_file_missing_is_127_with_reason(self):
         r = self.client.execute_file(self.uuid, self.path("no/such/file"))
         self.assertReply(r, 127, "")
