@@ -108,7 +108,9 @@ const char kShell[] = "/bin/sh";
 // Everything between fork() and execve(), in the child.  Only
 // async-signal-safe calls: no allocation, no locks, no stdio.
 struct ChildPlan {
-    char* const* paths;       // what to execve, in order (a PATH search); null-ended
+    const char* file;         // the program, as given
+    size_t file_len;
+    const char* search;       // PATH to look `file` up in; null: exec `file` as it is
     char* const* argv;
     char** sh_argv;           // {"/bin/sh", path, args..., null}: see child_exec()
     char* const* envp;
@@ -215,8 +217,13 @@ void reset_to_default(int sig) {
     // execute is remembered, any other failure ends the search.
     int err = ENOENT;
     bool denied = false;
-    for (char* const* p = plan.paths; *p; ++p) {
-        ::execve(*p, plan.argv, plan.envp);
+    char buf[kCandidateMax];
+    const char* cursor = plan.search;
+    const char* path = plan.file;
+    while (!plan.search || next_exec_candidate(cursor, plan.file, plan.file_len, buf, sizeof buf)) {
+        if (plan.search)
+            path = buf;
+        ::execve(path, plan.argv, plan.envp);
         err = errno;
         // A file the kernel cannot run (ENOEXEC: a script without a #!
         // line) is run by /bin/sh, as execvp() does and so the original
@@ -224,16 +231,16 @@ void reset_to_default(int sig) {
         // ENOEXEC is reported.  Not for a #! script (sh_argv null): its
         // interpreter is what failed.
         if (err == ENOEXEC && plan.sh_argv) {
-            plan.sh_argv[1] = *p;
+            plan.sh_argv[1] = const_cast<char*>(path);
             ::execve(kShell, plan.sh_argv, plan.envp);
             break;
         }
-        if (err == EACCES) {
+        if (err == EACCES)
             denied = true;
-            continue;
-        }
-        if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV &&
-            err != ETIMEDOUT)
+        else if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV &&
+                 err != ETIMEDOUT)
+            break;
+        if (!plan.search)
             break;
     }
     if (denied && (err == ENOENT || err == ENOTDIR || err == ESTALE || err == ENODEV ||
@@ -346,22 +353,45 @@ std::string search_path(const std::optional<std::vector<std::string>>& env) {
     return p ? p : kDefaultSearchPath;
 }
 
+bool searched(const std::string& file) {
+    return !file.empty() && file.find('/') == std::string::npos;
+}
+
+bool next_exec_candidate(const char*& cursor, const char* file, size_t file_len, char* buf,
+                         size_t cap) {
+    while (cursor) {
+        const char* dir = cursor;
+        const char* end = dir;
+        while (*end && *end != ':')
+            ++end;
+        cursor = *end ? end + 1 : nullptr;
+        size_t dir_len = size_t(end - dir);
+        if (dir_len == 0) {
+            // An empty entry is the working directory (POSIX).
+            dir = ".";
+            dir_len = 1;
+        }
+        size_t sep = dir[dir_len - 1] == '/' ? 0 : 1;
+        if (dir_len + sep + file_len + 1 > cap)
+            continue;  // longer than any path the kernel takes
+        std::memcpy(buf, dir, dir_len);
+        if (sep)
+            buf[dir_len] = '/';
+        std::memcpy(buf + dir_len + sep, file, file_len);
+        buf[dir_len + sep + file_len] = '\0';
+        return true;
+    }
+    return false;
+}
+
 std::vector<std::string> exec_candidates(const std::string& file, const std::string& path) {
-    if (file.find('/') != std::string::npos || file.empty())
+    if (!searched(file))
         return {file};
     std::vector<std::string> out;
-    size_t start = 0;
-    for (;;) {
-        size_t end = path.find(':', start);
-        std::string_view dir = std::string_view(path).substr(
-            start, end == std::string::npos ? std::string::npos : end - start);
-        // An empty entry is the working directory (POSIX).
-        out.push_back(dir.empty() ? "./" + file
-                                  : std::string(dir) + (dir.back() == '/' ? "" : "/") + file);
-        if (end == std::string::npos)
-            break;
-        start = end + 1;
-    }
+    char buf[kCandidateMax];
+    const char* cursor = path.c_str();
+    while (next_exec_candidate(cursor, file.c_str(), file.size(), buf, sizeof buf))
+        out.emplace_back(buf);
     return out;
 }
 
@@ -374,12 +404,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
            SpawnedChild& child, int& err, std::string& error, bool sh_fallback) {
     // Everything the child needs is built before fork(): the child may not
     // allocate.
-    std::vector<std::string> candidates = exec_candidates(path, search_path(env));
-    std::vector<char*> paths;
-    paths.reserve(candidates.size() + 1);
-    for (std::string& c : candidates)
-        paths.push_back(&c[0]);
-    paths.push_back(nullptr);
+    std::string search = searched(path) ? search_path(env) : std::string();
     std::vector<char*> argv;
     argv.reserve(args.size() + 2);
     argv.push_back(const_cast<char*>(path.c_str()));
@@ -431,7 +456,8 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    const ChildPlan plan{paths.data(), argv.data(), sh_fallback ? sh_argv.data() : nullptr,
+    const ChildPlan plan{path.c_str(), path.size(), searched(path) ? search.c_str() : nullptr,
+                         argv.data(), sh_fallback ? sh_argv.data() : nullptr,
                          envp, devnull, out[1], errp[1], rep[1],
                          borrow ? &exec_err : nullptr, open_max()};
 #ifdef UR_SPAWN_VFORK

@@ -58,17 +58,27 @@ std::string_view script_interpreter(std::string_view script);
 // one, kDefaultSearchPath.
 constexpr char kDefaultSearchPath[] = "/usr/bin:/bin:/usr/sbin:/sbin";
 std::string search_path(const std::optional<std::vector<std::string>>& env);
-// What execvp() would try for `file` under `path`, in order: `file` alone
-// when it has a `/` (or is empty), else DIR/file for each entry of `path`
-// (an empty entry is the working directory: ./file).
+// Whether `file` is looked up in the search path: not empty, no `/`.
+bool searched(const std::string& file);
+// One step of that search, as execvp() goes: the next DIR/file from the
+// PATH string at `cursor` (advanced; null once used up) written into
+// `buf` (NUL-ended); false when there is none left.  An empty entry is the
+// working directory (./file); one that would not fit in `cap` bytes is
+// passed over.  Async-signal-safe and allocation-free: the child runs it,
+// so a search path of any length costs the agent nothing.
+constexpr size_t kCandidateMax = 4096;
+bool next_exec_candidate(const char*& cursor, const char* file, size_t file_len, char* buf,
+                         size_t cap);
+// Everything the search would try for `file` under `path`, in order
+// (`file` alone when it is not searched).
 std::vector<std::string> exec_candidates(const std::string& file, const std::string& path);
 
 // Forks and executes `path` with argv = {path, args...}.  `env` present:
 // exactly that environment; absent: ours.  A `path` without a `/` is
-// looked up as execvp() does (exec_candidates(path, search_path(env)),
-// in the child, so that a hung directory on the way holds only the
-// child): entries where it is missing are passed over; EACCES from any
-// of them is the result when none runs.  A file the kernel cannot execute
+// looked up as execvp() does (next_exec_candidate() over
+// search_path(env), in the child, so that a hung directory on the way
+// holds only the child): entries where it is missing are passed over;
+// EACCES from any of them is the result when none runs.  A file the kernel cannot execute
 // (ENOEXEC: no #! line) is run by /bin/sh as execvp() does, unless
 // `sh_fallback` is false (a script that has a #! line whose interpreter is
 // what failed: its text is not shell).

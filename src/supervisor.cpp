@@ -412,8 +412,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             why = "its interpreter " + json::write(json::Value(json::string_from_bytes(interp))) +
                   ": " + std::strerror(ENOENT);
             if (interp.back() == '\r') why += " (a CRLF line ending in the #! line?)";
-        } else if (job.exe.find('/') == std::string::npos &&
-                   (job.exec_errno == ENOENT || job.exec_errno == EACCES)) {
+        } else if (searched(job.exe) && (job.exec_errno == ENOENT || job.exec_errno == EACCES)) {
             // Looked up in PATH, as execvp() does (spawn()).
             why = std::string(job.exec_errno == ENOENT ? "not found" : "found but not executable") +
                   " in PATH " +

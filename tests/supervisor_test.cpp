@@ -500,6 +500,11 @@ TEST_CASE("spawn: the PATH search tries what execvp() would, in order") {
     CHECK(ur::exec_candidates("ls", "/x:/y/::/z") == V{"/x/ls", "/y/ls", "./ls", "/z/ls"});
     CHECK(ur::exec_candidates("ls", "") == V{"./ls"});
     CHECK(ur::exec_candidates("ls", "/x:") == V{"/x/ls", "./ls"});
+    // An entry too long for a path is passed over.
+    std::string longdir = "/" + std::string(ur::kCandidateMax, 'd');
+    CHECK(ur::exec_candidates("ls", "/x:" + longdir + ":/y") == V{"/x/ls", "/y/ls"});
+    CHECK(ur::exec_candidates("ls", "/" + std::string(ur::kCandidateMax - 5, 'd')).size() == 1);
+    CHECK(ur::exec_candidates("ls", "/" + std::string(ur::kCandidateMax - 4, 'd')).empty());
     // The child's PATH when it is given an environment, the default when
     // that has none; ours when it inherits ours.
     CHECK(ur::search_path(V{"A=1", "PATH=/p:/q", "PATH=/second"}) == "/p:/q");
@@ -548,6 +553,13 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a file without a / is looked up in PATH 
     CHECK(r.exit_status == 126);
     CHECK(r.err.data == "ur-agent: cannot execute ur-tool: found but not executable in PATH \"" +
                             a + "\"\n");
+    // The child walks the search path: 9,000 entries (Linux takes no
+    // environment string over 128 KiB).
+    std::string many = "PATH=";
+    for (int i = 0; i < 9000; ++i) many += "/nonexistent:";
+    r = run_one(sup, with_env(file("many", "ur-tool", {"z"}), {many + b}));
+    CHECK(r.exit_status == 0);
+    CHECK(r.out.data == "b " + b + "/ur-tool z\n");
     r = run_one(sup, with_env(file("nopath", "ur-tool"), {}));
     CHECK(r.exit_status == 127);
     CHECK(r.err.data == std::string("ur-agent: cannot execute ur-tool: not found in PATH \"") +
