@@ -52,6 +52,8 @@ std::string usage_text() {
         "                          repeatable.  Without it the environment is empty\n"
         "                          ({}), as urclient sends: use absolute paths\n"
         "  --file PATH             exec, oneach: run PATH on the node instead of a script\n"
+        "                          (a name without / is looked up in the node's\n"
+        "                          /usr/bin:/bin:/usr/sbin:/sbin, or --env PATH=...)\n"
         "  --kill-after S          exec, oneach: ask the agent to kill the script after\n"
         "                          S whole seconds (the request's \"timeout\" field)\n"
         "  --nodes A,B,...         oneach: only these nodes (UUIDs or hostnames)\n"
