@@ -366,6 +366,7 @@ uint64_t Agent::next_deadline() const {
     if (link_ == Link::Connecting || link_ == Link::Handshake) at(connect_deadline_);
     if (conn_) at(conn_->next_deadline());
     at(consumer_retry_at_);
+    at(ping_retry_at_);
     at(pub_retry_at_);
     at(sysinfo_retry_at_);
     at(sysinfo_next_at_);
@@ -442,6 +443,10 @@ void Agent::loop_once() {
     if (consumer_retry_at_ && now >= consumer_retry_at_) {
         consumer_retry_at_ = 0;
         setup_consumer(now);
+    }
+    if (ping_retry_at_ && now >= ping_retry_at_) {
+        ping_retry_at_ = 0;
+        setup_ping();
     }
     if (pub_retry_at_ && now >= pub_retry_at_) {
         pub_retry_at_ = 0;
@@ -547,10 +552,13 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     link_ = Link::Down;
     pub_ready_ = false;
     consuming_ = false;
-    consume_oks_ = 0;
-    pub_ch_ = cons_ch_ = 0;
+    request_consumer_ok_ = false;
+    ping_ready_ = false;
+    pub_ch_ = cons_ch_ = ping_ch_ = 0;
+    ping_ack_upto_ = 0;
     ++channel_gen_;
     consumer_retry_at_ = 0;
+    ping_retry_at_ = 0;
     pub_retry_at_ = 0;  // a new connection opens its own
     blocked_ = false;
     outbox_.connection_lost();
@@ -630,6 +638,7 @@ void Agent::handle_events(uint64_t now) {
                        {"frame_max", json::Value(int64_t(conn_->frame_max()))}});
             pub_ch_ = conn_->open_channel();
             setup_consumer(now);
+            setup_ping();
             break;
         case amqp::EventKind::ChannelOpened:
             if (ev.channel == pub_ch_) {
@@ -644,6 +653,8 @@ void Agent::handle_events(uint64_t now) {
                 for (const auto& key : request_bindings(id))
                     conn_->queue_bind(cons_ch_, rq, "amq.topic", key);
                 conn_->basic_consume(cons_ch_, rq, kRequestTag, false, false);
+            } else if (ev.channel == ping_ch_) {
+                conn_->basic_qos(ping_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
                 consume_ping_queue();
             }
             break;
@@ -651,7 +662,15 @@ void Agent::handle_events(uint64_t now) {
             if (ev.channel == pub_ch_) pub_ready_ = true;
             break;
         case amqp::EventKind::ConsumeOk:
-            if (ev.channel == cons_ch_ && ++consume_oks_ == 2) on_consuming(now);
+            if (ev.channel == cons_ch_) {
+                request_consumer_ok_ = true;
+            } else if (ev.channel == ping_ch_) {
+                if (ping_backoff_.attempts() > 0)
+                    log::info("answering pings again", {{"queue", field(ping_queue_name(id_))}});
+                ping_ready_ = true;
+                ping_backoff_.reset();
+            }
+            if (request_consumer_ok_ && ping_ready_ && !consuming_) on_consuming(now);
             break;
         case amqp::EventKind::Delivery:
             on_delivery(ev, now);
@@ -677,11 +696,9 @@ void Agent::handle_events(uint64_t now) {
         case amqp::EventKind::ServerCancel:
             log::warn("the broker cancelled our consumer (queue deleted?); setting it up again",
                       {{"consumer_tag", field(ev.consumer_tag)}});
-            if (ev.channel == cons_ch_ && conn_ && ev.consumer_tag == kPingTag) {
-                // Only the ping queue went.  Closing the channel would take
-                // the request consumer with it, and with it the auto-delete
-                // request queue and every request waiting there: set the
-                // ping queue up again on the same channel.
+            if (ev.channel == ping_ch_ && conn_) {
+                // The ping queue went: declared and consumed again on its
+                // channel.
                 consume_ping_queue();
             } else if (ev.channel == cons_ch_ && conn_) {
                 // Start over on a fresh channel: the request queue is gone,
@@ -693,7 +710,7 @@ void Agent::handle_events(uint64_t now) {
                 answer_queued("the broker cancelled the request consumer (request queue "
                               "deleted?) before it started", now);
                 consuming_ = false;
-                consume_oks_ = 0;
+                request_consumer_ok_ = false;
                 consumer_retry_at_ = now + 200;
             }
             break;
@@ -716,7 +733,7 @@ void Agent::handle_events(uint64_t now) {
                                   std::to_string(ev.code) + " " + ev.text + ") before it started",
                               now);
                 consuming_ = false;
-                consume_oks_ = 0;
+                request_consumer_ok_ = false;
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405)
@@ -731,6 +748,21 @@ void Agent::handle_events(uint64_t now) {
                     log::warn("the broker closed the request channel; opening it again",
                               {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
                                {"retry_in_ms", json::Value(int64_t(delay))}});
+            } else if (ev.channel == ping_ch_) {
+                // A ping queue we cannot declare (one of that name made
+                // with other flags, say) costs pings only: requests go on.
+                // Start-up is announced without it rather than never.
+                ping_ch_ = 0;
+                ping_ack_upto_ = 0;
+                ping_ready_ = true;
+                uint64_t delay = ping_backoff_.next(random32());
+                ping_retry_at_ = now + delay;
+                log::warn("the broker closed the ping channel; pings go unanswered until it is "
+                          "set up again",
+                          {{"queue", field(ping_queue_name(id_))},
+                           {"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
+                           {"retry_in_ms", json::Value(int64_t(delay))}});
+                if (request_consumer_ok_ && !consuming_) on_consuming(now);
             } else if (ev.channel == pub_ch_) {
                 // Usually a message it refused.  Reopening at once would
                 // publish the same message again, as fast as the broker
@@ -774,29 +806,37 @@ void Agent::handle_events(uint64_t now) {
     }
 }
 
-// Declares and binds the ping queue and consumes it, on the consumer
-// channel (after the request queue at set-up; alone after the broker
-// cancelled the ping consumer).
+// Declares and binds the ping queue and consumes it, on its own channel:
+// a ping queue the broker refuses (or deletes) must not take the request
+// queue, and the requests in it, down with it.
 void Agent::consume_ping_queue() {
     std::string pq = ping_queue_name(id_);
-    conn_->queue_declare(cons_ch_, pq, false, false, false, true);
-    for (const auto& key : ping_bindings(id_)) conn_->queue_bind(cons_ch_, pq, "amq.topic", key);
-    conn_->basic_consume(cons_ch_, pq, kPingTag, false, false);
+    conn_->queue_declare(ping_ch_, pq, false, false, false, true);
+    for (const auto& key : ping_bindings(id_)) conn_->queue_bind(ping_ch_, pq, "amq.topic", key);
+    conn_->basic_consume(ping_ch_, pq, kPingTag, false, false);
+}
+
+void Agent::setup_ping() {
+    if (!conn_ || !conn_->is_open() || stopping_) return;
+    ping_ch_ = conn_->open_channel();
+    if (ping_ch_ == 0) need_channels();
+}
+
+// The broker's channel_max leaves too few channels.  Staying connected
+// would look healthy and serve nothing: close, and reconnect with backoff
+// until the broker is fixed.
+void Agent::need_channels() {
+    log::error("the broker allows too few channels; ur-agent needs 3",
+               {{"channel_max", json::Value(int64_t(conn_->channel_max()))}});
+    conn_->close(amqp::kResourceError, "ur-agent needs 3 channels");
 }
 
 void Agent::setup_consumer(uint64_t now) {
     (void)now;
     if (!conn_ || !conn_->is_open() || stopping_) return;
     cons_ch_ = conn_->open_channel();
-    consume_oks_ = 0;
-    if (cons_ch_ == 0) {
-        // The broker's channel_max leaves no channel for requests (we need
-        // two).  Staying connected would look healthy and serve nothing:
-        // close, and reconnect with backoff until the broker is fixed.
-        log::error("the broker allows too few channels; ur-agent needs 2",
-                   {{"channel_max", json::Value(int64_t(conn_->channel_max()))}});
-        conn_->close(amqp::kResourceError, "ur-agent needs 2 channels");
-    }
+    request_consumer_ok_ = false;
+    if (cons_ch_ == 0) need_channels();
 }
 
 void Agent::on_consuming(uint64_t now) {
@@ -839,7 +879,40 @@ void Agent::on_consuming(uint64_t now) {
 
 // ---------------------------------------------------------------- requests
 
+// The ping queue's deliveries, acked at once on its channel.  Only pings
+// are answered there: requests run from the request queue alone, and
+// anything else routed to the ping queue (a binding someone added) is
+// logged and dropped.
+void Agent::on_ping_delivery(const amqp::Event& ev, uint64_t now) {
+    Request req = parse_request(id_, ev.routing_key, ev.body);
+    if (req.kind == RequestKind::Ping) {
+        answer_ping(req, now);
+    } else {
+        log::warn("ignoring message on the ping queue",
+                  {{"routing_key", field(ev.routing_key)},
+                   {"reason", field(req.kind == RequestKind::Ignored ? req.error
+                                                                     : "not a ping")}});
+    }
+    // Every delivery on this channel is decided at once: one multiple ack
+    // at the end of the loop pass covers them all (flush_acks).
+    ping_ack_upto_ = std::max(ping_ack_upto_, ev.delivery_tag);
+}
+
+void Agent::answer_ping(const Request& req, uint64_t now) {
+    log::debug("ping", {{"reply_key", field(req.reply_key)}});
+    OutMessage m;
+    m.routing_key = req.reply_key;
+    m.body = ping_reply_body(req.ping_id, iso8601(wall_ms()));
+    m.keep = false;
+    if (first_ping_from(req.reply_key)) m.not_before = now + kFreshClientReplyDelayMs;
+    enqueue(std::move(m), now);
+}
+
 void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
+    if (ping_ch_ && ev.channel == ping_ch_) {
+        on_ping_delivery(ev, now);
+        return;
+    }
     if (ev.channel != cons_ch_) return;  // stale channel: the broker requeues it
     forget_stale_acks();
     unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
@@ -861,17 +934,10 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                        {"reason", field(req.error)}});
         ack();
         return;
-    case RequestKind::Ping: {
-        log::debug("ping", {{"routing_key", field(ev.routing_key)}});
-        OutMessage m;
-        m.routing_key = req.reply_key;
-        m.body = ping_reply_body(req.ping_id, iso8601(wall_ms()));
-        m.keep = false;
-        if (first_ping_from(req.reply_key)) m.not_before = now + kFreshClientReplyDelayMs;
-        enqueue(std::move(m), now);
+    case RequestKind::Ping:
+        answer_ping(req, now);
         ack();
         return;
-    }
     case RequestKind::Broadcast:
         log::info("sysinfo broadcast", {{"req_id", field(req.req_id)}});
         want_sysinfo({SysinfoWaiter::Why::Broadcast, req.reply_key, req.req_id, now}, now);
@@ -999,6 +1065,8 @@ void Agent::forget_stale_acks() {
 }
 
 void Agent::flush_acks() {
+    if (ping_ack_upto_ && conn_ && ping_ch_) conn_->basic_ack(ping_ch_, ping_ack_upto_, true);
+    ping_ack_upto_ = 0;
     forget_stale_acks();
     if (to_ack_.empty() || !conn_ || !cons_ch_) {
         to_ack_.clear();
@@ -1353,7 +1421,13 @@ void Agent::begin_shutdown(uint64_t now) {
         cons_ch_ = 0;
         ++channel_gen_;
     }
+    if (conn_ && ping_ch_ && conn_->is_open()) {
+        flush_acks();
+        conn_->close_channel(ping_ch_);
+        ping_ch_ = 0;
+    }
     consumer_retry_at_ = 0;
+    ping_retry_at_ = 0;
     sysinfo_next_at_ = 0;
 }
 

@@ -87,9 +87,13 @@ private:
     void handle_events(uint64_t now);
     void consume_ping_queue();
     void setup_consumer(uint64_t now);
+    void setup_ping();
+    void need_channels();
     void on_consuming(uint64_t now);
     // Ur protocol
     void on_delivery(amqp::Event& ev, uint64_t now);
+    void on_ping_delivery(const amqp::Event& ev, uint64_t now);
+    void answer_ping(const Request& req, uint64_t now);
     void start_queued(uint64_t now);
     void answer_not_run(const Queued& q, const std::string& why, uint64_t now);
     void warn_memory_limit();
@@ -146,15 +150,21 @@ private:
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
     bool failed_since_serving_ = false; // a connect failed since we last served
     std::string peer_;
-    uint16_t pub_ch_ = 0, cons_ch_ = 0;
+    uint16_t pub_ch_ = 0, cons_ch_ = 0, ping_ch_ = 0;
     bool pub_ready_ = false;
     // The publishing channel closed by the broker (a message it refused):
     // opened again after a backoff that a confirm resets, never at once.
     Backoff pub_backoff_{100, 30000};
     uint64_t pub_retry_at_ = 0;        // 0 = none scheduled
     uint64_t broker_max_message_ = 0;  // learned from a refusal; 0 = unknown
-    bool consuming_ = false;
-    int consume_oks_ = 0;
+    bool consuming_ = false;            // serving: the request consumer is up (see ping_ready_)
+    bool request_consumer_ok_ = false;  // consume-ok on cons_ch_
+    // Ping consumer up, or its channel failed once on this connection:
+    // start-up waits for one or the other, not for pings that cannot be.
+    bool ping_ready_ = false;
+    Backoff ping_backoff_{500, 30000};
+    uint64_t ping_retry_at_ = 0;       // 0 = none scheduled
+    uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
     // Short cap: when the other holder of our queue goes, take over quickly.
     Backoff consumer_backoff_{500, 5000};

@@ -9,7 +9,7 @@ import time
 
 import pika
 
-from urharness import (ISO8601_UTC, AgentTestCase, make_sysinfo,
+from urharness import (ISO8601_UTC, WAIT, AgentTestCase, Client, make_sysinfo,
                        rabbitmqctl, random_token, raw_publish)
 
 
@@ -226,6 +226,33 @@ class Routing(AgentTestCase):
             prefetch = [line.split("\t")[1] for line in chans.splitlines()
                         if line.split("\t")[0] == chan][0]
         self.assertEqual(prefetch, "3", "prefetch != --max-concurrency")
+
+    def test_a_ping_queue_the_broker_refuses_costs_pings_only(self):
+        # ur.ping.<uuid> declared beforehand with other flags (durable): the
+        # agent's declare is refused (406).  It shared the request queue's
+        # channel, so the request queue went down with it, over and over:
+        # the node served nothing.  Now the ping queue has its own channel:
+        # requests are served, start-up is announced, and the ping queue is
+        # tried again with backoff until it can be declared.
+        a = self.new_agent()
+        pq = "ur.ping.%s" % a.uuid
+        self.client.ch.queue_declare(pq, durable=True, auto_delete=False)
+        self.addCleanup(rabbitmqctl, "delete_queue", pq, check=False)
+        a.start()
+        m = self.client.wait_message(lambda m: m.routing_key == "ur.startup.%s" % a.uuid,
+                                     WAIT, "start-up announced")
+        self.assertEqual(m.json()["UUID"], a.uuid)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho served\n", env={})
+        self.assertReply(r, 0, "served\n")
+        rec = a.wait_log(lambda r: r.get("msg", "").startswith("the broker closed the ping channel"))
+        self.assertEqual(rec.get("code"), 406, rec)
+        self.client.ch.queue_delete(pq)
+        a.wait_log(lambda r: r.get("msg") == "answering pings again", timeout=40)
+        rid, body = self.client.ping(a.uuid)
+        self.assertEqual(body.get("req_id"), rid)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho still\n", env={})
+        self.assertReply(r, 0, "still\n")
+        self.assertEqual(a.count_log("serving requests"), 1)
 
 
 # Invalid requests: body -> description.  Each must be answered with

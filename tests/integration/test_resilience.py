@@ -316,40 +316,55 @@ class Resilience(FakeBrokerTestCase):
         # basic.ack with multiple set, but never over a request still
         # waiting for a free slot: that one must stay unacked, so that the
         # broker redelivers it should the agent die before starting it.
-        # Prefetch is --max-concurrency per consumer: pings come 2 at a time.
+        # Prefetch is --max-concurrency per consumer: 2 at a time.
         b, a = self.up(args=("--max-concurrency", "2"))
-        pings = 40
+        n = 40
 
-        def ping_burst(tag):
-            """Publishes pings at once; returns (ack frames, messages
+        def acks():
+            return tuple(map(int, b.cmd("acks").split()[1:]))
+
+        def burst(publish, answered):
+            """Publishes n messages at once; returns (ack frames, messages
             settled) that they took."""
-            frames0, settled0 = map(int, b.cmd("acks").split()[1:])
-            b.cmds(["publish amq.topic ur.ping.%s %s" % (a.uuid, json.dumps(
-                {"client_id": tag, "id": "p%d" % i})) for i in range(pings)])
-            b.wait_count("ur.ack%s.%s" % (tag, a.uuid), pings)
-            wait_until(lambda: int(b.cmd("acks").split()[2]) - settled0 >= pings,
-                       what="every ping acked")
-            frames, settled = map(int, b.cmd("acks").split()[1:])
+            frames0, settled0 = acks()
+            publish()
+            answered()
+            wait_until(lambda: acks()[1] - settled0 >= n, what="every message acked")
+            frames, settled = acks()
             return frames - frames0, settled - settled0
 
-        frames, settled = ping_burst("burst")
-        self.assertEqual(settled, pings)
-        self.assertLess(frames, pings, "no ack was coalesced")
+        # Pings, on the ping queue's channel.
+        frames, settled = burst(
+            lambda: b.cmds(["publish amq.topic ur.ping.%s %s" % (a.uuid, json.dumps(
+                {"client_id": "burst", "id": "p%d" % i})) for i in range(n)]),
+            lambda: b.wait_count("ur.ackburst.%s" % a.uuid, n))
+        self.assertEqual(settled, n)
+        self.assertLess(frames, n, "no ping ack was coalesced")
 
-        # Both slots taken, two more requests are delivered and wait
-        # (prefetch keeps a fifth in the queue).
+        # Invalid requests (answered 2 at once), on the request channel.
+        bad = ["bad%d" % i for i in range(n)]
+        frames, settled = burst(
+            lambda: b.cmds(["publish amq.topic ur.execute.%s.%s {\"type\":\"nope\"}"
+                            % (a.uuid, r) for r in bad]),
+            lambda: [self.assertEqual(self.reply(b, a, r).get("exit_status"), 2) for r in bad])
+        self.assertEqual(settled, n)
+        self.assertLess(frames, n, "no request ack was coalesced")
+
+        # Both slots taken and one request waiting: what is delivered after
+        # it is acked without covering it.
         held = [self.start_held(b, a, tag="held%d" % i) for i in range(2)]
-        waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i)
-                   for i in range(3)]
+        waiting = self.send(b, a, "#!/bin/sh\necho waited\n")
         queue = "queue " + self.request_queue(a)
-        wait_until(lambda: "unacked=2" in b.cmd(queue),
-                   what="two waiting requests delivered")
-        frames, settled = ping_burst("waiting")
-        self.assertEqual(settled, pings)   # not one message more
-        self.assertIn("unacked=2", b.cmd(queue))
+        wait_until(lambda: "unacked=1" in b.cmd(queue), what="the waiting request delivered")
+        for i in range(10):
+            r = self.send(b, a, "x", type="nope")
+            self.assertEqual(self.reply(b, a, r).get("exit_status"), 2)
+        wait_until(lambda: "unacked=1" in b.cmd(queue), what="the invalid ones acked")
+        time.sleep(0.2)
+        self.assertIn("unacked=1", b.cmd(queue))
         for _, release, _ in held:
             open(release, "w").close()
-        for w in [h[0] for h in held] + waiting:
+        for w in [h[0] for h in held] + [waiting]:
             self.assertEqual(self.reply(b, a, w).get("exit_status"), 0)
         wait_until(lambda: "unacked=0" in b.cmd(queue), what="all acked")
         self.assertIn("unacked=0", b.cmd("queue ur.ping.%s" % a.uuid))

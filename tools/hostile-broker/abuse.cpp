@@ -478,7 +478,7 @@ std::string abuse_bytes(const Plan& p, Rng& rng, const Context& c, std::string* 
         return "";
     case Abuse::UnsolicitedCloseOk: return method_frame(0, amqp::ConnectionCloseOk{});
     case Abuse::UnopenedChannel: {
-        uint16_t ch = uint16_t(3 + rng.below(65533));
+        uint16_t ch = uint16_t(4 + rng.below(65532));  // the agent opens 1-3
         switch (rng.below(3)) {
         case 0: return method_frame(ch, amqp::ChannelOpenOk{});
         case 1: return header_frame(ch, 5);

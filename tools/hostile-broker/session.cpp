@@ -293,7 +293,9 @@ void Session::on_method(uint16_t ch, amqp::Method& m) {
         send(ch, amqp::ExchangeDeclareOk{});
     } else if (auto* bc = std::get_if<amqp::BasicConsume>(&m)) {
         ++consumes_;
-        consumer_ch_ = ch;
+        // Requests (and pings, which the agent answers on either) go to
+        // the request consumer's channel.
+        if (bc->queue.rfind("ur.request.", 0) == 0) consumer_ch_ = ch;
         amqp::BasicConsumeOk ok;
         ok.consumer_tag = bc->consumer_tag.empty() ? "amq.ctag-hostile" : bc->consumer_tag;
         if (allowed(Stage::Consume) && !bc->nowait) send(ch, ok);
