@@ -963,6 +963,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     log::info("execute request",
               {{"req_id", field(req.req_id)}, {"routing_key", field(ev.routing_key)},
                {"type", req.is_file ? "file" : "script"}, {"origin", field(req.origin)},
+               {"timestamp", field(req.timestamp)},
                {"args", json::Value(int64_t(req.args.size()))},
                {"script_bytes", json::Value(int64_t(req.is_file ? 0 : req.script.size()))},
                {"redelivered", json::Value(ev.redelivered)}});

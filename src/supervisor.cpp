@@ -386,6 +386,15 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     } else if (job.status_lost) {
         r.exit_status = 1;
         append_note(r.err, "\nur-agent: exit status lost (the child was reaped elsewhere)\n");
+    } else if (WIFEXITED(st) && job.timed_out) {
+        // It ended itself after our SIGTERM (a trap): reported as killed,
+        // whatever it chose, so that a script that ran out of time never
+        // reads as a success (0) nor asks for a reboot (113).
+        r.signal = job.killed ? SIGKILL : SIGTERM;
+        r.exit_status = 128 + r.signal;
+        append_note(r.err, "\nur-agent: timed out; it exited " +
+                               std::to_string(WEXITSTATUS(st)) + " after " +
+                               (job.killed ? "SIGKILL" : "SIGTERM") + "\n");
     } else if (WIFEXITED(st)) {
         r.exit_status = WEXITSTATUS(st);
     } else if (WIFSIGNALED(st)) {

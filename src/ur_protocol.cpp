@@ -67,14 +67,17 @@ void parse_execute_body(std::string_view body, Request& r) {
     } else if (o && o->is_string()) {
         r.origin = o->as_string();
     }
-    // Only logged: a megabyte of it must not make a megabyte log line.
-    constexpr size_t kOriginMax = 256;
-    if (r.origin.size() > kOriginMax) {
-        size_t total = r.origin.size();
-        size_t cut = kOriginMax;
-        while (cut > 0 && (uint8_t(r.origin[cut]) & 0xC0) == 0x80) --cut;  // whole characters
-        r.origin.resize(cut);
-        r.origin += "... (" + std::to_string(total) + " bytes)";
+    if (const json::Value* t = v.find("timestamp"); t && t->is_string())
+        r.timestamp = t->as_string();
+    // Only logged: a megabyte of either must not make a megabyte log line.
+    for (std::string* f : {&r.origin, &r.timestamp}) {
+        constexpr size_t kMax = 256;
+        if (f->size() <= kMax) continue;
+        size_t total = f->size();
+        size_t cut = kMax;
+        while (cut > 0 && (uint8_t((*f)[cut]) & 0xC0) == 0x80) --cut;  // whole characters
+        f->resize(cut);
+        *f += "... (" + std::to_string(total) + " bytes)";
     }
     const json::Value* type = v.find("type");
     if (!type) {

@@ -44,6 +44,7 @@ struct Request {
     std::string broadcast_kind;
     // For logs: who asked (origin.user@origin.hostname), when (timestamp)
     std::string origin;
+    std::string timestamp;
 };
 
 // Classifies a message delivered to the agent's queues.  Never fails: a

@@ -345,6 +345,31 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: timeout escalates to SIGKILL when SIGTER
     CHECK(await_dead(grandchild));
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: a timed-out script that traps SIGTERM is reported killed (bug: its own 0 or 113)") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    for (int code : {0, 5, 113}) {
+        CAPTURE(code);
+        JobSpec s = script("trap" + std::to_string(code),
+                           "#!/bin/sh\ntrap 'echo got term; exit " + std::to_string(code) +
+                               "' TERM\nsleep 30 &\nwait\n");
+        s.timeout_ms = 300;
+        JobResult r = run_one(sup, s);
+        CHECK(r.timed_out);
+        CHECK(r.signal == SIGTERM);
+        CHECK(r.exit_status == 128 + SIGTERM);
+        CHECK(r.out.data == "got term\n");
+        CHECK(r.err.data ==
+              "\nur-agent: timed out; it exited " + std::to_string(code) + " after SIGTERM\n");
+    }
+    // Not a timeout: a script's own exit code after a signal it traps.
+    JobResult r = run_one(sup, script("own", "#!/bin/sh\ntrap 'exit 3' TERM\nkill -TERM $$\nsleep 1\n"));
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.exit_status == 3);
+    CHECK(r.signal == 0);
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: a stopped script ends by SIGTERM at timeout (bug: it sat out the kill grace)") {
     opt.kill_grace_ms = 30000;  // SIGKILL would fail the test: drive() gives up first
     Supervisor sup(opt);

@@ -31,9 +31,10 @@ TEST_CASE("execute: a script with args and env") {
     REQUIRE(r.env.has_value());
     CHECK(*r.env == std::vector<std::string>{"FOO=bar", "N=3"});
     CHECK(r.origin == "admin@hn");
+    CHECK(r.timestamp == "x");
 }
 
-TEST_CASE("execute: origin, only logged, is bounded; a string origin is taken as is") {
+TEST_CASE("execute: origin and timestamp, only logged, are bounded; a string origin is taken as is") {
     Request s = parse_request(node(), "ur.execute." + U + ".r",
                               R"({"type":"file","file":"/bin/true","origin":"cnapi"})");
     CHECK(s.origin == "cnapi");
@@ -44,6 +45,14 @@ TEST_CASE("execute: origin, only logged, is bounded; a string origin is taken as
                               R"({"type":"file","file":"/bin/true","origin":{"user":")" + big + R"("}})");
     CHECK(b.error == "");
     CHECK(b.origin == std::string(255, 'x') + "... (1000000 bytes)");
+    Request t = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"file","file":"/bin/true","timestamp":")" + big + R"("})");
+    CHECK(t.error == "");
+    CHECK(t.timestamp == std::string(255, 'x') + "... (1000000 bytes)");
+    Request n = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"file","file":"/bin/true","timestamp":5})");
+    CHECK(n.error == "");
+    CHECK(n.timestamp == "");
 }
 
 TEST_CASE("execute: env absent means inherit, env {} means empty") {

@@ -450,6 +450,19 @@ class Reboot(AgentTestCase):
         time.sleep(0.5)
         self.assertEqual(ran(), 2, "the reboot command ran again after it succeeded")
 
+    def test_a_timed_out_script_that_traps_term_and_exits_113_does_not_reboot(self):
+        # It ran out of time: reported as killed (143, timed_out), not as
+        # the 0 or 113 its trap chose (which rebooted the node).
+        reboot_log = self.path("reboot-called")
+        a = self.start_agent(args=["--reboot-cmd", "echo called >> " + reboot_log])
+        r = self.client.execute(a.uuid, "#!/bin/sh\ntrap 'exit 113' TERM\n/bin/sleep 30 & wait\n",
+                                env={}, timeout=1)
+        self.assertReply(r, 143)
+        self.assertEqual((r.get("signal"), r.get("timed_out")), ("SIGTERM", True), r)
+        self.assertIn("ur-agent: timed out; it exited 113 after SIGTERM", r["stderr"])
+        time.sleep(0.5)
+        self.assertFalse(os.path.exists(reboot_log), "the reboot command ran")
+
 
 class Concurrency(AgentTestCase):
 
