@@ -4,11 +4,10 @@
 #   make check           build and run every test (installs test deps if root)
 #   make check SAN=1     the same, with ASan + UBSan, in build-san/
 #   make fuzz            libFuzzer targets (FUZZ_SECONDS=60 runs them)
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (SmartOS: /opt/smartdc/ur)
 #   make clean
 
 CXX      ?= g++
-PREFIX   ?= /usr/local
 DESTDIR  ?=
 SAN      ?=
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
@@ -35,6 +34,9 @@ endif
 # libsocket and libnsl dynamically and the C++ runtime statically (the live
 # image has no libstdc++).  Its linker has no --gc-sections, its make is not
 # GNU make (use gmake) and its install(1) is the SysV one (use ginstall).
+# In the global zone /usr is the read-only platform image and / a ramdisk:
+# the programs go under /opt, the SMF manifest into /opt/custom/smf, which
+# SmartOS imports at every boot; no systemd unit.
 # Not built here: CI runs on Linux.
 ifeq ($(shell uname -s),SunOS)
 STATIC   := -static-libstdc++ -static-libgcc
@@ -42,12 +44,16 @@ GCFLAGS  :=
 LDLIBS   += -lsocket -lnsl
 ARCHFLAGS := -m64
 INSTALL  ?= ginstall
-SMFDIR   ?= /lib/svc/manifest/smartdc
+PREFIX   ?= /opt/smartdc/ur
+SMFDIR   ?= /opt/custom/smf
+SYSTEMD_UNIT :=
 else
 GCFLAGS  := -Wl,--gc-sections
 ARCHFLAGS :=
 INSTALL  ?= install
+PREFIX   ?= /usr/local
 SMFDIR   ?= $(PREFIX)/lib/svc/manifest/smartdc
+SYSTEMD_UNIT := $(PREFIX)/lib/systemd/system
 endif
 
 # Warnings are errors in CI (CI=true) and whenever WERROR=1.
@@ -155,19 +161,21 @@ fuzz:
 	@$(MAKE) --no-print-directory -f fuzz/fuzz.mk
 
 # The agent in sbin, urctl and json-check in bin, man pages, a systemd unit
-# and an SMF manifest (both pointing at $(PREFIX)/sbin/ur-agent; the
-# manifest in $(SMFDIR), which SMF imports on illumos).
+# (not on illumos) and an SMF manifest (both pointing at
+# $(PREFIX)/sbin/ur-agent; the manifest in $(SMFDIR)).
 INSTALL_TOOLS := $(filter %/urctl %/json-check,$(TOOLS))
 install: all
 	$(INSTALL) -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	    $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
-	    $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(SMFDIR)
+	    $(DESTDIR)$(SMFDIR)
 	$(INSTALL) -m 0755 -s $(AGENT) $(DESTDIR)$(PREFIX)/sbin/ur-agent
 	for t in $(INSTALL_TOOLS); do $(INSTALL) -m 0755 -s $$t $(DESTDIR)$(PREFIX)/bin/; done
 	$(INSTALL) -m 0644 tools/man/ur-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	for m in $(wildcard tools/man/*.1); do $(INSTALL) -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done
-	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.service \
-	    > $(DESTDIR)$(PREFIX)/lib/systemd/system/ur-agent.service
+	if [ -n "$(SYSTEMD_UNIT)" ]; then \
+	    $(INSTALL) -d $(DESTDIR)$(SYSTEMD_UNIT) && \
+	    sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.service \
+	        > $(DESTDIR)$(SYSTEMD_UNIT)/ur-agent.service; fi
 	sed 's|@SBINDIR@|$(PREFIX)/sbin|g' tools/service/ur-agent.xml \
 	    > $(DESTDIR)$(SMFDIR)/ur-agent.xml
 

@@ -11,6 +11,12 @@
 #include <numeric>
 #include <vector>
 
+// Doubles go through std::from_chars here and std::to_chars in write.cpp:
+// libstdc++ has them from g++ 11 on (SmartOS pkgsrc may offer an older one).
+#if !defined(__cpp_lib_to_chars)
+#error "ur needs std::to_chars and std::from_chars for double: g++ 11 or later"
+#endif
+
 namespace json {
 
 namespace {

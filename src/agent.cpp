@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -280,6 +281,7 @@ int Agent::run() {
         log::info("--max-pending-bytes raised to hold one whole reply",
                   {{"max_pending_bytes", json::Value(int64_t(pending_bound(cfg_)))}});
     warn_memory_limit();
+    fit_fd_limit();
     want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
     try {
         while (!done_) loop_once();
@@ -299,6 +301,31 @@ int Agent::run() {
     }
     log::info("ur-agent stopped");
     return 0;
+}
+
+// Each running script holds up to three pipe ends and a few more while it
+// starts: the default 16 need under 120 fds, within any default limit (256
+// on illumos, 1024 on Linux).  A larger --max-concurrency raises the soft
+// limit to what it needs, no further (where there is no closefrom() a
+// child closes every fd below the limit), and says so when the hard limit
+// is lower: scripts past it would fail to start (126).
+void Agent::fit_fd_limit() {
+    struct rlimit rl;
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    rlim_t need = rlim_t(cfg_.max_concurrency) * 3 + 64;
+    if (rl.rlim_cur >= need) return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    struct rlimit raised = {want, rl.rlim_max};
+    if (want > rl.rlim_cur && ::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+        log::info("raised the open-file limit for --max-concurrency",
+                  {{"from", json::Value(int64_t(rl.rlim_cur))}, {"to", json::Value(int64_t(want))}});
+        rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur < need)
+        log::warn("the open-file limit is below what --max-concurrency needs: scripts past it "
+                  "fail to start (126); lower --max-concurrency or raise the limit",
+                  {{"limit", json::Value(int64_t(rl.rlim_cur))},
+                   {"needed", json::Value(int64_t(need))}});
 }
 
 // Replies owed from a previous run that died with requests in flight, once

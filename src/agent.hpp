@@ -97,6 +97,7 @@ private:
     void start_queued(uint64_t now);
     void answer_not_run(const Queued& q, const std::string& why, uint64_t now);
     void warn_memory_limit();
+    void fit_fd_limit();
     void answer_leftovers(uint64_t now);
     void answer_queued(const std::string& why, uint64_t now);
     void expire_queued(uint64_t now);

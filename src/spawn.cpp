@@ -153,6 +153,13 @@ void reset_to_default(int sig) {
 #endif
 }
 
+// An exec failure that only says the program is not at that place of the
+// search path (ENAMETOOLONG: an entry longer than this system's PATH_MAX).
+bool passed_over(int err) {
+    return err == ENOENT || err == ENOTDIR || err == ESTALE || err == ENODEV ||
+           err == ETIMEDOUT || err == ENAMETOOLONG;
+}
+
 [[noreturn]] void child_exec(const ChildPlan& plan) {
     int report_fd = plan.report_fd;
     long open_max = plan.open_max;
@@ -237,14 +244,12 @@ void reset_to_default(int sig) {
         }
         if (err == EACCES)
             denied = true;
-        else if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV &&
-                 err != ETIMEDOUT)
+        else if (!passed_over(err))
             break;
         if (!plan.search)
             break;
     }
-    if (denied && (err == ENOENT || err == ENOTDIR || err == ESTALE || err == ENODEV ||
-                   err == ETIMEDOUT || err == EACCES))
+    if (denied && (passed_over(err) || err == EACCES))
         err = EACCES;
     child_fail(plan, report_fd, err);
 }

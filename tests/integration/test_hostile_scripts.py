@@ -281,6 +281,27 @@ class HostileScripts(AgentTestCase):
             answered += 1
         self.assertEqual(answered, 8)
 
+    def test_open_file_limit_raised_for_max_concurrency_or_warned(self):
+        # 40 scripts at once need about 184 fds.  Under a soft limit of 64
+        # most of them failed to start (126, EMFILE): the soft limit is
+        # raised to what the setting needs when the hard limit allows, and
+        # a hard limit too low is warned about at start.
+        if not shutil.which("prlimit") or WRAPPER:
+            self.skipTest("needs prlimit, and no wrapper (valgrind keeps fds of its own)")
+        args = ["--max-concurrency", "40"]
+        b = self.start_agent(name="nofile", args=args, prefix=["prlimit", "--nofile=64:4096"])
+        rec = b.wait_log(lambda rec: rec.get("msg", "").startswith("raised the open-file limit"),
+                         what="the raise logged")
+        self.assertEqual((rec.get("from"), rec.get("to")), (64, 184), rec)
+        script = "#!/bin/sh\n/bin/sleep 0.5\necho ok\n"
+        reqs = [self.client.send_execute(b.uuid, script, env={}) for _ in range(40)]
+        codes = [self.client.wait_reply(b.uuid, req)["exit_status"] for req in reqs]
+        self.assertEqual(codes, [0] * 40)
+        c = self.start_agent(name="nofile-hard", args=args, prefix=["prlimit", "--nofile=64:64"])
+        rec = c.wait_log(lambda rec: rec.get("msg", "").startswith("the open-file limit is below"),
+                         what="the warning at start")
+        self.assertEqual((rec.get("limit"), rec.get("needed")), (64, 184), rec)
+
     def test_as_process_1_the_orphans_scripts_leave_are_reaped(self):
         # In a container the agent may be process 1, the parent of every
         # orphan: the background processes of scripts stayed zombies.
