@@ -63,6 +63,13 @@ TEST_CASE("execute: env absent means inherit, env {} means empty") {
     Request b = parse_request(node(), "ur.execute." + U + ".r", R"({"type":"file","file":"/bin/true","env":{}})");
     REQUIRE(b.env.has_value());
     CHECK(b.env->empty());
+    // null is absent, as the original agent took it (env ? {env} : {}, args || []).
+    Request n = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"file","file":"/bin/true","env":null,"args":null,"timeout":null})");
+    CHECK(n.error == "");
+    CHECK_FALSE(n.env.has_value());
+    CHECK(n.args.empty());
+    CHECK(n.timeout_s == 0);
 }
 
 TEST_CASE("execute: addressed with uuid-mac is ours; other nodes are ignored") {
