@@ -78,6 +78,7 @@ struct Supervisor::Job {
     int wait_status = 0;
     bool timed_out = false;
     bool signalled = false;     // we sent a signal to the group
+    int signal_sent = 0;        // SIGTERM or SIGKILL sent before it was reaped (SIGKILL wins)
     bool killed = false;        // ... and it was SIGKILL
     bool abandoned = false;     // SIGKILL did not end it; answered without its status
 
@@ -386,15 +387,17 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     } else if (job.status_lost) {
         r.exit_status = 1;
         append_note(r.err, "\nur-agent: exit status lost (the child was reaped elsewhere)\n");
-    } else if (WIFEXITED(st) && job.timed_out) {
-        // It ended itself after our SIGTERM (a trap): reported as killed,
-        // whatever it chose, so that a script that ran out of time never
-        // reads as a success (0) nor asks for a reboot (113).
-        r.signal = job.killed ? SIGKILL : SIGTERM;
+    } else if (WIFEXITED(st) && job.signal_sent) {
+        // It ended itself after our signal (a trap), at its timeout or at
+        // the agent's shutdown: reported as killed, whatever it chose, so
+        // that a script we stopped never reads as a success (0) nor asks
+        // for a reboot (113).
+        r.signal = job.signal_sent;
         r.exit_status = 128 + r.signal;
-        append_note(r.err, "\nur-agent: timed out; it exited " +
-                               std::to_string(WEXITSTATUS(st)) + " after " +
-                               (job.killed ? "SIGKILL" : "SIGTERM") + "\n");
+        append_note(r.err, std::string("\nur-agent: ") +
+                               (job.timed_out ? "timed out" : "stopped by the agent") +
+                               "; it exited " + std::to_string(WEXITSTATUS(st)) + " after " +
+                               (r.signal == SIGKILL ? "SIGKILL" : "SIGTERM") + "\n");
     } else if (WIFEXITED(st)) {
         r.exit_status = WEXITSTATUS(st);
     } else if (WIFSIGNALED(st)) {
@@ -470,8 +473,11 @@ void Supervisor::signal_group(Job& job, int sig) {
     // group and killpg(pid) misses it; kill(pid) reaches it (it cannot have
     // children yet, and its signals stay pending until it has reset their
     // dispositions).  An unreaped pid cannot have been reused.
-    if (!job.reaped)
+    if (!job.reaped) {
         ::kill(job.pid, sig);
+        if (sig == SIGKILL || job.signal_sent == 0)
+            job.signal_sent = sig;
+    }
     ::killpg(job.pid, sig);
     // A stopped process (kill -STOP $$, a job stopped by a debugger) acts
     // on SIGTERM only once continued; without SIGCONT it would sit out the

@@ -976,6 +976,28 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: terminate_all sends SIGTERM, then SIGKIL
     }
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script that traps the shutdown's SIGTERM is reported killed (bug: its 113 rebooted)") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    std::string ready = tmp.path + "/ready";
+    REQUIRE(sup.start(script("trap", "#!/bin/sh\ntrap 'exit 113' TERM\n: > \"$1\"\nsleep 60 &\nwait\n",
+                             {ready}),
+                      now_ms()));
+    uint64_t give_up = now_ms() + 30000;
+    while (::access(ready.c_str(), F_OK) != 0) {
+        REQUIRE(now_ms() < give_up);
+        ::poll(nullptr, 0, 10);
+    }
+    sup.terminate_all(now_ms());
+    std::vector<JobResult> out;
+    drive(sup, 1, out);
+    CHECK(out[0].signal == SIGTERM);
+    CHECK(out[0].exit_status == 128 + SIGTERM);
+    CHECK_FALSE(out[0].timed_out);
+    CHECK(out[0].err.data == "\nur-agent: stopped by the agent; it exited 113 after SIGTERM\n");
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: kill_all right after start reaches the child") {
     Supervisor sup(opt);
     std::string error;

@@ -463,6 +463,24 @@ class Reboot(AgentTestCase):
         time.sleep(0.5)
         self.assertFalse(os.path.exists(reboot_log), "the reboot command ran")
 
+    def test_a_script_stopped_at_shutdown_that_traps_term_and_exits_113_does_not_reboot(self):
+        # svcadm restart of the agent: the script's trap chose 113 and the
+        # node rebooted.  It is reported as killed (143).
+        reboot_log = self.path("reboot-called")
+        started = self.path("started")
+        a = self.start_agent(args=["--reboot-cmd", "echo called >> " + reboot_log,
+                                   "--shutdown-grace", "1"])
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\ntrap 'exit 113' TERM\n: > %s\n/bin/sleep 30 & wait\n" % started,
+            env={})
+        wait_until(lambda: os.path.exists(started), what="the script started")
+        self.assertEqual(a.stop(), 0)
+        r = self.client.wait_reply(a.uuid, req)
+        self.assertReply(r, 143)
+        self.assertEqual(r.get("signal"), "SIGTERM", r)
+        self.assertIn("ur-agent: stopped by the agent; it exited 113 after SIGTERM", r["stderr"])
+        self.assertFalse(os.path.exists(reboot_log), "the reboot command ran")
+
 
 class Concurrency(AgentTestCase):
 
