@@ -62,6 +62,15 @@ bool is_valid_utf8(std::string_view bytes)
     return valid_utf8_prefix(bytes) == bytes.size();
 }
 
+std::string shortened(std::string_view s, size_t max) {
+    if (s.size() <= max)
+        return std::string(s);
+    size_t cut = max;
+    while (cut > 0 && (uint8_t(s[cut]) & 0xC0) == 0x80)
+        --cut;  // whole characters
+    return std::string(s.substr(0, cut)) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
 std::string string_from_bytes(std::string_view bytes)
 {
     std::string out;

@@ -67,6 +67,10 @@ size_t valid_utf8_prefix(std::string_view bytes);
 // bytes as valid UTF-8, ill-formed parts replaced by U+FFFD.
 std::string string_from_bytes(std::string_view bytes);
 
+// For a log line or a note: s when it has at most max bytes, else its
+// first max bytes (no character cut in two) and "... (N bytes)".
+std::string shortened(std::string_view s, size_t max);
+
 class Utf8Sanitizer {
 public:
     // Appends the valid UTF-8 for chunk to out; keeps back (at most 3

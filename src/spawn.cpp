@@ -251,6 +251,8 @@ bool passed_over(int err) {
     }
     if (denied && (passed_over(err) || err == EACCES))
         err = EACCES;
+    else if (plan.search && passed_over(err))
+        err = ENOENT;  // searched everywhere: not found (127), whatever the last place said
     child_fail(plan, report_fd, err);
 }
 

@@ -426,9 +426,11 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             if (interp.back() == '\r') why += " (a CRLF line ending in the #! line?)";
         } else if (searched(job.exe) && (job.exec_errno == ENOENT || job.exec_errno == EACCES)) {
             // Looked up in PATH, as execvp() does (spawn()).
-            why = std::string(job.exec_errno == ENOENT ? "not found" : "found but not executable") +
+            why = std::string(job.exec_errno == ENOENT ? "not found"
+                                                       : "found but not executable (or not reachable)") +
                   " in PATH " +
-                  json::write(json::Value(json::string_from_bytes(search_path(job.spec.env))));
+                  json::write(json::Value(
+                      json::string_from_bytes(json::shortened(search_path(job.spec.env), 256))));
         } else if (job.exec_errno == EACCES && ::stat(job.exe.c_str(), &sb) == 0 &&
                    S_ISDIR(sb.st_mode)) {
             why = std::strerror(EISDIR);

@@ -70,15 +70,8 @@ void parse_execute_body(std::string_view body, Request& r) {
     if (const json::Value* t = v.find("timestamp"); t && t->is_string())
         r.timestamp = t->as_string();
     // Only logged: a megabyte of either must not make a megabyte log line.
-    for (std::string* f : {&r.origin, &r.timestamp}) {
-        constexpr size_t kMax = 256;
-        if (f->size() <= kMax) continue;
-        size_t total = f->size();
-        size_t cut = kMax;
-        while (cut > 0 && (uint8_t((*f)[cut]) & 0xC0) == 0x80) --cut;  // whole characters
-        f->resize(cut);
-        *f += "... (" + std::to_string(total) + " bytes)";
-    }
+    for (std::string* f : {&r.origin, &r.timestamp})
+        if (f->size() > 256) *f = json::shortened(*f, 256);
     const json::Value* type = v.find("type");
     if (!type) {
         r.error = "missing \"type\" (expected \"script\" or \"file\")";

@@ -576,8 +576,17 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a file without a / is looked up in PATH 
                             ":" + b + "\"\n");
     r = run_one(sup, with_env(file("denied", "ur-tool"), {"PATH=" + a}));
     CHECK(r.exit_status == 126);
-    CHECK(r.err.data == "ur-agent: cannot execute ur-tool: found but not executable in PATH \"" +
-                            a + "\"\n");
+    CHECK(r.err.data == "ur-agent: cannot execute ur-tool: found but not executable (or not "
+                        "reachable) in PATH \"" + a + "\"\n");
+    // Searched everywhere is "not found" (127), whatever the last entry
+    // said (a file, not a directory: ENOTDIR; too long: ENAMETOOLONG);
+    // the path in the note is cut.
+    std::string odd = "PATH=/etc/passwd:/" + std::string(300, 'x') + ":" + std::string(200, 'y');
+    r = run_one(sup, with_env(file("odd", "ur-none"), {odd}));
+    CHECK(r.exit_status == 127);
+    CHECK(r.err.data == "ur-agent: cannot execute ur-none: not found in PATH \"" +
+                            odd.substr(5, 256) + "... (" + std::to_string(odd.size() - 5) +
+                            " bytes)\"\n");
     // The child walks the search path: 9,000 entries (Linux takes no
     // environment string over 128 KiB).
     std::string many = "PATH=";
