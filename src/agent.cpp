@@ -582,6 +582,7 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     request_consumer_ok_ = false;
     ping_ready_ = false;
     pub_ch_ = cons_ch_ = ping_ch_ = 0;
+    ping_shared_ = false;
     ping_ack_upto_ = 0;
     ++channel_gen_;
     consumer_retry_at_ = 0;
@@ -680,16 +681,19 @@ void Agent::handle_events(uint64_t now) {
                 for (const auto& key : request_bindings(id))
                     conn_->queue_bind(cons_ch_, rq, "amq.topic", key);
                 conn_->basic_consume(cons_ch_, rq, kRequestTag, false, false);
+                if (ping_shared_) consume_ping_queue(cons_ch_);
             } else if (ev.channel == ping_ch_) {
                 conn_->basic_qos(ping_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
-                consume_ping_queue();
+                consume_ping_queue(ping_ch_);
             }
             break;
         case amqp::EventKind::ConfirmSelected:
             if (ev.channel == pub_ch_) pub_ready_ = true;
             break;
         case amqp::EventKind::ConsumeOk:
-            if (ev.channel == cons_ch_) {
+            if (ev.channel == cons_ch_ && ev.consumer_tag == kPingTag) {
+                ping_ready_ = true;  // shared with the request channel
+            } else if (ev.channel == cons_ch_) {
                 request_consumer_ok_ = true;
             } else if (ev.channel == ping_ch_) {
                 if (ping_backoff_.attempts() > 0)
@@ -723,10 +727,11 @@ void Agent::handle_events(uint64_t now) {
         case amqp::EventKind::ServerCancel:
             log::warn("the broker cancelled our consumer (queue deleted?); setting it up again",
                       {{"consumer_tag", field(ev.consumer_tag)}});
-            if (ev.channel == ping_ch_ && conn_) {
+            if (conn_ && ev.consumer_tag == kPingTag &&
+                (ev.channel == ping_ch_ || (ping_shared_ && ev.channel == cons_ch_))) {
                 // The ping queue went: declared and consumed again on its
                 // channel.
-                consume_ping_queue();
+                consume_ping_queue(ev.channel);
             } else if (ev.channel == cons_ch_ && conn_) {
                 // Start over on a fresh channel: the request queue is gone,
                 // and with it what it held.
@@ -738,6 +743,7 @@ void Agent::handle_events(uint64_t now) {
                               "deleted?) before it started", now);
                 consuming_ = false;
                 request_consumer_ok_ = false;
+                if (ping_shared_) ping_ready_ = false;
                 consumer_retry_at_ = now + 200;
             }
             break;
@@ -761,6 +767,7 @@ void Agent::handle_events(uint64_t now) {
                               now);
                 consuming_ = false;
                 request_consumer_ok_ = false;
+                if (ping_shared_) ping_ready_ = false;
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405)
@@ -784,11 +791,16 @@ void Agent::handle_events(uint64_t now) {
                 ping_ready_ = true;
                 uint64_t delay = ping_backoff_.next(random32());
                 ping_retry_at_ = now + delay;
-                log::warn("the broker closed the ping channel; pings go unanswered until it is "
-                          "set up again",
-                          {{"queue", field(ping_queue_name(id_))},
-                           {"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
-                           {"retry_in_ms", json::Value(int64_t(delay))}});
+                // Said at the first failure and then about once an hour (at
+                // the 30 s cap), not at every retry of a lasting refusal.
+                unsigned attempt = ping_backoff_.attempts();
+                log::write(attempt == 1 || attempt % 120 == 0 ? log::Level::Warn : log::Level::Debug,
+                           "the broker closed the ping channel; pings go unanswered until it "
+                           "is set up again",
+                           {{"queue", field(ping_queue_name(id_))},
+                            {"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
+                            {"attempt", json::Value(int64_t(attempt))},
+                            {"retry_in_ms", json::Value(int64_t(delay))}});
                 if (request_consumer_ok_ && !consuming_) on_consuming(now);
             } else if (ev.channel == pub_ch_) {
                 // Usually a message it refused.  Reopening at once would
@@ -833,29 +845,35 @@ void Agent::handle_events(uint64_t now) {
     }
 }
 
-// Declares and binds the ping queue and consumes it, on its own channel:
-// a ping queue the broker refuses (or deletes) must not take the request
-// queue, and the requests in it, down with it.
-void Agent::consume_ping_queue() {
+// Declares and binds the ping queue and consumes it on `ch`: its own
+// channel, so that a ping queue the broker refuses (or deletes) cannot
+// take the request queue, and the requests in it, down with it; the
+// request channel only when the broker allows no third channel.
+void Agent::consume_ping_queue(uint16_t ch) {
     std::string pq = ping_queue_name(id_);
-    conn_->queue_declare(ping_ch_, pq, false, false, false, true);
-    for (const auto& key : ping_bindings(id_)) conn_->queue_bind(ping_ch_, pq, "amq.topic", key);
-    conn_->basic_consume(ping_ch_, pq, kPingTag, false, false);
+    conn_->queue_declare(ch, pq, false, false, false, true);
+    for (const auto& key : ping_bindings(id_)) conn_->queue_bind(ch, pq, "amq.topic", key);
+    conn_->basic_consume(ch, pq, kPingTag, false, false);
 }
 
 void Agent::setup_ping() {
     if (!conn_ || !conn_->is_open() || stopping_) return;
     ping_ch_ = conn_->open_channel();
-    if (ping_ch_ == 0) need_channels();
+    if (ping_ch_ != 0) return;
+    if (cons_ch_ == 0) return need_channels();
+    ping_shared_ = true;
+    log::warn("the broker allows only 2 channels; pings share the request channel (a ping "
+              "queue the broker refuses then takes the request queue down with it)",
+              {{"channel_max", json::Value(int64_t(conn_->channel_max()))}});
 }
 
 // The broker's channel_max leaves too few channels.  Staying connected
 // would look healthy and serve nothing: close, and reconnect with backoff
 // until the broker is fixed.
 void Agent::need_channels() {
-    log::error("the broker allows too few channels; ur-agent needs 3",
+    log::error("the broker allows too few channels; ur-agent needs 2",
                {{"channel_max", json::Value(int64_t(conn_->channel_max()))}});
-    conn_->close(amqp::kResourceError, "ur-agent needs 3 channels");
+    conn_->close(amqp::kResourceError, "ur-agent needs 2 channels");
 }
 
 void Agent::setup_consumer(uint64_t now) {
@@ -915,10 +933,12 @@ void Agent::on_ping_delivery(const amqp::Event& ev, uint64_t now) {
     if (req.kind == RequestKind::Ping) {
         answer_ping(req, now);
     } else {
+        std::string why = ev.body_discarded ? "body of " + std::to_string(ev.body_size) +
+                                                  " bytes is over the agent's limit"
+                          : req.kind == RequestKind::Ignored ? req.error
+                                                             : "not a ping";
         log::warn("ignoring message on the ping queue",
-                  {{"routing_key", field(ev.routing_key)},
-                   {"reason", field(req.kind == RequestKind::Ignored ? req.error
-                                                                     : "not a ping")}});
+                  {{"routing_key", field(ev.routing_key)}, {"reason", field(why)}});
     }
     // Every delivery on this channel is decided at once: one multiple ack
     // at the end of the loop pass covers them all (flush_acks).

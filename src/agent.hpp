@@ -85,7 +85,7 @@ private:
     void read_socket(uint64_t now);
     void write_socket(uint64_t now, bool down_on_error = true);
     void handle_events(uint64_t now);
-    void consume_ping_queue();
+    void consume_ping_queue(uint16_t ch);
     void setup_consumer(uint64_t now);
     void setup_ping();
     void need_channels();
@@ -166,6 +166,7 @@ private:
     Backoff ping_backoff_{500, 30000};
     uint64_t ping_retry_at_ = 0;       // 0 = none scheduled
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
+    bool ping_shared_ = false;         // no third channel: pings on cons_ch_
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
     // Short cap: when the other holder of our queue goes, take over quickly.
     Backoff consumer_backoff_{500, 5000};

@@ -246,6 +246,9 @@ class Routing(AgentTestCase):
         self.assertReply(r, 0, "served\n")
         rec = a.wait_log(lambda r: r.get("msg", "").startswith("the broker closed the ping channel"))
         self.assertEqual(rec.get("code"), 406, rec)
+        time.sleep(2)  # retries at about 0.5, 1.5 and 3.5 s: said once, not at each
+        self.assertEqual(len([r for r in a.logs() if r.get("msg", "").startswith(
+            "the broker closed the ping channel")]), 1)
         self.client.ch.queue_delete(pq)
         a.wait_log(lambda r: r.get("msg") == "answering pings again", timeout=40)
         rid, body = self.client.ping(a.uuid)

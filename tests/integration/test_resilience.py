@@ -295,6 +295,24 @@ class Resilience(FakeBrokerTestCase):
         self.assertEqual(a.count_log("serving requests"), serving0)
         self.assertEqual(a.count_log("lost the broker connection"), 0)
 
+    def test_a_broker_with_two_channels_gets_pings_on_the_request_channel(self):
+        # The ping queue has its own channel; a broker whose channel_max
+        # leaves no third one (it served with two before) still gets both
+        # consumers, the ping one on the request channel.
+        b = self.start_broker(channel_max=2)
+        a = self.new_agent([b]).start()
+        a.wait_log_n("serving requests", 1)
+        self.assertEqual(len([r for r in a.logs() if r.get("msg", "").startswith(
+            "the broker allows only 2 channels")]), 1)
+        self.prove_served(b, a, "two channels")
+        b.cmd("publish amq.topic ur.ping.%s %s" % (a.uuid, json.dumps({"client_id": "t", "id": "p"})))
+        self.assertTrue(b.wait_count("ur.ackt.%s" % a.uuid, 1).startswith("ok"))
+        # The ping queue deleted: consumed again on that channel, requests unharmed.
+        b.cmd("delete-queue ur.ping." + a.uuid)
+        b.cmd("wait-consumers ur.ping.%s 1 10" % a.uuid)
+        self.prove_served(b, a, "ping queue deleted")
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
+
     def test_lock_queue_405_then_unlock(self):
         def fault(b, a):
             b.cmd("lock-queue ur.request.* on")

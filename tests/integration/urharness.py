@@ -889,11 +889,13 @@ class FakeBroker:
     and returns the answer; with check (default) an answer not starting
     "ok" raises AssertionError."""
 
-    def __init__(self, workdir, name="fake", heartbeat=None):
+    def __init__(self, workdir, name="fake", heartbeat=None, channel_max=None):
         self.name = name
         argv = [FAKE_BROKER, "--port", "0"]
         if heartbeat is not None:
             argv += ["--heartbeat", str(heartbeat)]
+        if channel_max is not None:
+            argv += ["--channel-max", str(channel_max)]
         self.log = open(os.path.join(workdir, name + ".log"), "ab")
         self.proc = subprocess.Popen(DIE_WITH_RUNNER + argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log,

@@ -24,7 +24,7 @@ extern "C" void on_signal(int) {
 }
 
 int usage() {
-    fprintf(stderr, "usage: fake-broker [--port N] [--seed N] [--heartbeat SECS] [--verbose]\n");
+    fprintf(stderr, "usage: fake-broker [--port N] [--seed N] [--heartbeat SECS] [--channel-max N] [--verbose]\n");
     return 2;
 }
 
@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
             i++;
         } else if (a == "--heartbeat" && i + 1 < argc && number(argv[i + 1], 65535, v)) {
             opt.heartbeat = uint16_t(v);
+            i++;
+        } else if (a == "--channel-max" && i + 1 < argc && number(argv[i + 1], 65535, v)) {
+            opt.channel_max = uint16_t(v);
             i++;
         } else {
             return usage();

@@ -251,10 +251,11 @@ amqp::BasicDeliver deliver(const Context& c, std::string routing_key, const char
 
 // A whole delivery: deliver, header, body frames.
 std::string delivery(const Context& c, const std::string& key, const std::string& body,
-                     const char* tag) {
-    std::string out = method_frame(c.consumer_channel, deliver(c, key, tag));
-    out += header_frame(c.consumer_channel, body.size());
-    amqp::encode_body_frames(out, c.consumer_channel, body, c.frame_max);
+                     const char* tag, uint16_t ch = 0) {
+    if (ch == 0) ch = c.consumer_channel;
+    std::string out = method_frame(ch, deliver(c, key, tag));
+    out += header_frame(ch, body.size());
+    amqp::encode_body_frames(out, ch, body, c.frame_max);
     return out;
 }
 
@@ -263,7 +264,7 @@ std::string ping(const Context& c, std::string* reply_key) {
     *reply_key = "ur.ackhostile." + uuid;
     return delivery(c, "ur.ping." + uuid,
                     R"({"client_id":"hostile","id":")" + std::to_string(c.delivery_tag) + "\"}",
-                    "ur-ping");
+                    "ur-ping", c.ping_channel);
 }
 
 // The method the agent waits for at this stage: the raw material for
@@ -536,7 +537,8 @@ std::string abuse_bytes(const Plan& p, Rng& rng, const Context& c, std::string* 
         cc.reply_text = odd_text(rng);
         cc.class_id = uint16_t(rng.next());
         cc.method_id = uint16_t(rng.next());
-        return method_frame(rng.percent(50) ? c.consumer_channel : c.publisher_channel, cc);
+        uint16_t chans[] = {c.consumer_channel, c.publisher_channel, c.ping_channel};
+        return method_frame(chans[rng.below(3)], cc);
     }
     case Abuse::ConnectionCloseOdd: {
         amqp::ConnectionClose cc;
@@ -548,6 +550,10 @@ std::string abuse_bytes(const Plan& p, Rng& rng, const Context& c, std::string* 
     }
     case Abuse::ServerCancel: {
         amqp::BasicCancel bc;
+        if (rng.percent(30)) {
+            bc.consumer_tag = "ur-ping";
+            return method_frame(c.ping_channel, bc);
+        }
         bc.consumer_tag = rng.percent(50) ? "ur-request" : odd_text(rng);
         return method_frame(c.consumer_channel, bc);
     }

@@ -119,8 +119,9 @@ unsigned allowed_stages(Abuse a);
 // What the session knows when it builds the abuse.
 struct Context {
     uint32_t frame_max = 4096;     // the agent's limit in force now
-    uint16_t consumer_channel = 2;
+    uint16_t consumer_channel = 2;   // the request consumer's
     uint16_t publisher_channel = 1;
+    uint16_t ping_channel = 3;       // the ping consumer's
     std::string request_key;       // "ur.execute.<uuid>.*" from the agent's bind
     uint64_t delivery_tag = 1;
 };

@@ -98,7 +98,7 @@ private:
     std::set<uint16_t> opened_;
     std::map<uint16_t, Chan> chans_;
     int consumes_ = 0;
-    uint16_t consumer_ch_ = 0, publisher_ch_ = 0;
+    uint16_t consumer_ch_ = 0, publisher_ch_ = 0, ping_ch_ = 0;
     std::string request_key_;
     std::vector<std::string> published_;
     std::set<uint64_t> acked_;
@@ -293,9 +293,10 @@ void Session::on_method(uint16_t ch, amqp::Method& m) {
         send(ch, amqp::ExchangeDeclareOk{});
     } else if (auto* bc = std::get_if<amqp::BasicConsume>(&m)) {
         ++consumes_;
-        // Requests (and pings, which the agent answers on either) go to
-        // the request consumer's channel.
+        // Requests go to the request consumer's channel, pings (mostly)
+        // to the ping consumer's.
         if (bc->queue.rfind("ur.request.", 0) == 0) consumer_ch_ = ch;
+        if (bc->queue.rfind("ur.ping.", 0) == 0) ping_ch_ = ch;
         amqp::BasicConsumeOk ok;
         ok.consumer_tag = bc->consumer_tag.empty() ? "amq.ctag-hostile" : bc->consumer_tag;
         if (allowed(Stage::Consume) && !bc->nowait) send(ch, ok);
@@ -361,6 +362,7 @@ SessionResult Session::run() {
                                            : opt_.frame_max;
         if (consumer_ch_) ctx.consumer_channel = consumer_ch_;
         if (publisher_ch_) ctx.publisher_channel = publisher_ch_;
+        if (ping_ch_) ctx.ping_channel = ping_ch_;
         ctx.request_key = request_key_;
         ctx.delivery_tag = 1 + rng_.below(1000);
         want_tag_ = ctx.delivery_tag;
