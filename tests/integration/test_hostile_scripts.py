@@ -345,6 +345,8 @@ class HostileScripts(AgentTestCase):
     def test_file_or_interpreter_that_is_a_fifo_is_126_not_a_hang(self):
         # Opening a FIFO for reading waits for a writer; exec must refuse it
         # instead, or the agent (whose child borrows it until exec) hangs.
+        if WRAPPER:
+            self.skipTest("valgrind's own execve opens the program first, and waits on a FIFO")
         fifo = self.path("fifo")  # no space: it is also a #! line
         os.mkfifo(fifo, 0o755)
         r = self.client.execute_file(self.uuid, fifo, env={})
