@@ -347,8 +347,9 @@ void Agent::answer_leftovers(uint64_t now) {
         o.agent_restarted = true;
         o.has_duration = false;
         std::string msg =
-            "ur-agent: the agent restarted while this request was running; "
-            "the outcome of the script is unknown\n";
+            "ur-agent: the agent restarted while this request was in flight (running, "
+            "waiting for a slot, or its reply not yet delivered); whether the script ran, "
+            "and how, is unknown\n";
         o.err.data = msg;
         o.err.total = msg.size();
         OutMessage m;
@@ -965,7 +966,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
     Request req = parse_request(id_, ev.routing_key, ev.body);
     if (stopping_ && req.kind == RequestKind::Execute && req.error.empty()) {
-        answer_not_run({std::move(req), ev.delivery_tag, now},
+        answer_not_run({std::move(req), ev.delivery_tag, now, ""},
                        "the agent is shutting down", now);
         ack_later(ev.delivery_tag);
         return;
@@ -1022,7 +1023,11 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                             {"script", field(req.script)},
                                             {"env", env}});
     }
-    queued_.push_back({std::move(req), ev.delivery_tag, now});
+    // Journaled from receipt, not from its start: a request still waiting
+    // for a slot when the agent dies (kill -9) or stops with its "not run"
+    // reply undelivered is answered on restart all the same.
+    std::string journal_key = journal_.add(req.reply_key, req.req_id);
+    queued_.push_back({std::move(req), ev.delivery_tag, now, std::move(journal_key)});
     start_queued(now);
 }
 
@@ -1044,6 +1049,9 @@ void Agent::answer_not_run(const Queued& q, const std::string& why, uint64_t now
     m.body = not_run_body(why);
     m.cuttable = true;
     m.req_id = q.req.req_id;
+    // Kept in the journal until the broker confirms the reply.
+    m.journal_key = q.journal_key.empty() ? journal_.add(q.req.reply_key, q.req.req_id)
+                                          : q.journal_key;
     enqueue(std::move(m), now);
 }
 
@@ -1088,7 +1096,7 @@ void Agent::start_job(Queued& q, uint64_t now) {
     Running r;
     r.req_id = q.req.req_id;
     r.reply_key = q.req.reply_key;
-    r.journal_key = journal_.add(r.reply_key, r.req_id);
+    r.journal_key = q.journal_key;
     std::string id = spec.id;
     if (!sup_.start(std::move(spec), now)) {
         log::error("supervisor refused a job id", {{"req_id", field(r.req_id)}});
@@ -1491,9 +1499,11 @@ void Agent::check_shutdown(uint64_t now) {
     bool replies_left = outbox_.has_kept();
     bool out_of_time = now >= grace_end + kCloseGraceMs * 2;
     if (replies_left && !out_of_time) return;
-    if (replies_left)
-        log::error("exiting with undelivered replies; the journal answers them on restart",
-                   {{"pending_replies", json::Value(int64_t(outbox_.size()))}});
+    if (replies_left && !closing_)
+        log::error("exiting with undelivered replies; the journal answers the requests among "
+                   "them on restart (every execute request is journaled from its receipt)",
+                   {{"pending_replies", json::Value(int64_t(outbox_.size()))},
+                    {"journal", json::Value(journal_.is_open())}});
     if (conn_ && conn_->is_open() && !closing_) {
         closing_ = true;
         conn_->close(200, "ur-agent shutting down");

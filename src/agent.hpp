@@ -59,6 +59,7 @@ private:
         Request req;
         uint64_t delivery_tag;
         uint64_t received_ms;
+        std::string journal_key;  // "" when not journaled (yet)
     };
     struct Running {
         std::string req_id, reply_key, journal_key;

@@ -1,6 +1,7 @@
 // The in-flight journal: one append-only file in a private directory of
-// the state directory.  A request is recorded ("+") before its script
-// starts and struck off ("-") once its reply is confirmed by the broker;
+// the state directory.  An execute request is recorded ("+") when it
+// arrives (whether it then runs, waits for a slot or is answered "not
+// run") and struck off ("-") once its reply is confirmed by the broker;
 // when nothing is left in flight the file is emptied, and a file grown
 // past a bound under constant load is rewritten with only what is live.
 // One write(2) per record: creating and unlinking a file per request cost

@@ -765,6 +765,49 @@ class Resilience(FakeBrokerTestCase):
 
     # -- the agent itself restarting -------------------------------------
 
+    def test_requests_waiting_for_a_slot_when_the_agent_dies_are_answered_on_restart(self):
+        # They were journaled only once started: kill -9 with a request
+        # waiting for the one slot left it unanswered (the broker drops
+        # them with the exclusive queue).  Now journaled from receipt.
+        b, a = self.up(args=("--max-concurrency", "1"))
+        req, release, _ = self.start_held(b, a)
+        waiting = [self.send(b, a, "#!/bin/sh\necho never\n")]
+        wait_until(lambda: "unacked=1" in b.cmd("queue " + self.request_queue(a)),
+                   what="a request delivered and waiting (prefetch 1)")
+        a.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(a.wait_exit(), -signal.SIGKILL)
+        a2 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
+                            state_dir=a.state_dir, name="restarted").start()
+        for w in [req] + waiting:
+            r = self.reply(b, a2, w)
+            self.assertEqual(r.get("exit_status"), 1, r)
+            self.assertIs(r.get("agent_restarted"), True, r)
+        self.prove_served(b, a2, "restart")
+
+    def test_not_run_replies_held_at_shutdown_are_answered_on_restart(self):
+        # Stopped while the broker blocks publishing: the "not run" replies
+        # of the requests waiting for a slot were not journaled and were
+        # lost (the log said the journal would answer them).
+        b, a = self.up(args=("--max-concurrency", "1", "--shutdown-grace", "1"))
+        req, release, _ = self.start_held(b, a)
+        waiting = [self.send(b, a, "#!/bin/sh\necho never\n")]
+        wait_until(lambda: "unacked=1" in b.cmd("queue " + self.request_queue(a)),
+                   what="a request delivered and waiting (prefetch 1)")
+        b.cmd("blocked on")
+        self.assertEqual(a.stop(timeout=60), 0)
+        rec = a.wait_log(lambda r: r.get("msg", "").startswith("exiting with undelivered replies"))
+        self.assertEqual(len([r for r in a.logs() if r.get("msg", "").startswith(
+            "exiting with undelivered replies")]), 1, "said twice")
+        self.assertIs(rec.get("journal"), True)
+        b.cmd("blocked off")
+        for w in [req] + waiting:
+            self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, w)), 0)
+        a2 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
+                            state_dir=a.state_dir, name="restarted").start()
+        for w in [req] + waiting:
+            r = self.reply(b, a2, w)
+            self.assertIs(r.get("agent_restarted"), True, r)
+
     def test_agent_killed_while_script_runs_answers_on_restart(self):
         b, a = self.up()
         done = self.send(b, a, "#!/bin/sh\necho finished before\n")
