@@ -772,8 +772,11 @@ class Resilience(FakeBrokerTestCase):
         b, a = self.up(args=("--max-concurrency", "1"))
         req, release, _ = self.start_held(b, a)
         waiting = [self.send(b, a, "#!/bin/sh\necho never\n")]
-        wait_until(lambda: "unacked=1" in b.cmd("queue " + self.request_queue(a)),
-                   what="a request delivered and waiting (prefetch 1)")
+        # Delivered by the broker is not yet read by the agent: wait for
+        # its journal entry.
+        journal = os.path.join(a.state_dir, ".ur-agent-inflight", "journal")
+        wait_until(lambda: waiting[0] in open(journal).read(),
+                   what="the waiting request journaled")
         a.proc.send_signal(signal.SIGKILL)
         self.assertEqual(a.wait_exit(), -signal.SIGKILL)
         a2 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
@@ -791,9 +794,13 @@ class Resilience(FakeBrokerTestCase):
         b, a = self.up(args=("--max-concurrency", "1", "--shutdown-grace", "1"))
         req, release, _ = self.start_held(b, a)
         waiting = [self.send(b, a, "#!/bin/sh\necho never\n")]
-        wait_until(lambda: "unacked=1" in b.cmd("queue " + self.request_queue(a)),
-                   what="a request delivered and waiting (prefetch 1)")
+        # Delivered by the broker is not yet read by the agent: wait for
+        # its journal entry.
+        journal = os.path.join(a.state_dir, ".ur-agent-inflight", "journal")
+        wait_until(lambda: waiting[0] in open(journal).read(),
+                   what="the waiting request journaled")
         b.cmd("blocked on")
+        a.wait_log(lambda r: r.get("msg", "").startswith("the broker blocked publishing"))
         self.assertEqual(a.stop(timeout=60), 0)
         rec = a.wait_log(lambda r: r.get("msg", "").startswith("exiting with undelivered replies"))
         self.assertEqual(len([r for r in a.logs() if r.get("msg", "").startswith(
