@@ -738,13 +738,8 @@ void Agent::handle_events(uint64_t now) {
                 // and with it what it held.
                 flush_acks();
                 conn_->close_channel(cons_ch_);
-                cons_ch_ = 0;
-                ++channel_gen_;
-                answer_queued("the broker cancelled the request consumer (request queue "
-                              "deleted?) before it started", now);
-                consuming_ = false;
-                request_consumer_ok_ = false;
-                if (ping_shared_) ping_ready_ = false;
+                request_channel_gone("the broker cancelled the request consumer (request queue "
+                                     "deleted?)", now);
                 consumer_retry_at_ = now + 200;
             }
             break;
@@ -759,16 +754,11 @@ void Agent::handle_events(uint64_t now) {
             break;
         case amqp::EventKind::ChannelClosed:
             if (ev.channel == cons_ch_) {
-                cons_ch_ = 0;
-                ++channel_gen_;
                 // The request queue is auto-delete: it went with its only
                 // consumer, and every request in it.
-                answer_queued("the broker closed the request channel (" +
-                                  std::to_string(ev.code) + " " + ev.text + ") before it started",
-                              now);
-                consuming_ = false;
-                request_consumer_ok_ = false;
-                if (ping_shared_) ping_ready_ = false;
+                request_channel_gone("the broker closed the request channel (" +
+                                         std::to_string(ev.code) + " " + ev.text + ")",
+                                     now);
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405)
@@ -877,6 +867,19 @@ void Agent::need_channels() {
     conn_->close(amqp::kResourceError, "ur-agent needs 2 channels");
 }
 
+// The request channel closed or its consumer cancelled by the broker,
+// the connection still up: the requests waiting for a slot are answered
+// (the queue went with them), and serving starts over on a new channel
+// (with the ping consumer, when it shares this one).
+void Agent::request_channel_gone(const std::string& why, uint64_t now) {
+    cons_ch_ = 0;
+    ++channel_gen_;
+    answer_queued(why + " before it started", now);
+    consuming_ = false;
+    request_consumer_ok_ = false;
+    if (ping_shared_) ping_ready_ = false;
+}
+
 void Agent::setup_consumer(uint64_t now) {
     (void)now;
     if (!conn_ || !conn_->is_open() || stopping_) return;
@@ -966,7 +969,8 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     unacked_.insert(ev.delivery_tag);  // undecided: no multiple ack may cover it
     Request req = parse_request(id_, ev.routing_key, ev.body);
     if (stopping_ && req.kind == RequestKind::Execute && req.error.empty()) {
-        answer_not_run({std::move(req), ev.delivery_tag, now, ""},
+        std::string journal_key = journal_.add(req.reply_key, req.req_id);
+        answer_not_run({std::move(req), ev.delivery_tag, now, std::move(journal_key)},
                        "the agent is shutting down", now);
         ack_later(ev.delivery_tag);
         return;
@@ -1049,9 +1053,7 @@ void Agent::answer_not_run(const Queued& q, const std::string& why, uint64_t now
     m.body = not_run_body(why);
     m.cuttable = true;
     m.req_id = q.req.req_id;
-    // Kept in the journal until the broker confirms the reply.
-    m.journal_key = q.journal_key.empty() ? journal_.add(q.req.reply_key, q.req.req_id)
-                                          : q.journal_key;
+    m.journal_key = q.journal_key;  // struck off when the broker confirms the reply
     enqueue(std::move(m), now);
 }
 

@@ -59,7 +59,7 @@ private:
         Request req;
         uint64_t delivery_tag;
         uint64_t received_ms;
-        std::string journal_key;  // "" when not journaled (yet)
+        std::string journal_key;  // journaled at receipt; "" when the journal is off
     };
     struct Running {
         std::string req_id, reply_key, journal_key;
@@ -87,6 +87,7 @@ private:
     void write_socket(uint64_t now, bool down_on_error = true);
     void handle_events(uint64_t now);
     void consume_ping_queue(uint16_t ch);
+    void request_channel_gone(const std::string& why, uint64_t now);
     void setup_consumer(uint64_t now);
     void setup_ping();
     void need_channels();

@@ -411,7 +411,8 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
            SpawnedChild& child, int& err, std::string& error, bool sh_fallback) {
     // Everything the child needs is built before fork(): the child may not
     // allocate.
-    std::string search = searched(path) ? search_path(env) : std::string();
+    const bool search_it = searched(path);
+    std::string search = search_it ? search_path(env) : std::string();
     std::vector<char*> argv;
     argv.reserve(args.size() + 2);
     argv.push_back(const_cast<char*>(path.c_str()));
@@ -463,7 +464,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    const ChildPlan plan{path.c_str(), path.size(), searched(path) ? search.c_str() : nullptr,
+    const ChildPlan plan{path.c_str(), path.size(), search_it ? search.c_str() : nullptr,
                          argv.data(), sh_fallback ? sh_argv.data() : nullptr,
                          envp, devnull, out[1], errp[1], rep[1],
                          borrow ? &exec_err : nullptr, open_max()};
