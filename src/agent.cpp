@@ -404,6 +404,7 @@ uint64_t Agent::next_deadline() const {
     if (conn_ && pub_ready_ && !blocked_ && outbox_.may_publish()) at(outbox_.next_due());
     if (!queued_.empty() && cfg_.max_queue_wait_s)
         at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
+    if (!queued_.empty()) at(start_retry_at_);
     if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
     if (stopping_ && !children_killed_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000);
     return d;
@@ -1036,10 +1037,11 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
 }
 
 void Agent::start_queued(uint64_t now) {
+    if (start_retry_at_ > now) return;
+    start_retry_at_ = 0;
     while (!queued_.empty() && request_jobs_ < cfg_.max_concurrency && !stopping_) {
-        Queued q = std::move(queued_.front());
+        if (!start_job(queued_.front(), now)) return;  // stays first, tried again later
         queued_.pop_front();
-        start_job(q, now);
     }
 }
 
@@ -1082,7 +1084,7 @@ void Agent::expire_queued(uint64_t now) {
     }
 }
 
-void Agent::start_job(Queued& q, uint64_t now) {
+bool Agent::start_job(Queued& q, uint64_t now) {
     JobSpec spec;
     spec.id = std::to_string(++job_counter_);
     spec.kind = q.req.is_file ? JobSpec::Kind::File : JobSpec::Kind::Script;
@@ -1095,19 +1097,52 @@ void Agent::start_job(Queued& q, uint64_t now) {
     spec.timeout_ms = uint64_t(std::ceil(t * 1000.0));
     spec.max_output = size_t(cfg_.max_output);
     spec.json_output = true;  // escaped while the script runs, not after
+    std::string id = spec.id;
+    // Short of processes (a fork bomb at the process limit), memory or
+    // fds, the request waits at the front of the queue, tried again with
+    // backoff, for up to --start-retry; then it is answered 126 with why.
+    uint64_t retry_ms = uint64_t(cfg_.start_retry_s) * 1000;
+    spec.retried_ms = q.short_since_ms ? now - q.short_since_ms : 0;
+    const bool may_wait = retry_ms > 0 && spec.retried_ms < retry_ms;
+    std::string why;
+    Supervisor::Start started = may_wait ? sup_.try_start(spec, now, why)
+                                         : (sup_.start(std::move(spec), now) ? Supervisor::Start::Started
+                                                                            : Supervisor::Start::DuplicateId);
+    if (started == Supervisor::Start::Short) {
+        // Given back untouched, to be tried again.
+        q.req.script = std::move(spec.script);
+        q.req.args = std::move(spec.args);
+        q.req.env = std::move(spec.env);
+        if (!q.short_since_ms) q.short_since_ms = now;
+        if (!starts_short_since_) {
+            starts_short_since_ = now;
+            log::warn("cannot start scripts for now; each waits and is tried again",
+                      {{"error", field(why)},
+                       {"retry_s", json::Value(int64_t(cfg_.start_retry_s))},
+                       {"req_id", field(q.req.req_id)}});
+        }
+        start_retry_at_ = now + start_backoff_.next(random32());
+        return false;
+    }
+    if (starts_short_since_ && may_wait) {
+        // Not a request given up on (answered 126): scripts start again.
+        log::info("starting scripts again", {{"waited_ms", json::Value(int64_t(now - starts_short_since_))}});
+        starts_short_since_ = 0;
+        start_backoff_.reset();
+    }
+    if (started == Supervisor::Start::DuplicateId) {
+        log::error("supervisor refused a job id", {{"req_id", field(q.req.req_id)}});
+        journal_.remove(q.journal_key);
+        return true;
+    }
     Running r;
     r.req_id = q.req.req_id;
     r.reply_key = q.req.reply_key;
     r.journal_key = q.journal_key;
-    std::string id = spec.id;
-    if (!sup_.start(std::move(spec), now)) {
-        log::error("supervisor refused a job id", {{"req_id", field(r.req_id)}});
-        journal_.remove(r.journal_key);
-        return;
-    }
     running_[id] = std::move(r);
     ++request_jobs_;
     ack_later(q.delivery_tag);
+    return true;
 }
 
 void Agent::ack_later(uint64_t delivery_tag) { to_ack_.push_back(delivery_tag); }

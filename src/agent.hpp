@@ -60,6 +60,7 @@ private:
         uint64_t delivery_tag;
         uint64_t received_ms;
         std::string journal_key;  // journaled at receipt; "" when the journal is off
+        uint64_t short_since_ms = 0;  // first failed to start for want of resources, 0 = not yet
     };
     struct Running {
         std::string req_id, reply_key, journal_key;
@@ -103,7 +104,9 @@ private:
     void answer_leftovers(uint64_t now);
     void answer_queued(const std::string& why, uint64_t now);
     void expire_queued(uint64_t now);
-    void start_job(Queued& q, uint64_t now);
+    // False when it could not start for want of resources: q is left as
+    // it was, to be tried again (start_retry_at_).
+    bool start_job(Queued& q, uint64_t now);
     void ack_later(uint64_t delivery_tag);
     void forget_stale_acks();
     void flush_acks();
@@ -190,6 +193,11 @@ private:
     std::map<std::string, Running> running_;  // by supervisor job id
     uint64_t job_counter_ = 0;
     size_t request_jobs_ = 0;
+    // Short of processes, memory or fds (Supervisor::try_start): the
+    // request at the front of queued_ is tried again at start_retry_at_.
+    uint64_t start_retry_at_ = 0;
+    Backoff start_backoff_{50, 1000};
+    uint64_t starts_short_since_ = 0;  // for the log: 0 = scripts start
 
     // Sysinfo
     std::vector<SysinfoWaiter> sysinfo_waiters_;

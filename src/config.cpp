@@ -79,6 +79,10 @@ std::string usage_text() {
         "  --max-queue-wait SECS   answer a request \"not run\" once it has waited this\n"
         "                          long for a free slot, 0 = never (default 1500; keep\n"
         "                          it below RabbitMQ's consumer_timeout, 30 min)\n"
+        "  --start-retry SECS      a script that cannot start for want of processes,\n"
+        "                          memory or file descriptors waits and is tried again\n"
+        "                          for up to SECS before it is answered 126, 0 = at\n"
+        "                          once (default 30)\n"
         "  --max-pending-bytes N   unsent replies kept while the broker is away (default\n"
         "                          67108864, at least one whole reply); past it replies'\n"
         "                          output is cut (exit status kept), then the oldest\n"
@@ -323,6 +327,9 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
     } else if (name == "--max-queue-wait") {
         if (!number(86400 * 365, n)) return false;
         cfg.max_queue_wait_s = unsigned(n);
+    } else if (name == "--start-retry") {
+        if (!number(86400, n)) return false;
+        cfg.start_retry_s = unsigned(n);
     } else if (name == "--max-pending-bytes") {
         if (!number(uint64_t(1) << 40, n)) return false;
         cfg.max_pending_bytes = n;
@@ -345,7 +352,7 @@ const char* const kValueFlags[] = {
     "--sysinfo-cmd", "--sysinfo-file", "--datacenter", "--admin-nic", "--admin-nic-tag",
     "--state-dir", "--work-dir", "--setup-file", "--sysinfo-interval", "--reboot-cmd",
     "--max-concurrency", "--max-output", "--default-timeout", "--shutdown-grace",
-    "--max-queue-wait",
+    "--max-queue-wait", "--start-retry",
     "--max-pending-bytes", "--log-level", "--config"};
 
 bool value_flag(const std::string& name) {

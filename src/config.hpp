@@ -53,6 +53,10 @@ struct Config {
     // unacked past its consumer_timeout (30 min by default), and the
     // auto-delete request queue goes with every request in it.
     unsigned max_queue_wait_s = 1500;
+    // A script that cannot be started for want of processes, memory or
+    // file descriptors is tried again this long before it is answered 126
+    // (0 = answered at once).
+    unsigned start_retry_s = 30;
     uint64_t max_pending_bytes = 64u << 20;
     log::Level log_level = log::Level::Info;
 };

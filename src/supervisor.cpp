@@ -41,6 +41,12 @@ std::string display_name(const JobSpec& spec) {
     return spec.kind == JobSpec::Kind::Script ? "the script" : spec.script;
 }
 
+// A failure to make a child that passes by itself: the process limit
+// (fork's EAGAIN), memory, file descriptors (of the agent or the system).
+bool resource_shortage(int err) {
+    return err == EAGAIN || err == ENOMEM || err == EMFILE || err == ENFILE;
+}
+
 }  // namespace
 
 struct Supervisor::Job {
@@ -117,9 +123,17 @@ bool Supervisor::init(std::string& error) {
 }
 
 bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
+    return launch(spec, now_ms, nullptr) == Start::Started;
+}
+
+Supervisor::Start Supervisor::try_start(JobSpec& spec, uint64_t now_ms, std::string& why) {
+    return launch(spec, now_ms, &why);
+}
+
+Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string* short_why) {
     for (const auto& jp : jobs_)
         if (jp->spec.id == spec.id)
-            return false;
+            return Start::DuplicateId;
     auto job = std::make_unique<Job>(std::move(spec), opt_);
     job->started_ms = now_ms;
 
@@ -135,7 +149,7 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
         append_note(r.err, msg);
         r.err.total = msg.size();
         finished_.push_back(std::move(r));
-        return true;
+        return Start::Started;
     };
 
     std::string error;
@@ -167,7 +181,15 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     if (!spawn(job->exe, job->spec.args, job->spec.env, mode, child, err, error, sh_fallback)) {
         if (!job->script_path.empty())
             work_dir_.remove_script(job->script_path);
-        return not_started(126, "cannot start " + display_name(job->spec) + ": " + error);
+        if (short_why && resource_shortage(err)) {
+            *short_why = error;
+            spec = std::move(job->spec);
+            return Start::Short;
+        }
+        std::string why = "cannot start " + display_name(job->spec) + ": " + error;
+        if (job->spec.retried_ms > 0)
+            why += " (tried again for " + std::to_string((job->spec.retried_ms + 500) / 1000) + " s)";
+        return not_started(126, why);
     }
     job->pid = child.pid;
     job->out_fd = child.out_fd;
@@ -181,7 +203,7 @@ bool Supervisor::start(JobSpec spec, uint64_t now_ms) {
     if (job->spec.timeout_ms > 0)
         job->timeout_at = add_ms(now_ms, job->spec.timeout_ms);
     jobs_.push_back(std::move(job));
-    return true;
+    return Start::Started;
 }
 
 void Supervisor::add_pollfds(std::vector<pollfd>& fds) const {
@@ -493,6 +515,8 @@ void Supervisor::signal_group(Job& job, int sig) {
 }
 
 uint64_t Supervisor::next_deadline() const {
+    if (!finished_.empty())
+        return 0;  // a job that could not start finished in start(): now
     uint64_t next = kNever;
     for (const auto& jp : jobs_) {
         const Job& job = *jp;

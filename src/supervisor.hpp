@@ -67,6 +67,7 @@ struct JobSpec {
     uint64_t timeout_ms = 0;              // 0 = none
     size_t max_output = 5u << 20;         // per stream cap on bytes kept
     bool json_output = false;             // capture as JSON-escaped UTF-8 (StreamCapture::escaped)
+    uint64_t retried_ms = 0;              // tried again this long for want of resources (try_start)
 };
 
 struct JobResult {
@@ -115,6 +116,16 @@ public:
     // error: an id already running.
     bool start(JobSpec spec, uint64_t now_ms);
 
+    // What try_start() did with a job.
+    enum class Start { Started, Short, DuplicateId };
+    // Like start(), except when the child cannot be made for want of a
+    // resource that comes back by itself: processes (fork's EAGAIN, the
+    // process limit), memory (ENOMEM) or file descriptors (EMFILE,
+    // ENFILE).  Then nothing is finished: `spec` is left with the caller
+    // as it was, the reason is in `why`, and the result is Short, for the
+    // caller to try again later.  `spec` is moved from otherwise.
+    Start try_start(JobSpec& spec, uint64_t now_ms, std::string& why);
+
     // Appends this supervisor's fds (POLLIN) to `fds`.  After poll(), pass
     // the same vector to handle(): it looks only at its own entries, by fd,
     // and tolerates entries for fds it has closed since.
@@ -126,7 +137,7 @@ public:
     void reap(uint64_t now_ms);
 
     // Absolute ms of the nearest timeout / kill / pipe-grace deadline,
-    // UINT64_MAX if none.
+    // UINT64_MAX if none; 0 while results wait for take_finished().
     uint64_t next_deadline() const;
     // Enforces the deadlines that have passed at now_ms.
     void tick(uint64_t now_ms);
@@ -145,6 +156,8 @@ public:
     struct Job;  // private; defined in supervisor.cpp
 
 private:
+    // start() and try_start(); short_why null: no Short, a shortage is 126.
+    Start launch(JobSpec& spec, uint64_t now_ms, std::string* short_why);
     void finish_if_complete(Job& job, uint64_t now_ms);
     void complete(Job& job, uint64_t now_ms);
     void read_stream(int& fd, OutputCapture& cap);

@@ -42,6 +42,7 @@ TEST_CASE("config: defaults and environment") {
     CHECK(cfg.heartbeat_s == 30);
     CHECK(cfg.max_concurrency == 16);
     CHECK(cfg.work_dir == "/tmp/.ur-agent-work");
+    CHECK(cfg.start_retry_s == 30);
 
     env.vars = {{"AMQP_HOST", "10.0.0.1"}, {"AMQP_PORT", "5673"}, {"AMQP_LOGIN", "ur"},
                 {"AMQP_PASSWORD", "s3cret"}, {"AMQP_VHOST", "v"}};
@@ -72,6 +73,13 @@ TEST_CASE("config: flags override the environment") {
     CHECK(cfg.max_concurrency == 4);
     CHECK(cfg.work_dir == "/s/.ur-agent-work");
     CHECK(cfg.log_level == log::Level::Debug);
+
+    Config c2;
+    REQUIRE(parse({"--start-retry", "0"}, env, c2, err) == ConfigStatus::Ok);
+    CHECK(c2.start_retry_s == 0);
+    Config c3;
+    CHECK(parse({"--start-retry", "-1"}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err.find("--start-retry") != std::string::npos);
 }
 
 TEST_CASE("config: the pending-reply bound holds at least one whole reply") {

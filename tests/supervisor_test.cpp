@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -610,6 +611,7 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, 
     std::string error;
     CHECK_FALSE(sup.init(error));
     REQUIRE(sup.start(script("nowhere", "#!/bin/sh\necho hi\n"), now_ms()));
+    CHECK(sup.next_deadline() == 0);  // a result waits: the loop must not sleep
     std::vector<JobResult> out = sup.take_finished();
     REQUIRE(out.size() == 1);
     CHECK(out[0].id == "nowhere");
@@ -626,6 +628,75 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a script that cannot be written is 126, 
     JobResult r = run_one(sup, script("later", "#!/bin/sh\necho hi\n"));
     CHECK(r.exit_status == 0);
     CHECK(r.out.data == "hi\n");
+}
+
+// Lowers the soft open-file limit to the lowest free fd, so that the next
+// pipe() fails with EMFILE (root too), and puts it back when it goes.
+struct NoFreeFd {
+    struct rlimit old;
+    NoFreeFd() {
+        REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+        int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        REQUIRE(probe >= 0);
+        ::close(probe);
+        struct rlimit low = old;
+        low.rlim_cur = rlim_t(probe);
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    }
+    ~NoFreeFd() { ::setrlimit(RLIMIT_NOFILE, &old); }
+};
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: try_start gives a job short of fds back untouched; start() answers 126") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    // A dev_null() opened on first use would take the last fd: open it now.
+    (void)run_one(sup, file("warm", "/bin/true"));
+
+    JobSpec spec = file("short", "/bin/echo", {"still", "here"});
+    spec.env = std::vector<std::string>{"A=1"};
+    std::string why;
+    {
+        NoFreeFd limit;
+        CHECK(sup.try_start(spec, now_ms(), why) == Supervisor::Start::Short);
+    }
+    CHECK(why == "pipe: Too many open files");
+    CHECK(spec.id == "short");
+    CHECK(spec.script == "/bin/echo");
+    CHECK(spec.args == std::vector<std::string>{"still", "here"});
+    REQUIRE(spec.env.has_value());
+    CHECK(*spec.env == std::vector<std::string>{"A=1"});
+    CHECK(sup.running() == 0);
+    CHECK(sup.take_finished().empty());
+
+    // The fds are back: the same spec runs.
+    REQUIRE(sup.try_start(spec, now_ms(), why) == Supervisor::Start::Started);
+    std::vector<JobResult> out;
+    drive(sup, 1, out);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].exit_status == 0);
+    CHECK(out[0].out.data == "still here\n");
+
+    // start() has no later: the shortage is a 126 result, with how long
+    // the caller had tried.
+    JobSpec last = file("given-up", "/bin/true");
+    last.retried_ms = 30000;
+    {
+        NoFreeFd limit;
+        REQUIRE(sup.start(std::move(last), now_ms()));
+    }
+    out = sup.take_finished();
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].exit_status == 126);
+    CHECK(out[0].start_error == "cannot start /bin/true: pipe: Too many open files (tried again for 30 s)");
+    // An id still running is refused, as start() refuses it.
+    spec = file("dup", "/bin/sleep", {"5"});
+    JobSpec dup = spec;
+    REQUIRE(sup.try_start(spec, now_ms(), why) == Supervisor::Start::Started);
+    CHECK(sup.try_start(dup, now_ms(), why) == Supervisor::Start::DuplicateId);
+    sup.terminate_all(now_ms());
+    out.clear();
+    drive(sup, 1, out);
 }
 
 TEST_CASE_FIXTURE(Fixture, "supervisor: output past the cap is truncated, the child never blocks") {

@@ -26,6 +26,23 @@ def vm_kib(pid, key):
     raise AssertionError("no %s in /proc/%d/status" % (key, pid))
 
 
+def uid_processes(uid):
+    """How many processes run with real uid `uid` (Linux /proc)."""
+    n = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % d) as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        n += int(line.split()[1]) == uid
+                        break
+        except OSError:
+            pass
+    return n
+
+
 def children(pid):
     """(children, zombies) of pid, from /proc/*/stat."""
     kids, zombies = [], []
@@ -301,6 +318,59 @@ class HostileScripts(AgentTestCase):
         rec = c.wait_log(lambda rec: rec.get("msg", "").startswith("the open-file limit is below"),
                          what="the warning at start")
         self.assertEqual((rec.get("limit"), rec.get("needed")), (64, 184), rec)
+
+    def test_a_script_that_cannot_fork_waits_and_runs_once_it_can(self):
+        # At the process limit (a fork bomb, a leak elsewhere) a script was
+        # answered 126 at once, though processes come back by themselves.
+        # It waits, tried again with backoff, and runs once they do; past
+        # --start-retry it is answered 126 with the reason.  The process
+        # limit binds no root with CAP_SYS_ADMIN: the agent runs as nobody,
+        # and nobody's sleepers fill the limit.
+        if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("prlimit") \
+                or WRAPPER:
+            self.skipTest("needs root, setpriv and prlimit, and no wrapper")
+        nobody = 65534
+        as_nobody = ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % nobody, "--clear-groups"]
+        hog = subprocess.Popen(as_nobody + ["/bin/sh", "-c",
+                                            "for i in $(seq 30); do /bin/sleep 300 & done; wait"],
+                               start_new_session=True)
+
+        def stop_hog():
+            try:
+                os.killpg(hog.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            hog.wait()
+        self.addCleanup(stop_hog)
+        wait_until(lambda: uid_processes(nobody) >= 31, what="nobody's 30 sleepers")
+        os.chmod(self.tmp, 0o755)  # for nobody: its sysinfo file
+        state = os.path.join(self.tmp, "nobody-state")
+        os.mkdir(state, 0o700)
+        os.chown(state, nobody, nobody)
+        a = self.start_agent(name="nproc", state_dir=state, args=["--start-retry", "4"],
+                             prefix=as_nobody + ["prlimit", "--nproc=20", "--"])
+
+        t0 = time.monotonic()
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho ran\n", env={})
+        waited = time.monotonic() - t0
+        self.assertEqual(r["exit_status"], 126, r)
+        self.assertIn("fork: Resource temporarily unavailable (tried again for 4 s)", r["stderr"])
+        self.assertGreater(waited, 3.5)
+        rec = a.wait_log(lambda rec: rec.get("msg", "").startswith("cannot start scripts for now"),
+                         what="the wait logged")
+        self.assertEqual(rec.get("level"), 40)
+        self.assertEqual(rec.get("error"), "fork: Resource temporarily unavailable")
+
+        req = self.client.send_execute(a.uuid, "#!/bin/sh\necho ran\n", env={})
+        a.wait_log(lambda rec: rec.get("msg") == "execute request" and rec.get("req_id") == req,
+                   what="the second request received")
+        key = "ur.execute-reply.%s.%s" % (a.uuid, req)
+        self.assertEqual(self.client.collect(lambda m: m.routing_key == key, 0.5), [],
+                         "answered while nobody could fork")
+        stop_hog()
+        self.assertReply(self.client.wait_reply(a.uuid, req), 0, "ran\n")
+        a.wait_log(lambda rec: rec.get("msg") == "starting scripts again",
+                   what="the end of the wait logged")
 
     def test_as_process_1_the_orphans_scripts_leave_are_reaped(self):
         # In a container the agent may be process 1, the parent of every
