@@ -389,7 +389,7 @@ uint64_t Agent::next_deadline() const {
     auto at = [&](uint64_t t) {
         if (t != 0 && t < d) d = t;
     };
-    if (link_ == Link::Down && have_identity_ && (!stopping_ || outbox_.has_kept()))
+    if (link_ == Link::Down && have_identity_ && (!stopping_ || owes_replies()))
         at(reconnect_at_);
     if (link_ == Link::Connecting || link_ == Link::Handshake) at(connect_deadline_);
     if (conn_) at(conn_->next_deadline());
@@ -466,7 +466,7 @@ void Agent::loop_once() {
     for (JobResult& r : sup_.take_finished()) on_job_finished(r, now);
 
     // While stopping, reconnect only to deliver replies still owed.
-    if (link_ == Link::Down && have_identity_ && (!stopping_ || outbox_.has_kept()) &&
+    if (link_ == Link::Down && have_identity_ && (!stopping_ || owes_replies()) &&
         now >= reconnect_at_)
         connect_next(now);
     if (consumer_retry_at_ && now >= consumer_retry_at_) {
@@ -488,13 +488,14 @@ void Agent::loop_once() {
     if (sysinfo_next_at_ && now >= sysinfo_next_at_) send_sysinfo_heartbeat(now);
     if (reboot_pending_ && now >= reboot_at_) reboot(now);
 
+    release_held(now);
     start_queued(now);
     expire_queued(now);
     flush_acks();
     publish_outbox(now);
     if (stopping_) check_shutdown(now);
     if (fd_ >= 0 && conn_ && conn_->wants_write()) write_socket(now);
-    if (sup_.running() == 0 && outbox_.empty() && !(conn_ && conn_->wants_write()))
+    if (sup_.running() == 0 && outbox_.empty() && held_.empty() && !(conn_ && conn_->wants_write()))
         memory::release_when_idle();
 }
 
@@ -1210,7 +1211,6 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     if (it == running_.end()) return;
     Running run = std::move(it->second);
     running_.erase(it);
-    --request_jobs_;
 
     ExecuteOutcome o;
     o.exit_status = r.exit_status;
@@ -1256,12 +1256,32 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     m.req_id = run.req_id;
     m.journal_key = run.journal_key;
     m.reboot_after = reboot;
-    enqueue(std::move(m), now);
+    m.whole = true;
+    if (held_.empty() && (m.body.size() <= outbox_.room() || outbox_.empty())) {
+        --request_jobs_;
+        enqueue(std::move(m), now);
+    } else {
+        // Its slot stays taken until there is room: replies waiting for the
+        // broker's confirms hold scripts back instead of losing output.
+        log::debug("reply waits for room among the replies not yet confirmed",
+                   {{"req_id", field(m.req_id)}, {"bytes", json::Value(int64_t(m.body.size()))},
+                    {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
+        held_.push_back(std::move(m));
+    }
     if (reboot && !reboot_pending_ && !rebooted_) {
         log::info("script exited 113: rebooting once the reply is confirmed",
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
         reboot_at_ = now + kRebootGraceMs;
+    }
+}
+
+void Agent::release_held(uint64_t now) {
+    while (!held_.empty() && (held_.front().body.size() <= outbox_.room() || outbox_.empty())) {
+        OutMessage m = std::move(held_.front());
+        held_.pop_front();
+        --request_jobs_;
+        enqueue(std::move(m), now);
     }
 }
 
@@ -1501,7 +1521,7 @@ void Agent::begin_shutdown(uint64_t now) {
     stopping_ = true;
     stop_started_ = now;
     log::info("shutting down: no new requests; waiting for running scripts",
-              {{"running", json::Value(int64_t(request_jobs_))},
+              {{"running", json::Value(int64_t(request_jobs_ - held_.size()))},
                {"grace_s", json::Value(int64_t(cfg_.shutdown_grace_s))}});
     // Requests received and not started are answered and acked: the
     // request queue (exclusive, auto-delete) and all in it go with us.
@@ -1526,20 +1546,21 @@ void Agent::begin_shutdown(uint64_t now) {
 
 void Agent::check_shutdown(uint64_t now) {
     uint64_t grace_end = stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000;
-    if (request_jobs_ > 0 && !children_killed_ && now >= grace_end) {
+    const size_t running = request_jobs_ - held_.size();  // held replies are replies left
+    if (running > 0 && !children_killed_ && now >= grace_end) {
         log::warn("shutdown grace period over; killing running scripts",
-                  {{"running", json::Value(int64_t(request_jobs_))}});
+                  {{"running", json::Value(int64_t(running))}});
         sup_.terminate_all(now);
         children_killed_ = true;
     }
-    if (request_jobs_ > 0) return;
-    bool replies_left = outbox_.has_kept();
+    if (running > 0) return;
+    bool replies_left = owes_replies();
     bool out_of_time = now >= grace_end + kCloseGraceMs * 2;
     if (replies_left && !out_of_time) return;
     if (replies_left && !closing_)
         log::error("exiting with undelivered replies; the journal answers the requests among "
                    "them on restart (every execute request is journaled from its receipt)",
-                   {{"pending_replies", json::Value(int64_t(outbox_.size()))},
+                   {{"pending_replies", json::Value(int64_t(outbox_.size() + held_.size()))},
                     {"journal", json::Value(journal_.is_open())}});
     if (conn_ && conn_->is_open() && !closing_) {
         closing_ = true;

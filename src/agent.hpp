@@ -107,6 +107,9 @@ private:
     // False when it could not start for want of resources: q is left as
     // it was, to be tried again (start_retry_at_).
     bool start_job(Queued& q, uint64_t now);
+    void release_held(uint64_t now);
+    // Replies the agent still owes that must survive reconnects.
+    bool owes_replies() const { return outbox_.has_kept() || !held_.empty(); }
     void ack_later(uint64_t delivery_tag);
     void forget_stale_acks();
     void flush_acks();
@@ -192,7 +195,12 @@ private:
     std::deque<Queued> queued_;
     std::map<std::string, Running> running_;  // by supervisor job id
     uint64_t job_counter_ = 0;
-    size_t request_jobs_ = 0;
+    size_t request_jobs_ = 0;  // script slots taken: running, or a reply held (below)
+    // Replies of finished scripts that do not fit in the outbox's room
+    // (--max-pending-bytes) yet, oldest first: each keeps its script slot,
+    // so no new script starts while they wait, and none is cut while the
+    // broker merely confirms slowly.
+    std::deque<OutMessage> held_;
     // Short of processes, memory or fds (Supervisor::try_start): the
     // request at the front of queued_ is tried again at start_retry_at_.
     uint64_t start_retry_at_ = 0;

@@ -13,19 +13,19 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     auto newest = std::prev(messages_.end());
     for (auto it = messages_.begin(); unpublished_bytes_ > max_bytes_ && it != newest;) {
         auto next = std::next(it);
-        if (it->seq == 0) dropped.push_back(take(it));
+        if (it->seq == 0 && !it->whole) dropped.push_back(take(it));
         it = next;
     }
 }
 
 void Outbox::cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut) {
-    if (m.cuttable && m.body.size() > room()) {
+    if (m.cuttable && !m.whole && m.body.size() > room()) {
         uint64_t limit = std::max(room(), min_cut);
         if (m.body.size() > limit) m.body = cut(m, limit);
     }
     if (m.body.size() <= room()) return;
     for (auto it = messages_.begin(); it != messages_.end() && m.body.size() > room(); ++it)
-        if (it->seq == 0 && it->cuttable && it->body.size() > min_cut)
+        if (it->seq == 0 && it->cuttable && !it->whole && it->body.size() > min_cut)
             replace_body(it, cut(*it, min_cut));
 }
 

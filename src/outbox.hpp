@@ -47,6 +47,8 @@ struct OutMessage {
     std::string journal_key;  // journal entry to remove once confirmed
     bool keep = true;         // survive reconnects
     bool cuttable = false;    // an execute reply: its output can be cut (fit_reply)
+    bool whole = false;       // a script's reply: never cut or dropped for the bound (it
+                              // waited for room, holding its script slot: Agent::held_)
     bool reboot_after = false;
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
@@ -64,13 +66,14 @@ public:
     explicit Outbox(uint64_t max_bytes) : max_bytes_(max_bytes) {}
 
     // Queues `m`; unpublished messages dropped to respect the bound, oldest
-    // first, are appended to `dropped` (never `m` itself).
+    // first, are appended to `dropped` (never `m` itself, never a whole one).
     void push(OutMessage m, std::vector<OutMessage>& dropped);
     // Before push(m), past the bound, cuttable messages give up bytes
     // rather than their place: `m` is cut to the room left (at least
     // min_cut); if it still does not fit, older unpublished cuttable ones
-    // are cut to min_cut each, oldest first, until it does.  cut(msg,
-    // limit) returns msg's body made to fit in `limit` bytes.
+    // are cut to min_cut each, oldest first, until it does.  Whole ones
+    // are never cut.  cut(msg, limit) returns msg's body made to fit in
+    // `limit` bytes.
     using Cutter = std::function<std::string(const OutMessage&, uint64_t limit)>;
     void cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut);
     // Unpublished bytes that can still be queued within the bound.

@@ -421,6 +421,50 @@ TEST_CASE("outbox: past the bound replies are cut (new one first, then the oldes
     CHECK(box.in_flight() == 5);
 }
 
+TEST_CASE("outbox: a whole reply (a script's, which waited for room) is never cut or dropped") {
+    Outbox box(1000);
+    std::vector<OutMessage> dropped;
+    std::vector<std::string> cuts;
+    auto cutter = [&](const OutMessage& m, uint64_t limit) {
+        cuts.push_back(m.routing_key + "@" + std::to_string(limit));
+        return std::string(size_t(limit), 'c');
+    };
+    auto add = [&](const char* key, size_t size, bool whole) {
+        OutMessage m = msg(key, size);
+        m.cuttable = true;
+        m.whole = whole;
+        box.cut_to_fit(m, 100, cutter);
+        box.push(std::move(m), dropped);
+    };
+    add("w1", 400, true);
+    add("w2", 400, true);
+    add("a1", 150, false);  // 50 left
+    add("a2", 150, false);  // cut to 100 (at least min_cut), then a1 to 100; never w1/w2
+    REQUIRE(cuts.size() == 2);
+    CHECK(cuts[0] == "a2@100");
+    CHECK(cuts[1] == "a1@100");
+    CHECK(dropped.empty());
+    CHECK(box.unpublished_bytes() == 1000);
+    // Nothing left to cut: the oldest answer goes, never a whole reply.
+    add("a3", 300, false);
+    CHECK(cuts.back() == "a3@100");
+    REQUIRE(dropped.size() == 1);
+    CHECK(dropped[0].routing_key == "a1");
+    add("a4", 90, false);
+    REQUIRE(dropped.size() == 2);
+    CHECK(dropped[1].routing_key == "a2");
+    // A whole reply is not cut even past the bound (it is pushed only
+    // when it fits, or into an empty outbox).
+    add("w3", 500, true);
+    CHECK(cuts.size() == 3);
+    for (const auto& d : dropped) CHECK_FALSE(d.whole);
+    auto un = box.unpublished(kAnyTime);
+    std::vector<std::string> keys;
+    for (auto m : un) keys.push_back(m->routing_key + ":" + std::to_string(m->body.size()));
+    CHECK(keys == std::vector<std::string>{"w1:400", "w2:400", "w3:500"});
+    CHECK(dropped.size() == 4);
+}
+
 TEST_CASE("outbox: in flight is held to the bound (a broker that withholds confirms)") {
     Outbox box(100);
     std::vector<OutMessage> dropped;

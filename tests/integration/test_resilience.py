@@ -587,18 +587,16 @@ class Resilience(FakeBrokerTestCase):
                           or "dropping" in x.get("msg", "")])
         self.prove_served(b, a, "a burst in flight")
 
-    def test_pending_replies_cut_to_fit_rather_than_dropped(self):
-        # Four replies of ~25 kB (stdout and stderr) in an outage under a
-        # bound of 95,608: the fourth keeps its exit status and the heads
-        # of both streams.
+    def test_replies_past_the_pending_bound_wait_whole_holding_their_slots(self):
+        # Four replies of ~25 kB (stdout and stderr) finished in an outage
+        # under a bound of 95,608: the fourth was cut to fit, its output
+        # lost.  It waits whole, holding its script slot (memory stays
+        # bounded by --max-concurrency), and all four arrive whole, oldest
+        # first.
         big = PAYLOAD * 4
         b, a, q, held, serving0 = self.replies_in_outage(4, 30000, 13000, "c", big,
                                                          both=True)
         self.assertBound(a, 95608)
-        cut = a.wait_log(lambda r: "output cut" in r.get("msg", ""),
-                         what="the cut reply logged")
-        self.assertEqual(cut.get("req_id"), held[3][0], cut)
-        self.assertLess(cut["now_bytes"], 95608 - 3 * 24000, cut)
         b.cmd("start-listening")
         a.wait_log_n("serving requests", serving0 + 1)
         got = self.drain(b, q, 4)
@@ -606,40 +604,64 @@ class Resilience(FakeBrokerTestCase):
         want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held]
         self.assertEqual(keys, want, "not all four, oldest first")
         text = big.decode("utf-8")
-        for _, body in got[:3]:
-            r = json.loads(body)
-            self.assertEqual((r["stdout"], r["stderr"]), (text, text))
-        r = json.loads(got[3][1])
-        self.assertEqual(r["exit_status"], 0, r)
-        for stream in ("stdout", "stderr"):
-            self.assertIs(r.get(stream + "_truncated"), True, r)
-            self.assertEqual(r.get(stream + "_bytes"), len(big), r)
-            self.assertTrue(r[stream].startswith(text[:100]), r)
-            self.assertIn("--max-pending-bytes", r[stream])
-        self.assertFalse([x for x in a.logs() if "dropping" in x.get("msg", "")])
-        self.prove_served(b, a, "cut reply")
-
-    def test_pending_replies_bounded_oldest_dropped_rest_in_order(self):
-        # Replies of ~3.1 kB are under the 4 KiB a reply is cut to at least:
-        # the bound (raised to 2 x (3500 + 5 x 1750 + 256) + 4096 = 29,108)
-        # holds nine of them, so the oldest makes room for the tenth.
-        b, a, q, held, serving0 = self.replies_in_outage(10, 7000, 3500, "h")
-        self.assertBound(a, 29108)
-        drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
-                          what="the dropped reply logged")
-        self.assertEqual(drop.get("level"), 50, drop)
-        self.assertEqual(drop.get("req_id"), held[0][0], drop)
-        b.cmd("start-listening")
-        a.wait_log_n("serving requests", serving0 + 1)
-        got = self.drain(b, q, 9)
-        keys = [k for k, _ in got]
-        want = ["ur.execute-reply.%s.%s" % (a.uuid, h[0]) for h in held[1:]]
-        self.assertEqual(keys, want, "not the newest nine, oldest first")
         for _, body in got:
-            self.assertPayloadReply(json.loads(body))
-        self.assertEqual(b.count("ur.execute-reply.%s.%s"
-                                 % (a.uuid, held[0][0])), 0)
-        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")])
+            r = json.loads(body)
+            self.assertEqual((r["exit_status"], r["stdout"], r["stderr"]), (0, text, text))
+            self.assertNotIn("stdout_truncated", r)
+        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
+                          or "dropping" in x.get("msg", "")])
+        self.prove_served(b, a, "held reply")
+
+    def test_a_burst_of_big_replies_is_not_cut_while_the_broker_confirms_slowly(self):
+        # Scripts finishing at once with big output, the broker up but slow
+        # to confirm (RabbitMQ with 16 replies of 10 MB): replies past
+        # --max-pending-bytes were cut, 262 kB of 10 MB kept.  Past the
+        # bound they wait whole, each holding its script slot, so the
+        # scripts queued behind them start as confirms make room.
+        big = PAYLOAD * 4
+        b, a = self.up(args=["--max-pending-bytes", "30000", "--max-output", "13000",
+                             "--max-concurrency", "8"])
+        self.assertBound(a, 95608)
+        b.cmd("confirm-delay 1500")
+        path = self.payload_file(big)
+        script = "#!/bin/sh\n/bin/cat %s\n/bin/cat %s >&2\n" % (path, path)
+        text = big.decode("utf-8")
+        reqs = [self.send(b, a, script) for _ in range(10)]
+        for req in reqs:
+            r = self.reply(b, a, req)
+            self.assertEqual((r["exit_status"], r["stdout"], r["stderr"]), (0, text, text))
+            self.assertNotIn("stdout_truncated", r)
+        b.cmd("confirm-delay 0")
+        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
+                          or "dropping" in x.get("msg", "")])
+        self.prove_served(b, a, "a slow burst")
+
+    def test_answers_past_the_pending_bound_oldest_dropped_rest_in_order(self):
+        # Answers that hold no script slot (invalid requests, exit 2) pile
+        # up while the broker blocks publishing: past the bound (raised to
+        # 2 x (1024 + 5 x 512 + 256) + 4096 = 11,776) the oldest are
+        # dropped, logged at error, and the rest go out in order once the
+        # broker unblocks.
+        b, a = self.up(args=["--max-pending-bytes", "7000", "--max-output", "1024"])
+        self.assertBound(a, 11776)
+        q = self.collector(b, a.uuid)
+        b.cmd("blocked on")
+        a.wait_log(lambda r: "blocked publishing" in r.get("msg", ""), what="blocked logged")
+        reqs = [self.send(b, a, "#!/bin/sh\n", req="bad%03d" % i, args=7) for i in range(150)]
+        drop = a.wait_log(lambda r: "dropping" in r.get("msg", ""),
+                          what="the dropped answer logged")
+        self.assertEqual(drop.get("level"), 50, drop)
+        self.assertEqual(drop.get("req_id"), reqs[0], drop)
+        a.wait_log(lambda r: r.get("msg") == "invalid request" and r.get("req_id") == reqs[-1],
+                   what="the last request answered")
+        dropped = [x.get("req_id") for x in a.logs() if "dropping" in x.get("msg", "")]
+        self.assertEqual(dropped, reqs[:len(dropped)], "not the oldest dropped")
+        b.cmd("blocked off")
+        got = self.drain(b, q, len(reqs) - len(dropped))
+        want = ["ur.execute-reply.%s.%s" % (a.uuid, r) for r in reqs[len(dropped):]]
+        self.assertEqual([k for k, _ in got], want, "not the rest, in order")
+        for _, body in got:
+            self.assertEqual(json.loads(body)["exit_status"], 2)
         self.prove_served(b, a, "bounded outbox")
 
     # -- reconnect policy --------------------------------------------------
