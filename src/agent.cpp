@@ -993,6 +993,11 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         ack();
         return;
     case RequestKind::Broadcast:
+        if (stopping_) {  // not found by a discover: it would be sent requests it will not run
+            log::info("sysinfo broadcast not answered: shutting down", {{"req_id", field(req.req_id)}});
+            ack();
+            return;
+        }
         log::info("sysinfo broadcast", {{"req_id", field(req.req_id)}});
         want_sysinfo({SysinfoWaiter::Why::Broadcast, req.reply_key, req.req_id, now}, now);
         ack();
@@ -1525,23 +1530,32 @@ void Agent::begin_shutdown(uint64_t now) {
                {"grace_s", json::Value(int64_t(cfg_.shutdown_grace_s))}});
     // Requests received and not started are answered and acked: the
     // request queue (exclusive, auto-delete) and all in it go with us.
+    // Until the running scripts are done, requests that still arrive are
+    // answered "not run" too (on_delivery) and pings answered, rather than
+    // left to the queue's end unanswered: see stop_consuming().
     for (const Queued& q : queued_) ack_later(q.delivery_tag);
     answer_queued("the agent is shutting down", now);
-    if (conn_ && cons_ch_ && conn_->is_open()) {
-        // Closing the request channel stops deliveries.
+    consumer_retry_at_ = 0;
+    ping_retry_at_ = 0;
+    sysinfo_next_at_ = 0;
+}
+
+// Shutting down with no script left running: closing the request and
+// ping channels stops deliveries, so that the replies owed can drain
+// before the connection closes.
+void Agent::stop_consuming() {
+    if (!conn_ || !conn_->is_open()) return;
+    if (cons_ch_) {
         flush_acks();
         conn_->close_channel(cons_ch_);
         cons_ch_ = 0;
         ++channel_gen_;
     }
-    if (conn_ && ping_ch_ && conn_->is_open()) {
+    if (ping_ch_) {
         flush_acks();
         conn_->close_channel(ping_ch_);
         ping_ch_ = 0;
     }
-    consumer_retry_at_ = 0;
-    ping_retry_at_ = 0;
-    sysinfo_next_at_ = 0;
 }
 
 void Agent::check_shutdown(uint64_t now) {
@@ -1554,6 +1568,7 @@ void Agent::check_shutdown(uint64_t now) {
         children_killed_ = true;
     }
     if (running > 0) return;
+    stop_consuming();
     bool replies_left = owes_replies();
     bool out_of_time = now >= grace_end + kCloseGraceMs * 2;
     if (replies_left && !out_of_time) return;

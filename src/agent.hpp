@@ -108,6 +108,7 @@ private:
     // it was, to be tried again (start_retry_at_).
     bool start_job(Queued& q, uint64_t now);
     void release_held(uint64_t now);
+    void stop_consuming();
     // Replies the agent still owes that must survive reconnects.
     bool owes_replies() const { return outbox_.has_kept() || !held_.empty(); }
     void ack_later(uint64_t delivery_tag);

@@ -212,6 +212,32 @@ class Shutdown(AgentTestCase):
         self.assertReply(self.client.wait_reply(a.uuid, running), 0, "finished\n")
         self.assertEqual(a.wait_exit(), 0)
 
+    def test_requests_arriving_while_scripts_finish_at_shutdown_are_answered_not_run(self):
+        # During the shutdown grace (scripts still running) the agent closed
+        # its request and ping channels at once: requests, pings and
+        # discovers sent meanwhile got nothing for up to --shutdown-grace
+        # + 5 s, and then were dropped with the queue.  They are answered:
+        # requests "not run", pings as ever; a discover is not (the node
+        # is going away).  Once the scripts are done, deliveries stop.
+        a = self.start_agent()
+        started = self.path("started")
+        running = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 2\necho finished\n" % started, env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        a.send_signal(signal.SIGTERM)
+        a.wait_log(lambda rec: rec.get("msg", "").startswith("shutting down"),
+                   what="the shutdown begun")
+        t0 = time.monotonic()
+        late = self.client.send_execute(a.uuid, "#!/bin/sh\necho never\n", env={})
+        r = self.client.wait_reply(a.uuid, late)
+        self.assertLess(time.monotonic() - t0, 1.5, "answered only when the script ended")
+        self.assertReply(r, 1, "", "ur-agent: not run: the agent is shutting down\n")
+        _, pong = self.client.ping(a.uuid)
+        self.assertIn("timestamp", pong)
+        self.assertNotIn(a.uuid, self.client.discover(0.5))
+        self.assertReply(self.client.wait_reply(a.uuid, running), 0, "finished\n")
+        self.assertEqual(a.wait_exit(), 0)
+
     def test_request_waiting_past_max_queue_wait_is_answered_not_run(self):
         a = self.start_agent(args=["--max-concurrency", "1", "--max-queue-wait", "1"])
         started = self.path("started")
