@@ -663,6 +663,9 @@ void Agent::handle_events(uint64_t now) {
         case amqp::EventKind::Opened:
             link_ = Link::Open;
             open_since_ = now;
+            // Learnt afresh on each connection (from a refusal): the limit
+            // may have been raised since, or this is another broker.
+            broker_max_message_ = 0;
             log::info("connected to the broker",
                       {{"broker", field(peer_)},
                        {"heartbeat_s", json::Value(int64_t(conn_->heartbeat()))},

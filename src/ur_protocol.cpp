@@ -408,21 +408,37 @@ std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
     json::ParseOptions whole;  // a reply can pass the parser's default size bound
     whole.max_size = std::max(whole.max_size, body.size());
     if (json::parse(body, v, perr, whole) && v.is_object()) {
-        const size_t keep = size_t(limit / 16);
-        for (const std::string name : {"stdout", "stderr"}) {
-            const json::Value* s = v.find(name);
-            if (!s || !s->is_string() || s->as_string().size() <= keep) continue;
-            // set() may move the members: copy out, then set.
-            const std::string& text = s->as_string();
-            int64_t bytes = int64_t(text.size());
-            std::string cut = text.substr(0, json::valid_utf8_prefix(std::string_view(text).substr(0, keep)));
-            cut += "\n[" + why + "]\n";
-            v.set(name, json::Value(std::move(cut)));
-            if (!v.find(name + "_bytes")) v.set(name + "_bytes", json::Value(bytes));
-            v.set(name + "_truncated", json::Value(true));
+        // Each stream keeps its head and its end (where errors usually
+        // are), as much as fits: escaping can make text up to six times
+        // longer, so start from what fits unescaped and shrink until the
+        // whole reply does, down to a sixteenth of the limit per stream.
+        const json::Value original = v;
+        size_t keep = size_t(limit / 2);
+        for (int attempt = 0; attempt < 8; ++attempt) {
+            v = original;
+            for (const std::string name : {"stdout", "stderr"}) {
+                const json::Value* s = v.find(name);
+                if (!s || !s->is_string() || s->as_string().size() <= keep) continue;
+                // set() may move the members: copy out, then set.
+                const std::string text = s->as_string();
+                const size_t tail_want = std::min<size_t>(keep / 4, 64 * 1024);
+                std::string cut = text.substr(0, json::valid_utf8_prefix(
+                                                     std::string_view(text).substr(0, keep - tail_want)));
+                cut += "\n[" + why + "]\n";
+                size_t from = text.size() - tail_want;
+                while (from < text.size() && (static_cast<unsigned char>(text[from]) & 0xC0) == 0x80)
+                    ++from;  // a character's start, not its middle
+                cut.append(text, from, std::string::npos);
+                v.set(name, json::Value(std::move(cut)));
+                if (!v.find(name + "_bytes")) v.set(name + "_bytes", json::Value(int64_t(text.size())));
+                v.set(name + "_truncated", json::Value(true));
+            }
+            std::string out = json::write(v);
+            if (out.size() <= limit) return out;
+            if (keep <= limit / 16) break;
+            keep = std::max<size_t>(size_t(limit / 16), size_t(double(keep) * double(limit) /
+                                                              double(out.size()) * 0.9));
         }
-        std::string out = json::write(v);
-        if (out.size() <= limit) return out;
     }
     json::Value r = json::Value::object();
     const json::Value* status = v.is_object() ? v.find("exit_status") : nullptr;

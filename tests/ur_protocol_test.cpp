@@ -241,6 +241,23 @@ TEST_CASE("a reply over the broker's max message size: the limit from the close,
     CHECK(json::is_valid_utf8(so));
     CHECK(so.rfind("\xc3\xa9\xc3\xa9", 0) == 0);
     CHECK(so.find("larger than the broker takes (65536 bytes)") != std::string::npos);
+    // Both ends kept, and most of the room used (it kept a sixteenth,
+    // the head only): the end of a script's output is where errors are.
+    CHECK(so.size() > 2 * (limit / 16));
+    CHECK(so.size() >= 3 * 2 * 1000);  // in "é" (6 bytes escaped each): well over 1000 of them
+
+    std::string ascii = "{\"exit_status\":1,\"stdout\":\"HEAD" + std::string(3000000, 'x') +
+                        "tail-marker\\n\",\"stderr\":\"" + std::string(100000, 'e') + "END\"}";
+    fit = fit_reply(ascii, 1000000);
+    REQUIRE(fit.size() <= 1000000);
+    REQUIRE(json::parse(fit, v, e));
+    const std::string& ao = v.find("stdout")->as_string();
+    CHECK(ao.rfind("HEADxxx", 0) == 0);
+    CHECK(ao.size() >= 1000000 / 4);
+    CHECK(ao.size() - ao.rfind("tail-marker\n") == 12);
+    CHECK(v.find("stdout_bytes")->as_int() == 3000000 + 4 + 12);
+    const std::string& ae = v.find("stderr")->as_string();
+    CHECK(ae.size() - ae.rfind("END") == 3);
 
     // Cut for the bound on replies waiting for the broker: says so.
     fit = fit_reply(body, 4096, FitReason::PendingBound);

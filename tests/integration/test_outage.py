@@ -24,6 +24,8 @@ import time
 
 import pika
 
+from test_lifecycle import agent_connection
+
 from urharness import (AgentTestCase, RABBITMQ_PORT, RABBITMQ_NODE, ROOT,
                        WAIT, fd_count, free_port_pair, port_accepts,
                        rabbitmqctl, random_token, wait_until, wall_of,
@@ -365,6 +367,18 @@ class Outage(AgentTestCase):
         # Later replies get through, and the channel was not reopened in a loop.
         self.prove_served(a, c, "a refused reply")
         self.assertLessEqual(a.count_log("closed the publishing channel"), 2)
+        # The limit raised, on the next connection replies go whole: the
+        # agent kept cutting them to the old limit until it restarted.
+        rabbitmqctl("eval", "application:set_env(rabbit, max_message_size, 134217728).")
+        old = agent_connection(a)
+        rabbitmqctl("close_connection", old, "integ test: limit raised")
+        wait_until(lambda: agent_connection(a, check=False) not in (None, old), timeout=60,
+                   what="the agent reconnected", interval=0.5)
+        r = c.reply(c.send("#!/bin/sh\n/usr/bin/head -c 3000000 /dev/zero | /usr/bin/tr '\\0' x\n"),
+                    timeout=30)
+        self.assertEqual(r.get("exit_status"), 0, str(r)[:300])
+        self.assertNotIn("stdout_truncated", r)
+        self.assertEqual(r.get("stdout"), "x" * 3000000)
 
     def test_a_reply_the_broker_keeps_refusing_is_retried_with_backoff_then_given_up(self):
         # A queue bound to every reply (a dead consumer's), full, with
