@@ -24,6 +24,23 @@ void append_note(StreamCapture& c, const std::string& note) {
         c.data += note;
 }
 
+namespace {
+// Whether the capture's text ends with a newline, escaped ("\\n" after an
+// even run of backslashes) or raw.
+bool ends_with_newline(const StreamCapture& c) {
+    const std::string& d = c.data;
+    if (!c.escaped) return !d.empty() && d.back() == '\n';
+    if (d.size() < 2 || d.back() != 'n') return false;
+    size_t slashes = 0;
+    for (size_t i = d.size() - 1; i > 0 && d[i - 1] == '\\'; --i) ++slashes;
+    return slashes % 2 == 1;
+}
+}  // namespace
+
+void append_note_line(StreamCapture& c, const std::string& line) {
+    append_note(c, (c.data.empty() || ends_with_newline(c) ? "" : "\n") + line + "\n");
+}
+
 OutputCapture::OutputCapture(size_t max_output, size_t tail_keep, Encoding enc)
     : head_cap_(max_output > tail_keep ? max_output - tail_keep : 0),
       tail_cap_(std::min(tail_keep, max_output)),

@@ -35,6 +35,10 @@ struct StreamCapture {
 // Appends a note of the agent's own (ASCII or not) to a finished capture,
 // in the capture's encoding.  `total` is left to the caller.
 void append_note(StreamCapture& c, const std::string& note);
+// The same for one line of the agent's (`line` without its newline): on a
+// line of its own, after a newline only when the output does not already
+// end with one.
+void append_note_line(StreamCapture& c, const std::string& line);
 
 class OutputCapture {
 public:

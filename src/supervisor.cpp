@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "json/json.hpp"
@@ -39,6 +40,19 @@ uint64_t add_ms(uint64_t now, uint64_t delta) {
 // and means nothing to the requester.
 std::string display_name(const JobSpec& spec) {
     return spec.kind == JobSpec::Kind::Script ? "the script" : spec.script;
+}
+
+// "2 s", "0.5 s": a timeout as a request gives it.
+std::string seconds_text(uint64_t ms) {
+    std::string out = std::to_string(ms / 1000);
+    if (ms % 1000) {
+        char frac[8];
+        std::snprintf(frac, sizeof frac, ".%03u", unsigned(ms % 1000));
+        std::string f = frac;
+        while (f.back() == '0') f.pop_back();
+        out += f;
+    }
+    return out + " s";
 }
 
 // A failure to make a child that passes by itself: the process limit
@@ -401,14 +415,18 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     r.err = job.err.finish();
 
     int st = job.wait_status;
+    // Why the agent stopped it, said on stderr too: urclient and
+    // sdc-oneachnode show exit_status and stderr, not timed_out.
+    const std::string stopped = job.timed_out ? "timed out after " + seconds_text(job.spec.timeout_ms)
+                                              : "stopped by the agent (shutting down)";
     if (job.abandoned) {
         r.exit_status = 1;
-        append_note(r.err, "\nur-agent: process " + std::to_string(job.pid) +
-                               " did not end after SIGKILL (stuck in the kernel: a hung NFS"
-                               " or FUSE mount?); its exit status is unknown\n");
+        append_note_line(r.err, "ur-agent: process " + std::to_string(job.pid) +
+                                    " did not end after SIGKILL (stuck in the kernel: a hung NFS"
+                                    " or FUSE mount?); its exit status is unknown");
     } else if (job.status_lost) {
         r.exit_status = 1;
-        append_note(r.err, "\nur-agent: exit status lost (the child was reaped elsewhere)\n");
+        append_note_line(r.err, "ur-agent: exit status lost (the child was reaped elsewhere)");
     } else if (WIFEXITED(st) && job.signal_sent) {
         // It ended itself after our signal (a trap), at its timeout or at
         // the agent's shutdown: reported as killed, whatever it chose, so
@@ -416,15 +434,19 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         // for a reboot (113).
         r.signal = job.signal_sent;
         r.exit_status = 128 + r.signal;
-        append_note(r.err, std::string("\nur-agent: ") +
-                               (job.timed_out ? "timed out" : "stopped by the agent") +
-                               "; it exited " + std::to_string(WEXITSTATUS(st)) + " after " +
-                               (r.signal == SIGKILL ? "SIGKILL" : "SIGTERM") + "\n");
+        append_note_line(r.err, "ur-agent: " + stopped + "; it exited " +
+                                    std::to_string(WEXITSTATUS(st)) + " after " +
+                                    (r.signal == SIGKILL ? "SIGKILL" : "SIGTERM"));
     } else if (WIFEXITED(st)) {
         r.exit_status = WEXITSTATUS(st);
     } else if (WIFSIGNALED(st)) {
         r.signal = WTERMSIG(st);
         r.exit_status = 128 + r.signal;
+        if (job.signal_sent)
+            append_note_line(r.err, "ur-agent: " + stopped + "; killed by " +
+                                        (r.signal == SIGKILL   ? std::string("SIGKILL")
+                                         : r.signal == SIGTERM ? std::string("SIGTERM")
+                                                               : "signal " + std::to_string(r.signal)));
     } else {
         r.exit_status = 1;  // stopped/continued are not requested from waitpid
     }

@@ -252,3 +252,29 @@ TEST_CASE("output capture: a note is appended in the capture's encoding") {
     ur::append_note(esc, "ur-agent: \"q\" \xff\n");
     CHECK(esc.data == "xur-agent: \\\"q\\\" \\ufffd\\n");
 }
+
+TEST_CASE("output capture: a note line goes on a line of its own, with no blank line before it") {
+    auto raw_after = [](const std::string& data) {
+        StreamCapture c;
+        c.data = data;
+        ur::append_note_line(c, "ur-agent: note");
+        return c.data;
+    };
+    CHECK(raw_after("") == "ur-agent: note\n");  // bug: "\nur-agent: ..." on an empty stderr
+    CHECK(raw_after("out\n") == "out\nur-agent: note\n");
+    CHECK(raw_after("out") == "out\nur-agent: note\n");
+    auto esc_after = [](const std::string& data) {
+        StreamCapture c;
+        c.escaped = true;
+        c.data = data;
+        ur::append_note_line(c, "ur-agent: note");
+        return c.data;
+    };
+    CHECK(esc_after("") == "ur-agent: note\\n");
+    CHECK(esc_after("out\\n") == "out\\nur-agent: note\\n");
+    CHECK(esc_after("out") == "out\\nur-agent: note\\n");
+    // An escaped backslash then 'n' is not a newline; an escaped backslash
+    // then an escaped newline is.
+    CHECK(esc_after("a\\\\n") == "a\\\\n\\nur-agent: note\\n");
+    CHECK(esc_after("a\\\\\\n") == "a\\\\\\nur-agent: note\\n");
+}

@@ -301,6 +301,9 @@ class Execute(AgentTestCase):
         self.assertIs(r.get("timed_out"), True, repr(r))
         self.assertIn(r["exit_status"], (143, 137), repr(r))
         self.assertEqual(r["stdout"], "before\n")
+        # Said on stderr, which urclient and sdc-oneachnode show (bug: empty).
+        self.assertIn(r["stderr"], ("ur-agent: timed out after 1 s; killed by SIGTERM\n",
+                                    "ur-agent: timed out after 1 s; killed by SIGKILL\n"))
         self.assertLess(took, 15, "timeout of 1s took %.1fs" % took)
         self.assertGreater(took, 0.9)
         with open(pidfile) as f:
@@ -459,7 +462,7 @@ class Reboot(AgentTestCase):
                                 env={}, timeout=1)
         self.assertReply(r, 143)
         self.assertEqual((r.get("signal"), r.get("timed_out")), ("SIGTERM", True), r)
-        self.assertIn("ur-agent: timed out; it exited 113 after SIGTERM", r["stderr"])
+        self.assertIn("ur-agent: timed out after 1 s; it exited 113 after SIGTERM", r["stderr"])
         time.sleep(0.5)
         self.assertFalse(os.path.exists(reboot_log), "the reboot command ran")
 
@@ -478,7 +481,7 @@ class Reboot(AgentTestCase):
         r = self.client.wait_reply(a.uuid, req)
         self.assertReply(r, 143)
         self.assertEqual(r.get("signal"), "SIGTERM", r)
-        self.assertIn("ur-agent: stopped by the agent; it exited 113 after SIGTERM", r["stderr"])
+        self.assertIn("ur-agent: stopped by the agent (shutting down); it exited 113 after SIGTERM", r["stderr"])
         self.assertFalse(os.path.exists(reboot_log), "the reboot command ran")
 
 
