@@ -368,13 +368,15 @@ void Agent::answer_leftovers(uint64_t now) {
 void Agent::warn_memory_limit() {
     unsigned long long limit = memory::limit_bytes();
     if (limit == 0) return;
-    // Per running script each stream's kept output and raw tail; one reply
-    // made at a time (under 3x --max-output); the replies kept for the
-    // broker; a request being parsed (JSON takes a few times its text);
-    // the agent itself.
+    // Per running script each stream's kept output and raw tail (or, once
+    // it is done, its reply); one reply made at a time (under 3x
+    // --max-output); the replies kept for the broker, unsent and in flight;
+    // the requests waiting for a slot (the prefetch: as many as slots) and
+    // one being parsed (JSON takes a few times its text); the agent itself.
     unsigned long long worst = uint64_t(cfg_.max_concurrency) * 2 * (cfg_.max_output + (64u << 10)) +
-                               3 * cfg_.max_output + pending_bound(cfg_) + 4 * kMaxRequestBytes +
-                               (16u << 20);
+                               3 * cfg_.max_output + 2 * pending_bound(cfg_) +
+                               uint64_t(cfg_.max_concurrency) * kMaxRequestBytes +
+                               4 * kMaxRequestBytes + (16u << 20);
     if (limit >= worst) return;
     log::warn("the memory limit is below what the settings may need at worst: lower "
               "--max-concurrency, --max-output or --max-pending-bytes, or raise the limit",

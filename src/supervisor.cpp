@@ -205,6 +205,15 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
             why += " (tried again for " + std::to_string((job->spec.retried_ms + 500) / 1000) + " s)";
         return not_started(126, why);
     }
+    // The child has what it needs: a big script's text or arguments need
+    // not stay in memory while it runs.  Kept: the #! line and a searched
+    // program's environment, for an exec failure's message (complete()).
+    if (job->spec.kind == JobSpec::Kind::Script) {
+        size_t line = std::min<size_t>(job->spec.script.find('\n'), 512);
+        if (line < job->spec.script.size()) std::string(job->spec.script, 0, line).swap(job->spec.script);
+    }
+    std::vector<std::string>().swap(job->spec.args);
+    if (!searched(job->exe)) job->spec.env.reset();
     job->pid = child.pid;
     job->out_fd = child.out_fd;
     job->err_fd = child.err_fd;
