@@ -124,7 +124,9 @@ private:
     void want_sysinfo(SysinfoWaiter w, uint64_t now);
     void on_sysinfo(bool ok, const std::string& text, const std::string& error, uint64_t now);
     // The reply to a sysinfo broadcast: body, on the waiter's reply key.
-    bool first_ping_from(const std::string& reply_key);
+    // When a ping for reply_key may be answered: kFreshClientReplyDelayMs
+    // after that client's first ping arrived (every ping until then).
+    uint64_t ping_reply_due(const std::string& reply_key, uint64_t now);
     void answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now);
     void send_sysinfo_heartbeat(uint64_t now);
     // Reboot and shutdown
@@ -145,7 +147,7 @@ private:
     // Self-pipe for signals
     int sig_pipe_[2] = {-1, -1};
     int lock_fd_ = -1;
-    std::deque<std::string> ping_clients_;  // reply keys of recent pings (first_ping_from)  // STATE-DIR/.ur-agent.lock, write-locked while we run
+    std::deque<std::pair<std::string, uint64_t>> ping_clients_;  // recent pings' reply keys, first seen (ping_reply_due)  // STATE-DIR/.ur-agent.lock, write-locked while we run
 
     // Broker link
     Link link_ = Link::Down;

@@ -2,7 +2,9 @@
 // `runs` times, and prints {"found": N, "missed": M}.  urclient publishes
 // without waiting for its reply queue's bindings: an agent that answers
 // before they are in place goes unheard.
-//   node urclient_right_after_connect.js PORT NODE_UUID RUNS discover|ping
+//   node urclient_right_after_connect.js PORT NODE_UUID RUNS discover|ping|pings|invalid
+// (pings: three pings at once, found when all three are answered; invalid:
+// an exec the agent refuses at once, found when its exit 2 comes back.)
 'use strict';
 var urclient = require('urclient');
 
@@ -33,6 +35,27 @@ function next() {
             if (seen) found++; else missed++;
             client.close();
             setTimeout(next, 20);
+        }
+        if (mode === 'pings') {
+            var answered = 0, failed = false;
+            [0, 1, 2].forEach(function () {
+                client.ping({ server_uuid: node, timeout: 1500 }, function (err) {
+                    if (err) failed = true; else answered++;
+                    if (answered + (failed ? 1 : 0) >= 3 || failed) {
+                        seen = !failed && answered === 3;
+                        end();
+                    }
+                });
+            });
+            return;
+        }
+        if (mode === 'invalid') {
+            client.exec({ server_uuid: node, script: '#!/bin/sh\nexit 0\n', args: [],
+                env: { N: 5 }, timeout: 1500 }, function (err, res) {
+                seen = !err && res && res.exit_status === 2;
+                end();
+            });
+            return;
         }
         if (mode === 'ping') {
             client.ping({ server_uuid: node, timeout: 1500 }, function (err) {
