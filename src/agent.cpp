@@ -196,6 +196,10 @@ bool Agent::setup(std::string& error) {
     if (!sup_.init(werr))
         log::error("no usable script directory; script requests fail until it can be made",
                    {{"work_dir", cfg_.work_dir}, {"error", werr}});
+    else if (noexec_mount(sup_.work_dir()))
+        log::error("the script directory is on a file system mounted noexec: script requests "
+                   "fail (126, Permission denied); give --work-dir a directory where files may run",
+                   {{"work_dir", field(sup_.work_dir())}});
     std::string jerr;
     if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
         log::error("running without an in-flight journal", {{"error", jerr}});

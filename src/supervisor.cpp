@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +42,20 @@ uint64_t add_ms(uint64_t now, uint64_t delta) {
 std::string display_name(const JobSpec& spec) {
     return spec.kind == JobSpec::Kind::Script ? "the script" : spec.script;
 }
+
+}  // namespace
+
+bool noexec_mount(const std::string& dir) {
+#ifdef ST_NOEXEC
+    struct statvfs vfs;
+    return ::statvfs(dir.c_str(), &vfs) == 0 && (vfs.f_flag & ST_NOEXEC) != 0;
+#else
+    (void)dir;  // illumos reports noexec in its mount table only
+    return false;
+#endif
+}
+
+namespace {
 
 // "2 s", "0.5 s": a timeout as a request gives it.
 std::string seconds_text(uint64_t ms) {
@@ -466,17 +481,34 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         std::string_view interp = job.spec.kind == JobSpec::Kind::Script
                                       ? script_interpreter(job.spec.script)
                                       : std::string_view();
-        if (job.exec_errno == ENOEXEC) {
+        // The interpreter as the #! line gives it, quoted, cut to 64 bytes.
+        auto quoted_interp = [&] {
+            return json::write(json::Value(json::string_from_bytes(
+                json::shortened(std::string(interp), 64))));
+        };
+        const bool empty_shebang = job.spec.kind == JobSpec::Kind::Script && interp.empty() &&
+                                   job.spec.script.compare(0, 2, "#!") == 0;
+        if (empty_shebang) {
+            why = "its #! line names no interpreter";
+        } else if (job.exec_errno == ENOEXEC) {
             why = job.spec.kind == JobSpec::Kind::Script && !interp.empty()
-                      ? "its interpreter " +
-                            json::write(json::Value(json::string_from_bytes(interp))) +
-                            " is not an executable"
+                      ? "its interpreter " + quoted_interp() + " is not an executable" +
+                            (interp.size() + 2 > 255 ? " (a #! line is read up to 255 bytes)" : "")
                       : "not an executable, and /bin/sh could not run it";
         } else if (job.exec_errno == ENOENT && !interp.empty()) {
             // Our script file is there: what is missing is its interpreter.
-            why = "its interpreter " + json::write(json::Value(json::string_from_bytes(interp))) +
-                  ": " + std::strerror(ENOENT);
+            why = "its interpreter " + quoted_interp() + ": " + std::strerror(ENOENT);
             if (interp.back() == '\r') why += " (a CRLF line ending in the #! line?)";
+        } else if (job.exec_errno == EACCES && job.spec.kind == JobSpec::Kind::Script &&
+                   noexec_mount(work_dir_.dir())) {
+            why = std::string(std::strerror(EACCES)) + ": the script directory " +
+                  json::write(json::Value(json::string_from_bytes(json::shortened(work_dir_.dir(), 256)))) +
+                  " is on a file system mounted noexec (--work-dir)";
+        } else if (job.exec_errno == EACCES && !interp.empty()) {
+            why = "its interpreter " + quoted_interp() + ": " +
+                  (::stat(std::string(interp).c_str(), &sb) == 0 && S_ISDIR(sb.st_mode)
+                       ? std::strerror(EISDIR)
+                       : std::strerror(EACCES));
         } else if (searched(job.exe) && (job.exec_errno == ENOENT || job.exec_errno == EACCES)) {
             // Looked up in PATH, as execvp() does (spawn()).
             why = std::string(job.exec_errno == ENOENT ? "not found"

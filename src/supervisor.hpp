@@ -90,6 +90,9 @@ struct SupervisorOptions {
     size_t tail_keep = 64 * 1024;   // bytes of the stream's end kept when truncated
 };
 
+// Whether files in `dir` cannot be executed (a noexec mount; Linux).
+bool noexec_mount(const std::string& dir);
+
 class Supervisor {
 public:
     explicit Supervisor(SupervisorOptions opt);
@@ -106,6 +109,8 @@ public:
     // After a successful init(), start() makes work_dir again the same way
     // if it has been removed since.
     bool init(std::string& error);
+    // The directory scripts are written to (after init()).
+    const std::string& work_dir() const { return work_dir_.dir(); }
     // Another work_dir, for init() to try (before any job).
 
     // Starts a job.  If the child cannot be started (script file, pipe or

@@ -1111,3 +1111,20 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: the destructor kills and reaps what stil
     CHECK(count_children(false) == 0);
 #endif
 }
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: a bad #! line is named: empty, a directory, too long") {
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobResult r = run_one(sup, script("empty", "#!\necho hi\n"));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute the script: its #! line names no interpreter\n");
+    r = run_one(sup, script("dir", "#!/tmp\necho hi\n"));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute the script: its interpreter \"/tmp\": Is a directory\n");
+    // Over the kernel's #! buffer: quoted cut to 64 bytes, and why.
+    r = run_one(sup, script("long", "#!/bin/" + std::string(5000, 'x') + "\necho hi\n"));
+    CHECK(r.exit_status != 0);
+    CHECK(r.err.data.size() < 300);
+    CHECK(r.err.data.find("/bin/xxxx") != std::string::npos);
+}

@@ -372,6 +372,31 @@ class HostileScripts(AgentTestCase):
         a.wait_log(lambda rec: rec.get("msg") == "starting scripts again",
                    what="the end of the wait logged")
 
+    def test_a_work_dir_on_a_noexec_mount_is_said_at_start_and_in_each_reply(self):
+        # /tmp mounted noexec (common hardening) made every script fail with
+        # a bare "Permission denied" (or blamed the interpreter).
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            self.skipTest("needs root to mount a tmpfs")
+        mnt = os.path.join(self.tmp, "noexec")
+        os.mkdir(mnt)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=1m", "tmpfs", mnt],
+                           stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs here: %s" % r.stderr.decode().strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt])
+        work = os.path.join(mnt, "work")
+        a = self.start_agent(name="noexec", args=["--work-dir", work])
+        rec = a.wait_log(lambda rec: "mounted noexec" in rec.get("msg", ""),
+                         what="the noexec mount logged at start")
+        self.assertEqual((rec.get("level"), rec.get("work_dir")), (50, work), rec)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho ran\n", env={})
+        self.assertEqual(r["exit_status"], 126, r)
+        self.assertEqual(r["stderr"], "ur-agent: cannot execute the script: Permission denied: "
+                         "the script directory \"%s\" is on a file system mounted noexec "
+                         "(--work-dir)\n" % work)
+        # A file elsewhere still runs.
+        self.assertReply(self.client.execute_file(a.uuid, "/bin/echo", ["ok"], env={}), 0, "ok\n")
+
     def test_as_process_1_the_orphans_scripts_leave_are_reaped(self):
         # In a container the agent may be process 1, the parent of every
         # orphan: the background processes of scripts stayed zombies.
