@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 
 namespace amqp {
 
@@ -221,6 +222,25 @@ void Connection::feed(const char* data, size_t n, uint64_t now_ms) {
         // protocol header instead of connection.start.
         emit_closed(CloseReason::ProtocolError, kFrameError,
                     "the server does not speak AMQP 0-9-1 (it sent a protocol header)");
+        return;
+    }
+    if (state_ == State::AwaitStart && parser_.buffered() == 0 && n > 0 &&
+        data[0] != kFrameMethod && data[0] != kFrameHeader && data[0] != kFrameBody &&
+        data[0] != kFrameHeartbeat) {
+        // Not a frame at all (an SSH banner, an HTTP reply, TLS): say what
+        // came, not "unknown frame type 83".
+        std::string seen;
+        for (size_t i = 0; i < n && seen.size() < 40; ++i) {
+            unsigned char c = static_cast<unsigned char>(data[i]);
+            if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') seen += char(c);
+            else {
+                char hex[5];
+                std::snprintf(hex, sizeof hex, "\\x%02x", c);
+                seen += hex;
+            }
+        }
+        protocol_error(kFrameError,
+                       "not an AMQP 0-9-1 server (it sent \"" + seen + (n > 40 ? "...\")" : "\")"));
         return;
     }
     while (state_ != State::Closed) {

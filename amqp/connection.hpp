@@ -113,6 +113,11 @@ public:
     void tick(uint64_t now_ms);
 
     bool is_open() const { return state_ == State::Open; }
+    // Handshake progress, for a failure's message: connection.start not
+    // yet received (the peer may not be an AMQP broker at all); start-ok
+    // (the credentials) sent, tune not yet received.
+    bool awaiting_start() const { return state_ == State::AwaitStart; }
+    bool awaiting_tune() const { return state_ == State::AwaitTune; }
     bool is_closed() const { return state_ == State::Closed; }
     // Negotiated values (0 before tune; 0 for channel_max/frame_max means
     // the peers agreed on no limit).

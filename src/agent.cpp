@@ -463,7 +463,12 @@ void Agent::loop_once() {
         handle_events(now);
     }
     if ((link_ == Link::Connecting || link_ == Link::Handshake) && now >= connect_deadline_)
-        link_down("timed out connecting to " + peer_, now);
+        link_down(link_ == Link::Connecting
+                      ? "timed out connecting to " + peer_
+                      : "connected to " + peer_ + ", but no AMQP handshake within " +
+                            std::to_string(cfg_.connect_timeout_s) +
+                            " s (not an AMQP broker, or one that does not answer)",
+                  now);
     if (link_ == Link::Open && open_since_ && now - open_since_ >= kHealthyMs) {
         link_backoff_.reset();
         open_since_ = 0;
@@ -627,8 +632,12 @@ void Agent::read_socket(uint64_t now) {
         if (n <= 0) {
             std::string why = n == 0 ? "the broker closed the connection"
                                      : std::string("read: ") + std::strerror(errno);
-            if (link_ == Link::Handshake)
-                why += " during the AMQP handshake (wrong login, password or vhost?)";
+            if (link_ == Link::Handshake && conn_ && conn_->awaiting_start())
+                why += " before the AMQP handshake began (not an AMQP 0-9-1 broker? a TLS port?)";
+            else if (link_ == Link::Handshake && conn_ && conn_->awaiting_tune())
+                why += " on our login (wrong login or password?)";
+            else if (link_ == Link::Handshake)
+                why += " during the AMQP handshake";
             handle_events(now);
             link_down(why, now);
             return;

@@ -40,14 +40,16 @@ std::string usage_text() {
         "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
         "                          brokers of a cluster, tried in turn; a PORT left\n"
-        "                          out is 5672 (default $AMQP_HOST:$AMQP_PORT or\n"
+        "                          out is 5672, an IPv6 address with a port is\n"
+        "                          [ADDR]:PORT (default $AMQP_HOST:$AMQP_PORT or\n"
         "                          localhost:5672)\n"
         "  --login NAME            AMQP user (default $AMQP_LOGIN or guest)\n"
         "  --password-file FILE    read the AMQP password from FILE (first line)\n"
         "                          (default $AMQP_PASSWORD or guest)\n"
         "  --vhost VHOST           AMQP virtual host (default $AMQP_VHOST or /)\n"
         "  --heartbeat SECS        AMQP heartbeat to ask for, 0 = none (default 30)\n"
-        "  --connect-timeout SECS  give up a TCP connect after SECS (default 10)\n"
+        "  --connect-timeout SECS  give up connecting (TCP and the AMQP handshake) after\n"
+        "                          SECS (default 10)\n"
         "\n"
         "Node:\n"
         "  --sysinfo-cmd PATH      program printing the sysinfo JSON (default /usr/bin/sysinfo)\n"
@@ -170,6 +172,10 @@ bool parse_brokers(const std::string& spec, uint16_t default_port,
         if (comma == std::string::npos) comma = spec.size();
         std::string item = spec.substr(start, comma - start);
         start = comma + 1;
+        // "a:1, b:2": blanks around an entry are no part of it (the second
+        // was taken for the host " b" and never resolved).
+        size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
+        item = first == std::string::npos ? std::string() : item.substr(first, last - first + 1);
         if (item.empty()) {
             error = "empty broker address in '" + spec + "'";
             return false;
@@ -314,11 +320,7 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
         if (!number(4096, n, 1)) return false;
         cfg.max_concurrency = unsigned(n);
     } else if (name == "--max-output") {
-        if (!number(uint64_t(1) << 32, n)) return false;
-        if (n < 1024) {
-            error = "--max-output must be at least 1024";
-            return false;
-        }
+        if (!number(uint64_t(1) << 32, n, 1024)) return false;
         cfg.max_output = n;
     } else if (name == "--default-timeout") {
         if (!number(86400 * 365, n)) return false;
@@ -513,6 +515,14 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
                 return ConfigStatus::Error;
             }
             value = argv[++i];
+            // "--reboot-cmd --journal-fsync": the value forgotten, the next
+            // option taken for it.  A value that starts with "--" is given
+            // as --flag=VALUE.
+            if (value.compare(0, 2, "--") == 0 && value.size() > 2) {
+                error = name + " needs a value (got the option '" + value +
+                        "'; write " + name + "=VALUE for a value starting with --)";
+                return ConfigStatus::Error;
+            }
         }
         if (name == "--config") continue;  // applied above
         if (!apply_flag(name, value, cfg, password_file, work_dir_set, error))

@@ -42,7 +42,10 @@ int main(int argc, char** argv) {
         std::fputs(output.c_str(), stdout);
         return 0;
     case ur::ConfigStatus::Error:
-        std::fprintf(stderr, "ur-agent: %s\n\n%s", error.c_str(), ur::usage_text().c_str());
+        // One line an operator can act on, kept in view by systemctl status
+        // (the whole usage pushed it out of the last ten lines).
+        std::fprintf(stderr, "ur-agent: %s\nusage: ur-agent [OPTIONS]; ur-agent --help lists them\n",
+                     error.c_str());
         return 2;
     case ur::ConfigStatus::Ok:
         break;

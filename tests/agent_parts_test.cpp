@@ -74,6 +74,25 @@ TEST_CASE("config: flags override the environment") {
     CHECK(cfg.work_dir == "/s/.ur-agent-work");
     CHECK(cfg.log_level == log::Level::Debug);
 
+    // Blanks around a list's entries are no part of them (the second of
+    // "a:1, b:2" was the host " b", never resolved).
+    Config cb;
+    REQUIRE(parse({"--broker", " a:1 ,\tb:2 "}, env, cb, err) == ConfigStatus::Ok);
+    REQUIRE(cb.brokers.size() == 2);
+    CHECK(cb.brokers[0].host == "a");
+    CHECK(cb.brokers[1].host == "b");
+    CHECK(cb.brokers[1].port == 2);
+    CHECK(parse({"--broker", "a, ,b"}, env, cb, err) == ConfigStatus::Error);
+    // A flag missing its value does not take the next option for it.
+    Config cv;
+    CHECK(parse({"--reboot-cmd", "--journal-fsync"}, env, cv, err) == ConfigStatus::Error);
+    CHECK(err.find("--reboot-cmd needs a value (got the option '--journal-fsync'") == 0);
+    REQUIRE(parse({"--reboot-cmd=--odd", "--login", "-"}, env, cv, err) == ConfigStatus::Ok);
+    CHECK(cv.reboot_cmd == "--odd");
+    CHECK(cv.login == "-");
+    CHECK(parse({"--max-output", "10"}, env, cv, err) == ConfigStatus::Error);
+    CHECK(err == "--max-output: expected a whole number from 1024 to 4294967296, got '10'");
+
     Config c2;
     REQUIRE(parse({"--start-retry", "0"}, env, c2, err) == ConfigStatus::Ok);
     CHECK(c2.start_retry_s == 0);

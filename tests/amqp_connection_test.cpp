@@ -209,6 +209,25 @@ TEST_CASE("connection: a server speaking another protocol version") {
     CHECK(e.close_reason == CloseReason::ProtocolError);
 }
 
+TEST_CASE("connection: a server that speaks no AMQP at all is quoted, not 'unknown frame type 83'") {
+    auto first_words = [](const std::string& bytes) {
+        Connection c(options());
+        c.start(0);
+        feed(c, bytes);
+        Event e;
+        REQUIRE(c.next_event(e));
+        CHECK(e.kind == EventKind::Closed);
+        CHECK(e.close_reason == CloseReason::ProtocolError);
+        return e.text;
+    };
+    CHECK(first_words("SSH-2.0-OpenSSH_9.2\r\n") ==
+          "not an AMQP 0-9-1 server (it sent \"SSH-2.0-OpenSSH_9.2\\x0d\\x0a\")");
+    CHECK(first_words("HTTP/1.0 400 Bad Request\r\nServer: SimpleHTTP/0.6 Python/3.11.2\r\n") ==
+          "not an AMQP 0-9-1 server (it sent \"HTTP/1.0 400 Bad Request\\x0d\\x0aServer: ...\")");
+    CHECK(first_words(std::string("\x15\x03\x03\x00\x02\x02\x46", 7)) ==  // a TLS alert
+          "not an AMQP 0-9-1 server (it sent \"\\x15\\x03\\x03\\x00\\x02\\x02F\")");
+}
+
 TEST_CASE("connection: server connection.close -> close-ok and Closed(ClosedByPeer)") {
     Connection c(options());
     open_connection(c);
