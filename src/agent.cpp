@@ -83,8 +83,10 @@ uint64_t Backoff::next(uint32_t random) {
     if (d > cap_) d = cap_;
     if (attempt_ < 64) ++attempt_;
     // Jitter: between 75% and 125% of the delay, so a fleet that lost its
-    // broker at once does not come back in lockstep.
-    return d * 3 / 4 + (d / 2 ? random % (d / 2 + 1) : 0);
+    // broker at once does not come back in lockstep; never past the cap
+    // (documented as the longest wait).
+    uint64_t lo = d * 3 / 4, hi = std::min(d + d / 4, cap_);
+    return hi > lo ? lo + random % (hi - lo + 1) : lo;
 }
 
 Agent::Agent(Config cfg)
@@ -1142,8 +1144,10 @@ bool Agent::start_job(Queued& q, uint64_t now) {
         q.req.args = std::move(spec.args);
         q.req.env = std::move(spec.env);
         if (!q.short_since_ms) q.short_since_ms = now;
-        if (!starts_short_since_) {
-            starts_short_since_ = now;
+        if (!starts_short_since_) starts_short_since_ = now;
+        if (!short_warned_ && (!short_warned_at_ || now - short_warned_at_ >= 60000)) {
+            short_warned_ = true;
+            short_warned_at_ = now;
             log::warn("cannot start scripts for now; each waits and is tried again",
                       {{"error", field(why)},
                        {"retry_s", json::Value(int64_t(cfg_.start_retry_s))},
@@ -1154,7 +1158,9 @@ bool Agent::start_job(Queued& q, uint64_t now) {
     }
     if (starts_short_since_ && may_wait) {
         // Not a request given up on (answered 126): scripts start again.
-        log::info("starting scripts again", {{"waited_ms", json::Value(int64_t(now - starts_short_since_))}});
+        if (short_warned_)
+            log::info("starting scripts again", {{"waited_ms", json::Value(int64_t(now - starts_short_since_))}});
+        short_warned_ = false;
         starts_short_since_ = 0;
         start_backoff_.reset();
     }

@@ -209,6 +209,8 @@ private:
     uint64_t start_retry_at_ = 0;
     Backoff start_backoff_{50, 1000};
     uint64_t starts_short_since_ = 0;  // for the log: 0 = scripts start
+    uint64_t short_warned_at_ = 0;     // warned at most once a minute (fds short by one per script)
+    bool short_warned_ = false;        // this shortage was warned: say when it ends
 
     // Sysinfo
     std::vector<SysinfoWaiter> sysinfo_waiters_;
