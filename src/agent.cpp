@@ -45,6 +45,10 @@ const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) c
 // Replies that may reach a client that has only just connected wait this
 // long after the request arrived: see answer_broadcast(), first_ping_from().
 const uint64_t kFreshClientReplyDelayMs = 100;
+const uint64_t kSysinfoTimeoutMs = 120000;  // --sysinfo-cmd is killed past it
+// A discover waits this long for a fresh sysinfo, then gets the one read
+// last: a hung sysinfo command must not hide the node from discovers.
+const uint64_t kBroadcastFreshWaitMs = 2000;
 const uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
 const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
 const uint64_t kCloseGraceMs = 5000;
@@ -413,6 +417,9 @@ uint64_t Agent::next_deadline() const {
     if (!queued_.empty() && cfg_.max_queue_wait_s)
         at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
     if (!queued_.empty()) at(start_retry_at_);
+    if (sysinfo_running_ && have_identity_)
+        for (const auto& w : sysinfo_waiters_)
+            if (w.why == SysinfoWaiter::Why::Broadcast) at(w.received_ms + kBroadcastFreshWaitMs);
     if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
     if (stopping_ && !children_killed_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000);
     return d;
@@ -501,6 +508,7 @@ void Agent::loop_once() {
     if (sysinfo_next_at_ && now >= sysinfo_next_at_) send_sysinfo_heartbeat(now);
     if (reboot_pending_ && now >= reboot_at_) reboot(now);
 
+    answer_late_broadcasts(now);
     release_held(now);
     start_queued(now);
     expire_queued(now);
@@ -1219,7 +1227,11 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
         bool ok = r.exit_status == 0 && !r.timed_out;
         std::string error;
         if (!ok) {
-            error = cfg_.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
+            error = r.timed_out ? cfg_.sysinfo_cmd + " did not finish within " +
+                                      std::to_string(kSysinfoTimeoutMs / 1000) + " s (killed)"
+                    : r.out.truncated || r.err.truncated
+                        ? cfg_.sysinfo_cmd + " printed more than 16 MiB (stopped)"
+                        : cfg_.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
             std::string e = json::string_from_bytes(r.err.data.substr(0, 300));
             if (!e.empty()) error += ": " + e;
         }
@@ -1431,13 +1443,38 @@ void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
     spec.id = std::string(kSysinfoJob) + std::to_string(++job_counter_);
     spec.kind = JobSpec::Kind::File;
     spec.script = cfg_.sysinfo_cmd;
-    spec.timeout_ms = 120000;
+    spec.timeout_ms = kSysinfoTimeoutMs;
     spec.max_output = 16u << 20;
+    spec.stop_past_cap = true;  // a command printing without end would spin for 120 s
     sysinfo_running_ = true;
     sup_.start(std::move(spec), now);
 }
 
+// Discovers kept waiting by a sysinfo command that has not finished in
+// kBroadcastFreshWaitMs are answered with the sysinfo read last (said once
+// per run of the command).
+void Agent::answer_late_broadcasts(uint64_t now) {
+    if (!sysinfo_running_ || !have_identity_ || sysinfo_waiters_.empty()) return;
+    std::string body;
+    for (auto it = sysinfo_waiters_.begin(); it != sysinfo_waiters_.end();) {
+        if (it->why != SysinfoWaiter::Why::Broadcast || now - it->received_ms < kBroadcastFreshWaitMs) {
+            ++it;
+            continue;
+        }
+        if (body.empty()) body = json::write(sysinfo_);
+        if (!sysinfo_slow_said_) {
+            sysinfo_slow_said_ = true;
+            log::warn("the sysinfo command is slow; answering discovers with the sysinfo read last",
+                      {{"command", field(cfg_.sysinfo_cmd)},
+                       {"waited_ms", json::Value(int64_t(now - it->received_ms))}});
+        }
+        answer_broadcast(*it, body, now);
+        it = sysinfo_waiters_.erase(it);
+    }
+}
+
 void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read_error, uint64_t now) {
+    sysinfo_slow_said_ = false;
     json::Value v;
     Identity id;
     std::string error = read_error;

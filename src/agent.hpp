@@ -109,6 +109,7 @@ private:
     bool start_job(Queued& q, uint64_t now);
     void release_held(uint64_t now);
     void stop_consuming();
+    void answer_late_broadcasts(uint64_t now);
     // Replies the agent still owes that must survive reconnects.
     bool owes_replies() const { return outbox_.has_kept() || !held_.empty(); }
     void ack_later(uint64_t delivery_tag);
@@ -215,6 +216,7 @@ private:
     // Sysinfo
     std::vector<SysinfoWaiter> sysinfo_waiters_;
     bool sysinfo_running_ = false;
+    bool sysinfo_slow_said_ = false;  // answer_late_broadcasts() warned during this run
     Backoff sysinfo_backoff_{1000, 60000};
     uint64_t sysinfo_retry_at_ = 0;     // boot-time retry
     uint64_t sysinfo_next_at_ = 0;      // next heartbeat, 0 = stopped

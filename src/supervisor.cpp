@@ -112,6 +112,7 @@ struct Supervisor::Job {
     bool status_lost = false;   // someone else reaped our child (ECHILD)
     int wait_status = 0;
     bool timed_out = false;
+    bool overflowed = false;    // stopped for printing past its cap (JobSpec::stop_past_cap)
     bool signalled = false;     // we sent a signal to the group
     int signal_sent = 0;        // SIGTERM or SIGKILL sent before it was reaped (SIGKILL wins)
     bool killed = false;        // ... and it was SIGKILL
@@ -269,6 +270,13 @@ void Supervisor::handle(const std::vector<pollfd>& fds, uint64_t now_ms) {
                 break;
             } else {
                 continue;
+            }
+            if (job.spec.stop_past_cap && !job.overflowed && !job.reaped &&
+                std::max(job.out.total(), job.err.total()) > job.spec.max_output) {
+                // Output it cannot use: end it now, not at its timeout.
+                job.overflowed = true;
+                signal_group(job, SIGTERM);
+                job.kill_at = std::min(job.kill_at, add_ms(now_ms, opt_.kill_grace_ms));
             }
             finish_if_complete(job, now_ms);
             break;
@@ -441,8 +449,11 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     int st = job.wait_status;
     // Why the agent stopped it, said on stderr too: urclient and
     // sdc-oneachnode show exit_status and stderr, not timed_out.
-    const std::string stopped = job.timed_out ? "timed out after " + seconds_text(job.spec.timeout_ms)
-                                              : "stopped by the agent (shutting down)";
+    const std::string stopped =
+        job.overflowed  ? "stopped by the agent: it printed more than " +
+                             std::to_string(job.spec.max_output) + " bytes"
+        : job.timed_out ? "timed out after " + seconds_text(job.spec.timeout_ms)
+                        : "stopped by the agent (shutting down)";
     if (job.abandoned) {
         r.exit_status = 1;
         append_note_line(r.err, "ur-agent: process " + std::to_string(job.pid) +

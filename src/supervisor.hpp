@@ -68,6 +68,7 @@ struct JobSpec {
     size_t max_output = 5u << 20;         // per stream cap on bytes kept
     bool json_output = false;             // capture as JSON-escaped UTF-8 (StreamCapture::escaped)
     uint64_t retried_ms = 0;              // tried again this long for want of resources (try_start)
+    bool stop_past_cap = false;           // SIGTERM it once a stream passes max_output (sysinfo)
 };
 
 struct JobResult {

@@ -103,6 +103,48 @@ class Startup(AgentTestCase):
         r = self.client.execute(info["UUID"], "#!/bin/sh\necho cmd\n", env={})
         self.assertReply(r, 0, "cmd\n")
 
+    def sysinfo_cmd_agent(self, then):
+        """An agent whose --sysinfo-cmd prints its sysinfo until the file
+        it returns exists, then runs the shell text `then` instead."""
+        info = make_sysinfo()
+        src, flag, cmd = self.path("si.json"), self.path("si.flag"), self.path("si.sh")
+        with open(src, "w") as f:
+            json.dump(info, f)
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\nif [ -e %s ]; then %s; fi\n/bin/cat %s\n" % (flag, then, src))
+        os.chmod(cmd, 0o755)
+        a = self.start_agent(sysinfo=info, sysinfo_cmd=cmd)
+        return a, flag
+
+    def test_a_hung_sysinfo_command_does_not_hide_the_node_from_discovers(self):
+        # Each discover waits for a fresh sysinfo: with the command hung,
+        # the node was missing from every discover for 120 s at a time.
+        # After 2 s it is answered with the sysinfo read last, said once.
+        a, flag = self.sysinfo_cmd_agent("exec /bin/sleep 300")
+        open(flag, "w").close()
+        found = self.client.discover(4.0)
+        self.assertIn(a.uuid, found)
+        self.assertEqual(found[a.uuid]["UUID"], a.uuid)
+        rec = a.wait_log(lambda rec: rec.get("msg", "").startswith("the sysinfo command is slow"),
+                         what="the slow command logged")
+        self.assertEqual(rec.get("level"), 40)
+        self.assertIn(a.uuid, self.client.discover(4.0))
+        self.assertEqual(a.count_log("the sysinfo command is slow; answering discovers with the "
+                                     "sysinfo read last"), 1)
+
+    def test_a_sysinfo_command_that_prints_without_end_is_stopped(self):
+        # It ran at full speed until its 120 s timeout, the agent draining
+        # it at 100% CPU, and then again at the next read.
+        a, flag = self.sysinfo_cmd_agent("exec /usr/bin/yes '{\"UUID\": \"x\"}'")
+        open(flag, "w").close()
+        t0 = time.monotonic()
+        self.client.discover(0.5)
+        rec = a.wait_log(lambda rec: rec.get("msg") == "cannot read sysinfo",
+                         what="the endless command stopped")
+        self.assertLess(time.monotonic() - t0, 15)
+        self.assertIn("printed more than 16 MiB (stopped)", rec.get("error", ""))
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho on\n", env={}), 0, "on\n")
+
     def test_sysinfo_without_uuid_waits_and_retries(self):
         info = make_sysinfo()
         uuid = info.pop("UUID")
