@@ -392,14 +392,20 @@ TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight 
     CHECK(box.bytes() == 45);
 }
 
-TEST_CASE("outbox: past the bound replies are cut (new one first, then the oldest) before any is dropped") {
-    Outbox box(1000);
+namespace {
+// An outbox of 1000 bytes whose cutter records each cut as "key@limit".
+struct CuttingBox {
+    Outbox box{1000};
     std::vector<OutMessage> dropped;
     std::vector<std::string> cuts;
-    auto cutter = [&](const OutMessage& m, uint64_t limit) {
+    Outbox::Cutter cutter = [this](const OutMessage& m, uint64_t limit) {
         cuts.push_back(m.routing_key + "@" + std::to_string(limit));
         return std::string(size_t(limit), 'c');  // fit_reply gives at most limit
     };
+};
+}  // namespace
+
+TEST_CASE_FIXTURE(CuttingBox, "outbox: past the bound replies are cut (new one first, then the oldest) before any is dropped") {
     auto reply = [&](const char* key, size_t size) {
         OutMessage m = msg(key, size);
         m.cuttable = true;
@@ -440,14 +446,7 @@ TEST_CASE("outbox: past the bound replies are cut (new one first, then the oldes
     CHECK(box.in_flight() == 5);
 }
 
-TEST_CASE("outbox: a whole reply (a script's, which waited for room) is never cut or dropped") {
-    Outbox box(1000);
-    std::vector<OutMessage> dropped;
-    std::vector<std::string> cuts;
-    auto cutter = [&](const OutMessage& m, uint64_t limit) {
-        cuts.push_back(m.routing_key + "@" + std::to_string(limit));
-        return std::string(size_t(limit), 'c');
-    };
+TEST_CASE_FIXTURE(CuttingBox, "outbox: a whole reply (a script's, which waited for room) is never cut or dropped") {
     auto add = [&](const char* key, size_t size, bool whole) {
         OutMessage m = msg(key, size);
         m.cuttable = true;
