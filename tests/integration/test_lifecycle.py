@@ -114,6 +114,9 @@ class Startup(AgentTestCase):
             f.write("#!/bin/sh\nif [ -e %s ]; then %s; fi\n/bin/cat %s\n" % (flag, then, src))
         os.chmod(cmd, 0o755)
         a = self.start_agent(sysinfo=info, sysinfo_cmd=cmd)
+        # The read made on connecting is done (its ur.sysinfo is out): the
+        # next read is one the test makes, after the flag.
+        self.client.wait_sysinfo(a.uuid)
         return a, flag
 
     def test_a_hung_sysinfo_command_does_not_hide_the_node_from_discovers(self):
