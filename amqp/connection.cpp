@@ -230,7 +230,8 @@ void Connection::feed(const char* data, size_t n, uint64_t now_ms) {
         // Not a frame at all (an SSH banner, an HTTP reply, TLS): say what
         // came, not "unknown frame type 83".
         std::string seen;
-        for (size_t i = 0; i < n && seen.size() < 40; ++i) {
+        size_t i = 0;
+        for (; i < n && seen.size() < 40; ++i) {
             unsigned char c = static_cast<unsigned char>(data[i]);
             if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') seen += char(c);
             else {
@@ -240,7 +241,7 @@ void Connection::feed(const char* data, size_t n, uint64_t now_ms) {
             }
         }
         protocol_error(kFrameError,
-                       "not an AMQP 0-9-1 server (it sent \"" + seen + (n > 40 ? "...\")" : "\")"));
+                       "not an AMQP 0-9-1 server (it sent \"" + seen + (i < n ? "...\")" : "\")"));
         return;
     }
     while (state_ != State::Closed) {

@@ -383,7 +383,9 @@ void Agent::warn_memory_limit() {
     // --max-output); the replies kept for the broker, unsent and in flight;
     // the requests waiting for a slot (the prefetch: as many as slots) and
     // one being parsed (JSON takes a few times its text); the agent itself.
-    unsigned long long worst = uint64_t(cfg_.max_concurrency) * 2 * (cfg_.max_output + (64u << 10)) +
+    const uint64_t per_slot = std::max<uint64_t>(2 * (cfg_.max_output + (64u << 10)),  // captures
+                                                 2 * (cfg_.max_output + (320u << 10)) + 4096);  // its reply
+    unsigned long long worst = uint64_t(cfg_.max_concurrency) * per_slot +
                                3 * cfg_.max_output + 2 * pending_bound(cfg_) +
                                uint64_t(cfg_.max_concurrency) * kMaxRequestBytes +
                                4 * kMaxRequestBytes + (16u << 20);
@@ -1114,9 +1116,13 @@ void Agent::expire_queued(uint64_t now) {
     while (!queued_.empty() && now - queued_.front().received_ms >= limit) {
         Queued q = std::move(queued_.front());
         queued_.pop_front();
-        answer_not_run(q, "it waited " + std::to_string(cfg_.max_queue_wait_s) +
-                              " s for one of the " + std::to_string(cfg_.max_concurrency) +
-                              " script slots (--max-concurrency; --max-queue-wait)",
+        answer_not_run(q, q.short_since_ms
+                              ? "it could not be started for want of processes, memory or file "
+                                "descriptors and waited " + std::to_string(cfg_.max_queue_wait_s) +
+                                    " s (--max-queue-wait)"
+                              : "it waited " + std::to_string(cfg_.max_queue_wait_s) +
+                                    " s for one of the " + std::to_string(cfg_.max_concurrency) +
+                                    " script slots (--max-concurrency; --max-queue-wait)",
                        now);
         ack_later(q.delivery_tag);
     }
@@ -1138,34 +1144,47 @@ bool Agent::start_job(Queued& q, uint64_t now) {
     std::string id = spec.id;
     // Short of processes (a fork bomb at the process limit), memory or
     // fds, the request waits at the front of the queue, tried again with
-    // backoff, for up to --start-retry; then it is answered 126 with why.
+    // backoff, for up to --start-retry counted from the start of the
+    // shortage (not from each request's turn: the last of N waiting ones
+    // waited N times as long); then it is answered 126 with why.
     uint64_t retry_ms = uint64_t(cfg_.start_retry_s) * 1000;
-    spec.retried_ms = q.short_since_ms ? now - q.short_since_ms : 0;
+    uint64_t short_since = q.short_since_ms;
+    if (starts_short_since_ && (!short_since || starts_short_since_ < short_since))
+        short_since = starts_short_since_;
+    spec.retried_ms = short_since ? now - short_since : 0;
     const bool may_wait = retry_ms > 0 && spec.retried_ms < retry_ms;
     std::string why;
-    Supervisor::Start started = may_wait ? sup_.try_start(spec, now, why)
-                                         : (sup_.start(std::move(spec), now) ? Supervisor::Start::Started
-                                                                            : Supervisor::Start::DuplicateId);
+    Supervisor::Start started = retry_ms > 0 ? sup_.try_start(spec, now, why)
+                                             : (sup_.start(std::move(spec), now) ? Supervisor::Start::Started
+                                                                                : Supervisor::Start::DuplicateId);
     if (started == Supervisor::Start::Short) {
-        // Given back untouched, to be tried again.
-        q.req.script = std::move(spec.script);
-        q.req.args = std::move(spec.args);
-        q.req.env = std::move(spec.env);
         if (!q.short_since_ms) q.short_since_ms = now;
         if (!starts_short_since_) starts_short_since_ = now;
-        if (!short_warned_ && (!short_warned_at_ || now - short_warned_at_ >= 60000)) {
-            short_warned_ = true;
-            short_warned_at_ = now;
-            log::warn("cannot start scripts for now; each waits and is tried again",
-                      {{"error", field(why)},
-                       {"retry_s", json::Value(int64_t(cfg_.start_retry_s))},
-                       {"req_id", field(q.req.req_id)}});
+        if (!may_wait) {
+            // Waited long enough in this shortage: answered 126 (start()
+            // makes that result, saying how long it was tried).
+            started = sup_.start(std::move(spec), now) ? Supervisor::Start::Started
+                                                       : Supervisor::Start::DuplicateId;
+        } else {
+            // Given back untouched, to be tried again.
+            q.req.script = std::move(spec.script);
+            q.req.args = std::move(spec.args);
+            q.req.env = std::move(spec.env);
+            if (!short_warned_ && (!short_warned_at_ || now - short_warned_at_ >= 60000)) {
+                short_warned_ = true;
+                short_warned_at_ = now;
+                log::warn("cannot start scripts for now; each waits and is tried again",
+                          {{"error", field(why)},
+                           {"retry_s", json::Value(int64_t(cfg_.start_retry_s))},
+                           {"req_id", field(q.req.req_id)}});
+            }
+            // Not past the end of the wait: the 126 then says how long it was.
+            start_retry_at_ = std::min(now + start_backoff_.next(random32()),
+                                       std::min(q.short_since_ms, starts_short_since_) + retry_ms);
+            return false;
         }
-        start_retry_at_ = now + start_backoff_.next(random32());
-        return false;
-    }
-    if (starts_short_since_ && may_wait) {
-        // Not a request given up on (answered 126): scripts start again.
+    } else if (starts_short_since_) {
+        // Made (or failed for a reason of its own): the shortage is over.
         if (short_warned_)
             log::info("starting scripts again", {{"waited_ms", json::Value(int64_t(now - starts_short_since_))}});
         short_warned_ = false;
@@ -1317,7 +1336,9 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
         log::info("script exited 113: rebooting once the reply is confirmed",
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
-        reboot_at_ = now + kRebootGraceMs;
+        // The grace runs from when the reply may go out: one held for room
+        // (held_) has not even been published yet.
+        reboot_at_ = held_.empty() ? now + kRebootGraceMs : UINT64_MAX;
     }
 }
 
@@ -1326,6 +1347,7 @@ void Agent::release_held(uint64_t now) {
         OutMessage m = std::move(held_.front());
         held_.pop_front();
         --request_jobs_;
+        if (m.reboot_after && reboot_pending_) reboot_at_ = now + kRebootGraceMs;
         enqueue(std::move(m), now);
     }
 }
@@ -1602,6 +1624,12 @@ void Agent::begin_shutdown(uint64_t now) {
     // left to the queue's end unanswered: see stop_consuming().
     for (const Queued& q : queued_) ack_later(q.delivery_tag);
     answer_queued("the agent is shutting down", now);
+    // Discovers waiting for a sysinfo read are not answered either.
+    sysinfo_waiters_.erase(std::remove_if(sysinfo_waiters_.begin(), sysinfo_waiters_.end(),
+                                          [](const SysinfoWaiter& w) {
+                                              return w.why == SysinfoWaiter::Why::Broadcast;
+                                          }),
+                           sysinfo_waiters_.end());
     consumer_retry_at_ = 0;
     ping_retry_at_ = 0;
     sysinfo_next_at_ = 0;

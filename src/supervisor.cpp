@@ -190,8 +190,14 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
         // removed since (a script cleaning up after itself, a /tmp
         // cleaner), is made again here, so that fixing it (a read-only or
         // full file system) needs no restart.
-        if (!work_dir_.write_script(job->spec.script, job->script_path, error))
+        if (!work_dir_.write_script(job->spec.script, job->script_path, error)) {
+            if (short_why && resource_shortage(work_dir_.create_errno())) {
+                *short_why = error;
+                spec = std::move(job->spec);
+                return Start::Short;
+            }
             return not_started(126, "cannot write the script: " + error);
+        }
         job->exe = job->script_path;
     } else {
         job->exe = job->spec.script;
@@ -218,14 +224,14 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
         }
         std::string why = "cannot start " + display_name(job->spec) + ": " + error;
         if (job->spec.retried_ms > 0)
-            why += " (tried again for " + std::to_string((job->spec.retried_ms + 500) / 1000) + " s)";
+            why += " (the shortage has lasted " + std::to_string(job->spec.retried_ms / 1000) + " s)";
         return not_started(126, why);
     }
     // The child has what it needs: a big script's text or arguments need
     // not stay in memory while it runs.  Kept: the #! line and a searched
     // program's environment, for an exec failure's message (complete()).
     if (job->spec.kind == JobSpec::Kind::Script) {
-        size_t line = std::min<size_t>(job->spec.script.find('\n'), 512);
+        size_t line = std::min<size_t>(job->spec.script.find('\n'), 64 * 1024);
         if (line < job->spec.script.size()) std::string(job->spec.script, 0, line).swap(job->spec.script);
     }
     std::vector<std::string>().swap(job->spec.args);
@@ -497,6 +503,14 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             return json::write(json::Value(json::string_from_bytes(
                 json::shortened(std::string(interp), 64))));
         };
+        // EACCES is the interpreter's when it is a directory or not
+        // executable; otherwise the script file's own.
+        bool interp_is_dir = false;
+        auto interp_unusable = [&] {
+            std::string path(interp);
+            interp_is_dir = ::stat(path.c_str(), &sb) == 0 && S_ISDIR(sb.st_mode);
+            return interp_is_dir || ::access(path.c_str(), X_OK) != 0;
+        };
         const bool empty_shebang = job.spec.kind == JobSpec::Kind::Script && interp.empty() &&
                                    job.spec.script.compare(0, 2, "#!") == 0;
         if (empty_shebang) {
@@ -515,11 +529,15 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             why = std::string(std::strerror(EACCES)) + ": the script directory " +
                   json::write(json::Value(json::string_from_bytes(json::shortened(work_dir_.dir(), 256)))) +
                   " is on a file system mounted noexec (--work-dir)";
-        } else if (job.exec_errno == EACCES && !interp.empty()) {
+        } else if (job.exec_errno == EACCES && !interp.empty() && interp_unusable()) {
             why = "its interpreter " + quoted_interp() + ": " +
-                  (::stat(std::string(interp).c_str(), &sb) == 0 && S_ISDIR(sb.st_mode)
-                       ? std::strerror(EISDIR)
-                       : std::strerror(EACCES));
+                  std::strerror(interp_is_dir ? EISDIR : EACCES);
+        } else if (job.exec_errno == EACCES && job.spec.kind == JobSpec::Kind::Script) {
+            // The interpreter is runnable: the script file itself may not
+            // be (a noexec mount illumos does not report through statvfs,
+            // a security module).
+            why = std::string(std::strerror(EACCES)) +
+                  " (is the script directory on a file system mounted noexec? --work-dir)";
         } else if (searched(job.exe) && (job.exec_errno == ENOENT || job.exec_errno == EACCES)) {
             // Looked up in PATH, as execvp() does (spawn()).
             why = std::string(job.exec_errno == ENOENT ? "not found"

@@ -67,7 +67,7 @@ struct JobSpec {
     uint64_t timeout_ms = 0;              // 0 = none
     size_t max_output = 5u << 20;         // per stream cap on bytes kept
     bool json_output = false;             // capture as JSON-escaped UTF-8 (StreamCapture::escaped)
-    uint64_t retried_ms = 0;              // tried again this long for want of resources (try_start)
+    uint64_t retried_ms = 0;              // how long resources have been short (try_start), for the 126
     bool stop_past_cap = false;           // SIGTERM it once a stream passes max_output (sysinfo)
 };
 

@@ -412,15 +412,27 @@ std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
         // are), as much as fits: escaping can make text up to six times
         // longer, so start from what fits unescaped and shrink until the
         // whole reply does, down to a sixteenth of the limit per stream.
-        const json::Value original = v;
+        // The streams moved out once (no copy of the whole reply kept
+        // around: it may be as large as the broker's limit and more).
+        std::string texts[2];
+        bool have[2] = {false, false};
+        const char* const names[2] = {"stdout", "stderr"};
+        for (int k = 0; k < 2; ++k) {
+            json::Value* s = v.find(names[k]);
+            if (!s || !s->is_string()) continue;
+            texts[k] = std::move(s->as_string());
+            have[k] = true;
+        }
         size_t keep = size_t(limit / 2);
         for (int attempt = 0; attempt < 8; ++attempt) {
-            v = original;
-            for (const std::string name : {"stdout", "stderr"}) {
-                const json::Value* s = v.find(name);
-                if (!s || !s->is_string() || s->as_string().size() <= keep) continue;
-                // set() may move the members: copy out, then set.
-                const std::string text = s->as_string();
+            for (int k = 0; k < 2; ++k) {
+                if (!have[k]) continue;
+                const std::string name = names[k];
+                const std::string& text = texts[k];
+                if (text.size() <= keep) {
+                    v.set(name, json::Value(text));
+                    continue;
+                }
                 const size_t tail_want = std::min<size_t>(keep / 4, 64 * 1024);
                 std::string cut = text.substr(0, json::valid_utf8_prefix(
                                                      std::string_view(text).substr(0, keep - tail_want)));

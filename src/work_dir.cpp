@@ -167,6 +167,7 @@ bool WorkDir::still_ours() const {
 }
 
 bool WorkDir::write_script(const std::string& text, std::string& path, std::string& error) {
+    create_errno_ = 0;
     if (dir_.empty()) {
         error = "work_dir is not set";
         return false;
@@ -192,6 +193,7 @@ bool WorkDir::write_script(const std::string& text, std::string& path, std::stri
     }
     std::string made = dir_ + "/" + name;
     if (fd < 0) {
+        create_errno_ = errno;
         error = sys_error("cannot create a script file in " + dir_, errno);
         return false;
     }

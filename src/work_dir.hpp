@@ -47,6 +47,9 @@ public:
     // closes it; sets `path` (dir + "/" + name).  On failure removes any
     // partial file and returns false with a reason in `error`.
     bool write_script(const std::string& text, std::string& path, std::string& error);
+    // The errno of write_script()'s last failure to create the file (0 if
+    // it failed otherwise): EMFILE/ENFILE pass by themselves.
+    int create_errno() const { return create_errno_; }
 
     // Removes a file write_script() made, in the held directory (unlinkat):
     // never through a path that may lead elsewhere by now.
@@ -61,6 +64,7 @@ private:
     std::string base_;  // the directory asked for; fresh ones are BASE.XXXXXX
     std::string dir_;   // the one in use
     int fd_ = -1;
+    int create_errno_ = 0;
     uint64_t dev_ = 0, ino_ = 0;
     uint64_t rng_ = 0;
 };

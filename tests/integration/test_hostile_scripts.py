@@ -331,47 +331,74 @@ class HostileScripts(AgentTestCase):
             self.skipTest("needs root, setpriv and prlimit, and no wrapper")
         nobody = 65534
         as_nobody = ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % nobody, "--clear-groups"]
-        hog = subprocess.Popen(as_nobody + ["/bin/sh", "-c",
-                                            "for i in $(seq 30); do /bin/sleep 300 & done; wait"],
-                               start_new_session=True)
+        hogs = []
+
+        # The shell reaps its sleepers itself when told to stop: killed
+        # orphans would stay zombies, counted against the limit, until this
+        # machine's process 1 gets round to them.
+        hog_sh = ("pids=; for i in $(seq 30); do /bin/sleep 300 & pids=\"$pids $!\"; done; "
+                  "trap '/bin/kill $pids; wait; exit 0' TERM; wait")
+
+        def start_hog():
+            hogs.append(subprocess.Popen(as_nobody + ["/bin/sh", "-c", hog_sh],
+                                         start_new_session=True))
+            wait_until(lambda: uid_processes(nobody) >= 31, what="nobody's 30 sleepers")
 
         def stop_hog():
-            try:
-                os.killpg(hog.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            hog.wait()
+            while hogs:
+                hog = hogs.pop()
+                hog.terminate()
+                try:
+                    hog.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(hog.pid, signal.SIGKILL)
+                    hog.wait()
+            wait_until(lambda: uid_processes(nobody) <= 1, what="nobody's sleepers gone")
         self.addCleanup(stop_hog)
-        wait_until(lambda: uid_processes(nobody) >= 31, what="nobody's 30 sleepers")
         os.chmod(self.tmp, 0o755)  # for nobody: its sysinfo file
         state = os.path.join(self.tmp, "nobody-state")
         os.mkdir(state, 0o700)
         os.chown(state, nobody, nobody)
         a = self.start_agent(name="nproc", state_dir=state, args=["--start-retry", "4"],
                              prefix=as_nobody + ["prlimit", "--nproc=20", "--"])
+        script = "#!/bin/sh\necho ran\n"
 
-        t0 = time.monotonic()
-        r = self.client.execute(a.uuid, "#!/bin/sh\necho ran\n", env={})
-        waited = time.monotonic() - t0
-        self.assertEqual(r["exit_status"], 126, r)
-        # Tried again up to 1 s apart: given up between 4 and 5.5 s.
-        self.assertRegex(r["stderr"], r"fork: Resource temporarily unavailable \(tried again for [45] s\)")
-        self.assertGreater(waited, 3.5)
+        # Short for a while: it waits, and runs once processes come back.
+        start_hog()
+        req = self.client.send_execute(a.uuid, script, env={})
         rec = a.wait_log(lambda rec: rec.get("msg", "").startswith("cannot start scripts for now"),
                          what="the wait logged")
         self.assertEqual(rec.get("level"), 40)
         self.assertEqual(rec.get("error"), "fork: Resource temporarily unavailable")
-
-        req = self.client.send_execute(a.uuid, "#!/bin/sh\necho ran\n", env={})
-        a.wait_log(lambda rec: rec.get("msg") == "execute request" and rec.get("req_id") == req,
-                   what="the second request received")
         key = "ur.execute-reply.%s.%s" % (a.uuid, req)
-        self.assertEqual(self.client.collect(lambda m: m.routing_key == key, 0.5), [],
+        self.assertEqual(self.client.collect(lambda m: m.routing_key == key, 1.0), [],
                          "answered while nobody could fork")
         stop_hog()
         self.assertReply(self.client.wait_reply(a.uuid, req), 0, "ran\n")
         a.wait_log(lambda rec: rec.get("msg") == "starting scripts again",
                    what="the end of the wait logged")
+
+        # Short for longer than --start-retry: answered 126 with why.  Three
+        # at once all within it (the wait counts from the start of the
+        # shortage, not from each one's turn: the third waited three times
+        # as long), and one sent later, the shortage still on, at once.
+        start_hog()
+        t0 = time.monotonic()
+        reqs = [self.client.send_execute(a.uuid, script, env={}) for _ in range(3)]
+        replies = [self.client.wait_reply(a.uuid, r) for r in reqs]
+        took = time.monotonic() - t0
+        for r in replies:
+            self.assertEqual(r["exit_status"], 126, r)
+            self.assertRegex(r["stderr"], r"^ur-agent: cannot start the script: fork: Resource "
+                             r"temporarily unavailable \(the shortage has lasted [45] s\)\n$")
+        self.assertGreater(took, 3.5)
+        self.assertLess(took, 7.5, "the waits added up")
+        t0 = time.monotonic()
+        late = self.client.execute(a.uuid, script, env={})
+        self.assertEqual(late["exit_status"], 126, late)
+        self.assertLess(time.monotonic() - t0, 2.5)
+        stop_hog()
+        self.assertReply(self.client.execute(a.uuid, script, env={}), 0, "ran\n")
 
     def test_a_work_dir_on_a_noexec_mount_is_said_at_start_and_in_each_reply(self):
         # /tmp mounted noexec (common hardening) made every script fail with
