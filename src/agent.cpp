@@ -43,7 +43,7 @@ const char kPingTag[] = "ur-ping";
 const char kSysinfoJob[] = ".sysinfo";  // internal job ids start with '.', which
 const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) cannot
 // Replies that may reach a client that has only just connected wait this
-// long after the request arrived: see answer_broadcast(), first_ping_from().
+// long after the request arrived: see answer_broadcast(), ping_reply_due().
 const uint64_t kFreshClientReplyDelayMs = 100;
 const uint64_t kSysinfoTimeoutMs = 120000;  // --sysinfo-cmd is killed past it
 // A discover waits this long for a fresh sysinfo, then gets the one read
@@ -1116,7 +1116,7 @@ void Agent::expire_queued(uint64_t now) {
     while (!queued_.empty() && now - queued_.front().received_ms >= limit) {
         Queued q = std::move(queued_.front());
         queued_.pop_front();
-        answer_not_run(q, q.short_since_ms
+        answer_not_run(q, q.was_short
                               ? "it could not be started for want of processes, memory or file "
                                 "descriptors and waited " + std::to_string(cfg_.max_queue_wait_s) +
                                     " s (--max-queue-wait)"
@@ -1147,18 +1147,17 @@ bool Agent::start_job(Queued& q, uint64_t now) {
     // backoff, for up to --start-retry counted from the start of the
     // shortage (not from each request's turn: the last of N waiting ones
     // waited N times as long); then it is answered 126 with why.
+    // (Only the request at the head of the queue is tried, so the
+    // shortage began at or before its own first failure.)
     uint64_t retry_ms = uint64_t(cfg_.start_retry_s) * 1000;
-    uint64_t short_since = q.short_since_ms;
-    if (starts_short_since_ && (!short_since || starts_short_since_ < short_since))
-        short_since = starts_short_since_;
-    spec.retried_ms = short_since ? now - short_since : 0;
+    spec.retried_ms = starts_short_since_ ? now - starts_short_since_ : 0;
     const bool may_wait = retry_ms > 0 && spec.retried_ms < retry_ms;
     std::string why;
     Supervisor::Start started = retry_ms > 0 ? sup_.try_start(spec, now, why)
                                              : (sup_.start(std::move(spec), now) ? Supervisor::Start::Started
                                                                                 : Supervisor::Start::DuplicateId);
     if (started == Supervisor::Start::Short) {
-        if (!q.short_since_ms) q.short_since_ms = now;
+        q.was_short = true;
         if (!starts_short_since_) starts_short_since_ = now;
         if (!may_wait) {
             // Waited long enough in this shortage: answered 126 (start()
@@ -1180,7 +1179,7 @@ bool Agent::start_job(Queued& q, uint64_t now) {
             }
             // Not past the end of the wait: the 126 then says how long it was.
             start_retry_at_ = std::min(now + start_backoff_.next(random32()),
-                                       std::min(q.short_since_ms, starts_short_since_) + retry_ms);
+                                       starts_short_since_ + retry_ms);
             return false;
         }
     } else if (starts_short_since_) {
@@ -1321,27 +1320,25 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     m.journal_key = run.journal_key;
     m.reboot_after = reboot;
     m.whole = true;
-    if (held_.empty() && (m.body.size() <= outbox_.room() || outbox_.empty())) {
-        --request_jobs_;
-        enqueue(std::move(m), now);
-    } else {
-        // Its slot stays taken until there is room: replies waiting for the
-        // broker's confirms hold scripts back instead of losing output.
-        log::debug("reply waits for room among the replies not yet confirmed",
-                   {{"req_id", field(m.req_id)}, {"bytes", json::Value(int64_t(m.body.size()))},
-                    {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
-        held_.push_back(std::move(m));
-    }
     if (reboot && !reboot_pending_ && !rebooted_) {
         log::info("script exited 113: rebooting once the reply is confirmed",
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
-        // The grace runs from when the reply may go out: one held for room
-        // (held_) has not even been published yet.
-        reboot_at_ = held_.empty() ? now + kRebootGraceMs : UINT64_MAX;
+        reboot_at_ = UINT64_MAX;  // its grace starts when the reply leaves held_
     }
+    // Through held_, in order: its slot stays taken until there is room, so
+    // replies waiting for the broker's confirms hold scripts back instead
+    // of losing output.
+    held_.push_back(std::move(m));
+    release_held(now);
+    if (!held_.empty())
+        log::debug("reply waits for room among the replies not yet confirmed",
+                   {{"req_id", field(run.req_id)}, {"held", json::Value(int64_t(held_.size()))},
+                    {"unsent_bytes", json::Value(int64_t(outbox_.unpublished_bytes()))}});
 }
 
+// Replies of finished scripts go from held_ to the outbox, oldest first,
+// while they fit in its room (or it is empty), each giving up its slot.
 void Agent::release_held(uint64_t now) {
     while (!held_.empty() && (held_.front().body.size() <= outbox_.room() || outbox_.empty())) {
         OutMessage m = std::move(held_.front());

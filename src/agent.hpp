@@ -60,7 +60,7 @@ private:
         uint64_t delivery_tag;
         uint64_t received_ms;
         std::string journal_key;  // journaled at receipt; "" when the journal is off
-        uint64_t short_since_ms = 0;  // first failed to start for want of resources, 0 = not yet
+        bool was_short = false;   // failed to start for want of resources (start_retry_at_)
     };
     struct Running {
         std::string req_id, reply_key, journal_key;

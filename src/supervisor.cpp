@@ -70,6 +70,11 @@ std::string seconds_text(uint64_t ms) {
     return out + " s";
 }
 
+// `s` in double quotes as JSON writes it, cut to `max` bytes, for a message.
+std::string quote(std::string_view s, size_t max) {
+    return json::write(json::Value(json::string_from_bytes(json::shortened(s, max))));
+}
+
 // A failure to make a child that passes by itself: the process limit
 // (fork's EAGAIN), memory, file descriptors (of the agent or the system).
 bool resource_shortage(int err) {
@@ -181,6 +186,13 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
         finished_.push_back(std::move(r));
         return Start::Started;
     };
+    // Short of a resource that comes back (try_start only): the spec goes
+    // back to the caller as it came.
+    auto give_back = [&](const std::string& why) {
+        *short_why = why;
+        spec = std::move(job->spec);
+        return Start::Short;
+    };
 
     std::string error;
     if (job->spec.kind == JobSpec::Kind::Script) {
@@ -191,11 +203,8 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
         // cleaner), is made again here, so that fixing it (a read-only or
         // full file system) needs no restart.
         if (!work_dir_.write_script(job->spec.script, job->script_path, error)) {
-            if (short_why && resource_shortage(work_dir_.create_errno())) {
-                *short_why = error;
-                spec = std::move(job->spec);
-                return Start::Short;
-            }
+            if (short_why && resource_shortage(work_dir_.create_errno()))
+                return give_back(error);
             return not_started(126, "cannot write the script: " + error);
         }
         job->exe = job->script_path;
@@ -217,11 +226,8 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
     if (!spawn(job->exe, job->spec.args, job->spec.env, mode, child, err, error, sh_fallback)) {
         if (!job->script_path.empty())
             work_dir_.remove_script(job->script_path);
-        if (short_why && resource_shortage(err)) {
-            *short_why = error;
-            spec = std::move(job->spec);
-            return Start::Short;
-        }
+        if (short_why && resource_shortage(err))
+            return give_back(error);
         std::string why = "cannot start " + display_name(job->spec) + ": " + error;
         if (job->spec.retried_ms > 0)
             why += " (the shortage has lasted " + std::to_string(job->spec.retried_ms / 1000) + " s)";
@@ -455,11 +461,12 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     int st = job.wait_status;
     // Why the agent stopped it, said on stderr too: urclient and
     // sdc-oneachnode show exit_status and stderr, not timed_out.
-    const std::string stopped =
-        job.overflowed  ? "stopped by the agent: it printed more than " +
-                             std::to_string(job.spec.max_output) + " bytes"
-        : job.timed_out ? "timed out after " + seconds_text(job.spec.timeout_ms)
-                        : "stopped by the agent (shutting down)";
+    auto stopped = [&]() -> std::string {
+        return job.overflowed  ? "stopped by the agent: it printed more than " +
+                                    std::to_string(job.spec.max_output) + " bytes"
+               : job.timed_out ? "timed out after " + seconds_text(job.spec.timeout_ms)
+                               : "stopped by the agent (shutting down)";
+    };
     if (job.abandoned) {
         r.exit_status = 1;
         append_note_line(r.err, "ur-agent: process " + std::to_string(job.pid) +
@@ -475,7 +482,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         // for a reboot (113).
         r.signal = job.signal_sent;
         r.exit_status = 128 + r.signal;
-        append_note_line(r.err, "ur-agent: " + stopped + "; it exited " +
+        append_note_line(r.err, "ur-agent: " + stopped() + "; it exited " +
                                     std::to_string(WEXITSTATUS(st)) + " after " +
                                     (r.signal == SIGKILL ? "SIGKILL" : "SIGTERM"));
     } else if (WIFEXITED(st)) {
@@ -484,7 +491,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         r.signal = WTERMSIG(st);
         r.exit_status = 128 + r.signal;
         if (job.signal_sent)
-            append_note_line(r.err, "ur-agent: " + stopped + "; killed by " +
+            append_note_line(r.err, "ur-agent: " + stopped() + "; killed by " +
                                         (r.signal == SIGKILL   ? std::string("SIGKILL")
                                          : r.signal == SIGTERM ? std::string("SIGTERM")
                                                                : "signal " + std::to_string(r.signal)));
@@ -499,10 +506,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
                                       ? script_interpreter(job.spec.script)
                                       : std::string_view();
         // The interpreter as the #! line gives it, quoted, cut to 64 bytes.
-        auto quoted_interp = [&] {
-            return json::write(json::Value(json::string_from_bytes(
-                json::shortened(std::string(interp), 64))));
-        };
+        auto quoted_interp = [&] { return quote(interp, 64); };
         // EACCES is the interpreter's when it is a directory or not
         // executable; otherwise the script file's own.
         bool interp_is_dir = false;
@@ -527,8 +531,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         } else if (job.exec_errno == EACCES && job.spec.kind == JobSpec::Kind::Script &&
                    noexec_mount(work_dir_.dir())) {
             why = std::string(std::strerror(EACCES)) + ": the script directory " +
-                  json::write(json::Value(json::string_from_bytes(json::shortened(work_dir_.dir(), 256)))) +
-                  " is on a file system mounted noexec (--work-dir)";
+                  quote(work_dir_.dir(), 256) + " is on a file system mounted noexec (--work-dir)";
         } else if (job.exec_errno == EACCES && !interp.empty() && interp_unusable()) {
             why = "its interpreter " + quoted_interp() + ": " +
                   std::strerror(interp_is_dir ? EISDIR : EACCES);
@@ -542,9 +545,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
             // Looked up in PATH, as execvp() does (spawn()).
             why = std::string(job.exec_errno == ENOENT ? "not found"
                                                        : "found but not executable (or not reachable)") +
-                  " in PATH " +
-                  json::write(json::Value(
-                      json::string_from_bytes(json::shortened(search_path(job.spec.env), 256))));
+                  " in PATH " + quote(search_path(job.spec.env), 256);
         } else if (job.exec_errno == EACCES && ::stat(job.exe.c_str(), &sb) == 0 &&
                    S_ISDIR(sb.st_mode)) {
             why = std::strerror(EISDIR);
