@@ -79,6 +79,11 @@ class Resilience(FakeBrokerTestCase):
         self.pids_to_kill.append(pid)
         return req, release, pid
 
+    def assertNothingCutOrDropped(self, a):
+        """No reply was cut or dropped for --max-pending-bytes."""
+        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
+                          or "dropping" in x.get("msg", "")])
+
     def assertPayloadReply(self, r):
         self.assertEqual(r.get("exit_status"), 0, r)
         self.assertEqual(r.get("stdout"), PAYLOAD.decode("utf-8"))
@@ -583,8 +588,7 @@ class Resilience(FakeBrokerTestCase):
         self.assertEqual(order[0], "reply confirmed", order)
         self.assertIn("published", order)
         b.cmd("confirm-delay 0")
-        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
-                          or "dropping" in x.get("msg", "")])
+        self.assertNothingCutOrDropped(a)
         self.prove_served(b, a, "a burst in flight")
 
     def test_replies_past_the_pending_bound_wait_whole_holding_their_slots(self):
@@ -608,8 +612,7 @@ class Resilience(FakeBrokerTestCase):
             r = json.loads(body)
             self.assertEqual((r["exit_status"], r["stdout"], r["stderr"]), (0, text, text))
             self.assertNotIn("stdout_truncated", r)
-        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
-                          or "dropping" in x.get("msg", "")])
+        self.assertNothingCutOrDropped(a)
         self.prove_served(b, a, "held reply")
 
     def test_a_burst_of_big_replies_is_not_cut_while_the_broker_confirms_slowly(self):
@@ -632,8 +635,7 @@ class Resilience(FakeBrokerTestCase):
             self.assertEqual((r["exit_status"], r["stdout"], r["stderr"]), (0, text, text))
             self.assertNotIn("stdout_truncated", r)
         b.cmd("confirm-delay 0")
-        self.assertFalse([x for x in a.logs() if "output cut" in x.get("msg", "")
-                          or "dropping" in x.get("msg", "")])
+        self.assertNothingCutOrDropped(a)
         self.prove_served(b, a, "a slow burst")
 
     def test_answers_past_the_pending_bound_oldest_dropped_rest_in_order(self):
