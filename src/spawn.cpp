@@ -7,7 +7,11 @@
 #include <sys/syscall.h>
 #endif
 
+#include <sched.h>
+
 #include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 extern char** environ;
@@ -71,15 +75,14 @@ void close_fd(int& fd) {
 #define UR_HAVE_CLOSEFROM 1
 #endif
 
-// How the child is made.  vfork() (SpawnMode::Borrow): the child borrows
-// our memory until it execs, so a spawn costs no page-table copy, and the
-// agent takes no copy-on-write faults afterwards while its children start
-// (with fork() those were about 45% of the agent's CPU per trivial request:
-// perf during make bench's throughput run).  child_exec() is written for
-// it: system calls only, nothing allocated or locked, and it never
-// returns.  fork() (SpawnMode::Copy) where the exec itself may block (see
-// spawn.hpp), elsewhere, and in sanitizer builds (ASan's shadow memory and
-// a borrowed address space do not mix).
+// How the child is made (see SpawnMode).  A child that shares our memory
+// (clone() with CLONE_VM for Share, vfork() for Borrow) costs no
+// page-table copy, and the agent takes no copy-on-write faults afterwards
+// while its children start (with fork() those were about 45% of the
+// agent's CPU per trivial request: perf during make bench's throughput
+// run).  child_exec() is written for it: system calls only, nothing
+// allocated or locked, and it never returns.  Sanitizer builds fork for
+// every mode (their shadow memory and a shared address space do not mix).
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UR_SPAWN_FORK 1
 #elif defined(__has_feature)
@@ -89,6 +92,9 @@ void close_fd(int& fd) {
 #endif
 #if !defined(UR_SPAWN_FORK) && (defined(__linux__) || defined(__sun))
 #define UR_SPAWN_VFORK 1
+#endif
+#if !defined(UR_SPAWN_FORK) && defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__))
+#define UR_SPAWN_SHARE 1
 #endif
 
 #ifdef NSIG
@@ -105,37 +111,94 @@ int g_reset_count = 0;
 
 const char kShell[] = "/bin/sh";
 
-// Everything between fork() and execve(), in the child.  Only
-// async-signal-safe calls: no allocation, no locks, no stdio.
-struct ChildPlan {
-    const char* file;         // the program, as given
-    size_t file_len;
-    const char* search;       // PATH to look `file` up in; null: exec `file` as it is
-    char* const* argv;
-    char** sh_argv;           // {"/bin/sh", path, args..., null}: see child_exec()
-    char* const* envp;
-    int in_fd, out_fd, err_fd;
-    int report_fd;            // fork(): the exec-status pipe; vfork(): -1
-    volatile int* exec_err;   // vfork(): where a failed exec's errno goes; fork(): null
-    long open_max;
-};
+// The child's system calls: each returns its result, or -errno, and
+// writes nothing else.  A Share child runs beside us in our memory with
+// our thread pointer, so libc's errno would be ours, changed under our
+// feet (resetting dispositions fails for SIGKILL and SIGSTOP every
+// time).  Where there is no Share the child has the memory to itself
+// (vfork() suspends us; fork() copies) and libc's wrappers do.
+namespace sys {
 
-// Reports `err` as the reason exec failed and exits.  Runs in the child:
-// async-signal-safe calls only.  After vfork() the parent's memory is
-// ours until we exit, and the parent reads it once we have.
-[[noreturn]] void child_fail(const ChildPlan& plan, int report_fd, int err) {
-    if (plan.exec_err) {
-        *plan.exec_err = err;
-    } else {
-        ssize_t n;
-        do {
-            n = ::write(report_fd, &err, sizeof err);
-        } while (n < 0 && errno == EINTR);
-    }
-    ::_exit(exec_failure_status(err));
+#ifdef UR_SPAWN_SHARE
+[[gnu::always_inline]] inline long call(long nr, long a = 0, long b = 0, long c = 0, long d = 0) {
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return ret;
+#else  // __aarch64__
+    register long x8 __asm__("x8") = nr;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory");
+    return x0;
+#endif
 }
 
-void reset_to_default(int sig) {
+// The kernel's sigset_t: 64 signals.
+constexpr long kSigsetSize = 8;
+
+long setsid() { return call(SYS_setsid); }
+long dup_above(int fd, int lowest) { return call(SYS_fcntl, fd, F_DUPFD, lowest); }
+long dup_to(int fd, int target) { return call(SYS_dup3, fd, target, 0); }  // fd != target
+long set_cloexec(int fd) { return call(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC); }
+long execve(const char* path, char* const* argv, char* const* envp) {
+    return call(SYS_execve, reinterpret_cast<long>(path), reinterpret_cast<long>(argv),
+                reinterpret_cast<long>(envp));
+}
+long write(int fd, const void* p, size_t n) {
+    return call(SYS_write, fd, reinterpret_cast<long>(p), static_cast<long>(n));
+}
+[[noreturn]] void exit(int status) {
+    for (;;)
+        call(SYS_exit_group, status);
+}
+void unblock_all() {
+    static const unsigned char none[kSigsetSize] = {};
+    call(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(none), 0, kSigsetSize);
+}
+// An all-zero kernel sigaction is SIG_DFL, no flags, empty mask, whatever
+// the architecture's layout.  Fails (harmlessly) for SIGKILL and SIGSTOP;
+// glibc's reserved 32 and 33 are reset too (an ignored disposition of
+// theirs is inherited through exec like any other).
+void default_disposition(int sig) {
+    static const unsigned char zero[64] = {};
+    call(SYS_rt_sigaction, sig, reinterpret_cast<long>(zero), 0, kSigsetSize);
+}
+void close_from(int lowest, long open_max) {
+#ifdef SYS_close_range
+    if (call(SYS_close_range, lowest, ~0L & 0xffffffffL, 0) == 0)
+        return;
+#endif
+    for (long fd = lowest; fd < open_max; ++fd)  // before Linux 5.9
+        call(SYS_close, fd);
+}
+
+#else  // the child has the memory to itself: libc
+
+long result(long r) { return r < 0 ? -errno : r; }
+
+long setsid() { return result(::setsid()); }
+long dup_above(int fd, int lowest) { return result(::fcntl(fd, F_DUPFD, lowest)); }
+long dup_to(int fd, int target) { return result(::dup2(fd, target)); }
+long set_cloexec(int fd) { return result(::fcntl(fd, F_SETFD, FD_CLOEXEC)); }
+long execve(const char* path, char* const* argv, char* const* envp) {
+    ::execve(path, argv, envp);
+    return -errno;
+}
+long write(int fd, const void* p, size_t n) { return result(::write(fd, p, n)); }
+[[noreturn]] void exit(int status) { ::_exit(status); }
+void unblock_all() {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+void default_disposition(int sig) {
     struct sigaction dfl;
     std::memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
@@ -146,11 +209,53 @@ void reset_to_default(int sig) {
     // glibc refuses to touch the signals it reserves (32 and 33), but an
     // ignored disposition for them is still inherited through exec (seen
     // when the agent was started by a process that ignored them).  Ask the
-    // kernel directly: an all-zero kernel sigaction is SIG_DFL, no flags,
-    // empty mask, whatever the architecture's layout.
+    // kernel directly, as above.
     char zero[64] = {};
     ::syscall(SYS_rt_sigaction, sig, zero, nullptr, static_cast<size_t>(_NSIG / 8));
 #endif
+}
+void close_from(int lowest, long open_max) {
+#ifdef UR_HAVE_CLOSEFROM
+    (void)open_max;
+    ::closefrom(lowest);
+#else
+    for (long fd = lowest; fd < open_max; ++fd)
+        ::close(static_cast<int>(fd));
+#endif
+}
+
+#endif
+
+}  // namespace sys
+
+// Everything between fork() and execve(), in the child.  Only
+// async-signal-safe calls: no allocation, no locks, no stdio.
+struct ChildPlan {
+    const char* file;         // the program, as given
+    size_t file_len;
+    const char* search;       // PATH to look `file` up in; null: exec `file` as it is
+    char* const* argv;
+    char** sh_argv;           // {"/bin/sh", path, args..., null}: see child_exec()
+    char* const* envp;
+    int in_fd, out_fd, err_fd;
+    int report_fd;            // Share, Copy: the exec-status pipe; Borrow: -1
+    volatile int* exec_err;   // Borrow: where a failed exec's errno goes; otherwise null
+    long open_max;
+};
+
+// Reports `err` as the reason exec failed and exits.  Runs in the child:
+// async-signal-safe calls only.  After vfork() the parent's memory is
+// ours until we exit, and the parent reads it once we have.
+[[noreturn]] void child_fail(const ChildPlan& plan, int report_fd, int err) {
+    if (plan.exec_err) {
+        *plan.exec_err = err;
+    } else {
+        long n;
+        do {
+            n = sys::write(report_fd, &err, sizeof err);
+        } while (n == -EINTR);
+    }
+    sys::exit(exec_failure_status(err));
 }
 
 // An exec failure that only says the program is not at that place of the
@@ -162,20 +267,20 @@ bool passed_over(int err) {
 
 [[noreturn]] void child_exec(const ChildPlan& plan) {
     int report_fd = plan.report_fd;
-    long open_max = plan.open_max;
     // Default dispositions first: signals are blocked (see spawn()), so no
     // handler of the agent can run in the child before this.  An ignored
     // SIGPIPE would otherwise survive exec.
     if (g_reset_all) {
         for (int sig = 1; sig < kSignalCount; ++sig)
-            reset_to_default(sig);
+            sys::default_disposition(sig);
     } else {
         for (int i = 0; i < g_reset_count; ++i)
-            reset_to_default(g_reset[i]);
+            sys::default_disposition(g_reset[i]);
     }
 
-    if (::setsid() < 0)
-        child_fail(plan, report_fd, errno);
+    long r = sys::setsid();
+    if (r < 0)
+        child_fail(plan, report_fd, int(-r));
 
     // Move our fds above the ones they go to first so that the dup2()s
     // below cannot overwrite one of them (the agent may run with 0-2
@@ -184,40 +289,31 @@ bool passed_over(int err) {
     int fds[4] = {plan.in_fd, plan.out_fd, plan.err_fd, report_fd};
     for (int i = 0; i < count; ++i) {
         if (fds[i] < count) {
-            int moved = ::fcntl(fds[i], F_DUPFD, count);
-            if (moved < 0)
-                child_fail(plan, report_fd, errno);
-            fds[i] = moved;
+            r = sys::dup_above(fds[i], count);
+            if (r < 0)
+                child_fail(plan, report_fd, int(-r));
+            fds[i] = int(r);
         }
     }
     if (count == 4)
         report_fd = fds[3];
     for (int target = 0; target < count; ++target) {
-        int r;
         do {
-            r = ::dup2(fds[target], target);
-        } while (r < 0 && errno == EINTR);
+            r = sys::dup_to(fds[target], target);
+        } while (r == -EINTR);
         if (r < 0)
-            child_fail(plan, report_fd, errno);
+            child_fail(plan, report_fd, int(-r));
     }
     if (count == 4) {
         report_fd = 3;
         // dup2 cleared close-on-exec; the report pipe needs it back so that
         // a successful exec closes it (that EOF is what the parent waits for).
-        if (::fcntl(3, F_SETFD, FD_CLOEXEC) != 0)
-            child_fail(plan, report_fd, errno);
+        r = sys::set_cloexec(3);
+        if (r < 0)
+            child_fail(plan, report_fd, int(-r));
     }
-#ifdef UR_HAVE_CLOSEFROM
-    ::closefrom(count);
-#else
-    for (long fd = count; fd < open_max; ++fd)
-        ::close(static_cast<int>(fd));
-#endif
-    (void)open_max;
-
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    sys::close_from(count, plan.open_max);
+    sys::unblock_all();
 
     // Each candidate in turn, as execvp() goes through PATH: one that is
     // not there (or on a dead mount) is passed over, one we may not
@@ -230,8 +326,7 @@ bool passed_over(int err) {
     while (!plan.search || next_exec_candidate(cursor, plan.file, plan.file_len, buf, sizeof buf)) {
         if (plan.search)
             path = buf;
-        ::execve(path, plan.argv, plan.envp);
-        err = errno;
+        err = int(-sys::execve(path, plan.argv, plan.envp));
         // A file the kernel cannot run (ENOEXEC: a script without a #!
         // line) is run by /bin/sh, as execvp() does and so the original
         // agent did.  Should the shell fail to start, the file's own
@@ -239,7 +334,7 @@ bool passed_over(int err) {
         // interpreter is what failed.
         if (err == ENOEXEC && plan.sh_argv) {
             plan.sh_argv[1] = const_cast<char*>(path);
-            ::execve(kShell, plan.sh_argv, plan.envp);
+            sys::execve(kShell, plan.sh_argv, plan.envp);
             break;
         }
         if (err == EACCES)
@@ -270,6 +365,21 @@ bool passed_over(int err) {
 }
 #endif
 
+#ifdef UR_SPAWN_SHARE
+int shared_child_main(void* plan) { child_exec(*static_cast<const ChildPlan*>(plan)); }
+
+// The child's stack, in the ChildMemory: child_exec() needs one path
+// buffer (kCandidateMax) and a few frames.
+constexpr size_t kChildStack = 32 * 1024;
+
+pid_t start_shared(const ChildPlan& plan, char* stack) {
+    // Stacks grow down on both architectures; the top 16-byte aligned.
+    uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + kChildStack) & ~uintptr_t(15);
+    return ::clone(shared_child_main, reinterpret_cast<void*>(top), CLONE_VM | SIGCHLD,
+                   const_cast<ChildPlan*>(&plan));
+}
+#endif
+
 pid_t start_copied(const ChildPlan& plan) {
     pid_t pid = ::fork();
     if (pid == 0)
@@ -278,6 +388,32 @@ pid_t start_copied(const ChildPlan& plan) {
 }
 
 }  // namespace
+
+// The child's strings, pointer arrays and (Share) stack, in one place
+// that outlives spawn() when the child needs it to (see spawn.hpp).
+struct ChildMemory {
+    std::unique_ptr<char[]> text;  // path, PATH, args, env: each NUL-ended
+    std::vector<char*> argv, sh_argv, envv;
+    ChildPlan plan{};
+    std::unique_ptr<char[]> stack;
+};
+
+void ChildMemoryFree::operator()(ChildMemory* m) const { delete m; }
+
+bool share_supported() {
+#ifdef UR_SPAWN_SHARE
+    // Not under valgrind, which runs no clone() but a thread library's,
+    // fork()'s and vfork()'s (it stops the program: "Unsupported clone()
+    // flags"); its preloaded library names it.
+    static const bool ok = [] {
+        const char* preload = ::getenv("LD_PRELOAD");
+        return !(preload && std::strstr(preload, "/vgpreload_"));
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
 
 void widen_pipe(int fd) {
 #if defined(F_SETPIPE_SZ)
@@ -409,35 +545,59 @@ int exec_failure_status(int err) {
 bool spawn(const std::string& path, const std::vector<std::string>& args,
            const std::optional<std::vector<std::string>>& env, SpawnMode mode,
            SpawnedChild& child, int& err, std::string& error, bool sh_fallback) {
-    // Everything the child needs is built before fork(): the child may not
-    // allocate.
+    if (mode == SpawnMode::Share && !share_supported())
+        mode = SpawnMode::Copy;
+#ifndef UR_SPAWN_VFORK
+    if (mode == SpawnMode::Borrow)
+        mode = SpawnMode::Copy;
+#endif
+    // Everything the child needs is built before it exists: the child may
+    // not allocate.  The strings are copied into one block, so that a
+    // Share child's stay valid whatever the caller does with its own.
     const bool search_it = searched(path);
     std::string search = search_it ? search_path(env) : std::string();
-    std::vector<char*> argv;
-    argv.reserve(args.size() + 2);
-    argv.push_back(const_cast<char*>(path.c_str()));
+    size_t size = path.size() + 1 + search.size() + 1;
     for (const std::string& a : args)
-        argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    std::vector<char*> sh_argv;
-    sh_argv.reserve(argv.size() + 1);
-    sh_argv.push_back(const_cast<char*>(kShell));
-    sh_argv.insert(sh_argv.end(), argv.begin(), argv.end());
-    std::vector<char*> envv;
-    if (env) {
-        envv.reserve(env->size() + 1);
+        size += a.size() + 1;
+    if (env)
         for (const std::string& e : *env)
-            envv.push_back(const_cast<char*>(e.c_str()));
-        envv.push_back(nullptr);
+            size += e.size() + 1;
+    ChildMemoryPtr mem(new ChildMemory);
+    mem->text.reset(new char[size]);
+    char* end = mem->text.get();
+    auto put = [&end](const std::string& s) {
+        char* at = end;
+        std::memcpy(at, s.data(), s.size());
+        at[s.size()] = '\0';
+        end += s.size() + 1;
+        return at;
+    };
+    char* file = put(path);
+    char* search_text = put(search);
+    std::vector<char*>& argv = mem->argv;
+    argv.reserve(args.size() + 2);
+    argv.push_back(file);
+    for (const std::string& a : args)
+        argv.push_back(put(a));
+    argv.push_back(nullptr);
+    mem->sh_argv.reserve(argv.size() + 1);
+    mem->sh_argv.push_back(const_cast<char*>(kShell));
+    mem->sh_argv.insert(mem->sh_argv.end(), argv.begin(), argv.end());
+    if (env) {
+        mem->envv.reserve(env->size() + 1);
+        for (const std::string& e : *env)
+            mem->envv.push_back(put(e));
+        mem->envv.push_back(nullptr);
     }
-    char* const* envp = env ? envv.data() : environ;
-
-#ifdef UR_SPAWN_VFORK
-    const bool borrow = mode == SpawnMode::Borrow;
-#else
-    (void)mode;
-    const bool borrow = false;
+    // Our own environment is not copied: the agent changes it only at
+    // start-up, before any child.
+    char* const* envp = env ? mem->envv.data() : environ;
+#ifdef UR_SPAWN_SHARE
+    if (mode == SpawnMode::Share)
+        mem->stack.reset(new char[kChildStack]);
 #endif
+
+    const bool borrow = mode == SpawnMode::Borrow;
     const bool report_pipe = !borrow;
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
     auto fail = [&](const char* what) {
@@ -458,21 +618,32 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
         return fail("fcntl O_NONBLOCK");
 
     // Block every signal across the fork so that the child cannot run one
-    // of the agent's handlers (in our memory, with vfork) before it has
-    // reset them.
+    // of the agent's handlers (in our memory, with vfork or clone) before
+    // it has reset them.
     sigset_t all, old;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    const ChildPlan plan{path.c_str(), path.size(), search_it ? search.c_str() : nullptr,
-                         argv.data(), sh_fallback ? sh_argv.data() : nullptr,
-                         envp, devnull, out[1], errp[1], rep[1],
-                         borrow ? &exec_err : nullptr, open_max()};
-#ifdef UR_SPAWN_VFORK
-    pid_t pid = borrow ? start_borrowed(plan) : start_copied(plan);
-#else
-    pid_t pid = start_copied(plan);
+    mem->plan = ChildPlan{file, path.size(), search_it ? search_text : nullptr,
+                          argv.data(), sh_fallback ? mem->sh_argv.data() : nullptr,
+                          envp, devnull, out[1], errp[1], rep[1],
+                          borrow ? &exec_err : nullptr, open_max()};
+    pid_t pid;
+    switch (mode) {
+#ifdef UR_SPAWN_SHARE
+    case SpawnMode::Share:
+        pid = start_shared(mem->plan, mem->stack.get());
+        break;
 #endif
+#ifdef UR_SPAWN_VFORK
+    case SpawnMode::Borrow:
+        pid = start_borrowed(mem->plan);
+        break;
+#endif
+    default:
+        pid = start_copied(mem->plan);
+        break;
+    }
     int fork_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) {
@@ -487,6 +658,9 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     child.err_fd = errp[0];
     child.exec_fd = rep[0];
     child.exec_errno = exec_err;
+    // A Share child reads it until its exec; the others are done with it.
+    if (mode == SpawnMode::Share)
+        child.memory = std::move(mem);
     return true;
 }
 

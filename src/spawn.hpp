@@ -10,9 +10,9 @@
 // Whether exec succeeded: with vfork() (SpawnMode::Borrow) spawn() returns
 // only once the child has exec'd or failed to, and the child leaves the
 // errno of a failed exec in the parent's memory, so spawn() returns the
-// outcome itself (exec_errno; exec_fd is -1).  With fork() it is reported
-// through a third pipe, close-on-exec in the child: EOF when exec
-// succeeds, or the child's errno (sizeof(int) bytes) when it fails.
+// outcome itself (exec_errno; exec_fd is -1).  Otherwise (Share, Copy) it
+// is reported through a third pipe, close-on-exec in the child: EOF when
+// exec succeeds, or the child's errno (sizeof(int) bytes) when it fails.
 // Either way a child whose exec failed _exit()s with
 // exec_failure_status(errno).  spawn() never waits for the child to
 // finish.
@@ -20,6 +20,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,21 +28,45 @@
 
 namespace ur {
 
+// What a child made with SpawnMode::Share reads in our memory until it
+// has exec'd or exited: its program's path, argv, envp and its stack.
+// Freed only once the child is past that point: its exec-status pipe at
+// EOF (exec done; a failure is followed by _exit, so wait for that), or
+// the child reaped.  A child that never ends keeps it: leaked, not freed.
+struct ChildMemory;
+struct ChildMemoryFree {
+    void operator()(ChildMemory* m) const;
+};
+using ChildMemoryPtr = std::unique_ptr<ChildMemory, ChildMemoryFree>;
+
 struct SpawnedChild {
     pid_t pid = -1;
     int out_fd = -1;    // read end of the child's stdout
     int err_fd = -1;    // read end of the child's stderr
-    int exec_fd = -1;   // read end of the exec-status pipe (fork() only; see above)
+    int exec_fd = -1;   // read end of the exec-status pipe (Share, Copy; see above)
     int exec_errno = 0; // vfork(): errno of the failed exec, 0 when it succeeded
+    ChildMemoryPtr memory; // Share: see ChildMemory; null otherwise
 };
 
-// How the child is made.  Borrow (vfork(), where there is one) is the
-// cheapest, but the caller is suspended until the kernel has read the
-// program and its #! interpreter: a program on a hung NFS or FUSE mount
-// would stop the agent with it, in a wait no signal can end.  Copy
-// (fork()) costs the caller about twice the CPU and returns at once; an
-// exec that blocks then blocks only the child.
-enum class SpawnMode { Borrow, Copy };
+// How the child is made.
+// - Share (clone(CLONE_VM) without CLONE_VFORK; Linux on x86-64 and arm64):
+//   the child runs in our memory on a stack of its own until it execs,
+//   and the caller goes on at once: no page-table copy, no copy-on-write
+//   faults afterwards, and no wait for the kernel to load the program (a
+//   wait that, under load, was most of the agent's time: the queue of
+//   requests stalled behind it).  An exec that blocks on a hung mount
+//   blocks only the child.  The child makes its system calls itself, not
+//   through libc, which would set our thread's errno.  Elsewhere Share is
+//   Copy.
+// - Borrow (vfork(), where there is one): no copy either, but the caller
+//   is suspended until the kernel has read the program and its #!
+//   interpreter: a program on a hung NFS or FUSE mount would stop the
+//   agent with it, in a wait no signal can end.
+// - Copy (fork()): costs the caller about twice the CPU and returns at
+//   once; an exec that blocks then blocks only the child.
+enum class SpawnMode { Borrow, Copy, Share };
+// Whether Share is more than Copy here.
+bool share_supported();
 
 // Whether a script may be started with SpawnMode::Borrow: its `#!` line
 // names an absolute interpreter in the system directories (/bin, /sbin,
@@ -83,7 +108,8 @@ std::vector<std::string> exec_candidates(const std::string& file, const std::str
 // `sh_fallback` is false (a script that has a #! line whose interpreter is
 // what failed: its text is not shell).
 // Returns false (no child, no fd left open) with errno-based reason in
-// `error` and the errno in `err` if a pipe, /dev/null or fork failed.
+// `error` and the errno in `err` if a pipe, /dev/null, memory or fork
+// failed.
 bool spawn(const std::string& path, const std::vector<std::string>& args,
            const std::optional<std::vector<std::string>>& env, SpawnMode mode,
            SpawnedChild& child, int& err, std::string& error, bool sh_fallback = true);
@@ -95,13 +121,15 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
 void widen_pipe(int fd);
 
 // Which signal dispositions a child has reset to SIG_DFL before exec.  By
-// default every signal: about 65 system calls in the child, all inside the
-// window in which vfork() holds the caller.  A process that sets its
+// default every signal: about 65 system calls in the child, all before
+// its exec (inside the window in which vfork() holds the caller).  A process that sets its
 // dispositions only at start-up calls remember_signal_dispositions() after
 // the last change: from then on only the signals whose disposition was not
 // SIG_DFL at that moment are reset (plus the ones the C library will not
 // report, such as glibc's reserved 32 and 33).  A disposition changed
 // later is not seen: forget_signal_dispositions() returns to resetting all.
+// Neither may be called while a Share child may still be before its exec
+// (it reads the list).
 void remember_signal_dispositions();
 void forget_signal_dispositions();
 

@@ -102,6 +102,7 @@ struct Supervisor::Job {
     int out_fd = -1, err_fd = -1, exec_fd = -1;
     OutputCapture out, err;
 
+    ChildMemoryPtr child_memory;  // Share: until exec is done (exec_fd EOF) or reaped
     unsigned char exec_buf[sizeof(int)] = {};
     size_t exec_len = 0;
     int exec_errno = 0;         // set when the child reported a failed exec
@@ -142,7 +143,7 @@ Supervisor::~Supervisor() {
         if (!job.script_path.empty())
             work_dir_.remove_script(job.script_path);
         if (!job.reaped)
-            orphans_.push_back(job.pid);
+            orphans_.push_back({job.pid, std::move(job.child_memory)});
     }
     // SIGKILL is prompt, except for a process stuck in the kernel (see
     // abandon()): wait for the children a little, not forever.
@@ -151,6 +152,9 @@ Supervisor::~Supervisor() {
         if (!orphans_.empty())
             ::usleep(10 * 1000);
     }
+    // One still there may yet read its memory (stuck in an exec): leaked.
+    for (Orphan& o : orphans_)
+        (void)o.memory.release();
 }
 
 bool Supervisor::init(std::string& error) {
@@ -211,11 +215,13 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
     } else {
         job->exe = job->spec.script;
     }
+    // Share where there is one: it never waits for the exec.  Otherwise
     // Borrow only when exec cannot wait on a network or FUSE mount: our
     // script file is in the work dir, its interpreter in the system
     // directories.  A `file` (any path) or another interpreter is forked,
     // so that a hung mount blocks that job, not the agent.
-    SpawnMode mode = job->spec.kind == JobSpec::Kind::Script && interpreter_is_system(job->spec.script)
+    SpawnMode mode = share_supported() ? SpawnMode::Share
+                     : job->spec.kind == JobSpec::Kind::Script && interpreter_is_system(job->spec.script)
                          ? SpawnMode::Borrow
                          : SpawnMode::Copy;
     SpawnedChild child;
@@ -247,9 +253,10 @@ Supervisor::Start Supervisor::launch(JobSpec& spec, uint64_t now_ms, std::string
     job->err_fd = child.err_fd;
     job->exec_fd = child.exec_fd;
     job->exec_errno = child.exec_errno;
+    job->child_memory = std::move(child.memory);
     // After vfork() spawn() knows the outcome of exec already and there is
-    // no pipe.  After fork() this usually finds nothing yet (EAGAIN) and
-    // the loop reads the report later.
+    // no pipe.  Otherwise this usually finds nothing yet (EAGAIN) and the
+    // loop reads the report later.
     read_exec_status(*job);
     if (job->spec.timeout_ms > 0)
         job->timeout_at = add_ms(now_ms, job->spec.timeout_ms);
@@ -327,7 +334,9 @@ void Supervisor::read_stream(int& fd, OutputCapture& cap) {
 }
 
 // The exec-status pipe: EOF alone means exec succeeded; sizeof(int) bytes
-// first are the errno of a failed exec.
+// first are the errno of a failed exec.  At EOF the child is past its
+// exec (or gone): a Share child's memory is free then.  After an errno it
+// is still on its way to _exit(): its memory goes when it is reaped.
 void Supervisor::read_exec_status(Job& job) {
     while (job.exec_fd >= 0) {
         ssize_t n = ::read(job.exec_fd, job.exec_buf + job.exec_len,
@@ -342,6 +351,7 @@ void Supervisor::read_exec_status(Job& job) {
             }
         } else if (n == 0) {
             close_fd(job.exec_fd);
+            job.child_memory.reset();
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -356,10 +366,10 @@ void Supervisor::read_exec_status(Job& job) {
 
 void Supervisor::reap_orphans() {
     orphans_.erase(std::remove_if(orphans_.begin(), orphans_.end(),
-                                  [](pid_t pid) {
+                                  [](const Orphan& o) {
                                       pid_t r;
                                       do {
-                                          r = ::waitpid(pid, nullptr, WNOHANG);
+                                          r = ::waitpid(o.pid, nullptr, WNOHANG);
                                       } while (r < 0 && errno == EINTR);
                                       return r != 0;  // reaped, or not ours any more
                                   }),
@@ -394,8 +404,9 @@ void Supervisor::reaped(Job& job, int status, bool lost, uint64_t now_ms) {
     job.wait_status = status;
     job.exited_ms = now_ms;
     // The child is gone, so its end of the exec-status pipe is closed
-    // and the whole report is readable now.
+    // and the whole report is readable now; its memory is free.
     read_exec_status(job);
+    job.child_memory.reset();
     job.state = JobState::Exited;
     if (!job.script_path.empty()) {
         work_dir_.remove_script(job.script_path);
@@ -422,7 +433,9 @@ void Supervisor::reap_strays(uint64_t now_ms) {
                 break;
             }
         }
-        orphans_.erase(std::remove(orphans_.begin(), orphans_.end(), r), orphans_.end());
+        orphans_.erase(std::remove_if(orphans_.begin(), orphans_.end(),
+                                      [r](const Orphan& o) { return o.pid == r; }),
+                       orphans_.end());
     }
 }
 
@@ -572,7 +585,7 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
 void Supervisor::abandon(Job& job, uint64_t now_ms) {
     job.abandoned = true;
     job.reaped = true;
-    orphans_.push_back(job.pid);
+    orphans_.push_back({job.pid, std::move(job.child_memory)});
     complete(job, now_ms);
 }
 

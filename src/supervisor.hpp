@@ -18,7 +18,7 @@
 //
 // Job life cycle (one explicit state per job):
 //
-//   Starting --exec ok/exec failed (known at spawn with vfork; status pipe with fork)--> Running
+//   Starting --exec ok/exec failed (known at spawn with vfork; status pipe otherwise)--> Running
 //   Starting, Running --reaped--> Exited
 //   Exited --stdout+stderr already at EOF--> Done
 //   Exited --otherwise--> Draining   (pipe_grace_ms deadline armed)
@@ -36,10 +36,12 @@
 // NFS or FUSE mount): its job is Done then with exit_status 1 and a note
 // on stderr, and the pid is reaped whenever it ends.
 //
-// How children are made: vfork() (SpawnMode::Borrow) for a script whose
-// #! interpreter is in the system directories, fork() for anything else
-// (a `file`, another interpreter), so that an exec waiting on a hung mount
-// holds only its own job (spawn.hpp).
+// How children are made: clone() in our memory (SpawnMode::Share) where
+// there is one, for every job; elsewhere vfork() (SpawnMode::Borrow) for a
+// script whose #! interpreter is in the system directories, fork() for
+// anything else (a `file`, another interpreter).  Either way an exec
+// waiting on a hung mount holds only its own job, except after vfork()
+// (spawn.hpp).
 #pragma once
 
 #include <poll.h>
@@ -54,6 +56,7 @@
 #include <vector>
 
 #include "src/output_capture.hpp"
+#include "src/spawn.hpp"
 #include "src/work_dir.hpp"
 
 namespace ur {
@@ -179,7 +182,13 @@ private:
     std::vector<std::unique_ptr<Job>> jobs_;
     std::vector<JobResult> finished_;
     std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
-    std::vector<pid_t> orphans_;  // children of abandoned jobs, reaped when they end
+    // Children of abandoned jobs, reaped when they end; a Share child's
+    // memory (spawn.hpp) is kept until then.
+    struct Orphan {
+        pid_t pid;
+        ChildMemoryPtr memory;
+    };
+    std::vector<Orphan> orphans_;
     bool reap_strays_ = ::getpid() == 1;  // process 1: every orphan is ours to reap
     WorkDir work_dir_;  // where script files go (init(); checked again at each)
 };

@@ -457,8 +457,8 @@ static int exec_outcome(const ur::SpawnedChild& c) {
     return n == 0 ? 0 : err;
 }
 
-TEST_CASE("spawn: Borrow and Copy both start a program and both report a failed exec") {
-    for (ur::SpawnMode mode : {ur::SpawnMode::Borrow, ur::SpawnMode::Copy}) {
+TEST_CASE("spawn: Borrow, Copy and Share all start a program and all report a failed exec") {
+    for (ur::SpawnMode mode : {ur::SpawnMode::Borrow, ur::SpawnMode::Copy, ur::SpawnMode::Share}) {
         CAPTURE(int(mode));
         for (const char* path : {"/bin/true", "/nonexistent/ur-test"}) {
             CAPTURE(path);
@@ -466,10 +466,12 @@ TEST_CASE("spawn: Borrow and Copy both start a program and both report a failed 
             int err = 0;
             std::string error;
             REQUIRE(ur::spawn(path, {}, std::nullopt, mode, c, err, error));
-            // Copy forks: the outcome comes through the status pipe, and
-            // spawn() returned without waiting for the exec.
-            if (mode == ur::SpawnMode::Copy)
+            // Copy and Share: the outcome comes through the status pipe,
+            // and spawn() returned without waiting for the exec.  Only a
+            // Share child keeps memory of ours.
+            if (mode != ur::SpawnMode::Borrow)
                 CHECK(c.exec_fd >= 0);
+            CHECK(bool(c.memory) == (mode == ur::SpawnMode::Share && ur::share_supported()));
             bool missing = std::strcmp(path, "/bin/true") != 0;
             CHECK(exec_outcome(c) == (missing ? ENOENT : 0));
             int st = 0;
@@ -478,6 +480,68 @@ TEST_CASE("spawn: Borrow and Copy both start a program and both report a failed 
             CHECK(WEXITSTATUS(st) == (missing ? 127 : 0));
             for (int fd : {c.out_fd, c.err_fd, c.exec_fd})
                 if (fd >= 0) ::close(fd);
+        }
+    }
+}
+
+// Reads fd to EOF (blocking reads: the caller knows the writer ends).
+static std::string read_all(int fd) {
+    std::string text;
+    char buf[4096];
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        REQUIRE(::poll(&p, 1, 10000) == 1);
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        REQUIRE(n >= 0);
+        if (n == 0) return text;
+        text.append(buf, size_t(n));
+    }
+}
+
+TEST_CASE("spawn: a Share child has its own copy of what it runs with, and leaves our errno alone") {
+    if (!ur::share_supported()) {
+        MESSAGE("no Share here (not Linux x86-64/arm64, a sanitizer build or valgrind)");
+        return;
+    }
+    SUBCASE("arguments and environment stay valid after the caller's are gone") {
+        ur::SpawnedChild c;
+        int err = 0;
+        std::string error;
+        {
+            std::vector<std::string> args = {"-c", "printf '%s|%s|%s' \"$1\" \"$2\" \"$UR_X\"", "sh",
+                                              "a b", std::string(100000, 'y')};
+            std::optional<std::vector<std::string>> env(std::vector<std::string>{"UR_X=env value"});
+            REQUIRE(ur::spawn("/bin/sh", args, env, ur::SpawnMode::Share, c, err, error));
+            for (std::string& a : args) a.assign(a.size(), 'X');  // overwritten, then freed
+            (*env)[0].assign(12, 'X');
+        }
+        CHECK(read_all(c.out_fd) == "a b|" + std::string(100000, 'y') + "|env value");
+        int st = 0;
+        REQUIRE(::waitpid(c.pid, &st, 0) == c.pid);
+        CHECK(WIFEXITED(st));
+        CHECK(WEXITSTATUS(st) == 0);
+        for (int fd : {c.out_fd, c.err_fd, c.exec_fd}) ::close(fd);
+    }
+    SUBCASE("a child failing every exec of a long search does not write our errno") {
+        // 3,000 places to look, each an ENOENT in the child (and SIGKILL's
+        // and SIGSTOP's dispositions an EINVAL): through libc every one
+        // would land in our errno, the child running in our memory.
+        std::string path;
+        for (int i = 0; i < 3000; ++i) path += "/nonexistent/ur-" + std::to_string(i) + ":";
+        std::optional<std::vector<std::string>> env(std::vector<std::string>{"PATH=" + path});
+        for (int round = 0; round < 3; ++round) {
+            ur::SpawnedChild c;
+            int err = 0;
+            std::string error;
+            REQUIRE(ur::spawn("ur-no-such-program", {}, env, ur::SpawnMode::Share, c, err, error));
+            errno = EDOM;  // ours; the child is still searching
+            int st = 0;
+            while (::waitpid(c.pid, &st, 0) < 0) REQUIRE(errno == EINTR);
+            CHECK(errno == EDOM);
+            CHECK(WEXITSTATUS(st) == 127);
+            CHECK(exec_outcome(c) == ENOENT);
+            for (int fd : {c.out_fd, c.err_fd, c.exec_fd}) ::close(fd);
         }
     }
 }
