@@ -400,6 +400,13 @@ struct ChildMemory {
 
 void ChildMemoryFree::operator()(ChildMemory* m) const { delete m; }
 
+#ifdef UR_SPAWN_SHARE
+namespace {
+// Set when the kernel (or what stands in for it) refused a Share clone().
+bool g_share_refused = false;
+}  // namespace
+#endif
+
 bool share_supported() {
 #ifdef UR_SPAWN_SHARE
     // Not under valgrind, which runs no clone() but a thread library's,
@@ -409,7 +416,7 @@ bool share_supported() {
         const char* preload = ::getenv("LD_PRELOAD");
         return !(preload && std::strstr(preload, "/vgpreload_"));
     }();
-    return ok;
+    return ok && !g_share_refused;
 #else
     return false;
 #endif
@@ -633,6 +640,13 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
 #ifdef UR_SPAWN_SHARE
     case SpawnMode::Share:
         pid = start_shared(mem->plan, mem->stack.get());
+        if (pid < 0 && (errno == EINVAL || errno == ENOSYS || errno == EPERM)) {
+            // Refused as neither a thread nor a fork (qemu's user mode, a
+            // seccomp filter): fork this child, and no Share from now on.
+            g_share_refused = true;
+            mode = SpawnMode::Copy;
+            pid = start_copied(mem->plan);
+        }
         break;
 #endif
 #ifdef UR_SPAWN_VFORK

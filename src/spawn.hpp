@@ -56,8 +56,9 @@ struct SpawnedChild {
 //   wait that, under load, was most of the agent's time: the queue of
 //   requests stalled behind it).  An exec that blocks on a hung mount
 //   blocks only the child.  The child makes its system calls itself, not
-//   through libc, which would set our thread's errno.  Elsewhere Share is
-//   Copy.
+//   through libc, which would set our thread's errno.  Elsewhere, and
+//   once such a clone() has been refused (qemu's user mode, a seccomp
+//   filter), Share is Copy.
 // - Borrow (vfork(), where there is one): no copy either, but the caller
 //   is suspended until the kernel has read the program and its #!
 //   interpreter: a program on a hung NFS or FUSE mount would stop the
