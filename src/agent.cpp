@@ -1584,11 +1584,18 @@ void Agent::send_sysinfo_heartbeat(uint64_t now) {
     if (!consuming_) return;
     want_sysinfo({SysinfoWaiter::Why::Heartbeat, "", ""}, now);
     if (setup_done_) return;
-    if (setup_complete(cfg_.setup_file)) {
+    std::string problem;
+    if (setup_complete(cfg_.setup_file, &problem)) {
         setup_done_ = true;
         log::info("setup is complete; sysinfo heartbeats stop", {{"file", cfg_.setup_file}});
         return;
     }
+    // Said once per problem, not at every heartbeat.
+    if (!problem.empty() && problem != setup_problem_)
+        log::warn("cannot read the setup-state file: setup taken as not complete; sysinfo "
+                  "heartbeats go on",
+                  {{"file", cfg_.setup_file}, {"error", problem}});
+    setup_problem_ = problem;
     sysinfo_next_at_ = now + uint64_t(cfg_.sysinfo_interval_s) * 1000;
 }
 

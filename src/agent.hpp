@@ -221,6 +221,7 @@ private:
     uint64_t sysinfo_retry_at_ = 0;     // boot-time retry
     uint64_t sysinfo_next_at_ = 0;      // next heartbeat, 0 = stopped
     bool setup_done_ = false;
+    std::string setup_problem_;  // last said of an unusable setup-state file
 
     // Reboot
     bool reboot_pending_ = false;

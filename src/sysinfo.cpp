@@ -1,5 +1,9 @@
 #include "src/sysinfo.hpp"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+
 #include "src/file_io.hpp"
 
 namespace ur {
@@ -67,14 +71,23 @@ bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
     return true;
 }
 
-bool setup_complete(const std::string& path) {
+bool setup_complete(const std::string& path, std::string* problem) {
+    auto fail = [problem](std::string why) {
+        if (problem) *problem = std::move(why);
+        return false;
+    };
+    // Missing is how a node that was never set up looks: no problem.
+    struct stat sb;
+    if (::stat(path.c_str(), &sb) != 0 && errno == ENOENT) return false;
     std::string text, error;
-    if (!read_file(path, 1u << 20, text, error)) return false;
+    if (!read_file(path, 1u << 20, text, error)) return fail(error);
     json::Value v;
     json::ParseError perr;
-    if (!json::parse(text, v, perr) || !v.is_object()) return false;
+    if (!json::parse(text, v, perr)) return fail("not valid JSON: " + perr.to_string());
+    if (!v.is_object()) return fail("not a JSON object");
     const json::Value* c = v.find("complete");
-    return c && c->is_bool() && c->as_bool();
+    if (c && !c->is_bool()) return fail("\"complete\" is not true or false");
+    return c && c->as_bool();
 }
 
 }  // namespace ur

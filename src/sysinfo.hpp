@@ -24,7 +24,8 @@ bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
 std::string admin_mac(const json::Value& sysinfo);
 
 // True when `path` holds a JSON object with "complete": true.  Missing,
-// unreadable or malformed files mean "not complete".
-bool setup_complete(const std::string& path);
+// unreadable or malformed files mean "not complete"; for the last two (the
+// file is there, but says nothing usable) `problem`, when given, says why.
+bool setup_complete(const std::string& path, std::string* problem = nullptr);
 
 }  // namespace ur

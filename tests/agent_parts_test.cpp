@@ -718,3 +718,43 @@ TEST_CASE("clock: iso8601 matches gmtime + strftime, whatever order the times co
         REQUIRE(iso8601(ms) == std::string(want, n) + frac);
     }
 }
+
+TEST_CASE("sysinfo: the setup-state file, and why an unusable one is not complete") {
+    std::string dir = temp_dir();
+    std::string file = dir + "/setup.json";
+    std::string problem;
+    // Missing: a node not set up yet, nothing wrong.
+    CHECK_FALSE(setup_complete(file, &problem));
+    CHECK(problem.empty());
+    write_text(file, R"({"complete": true, "other": 1})");
+    CHECK(setup_complete(file, &problem));
+    CHECK(problem.empty());
+    write_text(file, R"({"complete": false})");
+    CHECK_FALSE(setup_complete(file, &problem));
+    CHECK(problem.empty());
+    write_text(file, R"({"started": true})");
+    CHECK_FALSE(setup_complete(file, &problem));
+    CHECK(problem.empty());
+    struct Case {
+        const char* text;
+        const char* says;
+    };
+    for (const Case& c : {Case{R"({"complete": tr)", "not valid JSON: "},
+                          Case{"", "not valid JSON: "},
+                          Case{"[true]", "not a JSON object"},
+                          Case{R"({"complete": "true"})", "\"complete\" is not true or false"}}) {
+        CAPTURE(c.text);
+        write_text(file, c.text);
+        problem.clear();
+        CHECK_FALSE(setup_complete(file, &problem));
+        CHECK(problem.rfind(c.says, 0) == 0);
+        CHECK_FALSE(setup_complete(file));  // the caller need not ask why
+    }
+    REQUIRE(std::remove(file.c_str()) == 0);
+    REQUIRE(mkdir(file.c_str(), 0700) == 0);
+    problem.clear();
+    CHECK_FALSE(setup_complete(file, &problem));
+    CHECK(problem == file + ": not a regular file");
+    rmdir(file.c_str());
+    rmdir(dir.c_str());
+}

@@ -188,6 +188,34 @@ class SysinfoHeartbeat(AgentTestCase):
         for _ in range(3):
             self.client.wait_sysinfo(a.uuid)
 
+    def test_setup_file_unreadable_is_said_once_and_keeps_heartbeat(self):
+        a = self.new_agent(args=["--sysinfo-interval", "1"])
+        with open(a.setup_file, "w") as f:
+            f.write('{"complete": tr')  # cut short by a full disk, say
+        a.start()
+        for _ in range(3):
+            self.client.wait_sysinfo(a.uuid)
+        msg = ("cannot read the setup-state file: setup taken as not "
+               "complete; sysinfo heartbeats go on")
+        rec = a.wait_log_n(msg, 1)
+        self.assertEqual(rec["level"], 40)
+        self.assertEqual(rec["file"], a.setup_file)
+        self.assertTrue(rec["error"].startswith("not valid JSON: "), rec)
+        # Said once, not at every heartbeat; a different problem is said.
+        self.assertEqual(a.count_log(msg), 1)
+        with open(a.setup_file, "w") as f:
+            json.dump({"complete": "yes"}, f)
+        rec = a.wait_log_n(msg, 2)
+        self.assertEqual(rec["error"], '"complete" is not true or false')
+        self.client.wait_sysinfo(a.uuid)
+        self.client.wait_sysinfo(a.uuid)
+        self.assertEqual(a.count_log(msg), 2)
+        # Mended: heartbeats stop.
+        with open(a.setup_file + ".tmp", "w") as f:
+            json.dump({"complete": True}, f)
+        os.rename(a.setup_file + ".tmp", a.setup_file)
+        a.wait_log_n("setup is complete; sysinfo heartbeats stop", 1)
+
     def test_setup_complete_one_last_message_then_none(self):
         a = self.start_agent(args=["--sysinfo-interval", "1"])
         self.client.wait_sysinfo(a.uuid)
