@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 extern char** environ;
 
@@ -170,12 +171,50 @@ void default_disposition(int sig) {
     static const unsigned char zero[64] = {};
     call(SYS_rt_sigaction, sig, reinterpret_cast<long>(zero), 0, kSigsetSize);
 }
+// Without close_range (before Linux 5.9, or refused by a seccomp filter),
+// as glibc's closefrom() does: the fds /proc/self/fd lists, read into a
+// stack buffer, again from the start until a pass closes none; without
+// /proc, every fd below the open-file limit.
+bool close_listed(int lowest) {
+    long dir = call(SYS_openat, AT_FDCWD, reinterpret_cast<long>("/proc/self/fd"),
+                    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return false;
+    alignas(8) char buf[1024];
+    for (bool closed = true; closed;) {
+        closed = false;
+        long n;
+        while ((n = call(SYS_getdents64, dir, reinterpret_cast<long>(buf), sizeof buf)) > 0) {
+            for (long at = 0; at < n;) {
+                // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name
+                unsigned short reclen;
+                std::memcpy(&reclen, buf + at + 16, sizeof reclen);
+                const char* name = buf + at + 19;
+                at += reclen;
+                long fd = 0;
+                if (*name < '0' || *name > '9')
+                    continue;  // "." and ".."
+                for (; *name >= '0' && *name <= '9'; ++name)
+                    fd = fd * 10 + (*name - '0');
+                if (fd >= lowest && fd != dir && call(SYS_close, fd) == 0)
+                    closed = true;
+            }
+        }
+        if (n < 0 || call(SYS_lseek, dir, 0, SEEK_SET) < 0)
+            break;
+    }
+    call(SYS_close, dir);
+    return true;
+}
+
 void close_from(int lowest, long open_max) {
 #ifdef SYS_close_range
     if (call(SYS_close_range, lowest, ~0L & 0xffffffffL, 0) == 0)
         return;
 #endif
-    for (long fd = lowest; fd < open_max; ++fd)  // before Linux 5.9
+    if (close_listed(lowest))
+        return;
+    for (long fd = lowest; fd < open_max; ++fd)
         call(SYS_close, fd);
 }
 
@@ -561,48 +600,58 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     // Everything the child needs is built before it exists: the child may
     // not allocate.  The strings are copied into one block, so that a
     // Share child's stay valid whatever the caller does with its own.
+    // Out of memory is a failure to start, not the agent's end.
+    ChildMemoryPtr mem;
     const bool search_it = searched(path);
-    std::string search = search_it ? search_path(env) : std::string();
-    size_t size = path.size() + 1 + search.size() + 1;
-    for (const std::string& a : args)
-        size += a.size() + 1;
-    if (env)
-        for (const std::string& e : *env)
-            size += e.size() + 1;
-    ChildMemoryPtr mem(new ChildMemory);
-    mem->text.reset(new char[size]);
-    char* end = mem->text.get();
-    auto put = [&end](const std::string& s) {
-        char* at = end;
-        std::memcpy(at, s.data(), s.size());
-        at[s.size()] = '\0';
-        end += s.size() + 1;
-        return at;
-    };
-    char* file = put(path);
-    char* search_text = put(search);
-    std::vector<char*>& argv = mem->argv;
-    argv.reserve(args.size() + 2);
-    argv.push_back(file);
-    for (const std::string& a : args)
-        argv.push_back(put(a));
-    argv.push_back(nullptr);
-    mem->sh_argv.reserve(argv.size() + 1);
-    mem->sh_argv.push_back(const_cast<char*>(kShell));
-    mem->sh_argv.insert(mem->sh_argv.end(), argv.begin(), argv.end());
-    if (env) {
-        mem->envv.reserve(env->size() + 1);
-        for (const std::string& e : *env)
-            mem->envv.push_back(put(e));
-        mem->envv.push_back(nullptr);
+    char* file = nullptr;
+    char* search_text = nullptr;
+    try {
+        mem.reset(new ChildMemory);
+        std::string search = search_it ? search_path(env) : std::string();
+        size_t size = path.size() + 1 + search.size() + 1;
+        for (const std::string& a : args)
+            size += a.size() + 1;
+        if (env)
+            for (const std::string& e : *env)
+                size += e.size() + 1;
+        mem->text.reset(new char[size]);
+        char* end = mem->text.get();
+        auto put = [&end](const std::string& s) {
+            char* at = end;
+            std::memcpy(at, s.data(), s.size());
+            at[s.size()] = '\0';
+            end += s.size() + 1;
+            return at;
+        };
+        file = put(path);
+        search_text = put(search);
+        std::vector<char*>& argv = mem->argv;
+        argv.reserve(args.size() + 2);
+        argv.push_back(file);
+        for (const std::string& a : args)
+            argv.push_back(put(a));
+        argv.push_back(nullptr);
+        mem->sh_argv.reserve(argv.size() + 1);
+        mem->sh_argv.push_back(const_cast<char*>(kShell));
+        mem->sh_argv.insert(mem->sh_argv.end(), argv.begin(), argv.end());
+        if (env) {
+            mem->envv.reserve(env->size() + 1);
+            for (const std::string& e : *env)
+                mem->envv.push_back(put(e));
+            mem->envv.push_back(nullptr);
+        }
+#ifdef UR_SPAWN_SHARE
+        if (mode == SpawnMode::Share)
+            mem->stack.reset(new char[kChildStack]);
+#endif
+    } catch (const std::bad_alloc&) {
+        err = ENOMEM;
+        error = std::string("memory: ") + std::strerror(err);
+        return false;
     }
     // Our own environment is not copied: the agent changes it only at
     // start-up, before any child.
     char* const* envp = env ? mem->envv.data() : environ;
-#ifdef UR_SPAWN_SHARE
-    if (mode == SpawnMode::Share)
-        mem->stack.reset(new char[kChildStack]);
-#endif
 
     const bool borrow = mode == SpawnMode::Borrow;
     const bool report_pipe = !borrow;
@@ -632,7 +681,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
     mem->plan = ChildPlan{file, path.size(), search_it ? search_text : nullptr,
-                          argv.data(), sh_fallback ? mem->sh_argv.data() : nullptr,
+                          mem->argv.data(), sh_fallback ? mem->sh_argv.data() : nullptr,
                           envp, devnull, out[1], errp[1], rep[1],
                           borrow ? &exec_err : nullptr, open_max()};
     pid_t pid;

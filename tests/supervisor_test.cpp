@@ -446,6 +446,20 @@ TEST_CASE("spawn: only a script whose #! interpreter is in the system directorie
     CHECK(interpreter_is_system(std::string("#!/bin/sh\0/mnt/x", 16)));
 }
 
+// Ends and reaps a spawned child the test did not wait for (a failed
+// REQUIRE leaves early): a Share child may still run in our memory, which
+// must not be freed under it.  Declared after the SpawnedChild, so that it
+// goes first.
+struct ChildGuard {
+    const ur::SpawnedChild& c;
+    bool reaped = false;
+    ~ChildGuard() {
+        if (reaped || c.pid <= 0) return;
+        ::kill(c.pid, SIGKILL);
+        while (::waitpid(c.pid, nullptr, 0) < 0 && errno == EINTR) {}
+    }
+};
+
 // What exec did, whichever way spawn() learnt it: 0 when it succeeded.
 static int exec_outcome(const ur::SpawnedChild& c) {
     if (c.exec_fd < 0)
@@ -463,6 +477,7 @@ TEST_CASE("spawn: Borrow, Copy and Share all start a program and all report a fa
         for (const char* path : {"/bin/true", "/nonexistent/ur-test"}) {
             CAPTURE(path);
             ur::SpawnedChild c;
+            ChildGuard guard{c};
             int err = 0;
             std::string error;
             REQUIRE(ur::spawn(path, {}, std::nullopt, mode, c, err, error));
@@ -476,6 +491,7 @@ TEST_CASE("spawn: Borrow, Copy and Share all start a program and all report a fa
             CHECK(exec_outcome(c) == (missing ? ENOENT : 0));
             int st = 0;
             REQUIRE(::waitpid(c.pid, &st, 0) == c.pid);
+            guard.reaped = true;
             CHECK(WIFEXITED(st));
             CHECK(WEXITSTATUS(st) == (missing ? 127 : 0));
             for (int fd : {c.out_fd, c.err_fd, c.exec_fd})
@@ -506,6 +522,7 @@ TEST_CASE("spawn: a Share child has its own copy of what it runs with, and leave
     }
     SUBCASE("arguments and environment stay valid after the caller's are gone") {
         ur::SpawnedChild c;
+        ChildGuard guard{c};
         int err = 0;
         std::string error;
         {
@@ -519,6 +536,7 @@ TEST_CASE("spawn: a Share child has its own copy of what it runs with, and leave
         CHECK(read_all(c.out_fd) == "a b|" + std::string(100000, 'y') + "|env value");
         int st = 0;
         REQUIRE(::waitpid(c.pid, &st, 0) == c.pid);
+        guard.reaped = true;
         CHECK(WIFEXITED(st));
         CHECK(WEXITSTATUS(st) == 0);
         for (int fd : {c.out_fd, c.err_fd, c.exec_fd}) ::close(fd);
@@ -532,12 +550,14 @@ TEST_CASE("spawn: a Share child has its own copy of what it runs with, and leave
         std::optional<std::vector<std::string>> env(std::vector<std::string>{"PATH=" + path});
         for (int round = 0; round < 3; ++round) {
             ur::SpawnedChild c;
+            ChildGuard guard{c};
             int err = 0;
             std::string error;
             REQUIRE(ur::spawn("ur-no-such-program", {}, env, ur::SpawnMode::Share, c, err, error));
             errno = EDOM;  // ours; the child is still searching
             int st = 0;
             while (::waitpid(c.pid, &st, 0) < 0) REQUIRE(errno == EINTR);
+            guard.reaped = true;
             CHECK(errno == EDOM);
             CHECK(WEXITSTATUS(st) == 127);
             CHECK(exec_outcome(c) == ENOENT);
@@ -546,11 +566,12 @@ TEST_CASE("spawn: a Share child has its own copy of what it runs with, and leave
     }
 }
 
-TEST_CASE_FIXTURE(Fixture, "supervisor: a script with an interpreter outside the system directories runs (forked)") {
+TEST_CASE_FIXTURE(Fixture, "supervisor: a script with an interpreter outside the system directories runs") {
     Supervisor sup(opt);
     std::string error;
     REQUIRE(sup.init(error));
-    // /bin/../bin/sh is /bin/sh, but not spelled as a system path: forked.
+    // /bin/../bin/sh is /bin/sh, but not spelled as a system path: forked
+    // where there is no Share.
     JobResult r = run_one(sup, script("dotdot", "#!/bin/../bin/sh\necho \"hi $1\" >&2; exit 3\n", {"x"}));
     CHECK(r.exit_status == 3);
     CHECK(r.err.data == "hi x\n");
