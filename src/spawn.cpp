@@ -432,12 +432,75 @@ pid_t start_copied(const ChildPlan& plan) {
 // that outlives spawn() when the child needs it to (see spawn.hpp).
 struct ChildMemory {
     std::unique_ptr<char[]> text;  // path, PATH, args, env: each NUL-ended
+    char* file = nullptr;          // the path, in text
+    char* search = nullptr;        // PATH to look it up in, in text; null: not searched
     std::vector<char*> argv, sh_argv, envv;
     ChildPlan plan{};
-    std::unique_ptr<char[]> stack;
+    std::unique_ptr<char[]> stack;  // Share only
 };
 
 void ChildMemoryFree::operator()(ChildMemory* m) const { delete m; }
+
+namespace {
+
+// Everything a child needs but its fds, built before it exists (it may not
+// allocate): the strings copied into one block, so that a Share child's
+// stay valid whatever the caller does with its own.  Null when memory ran
+// out.
+ChildMemoryPtr child_memory(const std::string& path, const std::vector<std::string>& args,
+                            const std::optional<std::vector<std::string>>& env,
+                            bool with_stack) {
+    try {
+        ChildMemoryPtr mem(new ChildMemory);
+        const bool search_it = searched(path);
+        std::string search = search_it ? search_path(env) : std::string();
+        size_t size = path.size() + 1 + search.size() + 1;
+        for (const std::string& a : args)
+            size += a.size() + 1;
+        if (env)
+            for (const std::string& e : *env)
+                size += e.size() + 1;
+        mem->text.reset(new char[size]);
+        char* end = mem->text.get();
+        auto put = [&end](const std::string& s) {
+            char* at = end;
+            std::memcpy(at, s.data(), s.size());
+            at[s.size()] = '\0';
+            end += s.size() + 1;
+            return at;
+        };
+        mem->file = put(path);
+        char* search_text = put(search);
+        if (search_it)
+            mem->search = search_text;
+        std::vector<char*>& argv = mem->argv;
+        argv.reserve(args.size() + 2);
+        argv.push_back(mem->file);
+        for (const std::string& a : args)
+            argv.push_back(put(a));
+        argv.push_back(nullptr);
+        mem->sh_argv.reserve(argv.size() + 1);
+        mem->sh_argv.push_back(const_cast<char*>(kShell));
+        mem->sh_argv.insert(mem->sh_argv.end(), argv.begin(), argv.end());
+        if (env) {
+            mem->envv.reserve(env->size() + 1);
+            for (const std::string& e : *env)
+                mem->envv.push_back(put(e));
+            mem->envv.push_back(nullptr);
+        }
+#ifdef UR_SPAWN_SHARE
+        if (with_stack)
+            mem->stack.reset(new char[kChildStack]);
+#else
+        (void)with_stack;
+#endif
+        return mem;
+    } catch (const std::bad_alloc&) {
+        return nullptr;
+    }
+}
+
+}  // namespace
 
 #ifdef UR_SPAWN_SHARE
 namespace {
@@ -597,54 +660,8 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     if (mode == SpawnMode::Borrow)
         mode = SpawnMode::Copy;
 #endif
-    // Everything the child needs is built before it exists: the child may
-    // not allocate.  The strings are copied into one block, so that a
-    // Share child's stay valid whatever the caller does with its own.
-    // Out of memory is a failure to start, not the agent's end.
-    ChildMemoryPtr mem;
-    const bool search_it = searched(path);
-    char* file = nullptr;
-    char* search_text = nullptr;
-    try {
-        mem.reset(new ChildMemory);
-        std::string search = search_it ? search_path(env) : std::string();
-        size_t size = path.size() + 1 + search.size() + 1;
-        for (const std::string& a : args)
-            size += a.size() + 1;
-        if (env)
-            for (const std::string& e : *env)
-                size += e.size() + 1;
-        mem->text.reset(new char[size]);
-        char* end = mem->text.get();
-        auto put = [&end](const std::string& s) {
-            char* at = end;
-            std::memcpy(at, s.data(), s.size());
-            at[s.size()] = '\0';
-            end += s.size() + 1;
-            return at;
-        };
-        file = put(path);
-        search_text = put(search);
-        std::vector<char*>& argv = mem->argv;
-        argv.reserve(args.size() + 2);
-        argv.push_back(file);
-        for (const std::string& a : args)
-            argv.push_back(put(a));
-        argv.push_back(nullptr);
-        mem->sh_argv.reserve(argv.size() + 1);
-        mem->sh_argv.push_back(const_cast<char*>(kShell));
-        mem->sh_argv.insert(mem->sh_argv.end(), argv.begin(), argv.end());
-        if (env) {
-            mem->envv.reserve(env->size() + 1);
-            for (const std::string& e : *env)
-                mem->envv.push_back(put(e));
-            mem->envv.push_back(nullptr);
-        }
-#ifdef UR_SPAWN_SHARE
-        if (mode == SpawnMode::Share)
-            mem->stack.reset(new char[kChildStack]);
-#endif
-    } catch (const std::bad_alloc&) {
+    ChildMemoryPtr mem = child_memory(path, args, env, mode == SpawnMode::Share);
+    if (!mem) {  // a failure to start, not the agent's end
         err = ENOMEM;
         error = std::string("memory: ") + std::strerror(err);
         return false;
@@ -680,7 +697,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     volatile int exec_err = 0;
-    mem->plan = ChildPlan{file, path.size(), search_it ? search_text : nullptr,
+    mem->plan = ChildPlan{mem->file, path.size(), mem->search,
                           mem->argv.data(), sh_fallback ? mem->sh_argv.data() : nullptr,
                           envp, devnull, out[1], errp[1], rep[1],
                           borrow ? &exec_err : nullptr, open_max()};
