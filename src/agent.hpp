@@ -91,6 +91,7 @@ private:
     void request_channel_gone(const std::string& why, uint64_t now);
     void setup_consumer(uint64_t now);
     void setup_ping();
+    void setup_publisher();
     void need_channels();
     void on_consuming(uint64_t now);
     // Ur protocol

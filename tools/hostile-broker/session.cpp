@@ -48,6 +48,7 @@ public:
 
 private:
     struct Chan {
+        bool open_ok = false;       // channel.open-ok sent
         bool confirms = false;
         uint64_t seq = 0;
         bool in_content = false;    // a publish whose content is still coming
@@ -64,7 +65,15 @@ private:
     void on_published(uint16_t ch, Chan& c);
     // Queues a method, unless the abuse left the stream corrupt: then
     // nothing more is said, so the agent judges the abuse alone.
+    // Like a real broker, which handles a channel's frames in order,
+    // nothing is answered on a channel before its open-ok: a session that
+    // withholds the open-ok withholds what the agent sent behind it too.
     void send(uint16_t ch, const amqp::Method& m) {
+        if (ch != 0) {
+            bool open_ok = std::holds_alternative<amqp::ChannelOpenOk>(m);
+            if (open_ok) chans_[ch].open_ok = true;
+            else if (!chans_[ch].open_ok) return;
+        }
         if (!mute_) amqp::encode_method_frame(out_, ch, m);
     }
     void see(Reaction r, uint16_t code = 0) {
