@@ -2,6 +2,7 @@
 
 #include "json/scan.hpp"
 #include "json/utf8.hpp"
+#include "json/write.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -144,7 +145,7 @@ private:
     bool parse_hex4(uint32_t& cp);
     bool parse_number(Value& out);
     bool parse_literal(std::string_view word, Value v, Value& out);
-    static void drop_duplicate_keys(Value::Object& obj);
+    static bool drop_duplicate_keys(Value::Object& obj, std::string* dup);
 
     const char* begin_;
     const char* p_;
@@ -229,8 +230,10 @@ bool Parser::run(Value& result)
                 break;
             }
             if (p_ < end_ && *p_ == '}') {
+                std::string dup;
+                if (drop_duplicate_keys(obj, &dup) && opt_.reject_duplicate_keys)
+                    return fail(p_, "duplicate key " + write(Value(dup)) + " in object");
                 ++p_;
-                drop_duplicate_keys(obj);
                 value = std::move(top.container);
                 stack_.pop_back();
                 continue;
@@ -511,17 +514,17 @@ bool Parser::parse_literal(std::string_view word, Value v, Value& out)
 // Keeps one member per key: at the first occurrence's position, with the
 // last occurrence's value.  Linear for small objects without duplicates,
 // O(n log n) otherwise, so that a hostile object with many members cannot
-// make parsing quadratic.
-void Parser::drop_duplicate_keys(Value::Object& obj)
+// make parsing quadratic.  `dup`, when given, gets a key that was repeated.
+bool Parser::drop_duplicate_keys(Value::Object& obj, std::string* dup)
 {
     const size_t n = obj.size();
-    if (n < 2) return;
+    if (n < 2) return false;
     if (n <= 16) {
-        bool dup = false;
-        for (size_t i = 1; i < n && !dup; ++i)
-            for (size_t j = 0; j < i && !dup; ++j)
-                dup = obj[i].first == obj[j].first;
-        if (!dup) return;
+        bool seen = false;
+        for (size_t i = 1; i < n && !seen; ++i)
+            for (size_t j = 0; j < i && !seen; ++j)
+                seen = obj[i].first == obj[j].first;
+        if (!seen) return false;
     }
     std::vector<size_t> order(n);
     std::iota(order.begin(), order.end(), size_t{0});
@@ -534,6 +537,7 @@ void Parser::drop_duplicate_keys(Value::Object& obj)
         size_t j = i + 1;
         while (j < n && obj[order[j]].first == obj[order[i]].first) ++j;
         if (j - i > 1) {
+            if (dup && !any) *dup = obj[order[i]].first;
             // order[i..j) are the occurrences, in input order.
             obj[order[i]].second = std::move(obj[order[j - 1]].second);
             for (size_t k = i + 1; k < j; ++k) drop[order[k]] = true;
@@ -541,7 +545,7 @@ void Parser::drop_duplicate_keys(Value::Object& obj)
         }
         i = j;
     }
-    if (!any) return;
+    if (!any) return false;
     size_t w = 0;
     for (size_t r = 0; r < n; ++r) {
         if (drop[r]) continue;
@@ -549,6 +553,7 @@ void Parser::drop_duplicate_keys(Value::Object& obj)
         ++w;
     }
     obj.erase(obj.begin() + static_cast<std::ptrdiff_t>(w), obj.end());
+    return true;
 }
 
 }  // namespace

@@ -47,6 +47,10 @@ struct ParseOptions {
     // Node's JSON.parse and then its UTF-8 encoding of the string make of
     // it (JSON.stringify writes such escapes).  Off: the error.
     bool lone_surrogates_as_replacement = false;
+    // An object with a key twice is an error ("duplicate key ...") instead
+    // of keeping the last value: for files people write, where a repeated
+    // key is a mistake to point at (the agent's --config).
+    bool reject_duplicate_keys = false;
 };
 
 struct ParseError {

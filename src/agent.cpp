@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <new>
 #include <cmath>
@@ -46,6 +47,7 @@ const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) c
 // long after the request arrived: see answer_broadcast(), ping_reply_due().
 const uint64_t kFreshClientReplyDelayMs = 100;
 const uint64_t kSysinfoTimeoutMs = 120000;  // --sysinfo-cmd is killed past it
+const size_t kSysinfoMaxBytes = 16u << 20;   // and stopped past this much output
 // A discover waits this long for a fresh sysinfo, then gets the one read
 // last: a hung sysinfo command must not hide the node from discovers.
 const uint64_t kBroadcastFreshWaitMs = 2000;
@@ -79,6 +81,82 @@ BuiltinSysinfoOptions builtin_sysinfo_options(const Config& cfg) {
     o.admin_tag = cfg.admin_nic_tag;
     o.setup_file = cfg.setup_file;
     return o;
+}
+
+namespace {
+
+// Sysinfo from --sysinfo-file or the built-in reader, read at once: true
+// with `ok`, `text` and `error` set.  False when it comes from the command,
+// which runs as a job (sysinfo_job(), then sysinfo_job_outcome()).
+bool read_sysinfo_directly(const Config& cfg, bool& ok, std::string& text, std::string& error) {
+    if (!cfg.sysinfo_file.empty()) {
+        ok = read_file(cfg.sysinfo_file, kSysinfoMaxBytes, text, error);
+        return true;
+    }
+    if (!use_builtin_sysinfo(cfg)) return false;
+    json::Value v;
+    ok = builtin_sysinfo(builtin_sysinfo_options(cfg), v, error);
+    text = ok ? json::write(v) : "";
+    return true;
+}
+
+JobSpec sysinfo_job(const Config& cfg, std::string id) {
+    JobSpec spec;
+    spec.id = std::move(id);
+    spec.kind = JobSpec::Kind::File;
+    spec.script = cfg.sysinfo_cmd;
+    spec.timeout_ms = kSysinfoTimeoutMs;
+    spec.max_output = kSysinfoMaxBytes;
+    spec.stop_past_cap = true;  // a command printing without end would spin for 120 s
+    return spec;
+}
+
+// Whether the sysinfo command did its job; why not in `error`.
+bool sysinfo_job_outcome(const Config& cfg, const JobResult& r, std::string& error) {
+    if (r.exit_status == 0 && !r.timed_out) return true;
+    error = r.timed_out ? cfg.sysinfo_cmd + " did not finish within " +
+                              std::to_string(kSysinfoTimeoutMs / 1000) + " s (killed)"
+            : r.out.truncated || r.err.truncated
+                ? cfg.sysinfo_cmd + " printed more than 16 MiB (stopped)"
+                : cfg.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
+    if (!r.start_error.empty()) error += ": " + r.start_error;
+    std::string e = json::string_from_bytes(r.err.data.substr(0, 300));
+    while (!e.empty() && std::isspace(static_cast<unsigned char>(e.back()))) e.pop_back();
+    if (!e.empty()) error += ": " + e;
+    return false;
+}
+
+}  // namespace
+
+bool read_sysinfo_now(const Config& cfg, json::Value& sysinfo, std::string& error) {
+    bool ok = false;
+    std::string text;
+    if (!read_sysinfo_directly(cfg, ok, text, error)) {
+        // The command, under the limits the agent sets it (no script file,
+        // so the supervisor needs no work directory).
+        Supervisor sup{SupervisorOptions{}};
+        sup.start(sysinfo_job(cfg, kSysinfoJob), monotonic_ms());
+        std::vector<JobResult> done;
+        while ((done = sup.take_finished()).empty()) {
+            std::vector<pollfd> fds;
+            sup.add_pollfds(fds);
+            uint64_t now = monotonic_ms(), deadline = sup.next_deadline();
+            int wait = 50;  // children are reaped by polling: no SIGCHLD handler here
+            if (deadline != UINT64_MAX) wait = int(std::min<uint64_t>(50, deadline > now ? deadline - now : 0));
+            if (poll(fds.data(), nfds_t(fds.size()), wait) < 0 && errno != EINTR) {
+                error = std::string("poll: ") + std::strerror(errno);
+                return false;
+            }
+            now = monotonic_ms();
+            sup.handle(fds, now);
+            sup.reap(now);
+            sup.tick(now);
+        }
+        ok = sysinfo_job_outcome(cfg, done.front(), error);
+        text = std::move(done.front().out.data);
+    }
+    Identity id;
+    return ok && parse_sysinfo(text, sysinfo, id, error);
 }
 
 uint64_t Backoff::next(uint32_t random) {
@@ -227,17 +305,17 @@ bool Agent::lock_state_dir() {
     // keep us waiting forever: only a regular file of ours, with one link,
     // mode 0600 (made so if it is not), is a lock.
     struct stat st;
+    std::string why = lock_fd_ < 0 ? std::strerror(errno) : "";
     if (lock_fd_ >= 0 && (fstat(lock_fd_, &st) != 0 || !S_ISREG(st.st_mode) ||
                           st.st_uid != geteuid() || st.st_nlink != 1 ||
                           ((st.st_mode & 077) != 0 && fchmod(lock_fd_, 0600) != 0))) {
         close(lock_fd_);
         lock_fd_ = -1;
-        errno = EPERM;
+        why = "not a regular file of ours with one link and mode 0600";
     }
     if (lock_fd_ < 0) {
-        log::error("cannot use the state directory's lock file (not a file of ours?); "
-                   "running without it",
-                   {{"file", path}, {"error", std::strerror(errno)}});
+        log::error("cannot use the state directory's lock file; running without it",
+                   {{"file", path}, {"error", why}});
         return true;
     }
     bool said = false;
@@ -530,6 +608,7 @@ void Agent::drain_self_pipe() {
         if (n <= 0) break;
         for (ssize_t i = 0; i < n; ++i) {
             if (buf[i] == 'T' && !stopping_) begin_shutdown(monotonic_ms());
+            else if (buf[i] == 'T') repeat_shutdown(monotonic_ms());
             if (buf[i] == 'H') log::info("SIGHUP ignored");
             if (buf[i] == '1' || buf[i] == '2')
                 log::info(buf[i] == '1' ? "SIGUSR1 ignored" : "SIGUSR2 ignored");
@@ -1246,17 +1325,8 @@ void Agent::flush_acks() {
 void Agent::on_job_finished(JobResult& r, uint64_t now) {
     if (r.id.rfind(kSysinfoJob, 0) == 0) {
         sysinfo_running_ = false;
-        bool ok = r.exit_status == 0 && !r.timed_out;
         std::string error;
-        if (!ok) {
-            error = r.timed_out ? cfg_.sysinfo_cmd + " did not finish within " +
-                                      std::to_string(kSysinfoTimeoutMs / 1000) + " s (killed)"
-                    : r.out.truncated || r.err.truncated
-                        ? cfg_.sysinfo_cmd + " printed more than 16 MiB (stopped)"
-                        : cfg_.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
-            std::string e = json::string_from_bytes(r.err.data.substr(0, 300));
-            if (!e.empty()) error += ": " + e;
-        }
+        bool ok = sysinfo_job_outcome(cfg_, r, error);
         on_sysinfo(ok, r.out.data, error, now);
         return;
     }
@@ -1449,28 +1519,11 @@ void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
     }
     sysinfo_waiters_.push_back(std::move(w));
     if (sysinfo_running_) return;
-    if (!cfg_.sysinfo_file.empty()) {
-        std::string text, error;
-        bool ok = read_file(cfg_.sysinfo_file, 16u << 20, text, error);
-        on_sysinfo(ok, text, error, now);
-        return;
-    }
-    if (use_builtin_sysinfo(cfg_)) {
-        json::Value v;
-        std::string error;
-        bool ok = builtin_sysinfo(builtin_sysinfo_options(cfg_), v, error);
-        on_sysinfo(ok, ok ? json::write(v) : "", error, now);
-        return;
-    }
-    JobSpec spec;
-    spec.id = std::string(kSysinfoJob) + std::to_string(++job_counter_);
-    spec.kind = JobSpec::Kind::File;
-    spec.script = cfg_.sysinfo_cmd;
-    spec.timeout_ms = kSysinfoTimeoutMs;
-    spec.max_output = 16u << 20;
-    spec.stop_past_cap = true;  // a command printing without end would spin for 120 s
+    bool ok = false;
+    std::string text, error;
+    if (read_sysinfo_directly(cfg_, ok, text, error)) return on_sysinfo(ok, text, error, now);
     sysinfo_running_ = true;
-    sup_.start(std::move(spec), now);
+    sup_.start(sysinfo_job(cfg_, std::string(kSysinfoJob) + std::to_string(++job_counter_)), now);
 }
 
 // Discovers kept waiting by a sysinfo command that has not finished in
@@ -1641,6 +1694,19 @@ void Agent::begin_shutdown(uint64_t now) {
     consumer_retry_at_ = 0;
     ping_retry_at_ = 0;
     sysinfo_next_at_ = 0;
+}
+
+// SIGTERM or SIGINT again while shutting down: said, so that the operator
+// knows what is still awaited; the grace period stays what it was (the
+// replies of the scripts still running are what it is for).
+void Agent::repeat_shutdown(uint64_t now) {
+    uint64_t grace_end = stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000;
+    const size_t running = request_jobs_ - held_.size();
+    log::info(children_killed_ || running == 0
+                  ? "already shutting down; delivering the replies owed"
+                  : "already shutting down; running scripts are stopped when the grace period ends",
+              {{"running", json::Value(int64_t(running))},
+               {"grace_left_s", json::Value(int64_t(now < grace_end ? (grace_end - now + 999) / 1000 : 0))}});
 }
 
 // Shutting down with no script left running: closing the request and

@@ -28,6 +28,11 @@ namespace ur {
 // no --sysinfo-cmd, and no executable /usr/bin/sysinfo.
 bool use_builtin_sysinfo(const Config& cfg);
 BuiltinSysinfoOptions builtin_sysinfo_options(const Config& cfg);
+// Reads sysinfo once as the agent does (the file, the built-in reader, or
+// the command under the same time and output limits) and checks it the
+// same way: for --print-sysinfo.  On success `sysinfo` is what the agent
+// would send; otherwise `error` says why it would refuse it.
+bool read_sysinfo_now(const Config& cfg, json::Value& sysinfo, std::string& error);
 
 // Exponential backoff with jitter: base doubling to cap; reset() after a
 // healthy period.
@@ -134,6 +139,7 @@ private:
     // Reboot and shutdown
     void reboot(uint64_t now);
     void begin_shutdown(uint64_t now);
+    void repeat_shutdown(uint64_t now);
     void check_shutdown(uint64_t now);
     std::string random_hex(size_t digits);
     uint32_t random32();

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "json/json.hpp"
+#include "src/file_io.hpp"
 
 namespace ur {
 
@@ -40,9 +41,9 @@ std::string usage_text() {
         "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
         "                          brokers of a cluster, tried in turn; a PORT left\n"
-        "                          out is 5672, an IPv6 address with a port is\n"
-        "                          [ADDR]:PORT (default $AMQP_HOST:$AMQP_PORT or\n"
-        "                          localhost:5672)\n"
+        "                          out is $AMQP_PORT or 5672, an IPv6 address with a\n"
+        "                          port is [ADDR]:PORT (default $AMQP_HOST or\n"
+        "                          localhost)\n"
         "  --login NAME            AMQP user (default $AMQP_LOGIN or guest)\n"
         "  --password-file FILE    read the AMQP password from FILE (first line)\n"
         "                          (default $AMQP_PASSWORD or guest)\n"
@@ -63,6 +64,7 @@ std::string usage_text() {
         "                          (default: the interface of the default route)\n"
         "  --admin-nic-tag TAG     built-in sysinfo: \"Admin NIC Tag\" (default admin)\n"
         "  --print-sysinfo         print the sysinfo the agent would send and exit\n"
+        "                          (1, with the reason, if the agent would refuse it)\n"
         "  --sysinfo-interval SECS send ur.sysinfo every SECS until setup is complete\n"
         "                          (default 60)\n"
         "  --setup-file FILE       setup state file (default /var/lib/setup.json)\n"
@@ -242,12 +244,18 @@ bool parse_brokers(const std::string& spec, uint16_t default_port,
                 return false;
             }
             addr.port = uint16_t(p);
+            addr.port_given = true;
         }
         list.push_back(std::move(addr));
         if (comma == spec.size()) break;
     }
     out = std::move(list);
     return true;
+}
+
+void apply_default_port(std::vector<BrokerAddress>& brokers, uint16_t port) {
+    for (BrokerAddress& b : brokers)
+        if (!b.port_given) b.port = port;
 }
 
 namespace {
@@ -373,23 +381,15 @@ bool value_flag(const std::string& name) {
 bool apply_config_file(const std::string& path, Config& cfg, std::string& password_file,
                        bool& work_dir_set, std::string& error) {
     std::string text;
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        error = "--config " + path + ": " + std::strerror(errno);
+    if (!read_file(path, 1u << 20, text, error)) {
+        error = "--config " + error;
         return false;
     }
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        text.append(buf, size_t(n));
-        if (text.size() > (1u << 20)) break;
-    }
-    close(fd);
     json::Value v;
     json::ParseError perr;
-    if (!json::parse(text, v, perr)) {
+    json::ParseOptions popt;
+    popt.reject_duplicate_keys = true;  // {"heartbeat":5, ..., "heartbeat":60}: which one was meant?
+    if (!json::parse(text, v, perr, popt)) {
         error = "--config " + path + ": " + perr.to_string();
         return false;
     }
@@ -438,7 +438,7 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
     // Pass 1: --help, --version, --config (the file comes first in precedence).
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
-        if (arg == "--help") {
+        if (arg == "--help" || arg == "-h") {
             output = usage_text();
             return ConfigStatus::Exit;
         }
@@ -452,13 +452,19 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
                 return ConfigStatus::Error;
             }
             cfg.config_file = arg == "--config" ? argv[i + 1] : arg.substr(9);
+            if (cfg.config_file.empty()) {
+                error = "--config needs a file name (got an empty one)";
+                return ConfigStatus::Error;
+            }
         }
     }
     if (!cfg.config_file.empty() &&
         !apply_config_file(cfg.config_file, cfg, password_file, work_dir_set, error))
         return ConfigStatus::Error;
 
-    // The environment (compatible with the original agent).
+    // The environment (compatible with the original agent).  AMQP_PORT is
+    // the port of every broker address written without one, wherever it
+    // was written (AMQP_HOST, the file, --broker): applied once all are read.
     const char* env_host = getenv("AMQP_HOST");
     const char* env_port = getenv("AMQP_PORT");
     uint16_t port = 5672;
@@ -470,13 +476,9 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
         }
         port = uint16_t(v);
     }
-    if (env_host && *env_host) {
-        if (!parse_brokers(env_host, port, cfg.brokers, error)) {
-            error = "AMQP_HOST: " + error;
-            return ConfigStatus::Error;
-        }
-    } else if (env_port && *env_port) {
-        for (auto& b : cfg.brokers) b.port = port;
+    if (env_host && *env_host && !parse_brokers(env_host, port, cfg.brokers, error)) {
+        error = "AMQP_HOST: " + error;
+        return ConfigStatus::Error;
     }
     if (const char* v = getenv("AMQP_LOGIN"); v && *v) cfg.login = v;
     if (const char* v = getenv("AMQP_PASSWORD"); v && *v) {
@@ -539,6 +541,7 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             log::warn("password file is readable by group or others; chmod 600 it",
                       {{"file", password_file}});
     }
+    apply_default_port(cfg.brokers, port);
     if (!work_dir_set) cfg.work_dir = cfg.state_dir + "/.ur-agent-work";
     return ConfigStatus::Ok;
 }

@@ -14,6 +14,7 @@ namespace ur {
 struct BrokerAddress {
     std::string host;
     uint16_t port = 5672;
+    bool port_given = false;  // written in the address (else port is the default)
 };
 
 struct Config {
@@ -101,5 +102,9 @@ bool read_password_file(const std::string& path, std::string& password, std::str
 // Parses "HOST[:PORT][,HOST[:PORT]...]" ("[v6addr]:port" for IPv6).
 bool parse_brokers(const std::string& spec, uint16_t default_port,
                    std::vector<BrokerAddress>& out, std::string& error);
+
+// Gives `port` to every address written without one: $AMQP_PORT is the
+// default port of all of them, however they were given.
+void apply_default_port(std::vector<BrokerAddress>& brokers, uint16_t port);
 
 }  // namespace ur

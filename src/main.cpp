@@ -1,6 +1,5 @@
 // ur-agent: the Triton Ur agent.  See README.md and `ur-agent --help`.
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,11 +9,7 @@
 
 #include "src/agent.hpp"
 #include "src/config.hpp"
-#include "src/file_io.hpp"
-#include "src/linux_sysinfo.hpp"
 #include "src/log.hpp"
-#include "src/sysinfo.hpp"
-#include "src/work_dir.hpp"
 
 namespace {
 
@@ -52,26 +47,12 @@ int main(int argc, char** argv) {
     }
     ur::log::set_level(cfg.log_level);
     if (cfg.print_sysinfo) {
-        std::string text;
-        if (!cfg.sysinfo_file.empty()) {
-            if (!ur::read_file(cfg.sysinfo_file, 16u << 20, text, error)) {
-                std::fprintf(stderr, "ur-agent: %s\n", error.c_str());
-                return 1;
-            }
-        } else if (!ur::use_builtin_sysinfo(cfg)) {
-            execl(cfg.sysinfo_cmd.c_str(), cfg.sysinfo_cmd.c_str(), (char*)nullptr);
-            std::fprintf(stderr, "ur-agent: cannot run %s: %s\n", cfg.sysinfo_cmd.c_str(),
-                         std::strerror(errno));
+        json::Value sysinfo;
+        if (!ur::read_sysinfo_now(cfg, sysinfo, error)) {
+            std::fprintf(stderr, "ur-agent: cannot read sysinfo: %s\n", error.c_str());
             return 1;
-        } else {
-            json::Value v;
-            if (!ur::builtin_sysinfo(ur::builtin_sysinfo_options(cfg), v, error)) {
-                std::fprintf(stderr, "ur-agent: %s\n", error.c_str());
-                return 1;
-            }
-            text = json::write(v) + "\n";
         }
-        std::fputs(text.c_str(), stdout);
+        std::fputs((json::write(sysinfo) + "\n").c_str(), stdout);
         return 0;
     }
     // Children must not inherit the broker password through the

@@ -180,6 +180,10 @@ TEST_CASE("config: --help and --version") {
     const char* help[] = {"ur-agent", "--help"};
     CHECK(parse_config(2, help, env.fn(), cfg, out, err) == ConfigStatus::Exit);
     CHECK(out.find("--max-concurrency") != std::string::npos);
+    const char* h[] = {"ur-agent", "-h"};
+    std::string out_h;
+    CHECK(parse_config(2, h, env.fn(), cfg, out_h, err) == ConfigStatus::Exit);
+    CHECK(out_h == out);
     const char* ver[] = {"ur-agent", "--version"};
     CHECK(parse_config(2, ver, env.fn(), cfg, out, err) == ConfigStatus::Exit);
     CHECK(out.rfind("ur-agent ", 0) == 0);
@@ -580,6 +584,57 @@ TEST_CASE("config: --config file, with flags beating env beating file") {
     write_text(file, "{,}");
     CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
     CHECK(err.find("line 1, column 2") != std::string::npos);
+    // Which of two values was meant is not guessed.
+    write_text(file, R"({"heartbeat":5,"login":"x","heartbeat":6})");
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err == "--config " + file + ": line 1, column 41: duplicate key \"heartbeat\" in object");
+    // No file, an empty name, a directory: said as such.
+    CHECK(parse({"--config", (dir + "/none.json").c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err == "--config " + dir + "/none.json: No such file or directory");
+    CHECK(parse({"--config="}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err == "--config needs a file name (got an empty one)");
+    CHECK(parse({"--config", ""}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", dir.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err == "--config " + dir + ": not a regular file");
+}
+
+TEST_CASE("config: AMQP_PORT is the port of every address written without one") {
+    std::string dir = temp_dir();
+    std::string file = dir + "/ur.json";
+    Env env;
+    env.vars = {{"AMQP_PORT", "5996"}};
+    std::string err;
+    Config a;
+    REQUIRE(parse({"--broker", "h1,h2:7,[::1],[::1]:8"}, env, a, err) == ConfigStatus::Ok);
+    REQUIRE(a.brokers.size() == 4);
+    CHECK(a.brokers[0].port == 5996);
+    CHECK(a.brokers[1].port == 7);
+    CHECK(a.brokers[2].port == 5996);
+    CHECK(a.brokers[3].port == 8);
+    // A port written in the file wins over AMQP_PORT; one left out there
+    // is AMQP_PORT's.
+    write_text(file, R"({"broker":"f:5995,g"})");
+    Config b;
+    REQUIRE(parse({"--config", file.c_str()}, env, b, err) == ConfigStatus::Ok);
+    REQUIRE(b.brokers.size() == 2);
+    CHECK(b.brokers[0].port == 5995);
+    CHECK(b.brokers[1].port == 5996);
+    // AMQP_HOST's own port wins too; the default host takes AMQP_PORT.
+    env.vars = {{"AMQP_PORT", "5996"}, {"AMQP_HOST", "e:1,e2"}};
+    Config c;
+    REQUIRE(parse({}, env, c, err) == ConfigStatus::Ok);
+    CHECK(c.brokers[0].port == 1);
+    CHECK(c.brokers[1].port == 5996);
+    env.vars = {{"AMQP_PORT", "5996"}};
+    Config d;
+    REQUIRE(parse({}, env, d, err) == ConfigStatus::Ok);
+    CHECK(d.brokers[0].host == "localhost");
+    CHECK(d.brokers[0].port == 5996);
+    // Without AMQP_PORT a port left out is 5672.
+    Config e;
+    Env none;
+    REQUIRE(parse({"--broker", "h1"}, none, e, err) == ConfigStatus::Ok);
+    CHECK(e.brokers[0].port == 5672);
 }
 
 TEST_CASE("config: --password-file reads the first line") {

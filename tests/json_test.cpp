@@ -260,6 +260,34 @@ TEST_CASE("duplicate keys: last value wins, first position kept")
     }
 }
 
+TEST_CASE("duplicate keys: an error when ParseOptions asks for it")
+{
+    json::ParseOptions opt;
+    opt.reject_duplicate_keys = true;
+    auto fails = [&](const std::string& text, const std::string& reason, size_t column) {
+        CAPTURE(text);
+        Value v;
+        json::ParseError err;
+        REQUIRE_FALSE(json::parse(text, v, err, opt));
+        CHECK(err.reason == reason);
+        CHECK(err.line == 1);
+        CHECK(err.column == column);
+    };
+    fails(R"({"a":1,"b":2,"a":3})", R"(duplicate key "a" in object)", 19);
+    fails(R"({"x":{"":1,"":2}})", R"(duplicate key "" in object)", 16);
+    fails(R"([{"k\n":1,"k\n":1}])", R"(duplicate key "k\n" in object)", 18);
+    // The sorting path (more than 16 members).
+    std::string text = "{";
+    for (int i = 0; i < 40; ++i) text += "\"k" + std::to_string(i) + "\":0,";
+    text += "\"k7\":1}";
+    fails(text, R"(duplicate key "k7" in object)", text.size());
+    Value v;
+    json::ParseError err;
+    text.replace(text.rfind("k7"), 2, "k99");
+    CHECK(json::parse(text, v, err, opt));
+    CHECK(json::parse(R"({"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]})", v, err, opt));
+}
+
 // --- Parsing: rejected --------------------------------------------------
 
 TEST_CASE("empty and whitespace-only input are errors")

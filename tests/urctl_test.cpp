@@ -134,6 +134,12 @@ TEST_CASE("urctl options: the environment, then flags") {
     CHECK(p.opt.login == "me");
     CHECK(p.opt.vhost == "/");
 
+    // AMQP_PORT is the port of a --broker address written without one.
+    p = parse({"discover", "--broker", "a,b:2"}, env);
+    REQUIRE(p.status == ParseStatus::Ok);
+    CHECK(p.opt.brokers[0].port == 5999);
+    CHECK(p.opt.brokers[1].port == 2);
+
     p = parse({"discover"}, {{"AMQP_PORT", "70000"}});
     CHECK(p.status == ParseStatus::Error);
     CHECK(p.error.find("AMQP_PORT") != std::string::npos);

@@ -244,13 +244,19 @@ class SysinfoHeartbeat(AgentTestCase):
 
 class Shutdown(AgentTestCase):
 
-    def _term_during_script(self, sig):
-        a = self.start_agent()
+    def _running_script(self, a, secs=2):
+        """Sends a script that runs `secs` and prints "finished"; returns its
+        request id once it has started."""
         started = self.path("started")
         req = self.client.send_execute(
-            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 2\necho finished\n"
-            % started, env={})
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep %d\necho finished\n" % (started, secs),
+            env={})
         wait_until(lambda: os.path.exists(started), what="script started")
+        return req
+
+    def _term_during_script(self, sig):
+        a = self.start_agent()
+        req = self._running_script(a)
         t0 = time.monotonic()
         a.send_signal(sig)
         r = self.client.wait_reply(a.uuid, req)
@@ -264,15 +270,28 @@ class Shutdown(AgentTestCase):
     def test_sigint_lets_running_script_finish_and_reply(self):
         self._term_during_script(signal.SIGINT)
 
+    def test_a_second_signal_while_shutting_down_is_said_and_keeps_the_grace(self):
+        # Ctrl-C twice during the grace: acknowledged in the log (it was
+        # silent), the running script still finishes and is answered.
+        a = self.start_agent()
+        req = self._running_script(a)
+        a.send_signal(signal.SIGINT)
+        a.wait_log(lambda rec: rec.get("msg", "").startswith("shutting down"),
+                   what="shutting down")
+        a.send_signal(signal.SIGINT)
+        rec = a.wait_log(lambda rec: rec.get("msg", "").startswith("already shutting down"),
+                         what="the second signal acknowledged")
+        self.assertEqual(rec["running"], 1, rec)
+        self.assertGreater(rec["grace_left_s"], 0, rec)
+        self.assertReply(self.client.wait_reply(a.uuid, req), 0, "finished\n")
+        self.assertEqual(a.wait_exit(), 0)
+
     def test_sigterm_answers_requests_waiting_for_a_slot_not_run(self):
         # One slot, taken; two requests wait.  On SIGTERM the running one
         # finishes and is answered; the waiting ones are answered "not run"
         # at once (the request queue, and they with it, goes with us).
         a = self.start_agent(args=["--max-concurrency", "1"])
-        started = self.path("started")
-        running = self.client.send_execute(
-            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 2\necho finished\n" % started, env={})
-        wait_until(lambda: os.path.exists(started), what="script started")
+        running = self._running_script(a)
         waiting = [self.client.send_execute(a.uuid, "#!/bin/sh\necho never\n", env={})
                    for _ in range(2)]
         a.wait_log(lambda rec: rec.get("msg") == "execute request" and
@@ -293,10 +312,7 @@ class Shutdown(AgentTestCase):
         # requests "not run", pings as ever; a discover is not (the node
         # is going away).  Once the scripts are done, deliveries stop.
         a = self.start_agent()
-        started = self.path("started")
-        running = self.client.send_execute(
-            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 2\necho finished\n" % started, env={})
-        wait_until(lambda: os.path.exists(started), what="script started")
+        running = self._running_script(a)
         a.send_signal(signal.SIGTERM)
         a.wait_log(lambda rec: rec.get("msg", "").startswith("shutting down"),
                    what="the shutdown begun")
@@ -313,10 +329,7 @@ class Shutdown(AgentTestCase):
 
     def test_request_waiting_past_max_queue_wait_is_answered_not_run(self):
         a = self.start_agent(args=["--max-concurrency", "1", "--max-queue-wait", "1"])
-        started = self.path("started")
-        running = self.client.send_execute(
-            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 4\necho finished\n" % started, env={})
-        wait_until(lambda: os.path.exists(started), what="script started")
+        running = self._running_script(a, 4)
         t0 = time.monotonic()
         waiting = self.client.send_execute(a.uuid, "#!/bin/sh\necho never\n", env={})
         r = self.client.wait_reply(a.uuid, waiting)

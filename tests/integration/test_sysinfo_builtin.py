@@ -107,3 +107,45 @@ class BuiltinSysinfoAgent(AgentTestCase):
         self.assertEqual(body["Hostname"], socket.gethostname())
         reply = self.client.execute(s["UUID"], "#!/bin/sh\necho builtin\n", env={})
         self.assertReply(reply, 0, "builtin\n")
+
+
+class PrintSysinfo(AgentTestCase):
+    """--print-sysinfo reads and checks sysinfo as the running agent does,
+    and says why it would refuse it."""
+    needs_rabbitmq = False
+
+    def command(self, body):
+        path = self.path("sysinfo.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n" + body + "\n")
+        os.chmod(path, 0o755)
+        return print_sysinfo("--sysinfo-cmd", path)
+
+    def refused(self, r, why):
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.stdout, b"")
+        err = r.stderr.decode()
+        self.assertTrue(err.startswith("ur-agent: cannot read sysinfo: "), err)
+        self.assertIn(why, err)
+        self.assertEqual(err.count("\n"), 1, err)
+
+    def test_prints_what_the_agent_would_send(self):
+        r = self.command("""echo '{ "UUID": "abc-1",\n  "Hostname": "cn1" }'""")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(r.stdout, b'{"UUID":"abc-1","Hostname":"cn1"}\n')
+
+    def test_refuses_what_the_agent_refuses(self):
+        self.refused(self.command("echo this is not json"), "sysinfo is not valid JSON")
+        self.refused(self.command("""echo '{"Hostname": "x"}'"""), 'no "UUID"')
+        self.refused(self.command("""echo '{"UUID": "a.b"}'"""), "routing key")
+        self.refused(self.command("echo 'sysinfo: cannot read smbios' >&2; exit 3"),
+                     "failed with exit status 3: sysinfo: cannot read smbios")
+        self.refused(print_sysinfo("--sysinfo-cmd", self.path("none")),
+                     "failed with exit status 127")
+        path = self.path("broken.json")
+        with open(path, "w") as f:
+            f.write('{"UUID": "x"')
+        self.refused(print_sysinfo("--sysinfo-file", path), "not valid JSON")
+
+    def test_output_past_16_mib_is_stopped(self):
+        self.refused(self.command("exec yes '{}'"), "printed more than 16 MiB (stopped)")

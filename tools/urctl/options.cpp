@@ -35,7 +35,8 @@ std::string usage_text() {
         "Broker (the environment variables AMQP_HOST, AMQP_PORT, AMQP_LOGIN,\n"
         "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
-        "                          brokers, tried in turn (default localhost:5672)\n"
+        "                          brokers, tried in turn; a PORT left out is\n"
+        "                          $AMQP_PORT or 5672 (default $AMQP_HOST or localhost)\n"
         "  --login NAME            AMQP user (default guest)\n"
         "  --password-file FILE    read the AMQP password from FILE (first line)\n"
         "  --vhost VHOST           AMQP virtual host (default /)\n"
@@ -393,6 +394,7 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
         return ParseStatus::Error;
     }
     if (!opt.timeout_set) opt.timeout_ms = default_timeout_ms(opt.command);
+    apply_default_port(opt.brokers, env_port);  // as the agent: $AMQP_PORT for a PORT left out
     return ParseStatus::Ok;
 }
 
