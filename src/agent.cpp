@@ -48,6 +48,7 @@ const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) c
 const uint64_t kFreshClientReplyDelayMs = 100;
 const uint64_t kSysinfoTimeoutMs = 120000;  // --sysinfo-cmd is killed past it
 const size_t kSysinfoMaxBytes = 16u << 20;   // and stopped past this much output
+const uint64_t kSysinfoSlowMs = 10000;      // a first read this slow is said
 // A discover waits this long for a fresh sysinfo, then gets the one read
 // last: a hung sysinfo command must not hide the node from discovers.
 const uint64_t kBroadcastFreshWaitMs = 2000;
@@ -490,6 +491,7 @@ uint64_t Agent::next_deadline() const {
     at(pub_retry_at_);
     at(sysinfo_retry_at_);
     at(sysinfo_next_at_);
+    at(sysinfo_slow_at_);
     if (reboot_pending_) at(reboot_at_);
     // Only when it could go: due and held back (blocked, no channel, the
     // in-flight bound) it would make every poll() return at once.
@@ -589,6 +591,13 @@ void Agent::loop_once() {
     if (reboot_pending_ && now >= reboot_at_) reboot(now);
 
     answer_late_broadcasts(now);
+    if (sysinfo_slow_at_ && now >= sysinfo_slow_at_) {
+        sysinfo_slow_at_ = 0;
+        log::warn("still waiting for the sysinfo command; this node cannot take part until it "
+                  "answers (it is killed at 120 s)",
+                  {{"command", field(cfg_.sysinfo_cmd)},
+                   {"waited_ms", json::Value(int64_t(kSysinfoSlowMs))}});
+    }
     release_held(now);
     start_queued(now);
     expire_queued(now);
@@ -1325,6 +1334,7 @@ void Agent::flush_acks() {
 void Agent::on_job_finished(JobResult& r, uint64_t now) {
     if (r.id.rfind(kSysinfoJob, 0) == 0) {
         sysinfo_running_ = false;
+        sysinfo_slow_at_ = 0;
         std::string error;
         bool ok = sysinfo_job_outcome(cfg_, r, error);
         on_sysinfo(ok, r.out.data, error, now);
@@ -1523,6 +1533,9 @@ void Agent::want_sysinfo(SysinfoWaiter w, uint64_t now) {
     std::string text, error;
     if (read_sysinfo_directly(cfg_, ok, text, error)) return on_sysinfo(ok, text, error, now);
     sysinfo_running_ = true;
+    // Without an identity the node waits on it: a slow command is said
+    // before its 120 s are up, not only when it is killed.
+    sysinfo_slow_at_ = have_identity_ ? 0 : now + kSysinfoSlowMs;
     sup_.start(sysinfo_job(cfg_, std::string(kSysinfoJob) + std::to_string(++job_counter_)), now);
 }
 

@@ -227,6 +227,7 @@ private:
     Backoff sysinfo_backoff_{1000, 60000};
     uint64_t sysinfo_retry_at_ = 0;     // boot-time retry
     uint64_t sysinfo_next_at_ = 0;      // next heartbeat, 0 = stopped
+    uint64_t sysinfo_slow_at_ = 0;      // when to say the first read is slow, 0 = not
     bool setup_done_ = false;
     std::string setup_problem_;  // last said of an unusable setup-state file
 

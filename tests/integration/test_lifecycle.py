@@ -135,6 +135,23 @@ class Startup(AgentTestCase):
         self.assertEqual(a.count_log("the sysinfo command is slow; answering discovers with the "
                                      "sysinfo read last"), 1)
 
+    def test_a_hung_sysinfo_command_at_start_is_said_before_it_is_killed(self):
+        # The node cannot take part until its first sysinfo: a hung command
+        # left the log at "ur-agent starting" for the whole 120 s.
+        cmd = self.path("hung.sh")
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\nexec /bin/sleep 300\n")
+        os.chmod(cmd, 0o755)
+        a = self.new_agent(sysinfo_cmd=cmd)
+        t0 = time.monotonic()
+        a.start()
+        rec = a.wait_log(lambda rec: rec.get("msg", "").startswith("still waiting for the sysinfo"),
+                         timeout=20, what="the slow first read said")
+        self.assertGreaterEqual(time.monotonic() - t0, 9.5)
+        self.assertEqual(rec.get("level"), 40)
+        self.assertEqual(rec.get("command"), cmd)
+        self.assertTrue(a.running())
+
     def test_a_sysinfo_command_that_prints_without_end_is_stopped(self):
         # It ran at full speed until its 120 s timeout, the agent draining
         # it at 100% CPU, and then again at the next read.
