@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -491,9 +492,13 @@ bool Parser::parse_number(Value& out)
     double d = 0;
     auto r = std::from_chars(start, p_, d);
     if (r.ec == std::errc::result_out_of_range) {
-        if (!underflows(start, p_))
-            return fail(start, "number out of range for a double");
-        d = negative ? -0.0 : 0.0;
+        if (!underflows(start, p_)) {
+            if (!opt_.overflow_as_infinity) return fail(start, "number out of range for a double");
+            d = negative ? -std::numeric_limits<double>::infinity()
+                         : std::numeric_limits<double>::infinity();
+        } else {
+            d = negative ? -0.0 : 0.0;
+        }
     } else if (r.ec != std::errc() || r.ptr != p_) {
         return fail(start, "malformed number");  // cannot happen: validated
     }

@@ -7,7 +7,8 @@
 // encoded surrogates, code points above U+10FFFF, truncated sequences,
 // stray continuation bytes), lone surrogate \u escapes (unless
 // ParseOptions reads them as U+FFFD, as the agent does), numbers whose
-// magnitude overflows a double, and anything after the value.
+// magnitude overflows a double (unless ParseOptions reads them as an
+// infinity, as JSON.parse does), and anything after the value.
 //
 // Numbers without fraction or exponent that fit in int64 become Int; all
 // others become Double, correctly rounded (values below the smallest
@@ -51,6 +52,10 @@ struct ParseOptions {
     // of keeping the last value: for files people write, where a repeated
     // key is a mistake to point at (the agent's --config).
     bool reject_duplicate_keys = false;
+    // A number too large for a double (1e400) becomes +-infinity instead of
+    // an error, as in JavaScript's JSON.parse; write() makes it null, as
+    // JSON.stringify does.  Off: the error.
+    bool overflow_as_infinity = false;
 };
 
 struct ParseError {

@@ -864,14 +864,22 @@ void Agent::handle_events(uint64_t now) {
                                      now);
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
-                if (ev.code == 405)
-                    log::warn("405 RESOURCE_LOCKED: the request queue is held by another "
-                              "connection (another agent with this UUID, or the broker has not "
-                              "noticed our old connection died); retrying",
-                              {{"queue", field(request_queue_name(id_))},
-                               {"code", json::Value(405)},
-                               {"retry_in_ms", json::Value(int64_t(delay))},
-                               {"attempt", json::Value(int64_t(consumer_backoff_.attempts()))}});
+                if (ev.code == 405) {
+                    // Said at once, then about once a minute at the backoff's
+                    // cap: a lock that lasts leaves this node serving nothing.
+                    unsigned attempt = consumer_backoff_.attempts();
+                    log::write(attempt == 1 ? log::Level::Warn
+                               : attempt % 12 == 0 ? log::Level::Error
+                                                   : log::Level::Debug,
+                               "405 RESOURCE_LOCKED: the request queue is held by another "
+                               "connection (another agent with this UUID, or the broker has not "
+                               "noticed our old connection died), or a queue of that name "
+                               "exists that is not exclusive (delete it); retrying",
+                               {{"queue", field(request_queue_name(id_))},
+                                {"code", json::Value(405)}, {"text", field(ev.text)},
+                                {"retry_in_ms", json::Value(int64_t(delay))},
+                                {"attempt", json::Value(int64_t(attempt))}});
+                }
                 else
                     log::warn("the broker closed the request channel; opening it again",
                               {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
@@ -1382,7 +1390,8 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                    {{"req_id", field(run.req_id)}, {"pid", json::Value(int64_t(r.pid))}});
     if (r.pipes_abandoned)
         log::warn("script exited but a background process still holds its output; replied "
-                  "without waiting for it (it is left running)",
+                  "without waiting for it (it is left running, its output pipes closed: its "
+                  "next write to them fails, or kills it with SIGPIPE)",
                   {{"req_id", field(run.req_id)}});
     OutMessage m;
     m.routing_key = run.reply_key;
@@ -1409,6 +1418,11 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
         reboot_at_ = UINT64_MAX;  // its grace starts when the reply leaves held_
+    } else if (reboot) {
+        log::info(reboot_pending_ ? "script exited 113: a reboot is already pending"
+                                  : "script exited 113: the reboot command has run already; "
+                                    "not run again",
+                  {{"req_id", field(run.req_id)}});
     }
     // Through held_, in order: its slot stays taken until there is room, so
     // replies waiting for the broker's confirms hold scripts back instead
@@ -1498,9 +1512,16 @@ std::string Agent::cut_reply(const OutMessage& m, uint64_t limit, FitReason why)
 // A message that will not be sent (again): said at error, and its reply
 // no longer owed (the journal entry goes; a reboot waiting for it runs).
 void Agent::give_up(const OutMessage& m, const std::string& why, uint64_t now) {
-    log::error("message given up, not sent again: " + why,
-               {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
-                {"bytes", json::Value(int64_t(m.body.size()))}});
+    // Replies to pings and discovers carry no request id of ours: their
+    // routing key says whose they were.
+    if (m.req_id.empty())
+        log::error("message given up, not sent again: " + why,
+                   {{"routing_key", field(m.routing_key)},
+                    {"bytes", json::Value(int64_t(m.body.size()))}});
+    else
+        log::error("message given up, not sent again: " + why,
+                   {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
+                    {"bytes", json::Value(int64_t(m.body.size()))}});
     journal_.remove(m.journal_key);
     if (m.reboot_after && reboot_pending_) reboot(now);
 }
@@ -1597,8 +1618,13 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
         reconnect_at_ = now;
         answer_leftovers(now);
     } else if (id.uuid != id_.uuid) {
-        log::warn("sysinfo UUID changed; keeping the one read at start-up",
+        // Queues, bindings and reply keys are the start-up UUID's: a body
+        // naming another node would have discovers (urclient reads the
+        // node from the body) list one this agent does not serve.
+        log::warn("sysinfo UUID changed; this agent keeps serving the one read at start-up and "
+                  "sends the last sysinfo that had it",
                   {{"uuid", field(id_.uuid)}, {"new_uuid", field(id.uuid)}});
+        v = sysinfo_;
     }
     sysinfo_ = std::move(v);
     std::string body = json::write(sysinfo_);

@@ -260,6 +260,23 @@ TEST_CASE("duplicate keys: last value wins, first position kept")
     }
 }
 
+TEST_CASE("numbers past a double: infinity when ParseOptions asks for it")
+{
+    json::ParseOptions opt;
+    opt.overflow_as_infinity = true;
+    Value v;
+    json::ParseError err;
+    REQUIRE(json::parse("[1e400,-1e400,1e-400,123456789e999]", v, err, opt));
+    const auto& a = v.as_array();
+    CHECK(a[0].as_double() == std::numeric_limits<double>::infinity());
+    CHECK(a[1].as_double() == -std::numeric_limits<double>::infinity());
+    CHECK(a[2].as_double() == 0.0);
+    CHECK(a[3].as_double() == std::numeric_limits<double>::infinity());
+    CHECK(json::write(v) == "[null,null,0.0,null]");
+    CHECK_FALSE(json::parse("1e400", v, err));
+    CHECK(err.reason == "number out of range for a double");
+}
+
 TEST_CASE("duplicate keys: an error when ParseOptions asks for it")
 {
     json::ParseOptions opt;

@@ -101,6 +101,8 @@ TEST_CASE("execute: invalid bodies are answered with a reason") {
         {R"({"type":"script","script":"x","env":{"A=B":"c"}})", "invalid variable name"},
         {R"({"type":"script","script":"x","timeout":"soon"})", "\"timeout\""},
         {R"({"type":"script","script":"x","timeout":-1})", "\"timeout\""},
+        {R"({"type":"script","script":"x","timeout":1e400})", "\"timeout\""},
+        {R"({"type":"script","script":"x","timeout":-1e400})", "\"timeout\""},
     };
     for (const auto& c : cases) {
         Request r = parse_request(node(), "ur.execute." + U + ".r", c.body);
@@ -129,6 +131,22 @@ TEST_CASE("bug: an invalid request quoted its whole bad value in the reply and t
     for (int i = 0; i < 100; ++i) accents += "\xc3\xa9";
     r = parse_request(self, "ur.execute.u.r3", R"({"type":")" + accents + "\"}");
     CHECK(json::is_valid_utf8(r.error));
+}
+
+TEST_CASE("execute and ping: what JSON.parse reads is read (1e400, lone surrogates)") {
+    // The original read a body with JSON.parse: 1e400 is Infinity and a
+    // lone surrogate escape a character; neither refused the request.
+    Request r = parse_request(node(), "ur.execute." + U + ".r",
+                              R"({"type":"script","script":"x\ud800","origin":{"n":1e400,"m":-1e999}})");
+    CHECK(r.error == "");
+    CHECK(r.kind == RequestKind::Execute);
+    CHECK(r.script == "x\xEF\xBF\xBD");
+    Request p = parse_request(node(), "ur.ping." + U, R"({"client_id":"c","id":1e400})");
+    REQUIRE(p.kind == RequestKind::Ping);
+    CHECK(p.ping_id == "null");  // as JSON.stringify(Infinity)
+    p = parse_request(node(), "ur.ping." + U, R"({"client_id":"c","id":"\udc00x"})");
+    REQUIRE(p.kind == RequestKind::Ping);
+    CHECK(p.ping_id == "\"\\ufffdx\"");
 }
 
 TEST_CASE("ping and broadcast") {

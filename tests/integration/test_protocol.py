@@ -112,6 +112,20 @@ class Broadcast(AgentTestCase):
         m = self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
         self.assertEqual(m.json()["Hostname"], "renamed-node")
 
+    def test_broadcast_after_the_uuid_changed_names_the_node_served(self):
+        # The reply went out on the start-up UUID's key with the new UUID
+        # in its body: urclient's discover, reading the body, listed a node
+        # that no agent serves.
+        a = self.start_agent()
+        a.write_sysinfo(dict(a.sysinfo, UUID="99999999-9999-9999-9999-999999999999",
+                             Hostname="renamed"))
+        req = random_token()
+        self.client.publish("ur.broadcast.sysinfo.%s" % req, {})
+        m = self.client.wait_key("ur.execute-reply.%s.%s" % (a.uuid, req))
+        self.assertEqual(m.json(), a.sysinfo)
+        a.wait_log(lambda rec: rec.get("msg", "").startswith("sysinfo UUID changed"),
+                   what="the change said")
+
     def test_broadcast_when_sysinfo_cannot_be_read_gets_the_last_one(self):
         # urclient's discover reads UUID and Hostname from the body: an
         # error body would list a node with neither.
@@ -226,6 +240,28 @@ class Routing(AgentTestCase):
             prefetch = [line.split("\t")[1] for line in chans.splitlines()
                         if line.split("\t")[0] == chan][0]
         self.assertEqual(prefetch, "3", "prefetch != --max-concurrency")
+
+    def test_a_leftover_request_queue_that_is_not_exclusive_is_named(self):
+        # A durable ur.request.<uuid>.<mac> left by someone else: RabbitMQ
+        # refuses the exclusive declare with 405 RESOURCE_LOCKED for ever.
+        # The log named only "another connection" and hid the broker's own
+        # text, which says the flags differ.
+        a = self.new_agent()
+        rq = "ur.request.%s.%s" % (a.uuid, a.mac)
+        self.client.ch.queue_declare(rq, durable=True, auto_delete=False)
+        self.addCleanup(rabbitmqctl, "delete_queue", rq, check=False)
+        a.start()
+        rec = a.wait_log(lambda r: r.get("code") == 405, what="the 405 said")
+        self.assertEqual(rec.get("level"), 40, rec)
+        self.assertIn("not exclusive", rec["msg"])
+        self.assertIn("exclusive", rec.get("text", ""), rec)
+        time.sleep(3)  # retries at about 0.5, 1.5 and 3.5 s: said once, not at each
+        self.assertEqual(len([r for r in a.logs() if r.get("code") == 405 and
+                              r.get("level", 0) >= 40]), 1)
+        self.client.ch.queue_delete(rq)
+        a.wait_log(lambda r: r.get("msg") == "serving requests", timeout=20)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho served\n", env={})
+        self.assertReply(r, 0, "served\n")
 
     def test_a_ping_queue_the_broker_refuses_costs_pings_only(self):
         # ur.ping.<uuid> declared beforehand with other flags (durable): the
