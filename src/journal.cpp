@@ -78,7 +78,10 @@ std::string add_record(const std::string& key, const std::string& reply_key) {
 }
 
 // Replays the complete lines of `text` into `live`.
-void replay(const std::string& text, std::map<std::string, std::string>& live) {
+// Returns the number of whole lines that are no record (a torn last line,
+// the trace of a crash mid-write, is not counted).
+size_t replay(const std::string& text, std::map<std::string, std::string>& live) {
+    size_t bad = 0;
     size_t at = 0;
     for (size_t nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1) {
         std::string line = text.substr(at, nl - at);
@@ -94,7 +97,10 @@ void replay(const std::string& text, std::map<std::string, std::string>& live) {
             live[f[1]] = reply_key;
         else if (f.size() == 2 && f[0] == "-")
             live.erase(f[1]);
+        else
+            ++bad;
     }
+    return bad;
 }
 
 }  // namespace
@@ -175,9 +181,12 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
     if (dfd < 0) return false;
     hold_dir(dfd, dev, ino);
     std::string text, rerr;
-    if (read_file(path_, kReadMax, text, rerr))
-        replay(text, live_);
-    else if (access(path_.c_str(), F_OK) == 0)
+    if (read_file(path_, kReadMax, text, rerr)) {
+        if (size_t bad = replay(text, live_))
+            log::warn("skipped lines of the in-flight journal that are no record (the requests "
+                      "they were, if any, cannot be answered agent_restarted)",
+                      {{"file", path_}, {"lines", json::Value(int64_t(bad))}});
+    } else if (access(path_.c_str(), F_OK) == 0)
         log::warn("ignoring an unreadable in-flight journal", {{"error", rerr}});
     for (const auto& [key, reply_key] : live_)
         leftovers_.push_back({key, reply_key, reply_key.substr(reply_key.rfind('.') + 1)});

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "src/journal.hpp"
+#include "src/log.hpp"
 
 using namespace ur;
 
@@ -91,7 +93,21 @@ TEST_CASE("journal: lines that are not records of ours are ignored; unsafe place
         << "+ k5 ur.execute-reply.u1.req5";            // cut by a crash
     std::string err;
     Journal j;
-    REQUIRE(j.open(dir, false, err));
+    // The lines skipped are said, counted (not the torn last one).
+    int logp[2];
+    REQUIRE(pipe(logp) == 0);
+    fcntl(logp[0], F_SETFL, O_NONBLOCK);
+    log::init("ur", log::Level::Info, logp[1]);
+    bool opened = j.open(dir, false, err);
+    log::init("ur", log::Level::Info, 2);
+    char buf[4096];
+    ssize_t n = read(logp[0], buf, sizeof buf);
+    std::string said(buf, n > 0 ? size_t(n) : 0);
+    close(logp[0]);
+    close(logp[1]);
+    REQUIRE(opened);
+    CHECK(said.find("skipped lines of the in-flight journal") != std::string::npos);
+    CHECK(said.find("\"lines\":5") != std::string::npos);
     auto left = j.leftovers();
     REQUIRE(left.size() == 1);
     CHECK(left[0].key == "k1");
