@@ -24,9 +24,11 @@ class Client {
 public:
     // Connects to host:port, runs the handshake and opens channel 1.
     // False with a reason in `error` when any step fails or takes longer
-    // than timeout_ms.
+    // than timeout_ms.  await_channel false: returns once channel.open is
+    // queued, so that what is sent next goes out behind it (as the agent
+    // does), the open-ok not awaited.
     bool connect(const std::string& host, uint16_t port, std::string& error,
-                 uint64_t timeout_ms = 20000);
+                 uint64_t timeout_ms = 20000, bool await_channel = true);
     ~Client();
 
     // Synchronous setup requests on the channel: each waits for its -ok.
