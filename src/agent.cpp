@@ -120,12 +120,14 @@ bool sysinfo_job_outcome(const Config& cfg, const JobResult& r, std::string& err
             : r.out.truncated || r.err.truncated
                 ? cfg.sysinfo_cmd + " printed more than 16 MiB (stopped)"
                 : cfg.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
-    if (!r.start_error.empty()) error += ": " + r.start_error;
     std::string e = json::string_from_bytes(r.err.data.substr(0, 300));
     while (!e.empty() && std::isspace(static_cast<unsigned char>(e.back()))) e.pop_back();
     if (!e.empty()) error += ": " + e;
     return false;
 }
+
+volatile sig_atomic_t g_print_stop = 0;  // the signal that ended read_sysinfo_now()
+void on_print_stop(int sig) { g_print_stop = sig; }
 
 }  // namespace
 
@@ -133,12 +135,27 @@ bool read_sysinfo_now(const Config& cfg, json::Value& sysinfo, std::string& erro
     bool ok = false;
     std::string text;
     if (!read_sysinfo_directly(cfg, ok, text, error)) {
+        // The command runs in a session of its own, out of reach of a
+        // Ctrl-C or a kill meant for us: those end the wait instead (poll()
+        // fails with EINTR, no SA_RESTART), and the supervisor's destructor
+        // kills its process group.  SIGCHLD ignored (inherited) would let
+        // the kernel reap it before the supervisor learnt its status.
+        struct sigaction sa{};
+        sa.sa_handler = on_print_stop;
+        sigemptyset(&sa.sa_mask);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+        signal(SIGCHLD, SIG_DFL);
         // The command, under the limits the agent sets it (no script file,
         // so the supervisor needs no work directory).
         Supervisor sup{SupervisorOptions{}};
         sup.start(sysinfo_job(cfg, kSysinfoJob), monotonic_ms());
         std::vector<JobResult> done;
         while ((done = sup.take_finished()).empty()) {
+            if (g_print_stop) {
+                error = std::string("interrupted by ") + signal_name(g_print_stop) +
+                        "; the command was killed";
+                return false;
+            }
             std::vector<pollfd> fds;
             sup.add_pollfds(fds);
             uint64_t now = monotonic_ms(), deadline = sup.next_deadline();
@@ -697,6 +714,7 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     ping_ready_ = false;
     pub_ch_ = cons_ch_ = ping_ch_ = 0;
     ping_shared_ = false;
+    locked_attempts_ = 0;  // a 405 on the next connection is said again
     ping_ack_upto_ = 0;
     ++channel_gen_;
     consumer_retry_at_ = 0;
@@ -867,7 +885,7 @@ void Agent::handle_events(uint64_t now) {
                 if (ev.code == 405) {
                     // Said at once, then about once a minute at the backoff's
                     // cap: a lock that lasts leaves this node serving nothing.
-                    unsigned attempt = consumer_backoff_.attempts();
+                    unsigned attempt = ++locked_attempts_;
                     log::write(attempt == 1 ? log::Level::Warn
                                : attempt % 12 == 0 ? log::Level::Error
                                                    : log::Level::Debug,
@@ -1023,6 +1041,7 @@ void Agent::setup_publisher() {
 void Agent::on_consuming(uint64_t now) {
     consuming_ = true;
     consumer_backoff_.reset();
+    locked_attempts_ = 0;
     // Serving again after connects had failed: the outage (a broker
     // restart, say) is over, so the next one starts from the base delay
     // instead of where this one left off.  A broker that lets us serve and
@@ -1420,8 +1439,8 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
         reboot_at_ = UINT64_MAX;  // its grace starts when the reply leaves held_
     } else if (reboot) {
         log::info(reboot_pending_ ? "script exited 113: a reboot is already pending"
-                                  : "script exited 113: the reboot command has run already; "
-                                    "not run again",
+                                  : "script exited 113: the reboot command was started already "
+                                    "(a later 113 starts it again only if it fails)",
                   {{"req_id", field(run.req_id)}});
     }
     // Through held_, in order: its slot stays taken until there is room, so

@@ -189,6 +189,7 @@ private:
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
     // Short cap: when the other holder of our queue goes, take over quickly.
     Backoff consumer_backoff_{500, 5000};
+    unsigned locked_attempts_ = 0;      // 405s in a row on the request queue
     uint64_t consumer_retry_at_ = 0;   // 0 = none scheduled
     bool blocked_ = false;
     bool startup_checked_ = false;

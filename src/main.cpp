@@ -52,7 +52,12 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "ur-agent: cannot read sysinfo: %s\n", error.c_str());
             return 1;
         }
-        std::fputs((json::write(sysinfo) + "\n").c_str(), stdout);
+        std::string text = json::write(sysinfo) + "\n";
+        if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() ||
+            std::fflush(stdout) != 0) {
+            std::fprintf(stderr, "ur-agent: cannot write the sysinfo: %s\n", std::strerror(errno));
+            return 1;
+        }
         return 0;
     }
     // Children must not inherit the broker password through the

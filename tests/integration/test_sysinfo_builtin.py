@@ -6,11 +6,19 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import unittest
 
-from urharness import AGENT, AgentTestCase
+from urharness import AGENT, AgentTestCase, wait_until
+
+
+def kill_quietly(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def print_sysinfo(*args):
@@ -149,3 +157,43 @@ class PrintSysinfo(AgentTestCase):
 
     def test_output_past_16_mib_is_stopped(self):
         self.refused(self.command("exec yes '{}'"), "printed more than 16 MiB (stopped)")
+
+    def test_a_signal_ends_the_wait_and_kills_the_command(self):
+        # The command runs in a session of its own: killing ur-agent left
+        # it running (a hung /usr/bin/sysinfo, for ever) with nothing to
+        # enforce its 120 s any more.
+        pidfile = self.path("cmd.pid")
+        path = self.path("hung.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho $$ > %s\nexec /bin/sleep 300\n" % pidfile)
+        os.chmod(path, 0o755)
+        p = subprocess.Popen([AGENT, "--print-sysinfo", "--sysinfo-cmd", path],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                       what="the command started")
+            pid = int(open(pidfile).read())
+            self.addCleanup(kill_quietly, pid)  # left behind when the test fails
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=5)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"interrupted by SIGTERM", err)
+        wait_until(lambda: not os.path.exists("/proc/%d" % pid) or
+                   open("/proc/%d/stat" % pid).read().split(") ")[1].startswith("Z"),
+                   timeout=5, what="the command killed")
+
+    def test_works_with_sigchld_ignored(self):
+        # Inherited SIG_IGN for SIGCHLD: the kernel reaped the command and
+        # its status was "lost".
+        path = self.path("ok.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho '{\"UUID\": \"u1\"}'\n")
+        os.chmod(path, 0o755)
+        r = subprocess.run([AGENT, "--print-sysinfo", "--sysinfo-cmd", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
+                           preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(r.stdout, b'{"UUID":"u1"}\n')
