@@ -714,6 +714,7 @@ void Agent::link_down(const std::string& why, uint64_t now) {
     ping_ready_ = false;
     pub_ch_ = cons_ch_ = ping_ch_ = 0;
     ping_shared_ = false;
+    ping_parked_ = false;
     locked_attempts_ = 0;  // a 405 on the next connection is said again
     ping_ack_upto_ = 0;
     ++channel_gen_;
@@ -817,6 +818,10 @@ void Agent::handle_events(uint64_t now) {
                 ping_ready_ = true;  // shared with the request channel
             } else if (ev.channel == cons_ch_) {
                 request_consumer_ok_ = true;
+                if (ping_parked_) {
+                    ping_parked_ = false;
+                    setup_ping();
+                }
             } else if (ev.channel == ping_ch_) {
                 if (ping_backoff_.attempts() > 0)
                     log::info("answering pings again", {{"queue", field(ping_queue_name(id_))}});
@@ -883,6 +888,7 @@ void Agent::handle_events(uint64_t now) {
                 uint64_t delay = consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405) {
+                    park_pings();
                     // Said at once, then about once a minute at the backoff's
                     // cap: a lock that lasts leaves this node serving nothing.
                     unsigned attempt = ++locked_attempts_;
@@ -977,7 +983,7 @@ void Agent::consume_ping_queue(uint16_t ch) {
 }
 
 void Agent::setup_ping() {
-    if (!conn_ || !conn_->is_open() || stopping_) return;
+    if (!conn_ || !conn_->is_open() || stopping_ || ping_parked_) return;
     ping_ch_ = conn_->open_channel();
     if (ping_ch_ != 0) {
         conn_->basic_qos(ping_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
@@ -1765,6 +1771,27 @@ void Agent::repeat_shutdown(uint64_t now) {
                   : "already shutting down; running scripts are stopped when the grace period ends",
               {{"running", json::Value(int64_t(running))},
                {"grace_left_s", json::Value(int64_t(now < grace_end ? (grace_end - now + 999) / 1000 : 0))}});
+}
+
+// The request queue is held by another connection (405): this agent serves
+// nothing, so it must not answer pings either, or a ping would say the node
+// is served while its requests wait for the holder (a connection the broker
+// has not yet found dead, say).  The ping consumer goes until the request
+// queue is ours (its ConsumeOk sets pings up again).  Pings that share the
+// request channel went with it.
+void Agent::park_pings() {
+    if (ping_shared_ || ping_parked_) return;
+    ping_parked_ = true;
+    ping_ready_ = false;
+    ping_retry_at_ = 0;
+    if (ping_ch_ && conn_) {
+        flush_acks();
+        conn_->close_channel(ping_ch_);
+        ping_ch_ = 0;
+        ping_ack_upto_ = 0;
+        log::info("pings are left to the connection that holds the request queue until this "
+                  "agent gets it", {{"queue", field(ping_queue_name(id_))}});
+    }
 }
 
 // Shutting down with no script left running: closing the request and

@@ -97,6 +97,7 @@ private:
     void setup_consumer(uint64_t now);
     void setup_ping();
     void setup_publisher();
+    void park_pings();
     void need_channels();
     void on_consuming(uint64_t now);
     // Ur protocol
@@ -186,6 +187,7 @@ private:
     uint64_t ping_retry_at_ = 0;       // 0 = none scheduled
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
     bool ping_shared_ = false;         // no third channel: pings on cons_ch_
+    bool ping_parked_ = false;         // no ping consumer while the request queue is locked out
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
     // Short cap: when the other holder of our queue goes, take over quickly.
     Backoff consumer_backoff_{500, 5000};

@@ -405,6 +405,16 @@ def is_resource_locked_retry(rec):
     return bool(named) and re.search(r"(?i)retr", json.dumps(rec))
 
 
+def ping_consumers(uuid):
+    """The number of consumers of ur.ping.<uuid>, from RabbitMQ."""
+    out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "consumers")
+    for line in out.splitlines():
+        name, _, n = line.partition("\t")
+        if name == "ur.ping.%s" % uuid:
+            return int(n)
+    return 0
+
+
 class SameNodeTwice(AgentTestCase):
 
     def test_second_agent_waits_for_resource_locked_then_takes_over(self):
@@ -418,7 +428,14 @@ class SameNodeTwice(AgentTestCase):
                    what="the second agent logging that it retries after 405 "
                    "RESOURCE_LOCKED")
         self.assertTrue(b.running(), "second agent exited on 405")
-        # The first still serves.
+        # The first still serves, and alone answers pings: the second, which
+        # serves nothing, took every other ping of the shared ping queue.
+        b.wait_log(lambda r: r.get("msg", "").startswith("pings are left to the connection"),
+                   what="the second agent's ping consumer gone")
+        self.assertEqual(ping_consumers(a.uuid), 1)
+        for _ in range(4):
+            rid, body = self.client.ping(a.uuid)
+            self.assertEqual(body.get("req_id"), rid)
         r = self.client.execute(a.uuid, "#!/bin/sh\necho $WHO\n")
         self.assertReply(r, 0, "first\n")
         self.assertTrue(b.running())
@@ -436,6 +453,10 @@ class SameNodeTwice(AgentTestCase):
                     raise AssertionError("second agent never took over; log:"
                                          "\n" + b.log_tail())
         self.assertReply(r, 0, "second\n")
+        # Serving now, the second answers pings too.
+        rid, body = self.client.ping(a.uuid)
+        self.assertEqual(body.get("req_id"), rid)
+        self.assertEqual(ping_consumers(a.uuid), 1)
         b.stop()
 
 
