@@ -519,8 +519,8 @@ uint64_t Agent::next_deadline() const {
     if (sysinfo_running_ && have_identity_)
         for (const auto& w : sysinfo_waiters_)
             if (w.why == SysinfoWaiter::Why::Broadcast) at(w.received_ms + kBroadcastFreshWaitMs);
-    if (stopping_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000 + kCloseGraceMs * 2);
-    if (stopping_ && !children_killed_) at(stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000);
+    if (stopping_) at(grace_end() + kCloseGraceMs * 2);
+    if (stopping_ && !children_killed_) at(grace_end());
     return d;
 }
 
@@ -1740,7 +1740,7 @@ void Agent::begin_shutdown(uint64_t now) {
     stopping_ = true;
     stop_started_ = now;
     log::info("shutting down: no new requests; waiting for running scripts",
-              {{"running", json::Value(int64_t(request_jobs_ - held_.size()))},
+              {{"running", json::Value(int64_t(running_scripts()))},
                {"grace_s", json::Value(int64_t(cfg_.shutdown_grace_s))}});
     // Requests received and not started are answered and acked: the
     // request queue (exclusive, auto-delete) and all in it go with us.
@@ -1760,17 +1760,25 @@ void Agent::begin_shutdown(uint64_t now) {
     sysinfo_next_at_ = 0;
 }
 
+// When the shutdown grace ends (after begin_shutdown()).
+uint64_t Agent::grace_end() const {
+    return stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000;
+}
+
+// Request scripts still running (held replies are replies left, not scripts).
+size_t Agent::running_scripts() const { return request_jobs_ - held_.size(); }
+
 // SIGTERM or SIGINT again while shutting down: said, so that the operator
 // knows what is still awaited; the grace period stays what it was (the
 // replies of the scripts still running are what it is for).
 void Agent::repeat_shutdown(uint64_t now) {
-    uint64_t grace_end = stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000;
-    const size_t running = request_jobs_ - held_.size();
+    const uint64_t end = grace_end();
+    const size_t running = running_scripts();
     log::info(children_killed_ || running == 0
                   ? "already shutting down; delivering the replies owed"
                   : "already shutting down; running scripts are stopped when the grace period ends",
               {{"running", json::Value(int64_t(running))},
-               {"grace_left_s", json::Value(int64_t(now < grace_end ? (grace_end - now + 999) / 1000 : 0))}});
+               {"grace_left_s", json::Value(int64_t(now < end ? (end - now + 999) / 1000 : 0))}});
 }
 
 // The request queue is held by another connection (405): this agent serves
@@ -1813,9 +1821,9 @@ void Agent::stop_consuming() {
 }
 
 void Agent::check_shutdown(uint64_t now) {
-    uint64_t grace_end = stop_started_ + uint64_t(cfg_.shutdown_grace_s) * 1000;
-    const size_t running = request_jobs_ - held_.size();  // held replies are replies left
-    if (running > 0 && !children_killed_ && now >= grace_end) {
+    const uint64_t end = grace_end();
+    const size_t running = running_scripts();
+    if (running > 0 && !children_killed_ && now >= end) {
         log::warn("shutdown grace period over; killing running scripts",
                   {{"running", json::Value(int64_t(running))}});
         sup_.terminate_all(now);
@@ -1824,7 +1832,7 @@ void Agent::check_shutdown(uint64_t now) {
     if (running > 0) return;
     stop_consuming();
     bool replies_left = owes_replies();
-    bool out_of_time = now >= grace_end + kCloseGraceMs * 2;
+    bool out_of_time = now >= end + kCloseGraceMs * 2;
     if (replies_left && !out_of_time) return;
     if (replies_left && !closing_)
         log::error("exiting with undelivered replies; the journal answers the requests among "

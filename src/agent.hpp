@@ -141,6 +141,8 @@ private:
     void reboot(uint64_t now);
     void begin_shutdown(uint64_t now);
     void repeat_shutdown(uint64_t now);
+    uint64_t grace_end() const;
+    size_t running_scripts() const;
     void check_shutdown(uint64_t now);
     std::string random_hex(size_t digits);
     uint32_t random32();
