@@ -168,8 +168,8 @@ bool read_password_file(const std::string& path, std::string& password, std::str
     return true;
 }
 
-bool parse_brokers(const std::string& spec, uint16_t default_port,
-                   std::vector<BrokerAddress>& out, std::string& error) {
+bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
+                   std::string& error) {
     std::vector<BrokerAddress> list;
     size_t start = 0;
     while (start <= spec.size()) {
@@ -198,7 +198,6 @@ bool parse_brokers(const std::string& spec, uint16_t default_port,
             return false;
         }
         BrokerAddress addr;
-        addr.port = default_port;
         std::string port_text;
         if (item[0] == '[') {  // [v6]:port
             size_t close = item.find(']');
@@ -276,7 +275,7 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
     };
     uint64_t n = 0;
     if (name == "--broker") {
-        if (!parse_brokers(value, 5672, cfg.brokers, error)) {
+        if (!parse_brokers(value, cfg.brokers, error)) {
             error = "--broker: " + error;
             return false;
         }
@@ -476,7 +475,7 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
         }
         port = uint16_t(v);
     }
-    if (env_host && *env_host && !parse_brokers(env_host, port, cfg.brokers, error)) {
+    if (env_host && *env_host && !parse_brokers(env_host, cfg.brokers, error)) {
         error = "AMQP_HOST: " + error;
         return ConfigStatus::Error;
     }

@@ -99,9 +99,10 @@ std::string usage_text();
 bool read_password_file(const std::string& path, std::string& password, std::string& error,
                         bool* readable_by_others = nullptr);
 
-// Parses "HOST[:PORT][,HOST[:PORT]...]" ("[v6addr]:port" for IPv6).
-bool parse_brokers(const std::string& spec, uint16_t default_port,
-                   std::vector<BrokerAddress>& out, std::string& error);
+// Parses "HOST[:PORT][,HOST[:PORT]...]" ("[v6addr]:port" for IPv6).  An
+// address without a port gets 5672 until apply_default_port() says otherwise.
+bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
+                   std::string& error);
 
 // Gives `port` to every address written without one: $AMQP_PORT is the
 // default port of all of them, however they were given.

@@ -167,8 +167,7 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
         env_port = uint16_t(v);
     }
     const char* env_host = getenv("AMQP_HOST");
-    if (!parse_brokers(env_host && *env_host ? env_host : "localhost", env_port, opt.brokers,
-                       error)) {
+    if (!parse_brokers(env_host && *env_host ? env_host : "localhost", opt.brokers, error)) {
         error = "AMQP_HOST: " + error;
         return ParseStatus::Error;
     }
@@ -242,7 +241,7 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
         } else if (name == "--json") {
             opt.json = true;
         } else if (name == "--broker") {
-            if (!parse_brokers(value, 5672, opt.brokers, error)) {
+            if (!parse_brokers(value, opt.brokers, error)) {
                 error = "--broker: " + error;
                 return ParseStatus::Error;
             }
