@@ -181,7 +181,7 @@ private:
     SupervisorOptions opt_;
     std::vector<std::unique_ptr<Job>> jobs_;
     std::vector<JobResult> finished_;
-    std::vector<char> buf_;  // one 64 KiB read buffer shared by all jobs
+    std::unique_ptr<char[]> buf_;  // one 64 KiB read buffer shared by all jobs
     // Children of abandoned jobs, reaped when they end; a Share child's
     // memory (spawn.hpp) is kept until then.
     struct Orphan {
