@@ -50,6 +50,21 @@ SYSTEMD_UNIT :=
 else
 GCFLAGS  := -Wl,--gc-sections
 ARCHFLAGS :=
+# The agent's link, when ld.lld is installed: the functions that start-up,
+# the idle loop and a request run (src/link-order.txt, written by
+# tools/link-order) are laid out together at the start of the text.  The
+# kernel maps a binary's pages 64 KiB at a time around each fault, so
+# scattered over the 1 MiB of text those few hundred functions made nearly
+# all of it resident: idle RSS 1.43 MiB with GNU ld, about 1.0 with this
+# (make bench).  Without ld.lld the agent is the same, only larger in
+# memory.  Not for SAN=1 builds (dynamic, sanitized: other code).
+ifneq ($(SAN),1)
+ifneq ($(shell command -v ld.lld 2>/dev/null),)
+LINK_ORDER ?= src/link-order.txt
+AGENT_LDFLAGS := -fuse-ld=lld -Wl,--symbol-ordering-file=$(LINK_ORDER) \
+                 -Wl,--no-warn-symbol-ordering
+endif
+endif
 INSTALL  ?= install
 PREFIX   ?= /usr/local
 SMFDIR   ?= $(PREFIX)/lib/svc/manifest/smartdc
@@ -117,8 +132,8 @@ $(LIBAMQP):  $(call obj,$(AMQP_SRC))    ; $(archive)
 $(LIBUR):    $(call obj,$(UR_SRC))      ; $(archive)
 $(LIBTOOLS): $(call obj,$(TOOLLIB_SRC)) ; $(archive)
 
-$(AGENT): $(call obj,src/main.cpp) $(LIBS)
-	$(CXX) $(STATIC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(AGENT): $(call obj,src/main.cpp) $(LIBS) $(LINK_ORDER)
+	$(CXX) $(STATIC) $(LDFLAGS) $(AGENT_LDFLAGS) -o $@ $(filter-out $(LINK_ORDER),$^) $(LDLIBS)
 
 $(BUILD)/%: $(BUILD)/obj/tools/%/main.o $(LIBS)
 	$(CXX) $(STATIC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
