@@ -367,21 +367,24 @@ std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_st
 }
 
 namespace {
-// A reply with no output: exit_status, empty stdout, one line on stderr.
-std::string agent_reply_body(int exit_status, const std::string& line) {
+// A reply with no output: exit_status, empty stdout, one line on stderr,
+// and a flag (extension) that tells it from a script that exited so.
+std::string agent_reply_body(int exit_status, const std::string& line, const char* flag) {
     std::string out = "{\"exit_status\":" + std::to_string(exit_status) + ",\"stdout\":\"\",\"stderr\":";
     json::append_quoted(out, json::string_from_bytes(line + "\n"));
-    out += '}';
+    out += ",\"";
+    out += flag;
+    out += "\":true}";
     return out;
 }
 }  // namespace
 
 std::string invalid_request_body(std::string_view reason) {
-    return agent_reply_body(2, "ur-agent: invalid request: " + std::string(reason));
+    return agent_reply_body(2, "ur-agent: invalid request: " + std::string(reason), "invalid_request");
 }
 
 std::string not_run_body(std::string_view reason) {
-    return agent_reply_body(1, "ur-agent: not run: " + std::string(reason));
+    return agent_reply_body(1, "ur-agent: not run: " + std::string(reason), "not_run");
 }
 
 uint64_t max_size_from_close(uint16_t code, std::string_view text) {

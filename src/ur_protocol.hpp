@@ -87,11 +87,13 @@ std::string execute_reply_body(const ExecuteOutcome& o);
 // capture, already JSON-escaped; o.out.data is not read): a big output is
 // moved within its own memory, not copied to a second buffer.
 std::string execute_reply_body(const ExecuteOutcome& o, std::string&& escaped_stdout);
-// exit_status 2, stderr "ur-agent: invalid request: <reason>\n"
+// exit_status 2, stderr "ur-agent: invalid request: <reason>\n",
+// "invalid_request": true (extension: a script may exit 2 too)
 std::string invalid_request_body(std::string_view reason);
 // The reply to a request received but never started (the agent stopping,
 // the request channel or connection gone, no free slot for too long):
-// exit_status 1, stdout empty, stderr "ur-agent: not run: <reason>".
+// exit_status 1, stdout empty, stderr "ur-agent: not run: <reason>",
+// "not_run": true (extension).
 std::string not_run_body(std::string_view reason);
 
 // The largest message the broker takes, from the text of the channel.close

@@ -220,6 +220,14 @@ TEST_CASE("reply bodies") {
     REQUIRE(json::parse(invalid_request_body("bad \"x\""), v, e));
     CHECK(v.find("exit_status")->as_int() == 2);
     CHECK(v.find("stderr")->as_string() == "ur-agent: invalid request: bad \"x\"\n");
+    CHECK(v.find("invalid_request")->as_bool());
+    CHECK(v.find("not_run") == nullptr);
+    REQUIRE(json::parse(not_run_body("the agent is shutting down"), v, e));
+    CHECK(v.find("exit_status")->as_int() == 1);
+    CHECK(v.find("stdout")->as_string() == "");
+    CHECK(v.find("stderr")->as_string() == "ur-agent: not run: the agent is shutting down\n");
+    CHECK(v.find("not_run")->as_bool());
+    CHECK(v.find("invalid_request") == nullptr);
 
     REQUIRE(json::parse(ping_reply_body("\"r1\"", "2026-01-01T00:00:00.000Z"), v, e));
     CHECK(v.find("req_id")->as_string() == "r1");

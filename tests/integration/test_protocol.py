@@ -9,8 +9,8 @@ import time
 
 import pika
 
-from urharness import (ISO8601_UTC, WAIT, AgentTestCase, Client, make_sysinfo,
-                       rabbitmqctl, random_token, raw_publish)
+from urharness import (ISO8601_UTC, WAIT, AgentTestCase, Client, FakeBrokerTestCase,
+                       make_sysinfo, rabbitmqctl, random_token, raw_publish, wait_until)
 
 
 class Ping(AgentTestCase):
@@ -437,3 +437,36 @@ def _make_invalid_test(body):
 for _name, _body in INVALID.items():
     setattr(InvalidRequests, "test_invalid_" + _name,
             _make_invalid_test(_body))
+
+
+class AckOrder(FakeBrokerTestCase):
+    """PROTOCOL.md: a ping is acked "when it has been answered".  The fake
+    broker's event lines (--verbose) give the order in which it handled
+    the agent's frames.  (Answers held back on purpose, a new client's
+    first pings, discovers and invalid requests, are acked at once: the
+    queues go with the connection, so an ack after them would change
+    nothing.)"""
+
+    def test_a_ping_answered_at_once_is_acked_behind_its_answer(self):
+        b = self.start_broker(verbose=True)
+        a = self.new_agent([b]).start()
+        a.wait_log_n("serving requests", 1)
+        ping = "ur.ping." + a.uuid
+        b.cmd("publish amq.topic %s %s" % (ping, json.dumps({"client_id": "t", "id": "p1"})))
+        b.wait_count("ur.ackt.%s" % a.uuid, 1)
+        # A new client's first pings wait 100 ms for its reply queue's
+        # bindings (ping_reply_due); a later one is answered at once.
+        time.sleep(0.3)
+        b.poll_events()
+        del b.events[:]
+        b.cmd("publish amq.topic %s %s" % (ping, json.dumps({"client_id": "t", "id": "p2"})))
+        b.wait_count("ur.ackt.%s" % a.uuid, 2)
+        events = wait_until(lambda: [e for e in b.poll_events() if e.startswith("ack ")] and
+                            list(b.events), what="the ping's ack")
+        got = [i for i, e in enumerate(events) if e.startswith("publish amq.topic %s " % ping)]
+        answered = [i for i, e in enumerate(events)
+                    if e.startswith("publish amq.topic ur.ackt.%s " % a.uuid)]
+        acked = [i for i, e in enumerate(events) if e.startswith("ack ")]
+        self.assertTrue(got and answered and acked, events)
+        self.assertLess(got[0], answered[0], events)
+        self.assertLess(answered[0], acked[0], "the ping was acked before its answer: %r" % events)

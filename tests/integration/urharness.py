@@ -889,9 +889,10 @@ class FakeBroker:
     and returns the answer; with check (default) an answer not starting
     "ok" raises AssertionError."""
 
-    def __init__(self, workdir, name="fake", heartbeat=None, channel_max=None):
+    def __init__(self, workdir, name="fake", heartbeat=None, channel_max=None, verbose=False):
         self.name = name
-        argv = [FAKE_BROKER, "--port", "0"]
+        self.events = []  # with verbose: its "event ..." lines, in order, without "event "
+        argv = [FAKE_BROKER, "--port", "0"] + (["--verbose"] if verbose else [])
         if heartbeat is not None:
             argv += ["--heartbeat", str(heartbeat)]
         if channel_max is not None:
@@ -909,6 +910,27 @@ class FakeBroker:
         self.address = "127.0.0.1:%d" % self.port
 
     def _readline(self, timeout):
+        """The next answer line; event lines (--verbose) go to self.events."""
+        while True:
+            line = self._rawline(timeout)
+            if not line.startswith("event "):
+                return line
+            self.events.append(line[6:])
+
+    def poll_events(self):
+        """Reads the event lines the broker has written so far."""
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self._buf += chunk
+        while b"\n" in self._buf and self._buf.startswith(b"event "):
+            line, self._buf = self._buf.split(b"\n", 1)
+            self.events.append(line.decode("utf-8", errors="replace")[6:])
+        return self.events
+
+    def _rawline(self, timeout):
         deadline = time.monotonic() + timeout
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buf:

@@ -464,6 +464,8 @@ void Broker::Impl::on_channel_method(Conn& c, Channel& ch, Method& m, Millis) {
         ch.body.clear();
     } else if (auto* ack = std::get_if<BasicAck>(&m)) {
         ++ack_frames;
+        event("ack " + std::to_string(c.id) + " " + std::to_string(ch.id) + " " +
+              std::to_string(ack->delivery_tag) + (ack->multiple ? " multiple" : ""));
         size_t before = ch.unacked.size();
         auto it = ch.unacked.find(ack->delivery_tag);
         if (ack->multiple && ack->delivery_tag == 0) {
