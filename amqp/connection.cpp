@@ -287,6 +287,17 @@ void Connection::handle_frame(const FrameView& f) {
         return;
     }
     Channel* c = channel(f.channel);
+    if (c && c->state == ChannelState::Free && c->peer_closed && f.type == kFrameMethod) {
+        // RabbitMQ 3.10 sends channel.close twice when a delivery's
+        // consumer_timeout expires.  The first was answered with close-ok;
+        // answering the second would be a frame on a channel it has
+        // forgotten (a connection error on its side), and treating it as
+        // one here dropped the connection, and the exclusive request queue
+        // with every request in it.  So it is ignored.
+        Method m;
+        if (!decode(f.payload, m)) return;
+        if (std::holds_alternative<ChannelClose>(m)) return;
+    }
     if (!c || c->state == ChannelState::Free) {
         protocol_error(kChannelError, "frame on channel " + std::to_string(f.channel) +
                                           ", which is not open");
@@ -446,6 +457,7 @@ void Connection::handle_channel_method(uint16_t ch, Channel& c, Method& m) {
         send(ch, ChannelCloseOk{});
         bool ours = c.state == ChannelState::Closing;
         c = Channel();
+        c.peer_closed = true;
         if (ours) return;  // our close crossed theirs: it is closed either way
         Event ev = make_event(EventKind::ChannelClosed);
         ev.channel = ch;

@@ -482,6 +482,27 @@ TEST_CASE("connection: server channel.close -> close-ok, ChannelClosed, channel 
     CHECK(c.open_channel() == 1);
 }
 
+TEST_CASE("connection: a second channel.close (RabbitMQ 3.10, consumer_timeout) is let pass") {
+    Connection c(options());
+    open_connection(c);
+    feed(c, pika("channel_close") + pika("channel_close"));  // 405 on channel 1, twice
+    auto sent = take_output(c);
+    REQUIRE(sent.size() == 1);  // one close-ok: the broker has forgotten the channel after it
+    CHECK(std::holds_alternative<ChannelCloseOk>(sent[0].method));
+    auto events = drain(c);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].rfind("ChannelClosed ch=1 code=405", 0) == 0);
+    CHECK(c.is_open());
+    // Anything else on the closed channel is still an error.
+    feed(c, pika("basic_deliver"));
+    CHECK_FALSE(c.is_open());
+    sent = take_output(c);
+    REQUIRE_FALSE(sent.empty());
+    auto* close = std::get_if<ConnectionClose>(&sent.back().method);
+    REQUIRE(close);
+    CHECK(close->reply_code == 504);
+}
+
 TEST_CASE("connection: our channel.close discards until close-ok") {
     Connection c(options());
     open_connection(c);

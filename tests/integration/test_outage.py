@@ -343,6 +343,38 @@ class Outage(AgentTestCase):
         self.prove_served(a, c, "the alarm")
 
 
+    def test_consumer_timeout_closes_the_request_channel_not_the_connection(self):
+        # RabbitMQ closes a channel whose delivery stays unacked past its
+        # consumer_timeout (a request waiting for a slot), and 3.10 sends
+        # that channel.close twice.  The agent took the second for a frame
+        # on a closed channel and dropped the connection (504), and with it
+        # every request of the node.  A channel reads the limits when it
+        # opens: set them before the agent connects.
+        for key, default in (("consumer_timeout", 1800000), ("channel_tick_interval", 60000)):
+            self.addCleanup(rabbitmqctl, "eval",
+                            "application:set_env(rabbit, %s, %d)." % (key, default), check=False)
+        rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 5000).")
+        rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
+        a, c = self.agent(heartbeat=30, args=["--max-concurrency", "1", "--max-queue-wait", "0"])
+        # Three at once, as a headnode does (the double close was seen so):
+        # one runs, one waits for the slot unacked, one stays in the queue
+        # (it goes with the auto-delete queue when the channel closes).
+        release = self.path("held.release")
+        req = c.send("#!/bin/sh\nwhile [ ! -e %s ]; do /bin/sleep 0.05; done\necho 'held done'\n"
+                     % release)
+        waiting = c.send("#!/bin/sh\necho waited\n")
+        c.send("#!/bin/sh\necho in the queue\n")
+        r = c.reply(waiting, timeout=30)
+        self.assertIs(r.get("not_run"), True, r)
+        self.assertIn("406", r.get("stderr", ""), r)
+        a.wait_log_n("serving requests", 2)
+        open(release, "w").close()
+        r = c.reply(req, timeout=30)
+        self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "held done\n"), r)
+        self.assertEqual(a.count_log("lost the broker connection"), 0,
+                         "the connection was dropped over the channel's close")
+        self.prove_served(a, c, "the consumer timeout")
+
     def test_reply_over_the_broker_max_message_size_is_cut_to_fit(self):
         # RabbitMQ closes the channel of a publish over max_message_size
         # (16 MiB by default from 4.0).  The agent used to publish the same
