@@ -149,6 +149,7 @@ Supervisor::~Supervisor() {
         if (!job.reaped)
             orphans_.push_back({job.pid, std::move(job.child_memory)});
     }
+    kill_pinned(~uint64_t(0));
     // SIGKILL is prompt, except for a process stuck in the kernel (see
     // abandon()): wait for the children a little, not forever.
     for (int i = 0; i < 100 && !orphans_.empty(); ++i) {
@@ -380,6 +381,16 @@ void Supervisor::reap_orphans() {
                    orphans_.end());
 }
 
+int wait_status_of(const siginfo_t& si) {
+    // The encoding every Unix uses: exit code in bits 8-15; signal in bits
+    // 0-6, 0x80 for a core dump.
+    switch (si.si_code) {
+    case CLD_EXITED: return (si.si_status & 0xff) << 8;
+    case CLD_DUMPED: return (si.si_status & 0x7f) | 0x80;
+    default: return si.si_status & 0x7f;
+    }
+}
+
 void Supervisor::reap(uint64_t now_ms) {
     if (!orphans_.empty())
         reap_orphans();
@@ -387,6 +398,28 @@ void Supervisor::reap(uint64_t now_ms) {
         Job& job = *jp;
         if (job.reaped)
             continue;
+        if (job.signalled && !job.killed && job.kill_at != kNever) {
+            // Stopped by SIGTERM, SIGKILL still to come: the leader that
+            // has exited is looked at, not reaped, so that its group can
+            // still be told from others when the SIGKILL is due.
+            siginfo_t si;
+            std::memset(&si, 0, sizeof si);
+            int w;
+            do {
+                w = ::waitid(P_PID, id_t(job.pid), &si, WEXITED | WNOHANG | WNOWAIT);
+            } while (w < 0 && errno == EINTR);
+            if (w == 0 && si.si_pid == 0)
+                continue;  // still running
+            if (w == 0 && !reap_strays_) {
+                pinned_.push_back({job.pid, job.kill_at});
+                reaped(job, wait_status_of(si), false, now_ms);
+                continue;
+            }
+            // As process 1, reap_strays() would take the zombie: the group
+            // gets its SIGKILL now.
+            if (w == 0)
+                ::killpg(job.pid, SIGKILL);
+        }
         int st = 0;
         pid_t r;
         do {
@@ -624,10 +657,27 @@ void Supervisor::signal_group(Job& job, int sig) {
     job.signalled = true;
 }
 
+void Supervisor::kill_pinned(uint64_t now_ms) {
+    pinned_.erase(std::remove_if(pinned_.begin(), pinned_.end(),
+                                 [now_ms](const Pinned& p) {
+                                     if (p.kill_at > now_ms)
+                                         return false;
+                                     ::killpg(p.pid, SIGKILL);
+                                     pid_t r;
+                                     do {
+                                         r = ::waitpid(p.pid, nullptr, WNOHANG);
+                                     } while (r < 0 && errno == EINTR);
+                                     return true;  // a zombie: reaped (or not ours any more)
+                                 }),
+                  pinned_.end());
+}
+
 uint64_t Supervisor::next_deadline() const {
     if (!finished_.empty())
         return 0;  // a job that could not start finished in start(): now
     uint64_t next = kNever;
+    for (const Pinned& p : pinned_)
+        next = std::min(next, p.kill_at);
     for (const auto& jp : jobs_) {
         const Job& job = *jp;
         if (job.state == JobState::Done)
@@ -645,6 +695,8 @@ uint64_t Supervisor::next_deadline() const {
 }
 
 void Supervisor::tick(uint64_t now_ms) {
+    if (!pinned_.empty())
+        kill_pinned(now_ms);
     for (auto& jp : jobs_) {
         Job& job = *jp;
         if (job.state == JobState::Done)
@@ -692,6 +744,7 @@ void Supervisor::kill_all() {
     for (auto& jp : jobs_)
         if (jp->state != JobState::Done)
             signal_group(*jp, SIGKILL);
+    kill_pinned(~uint64_t(0));
 }
 
 void Supervisor::remove_done() {

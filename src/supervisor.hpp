@@ -45,6 +45,7 @@
 #pragma once
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -96,6 +97,10 @@ struct SupervisorOptions {
 
 // Whether files in `dir` cannot be executed (a noexec mount; Linux).
 bool noexec_mount(const std::string& dir);
+
+// The status waitpid() gives for the exit waitid() reported in `si`
+// (CLD_EXITED, CLD_KILLED or CLD_DUMPED), for the W* macros.
+int wait_status_of(const siginfo_t& si);
 
 class Supervisor {
 public:
@@ -189,6 +194,19 @@ private:
         ChildMemoryPtr memory;
     };
     std::vector<Orphan> orphans_;
+    // Leaders of signalled jobs that exited before the group's SIGKILL was
+    // due, left unreaped until then: a zombie's pid is not reused, so its
+    // process group id cannot pass to another group meanwhile.  What is
+    // left of the group (a child that ignores SIGTERM) gets SIGKILL at
+    // kill_at; the reply did not wait for it.
+    struct Pinned {
+        pid_t pid;
+        uint64_t kill_at;
+    };
+    std::vector<Pinned> pinned_;
+    // SIGKILLs the groups of pinned_ due by now_ms (all of them: ~0) and
+    // reaps their leaders.
+    void kill_pinned(uint64_t now_ms);
     bool reap_strays_ = ::getpid() == 1;  // process 1: every orphan is ours to reap
     WorkDir work_dir_;  // where script files go (init(); checked again at each)
 };

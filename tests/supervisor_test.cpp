@@ -349,6 +349,88 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: timeout escalates to SIGKILL when SIGTER
     CHECK(await_dead(grandchild));
 }
 
+TEST_CASE_FIXTURE(Fixture, "supervisor: a group member that ignores SIGTERM is SIGKILLed after its leader died of it (bug: it lived on)") {
+    opt.kill_grace_ms = 400;
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    // The member ignores SIGTERM and lets go of the pipes; the leader dies
+    // of the timeout's SIGTERM, so the reply does not wait for the member.
+    JobSpec s = script("member", "#!/bin/sh\n(trap '' TERM; exec sleep 60) >/dev/null 2>&1 &\n"
+                                 "echo $!\nexec sleep 60\n");
+    s.timeout_ms = 200;
+    uint64_t t0 = now_ms();
+    JobResult r = run_one(sup, s);
+    CHECK(r.timed_out);
+    CHECK(r.signal == SIGTERM);
+    pid_t member = std::atoi(r.out.data.c_str());
+    REQUIRE(member > 0);
+    CHECK_FALSE(process_dead(member));  // its SIGKILL is not due yet
+    uint64_t due = sup.next_deadline();
+    CHECK(due >= t0 + 200 + 400);
+    CHECK(due < t0 + 200 + 400 + 2000);
+    for (uint64_t now = now_ms(); now < due + 20; now = now_ms()) {
+        ::poll(nullptr, 0, int(std::min<uint64_t>(due + 20 - now, 50)));
+        sup.reap(now_ms());
+        sup.tick(now_ms());
+    }
+    CHECK(await_dead(member, 3000));
+    CHECK(sup.next_deadline() == UINT64_MAX);
+    CHECK(count_children(true) == 0);  // the leader, kept as a zombie until then, reaped
+    if (!process_dead(member))
+        ::kill(member, SIGKILL);
+}
+
+TEST_CASE_FIXTURE(Fixture, "supervisor: the destructor SIGKILLs what is left of a group stopped by SIGTERM (bug: it outlived the agent)") {
+    opt.kill_grace_ms = 60000;
+    pid_t member = -1;
+    {
+        Supervisor sup(opt);
+        std::string error;
+        REQUIRE(sup.init(error));
+        JobSpec s = script("member", "#!/bin/sh\n(trap '' TERM; exec sleep 60) >/dev/null 2>&1 &\n"
+                                     "echo $!\nexec sleep 60\n");
+        s.timeout_ms = 200;
+        JobResult r = run_one(sup, s);
+        CHECK(r.timed_out);
+        member = std::atoi(r.out.data.c_str());
+        REQUIRE(member > 0);
+        CHECK_FALSE(process_dead(member));
+    }
+    CHECK(await_dead(member, 3000));
+    CHECK(count_children(true) == 0);
+    if (!process_dead(member))
+        ::kill(member, SIGKILL);
+}
+
+TEST_CASE("supervisor: wait_status_of() gives what waitpid() would") {
+    for (int how = 0; how < 2; ++how) {
+        pid_t c = ::fork();
+        REQUIRE(c >= 0);
+        if (c == 0) {
+            if (how == 1)
+                ::pause();
+            ::_exit(42);
+        }
+        if (how == 1)
+            ::kill(c, SIGTERM);
+        siginfo_t si;
+        std::memset(&si, 0, sizeof si);
+        REQUIRE(::waitid(P_PID, id_t(c), &si, WEXITED | WNOWAIT) == 0);
+        int peek = ur::wait_status_of(si);
+        int st = 0;
+        REQUIRE(::waitpid(c, &st, 0) == c);
+        CHECK(peek == st);
+        if (how == 0) {
+            CHECK(WIFEXITED(peek));
+            CHECK(WEXITSTATUS(peek) == 42);
+        } else {
+            CHECK(WIFSIGNALED(peek));
+            CHECK(WTERMSIG(peek) == SIGTERM);
+        }
+    }
+}
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: a timed-out script that traps SIGTERM is reported killed (bug: its own 0 or 113)") {
     Supervisor sup(opt);
     std::string error;

@@ -71,6 +71,13 @@ def instrumented(pid):
         return "libasan" in f.read()
 
 
+def await_no_zombies(pid):
+    """No zombie child of pid left.  A stopped script's leader is kept as a
+    zombie until its group's SIGKILL is due (5 s after the SIGTERM), so that
+    the group id cannot pass to another group meanwhile; then reaped."""
+    wait_until(lambda: children(pid)[1] == [], timeout=15, what="zombie children reaped")
+
+
 class HostileScripts(AgentTestCase):
 
     max_output = 5 * MIB  # the agent's default --max-output
@@ -93,7 +100,7 @@ class HostileScripts(AgentTestCase):
         self.assertEqual(self.agent.proc.pid, self.pid)
         r = self.run_script("#!/bin/sh\necho still here\n")
         self.assertReply(r, 0, "still here\n", "")
-        self.assertEqual(children(self.pid)[1], [], "zombie children")
+        await_no_zombies(self.pid)
 
     def grandchild_pid(self, pidfile):
         """The pid a script wrote to pidfile; killed at cleanup."""
@@ -545,7 +552,7 @@ class HungMounts(AgentTestCase):
             self.assertReply(r, 143, "")
             self.assertIs(r.get("timed_out"), True, repr(r))
         self.assertTrue(self.agent.running())
-        self.assertEqual(children(self.pid)[1], [], "zombie children")
+        await_no_zombies(self.pid)
 
     def test_hung_interpreter_behind_a_system_path_holds_only_its_own_job(self):
         # The #! interpreter is in /usr, a system directory, but a symlink
