@@ -47,7 +47,7 @@ OutputCapture::OutputCapture(size_t max_output, size_t tail_keep, Encoding enc)
       enc_(enc) {}
 
 std::string OutputCapture::marker(uint64_t cut) {
-    return "\n[ur-agent: " + std::to_string(cut) + " bytes cut]\n";
+    return "\n[ur-agent: " + std::to_string(cut) + (cut == 1 ? " byte" : " bytes") + " cut]\n";
 }
 
 void OutputCapture::encode(const char* data, size_t n, std::string& out) {

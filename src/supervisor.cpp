@@ -1,5 +1,7 @@
 #include "src/supervisor.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "json/json.hpp"
@@ -35,6 +38,48 @@ void close_fd(int& fd) {
 
 uint64_t add_ms(uint64_t now, uint64_t delta) {
     return delta > kNever - now ? kNever : now + delta;
+}
+
+// Whether a process other than `pgid` itself, and not a zombie, is in
+// process group `pgid`.  Linux reads /proc (the leader is a zombie then:
+// killpg(pgid, 0) would succeed for it alone); elsewhere the answer is
+// yes, which costs only the leader's zombie kept a few seconds longer.
+bool group_lives_on(pid_t pgid) {
+#ifdef __linux__
+    DIR* d = ::opendir("/proc");
+    if (!d)
+        return true;
+    bool found = false;
+    char buf[512];
+    while (struct dirent* e = ::readdir(d)) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        std::string path = std::string("/proc/") + e->d_name + "/stat";
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = ::read(fd, buf, sizeof buf - 1);
+        ::close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and ')'.
+        const char* close = std::strrchr(buf, ')');
+        char state = 0;
+        long ppid = 0, pgrp = 0;
+        if (!close || std::sscanf(close + 1, " %c %ld %ld", &state, &ppid, &pgrp) != 3)
+            continue;
+        if (pgrp == pgid && std::atol(e->d_name) != pgid && state != 'Z' && state != 'X') {
+            found = true;
+            break;
+        }
+    }
+    ::closedir(d);
+    return found;
+#else
+    (void)pgid;
+    return true;
+#endif
 }
 
 // How a job's program is named in messages: a Script's file name is ours
@@ -410,15 +455,16 @@ void Supervisor::reap(uint64_t now_ms) {
             } while (w < 0 && errno == EINTR);
             if (w == 0 && si.si_pid == 0)
                 continue;  // still running
-            if (w == 0 && !reap_strays_) {
-                pinned_.push_back({job.pid, job.kill_at});
-                reaped(job, wait_status_of(si), false, now_ms);
-                continue;
-            }
-            // As process 1, reap_strays() would take the zombie: the group
-            // gets its SIGKILL now.
-            if (w == 0)
+            if (w == 0 && group_lives_on(job.pid)) {
+                if (!reap_strays_) {
+                    pinned_.push_back({job.pid, job.kill_at});
+                    reaped(job, wait_status_of(si), false, now_ms);
+                    continue;
+                }
+                // As process 1, reap_strays() would take the zombie: what
+                // is left of the group gets its SIGKILL now.
                 ::killpg(job.pid, SIGKILL);
+            }
         }
         int st = 0;
         pid_t r;

@@ -71,7 +71,7 @@ TEST_CASE("output capture: one byte over the cap") {
     StreamCapture c = capture(s, 100, 30, 101);
     CHECK(c.truncated);
     CHECK(c.data == expected(s, 100, 30));
-    CHECK(c.data.find("[ur-agent: 1 bytes cut]") != std::string::npos);
+    CHECK(c.data.find("[ur-agent: 1 byte cut]") != std::string::npos);
 }
 
 TEST_CASE("output capture: exhaustive small sizes against the model") {

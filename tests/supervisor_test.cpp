@@ -381,6 +381,23 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a group member that ignores SIGTERM is S
         ::kill(member, SIGKILL);
 }
 
+#ifdef __linux__
+TEST_CASE_FIXTURE(Fixture, "supervisor: a stopped script alone in its group is reaped at once, not kept for its group's SIGKILL") {
+    opt.kill_grace_ms = 60000;
+    Supervisor sup(opt);
+    std::string error;
+    REQUIRE(sup.init(error));
+    JobSpec s = script("alone", "#!/bin/sh\nexec sleep 60\n");
+    s.timeout_ms = 200;
+    JobResult r = run_one(sup, s);
+    CHECK(r.timed_out);
+    CHECK(r.signal == SIGTERM);
+    CHECK(count_children(true) == 0);
+    CHECK(count_children(false) == 0);
+    CHECK(sup.next_deadline() == UINT64_MAX);
+}
+#endif
+
 TEST_CASE_FIXTURE(Fixture, "supervisor: the destructor SIGKILLs what is left of a group stopped by SIGTERM (bug: it outlived the agent)") {
     opt.kill_grace_ms = 60000;
     pid_t member = -1;
