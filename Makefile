@@ -55,14 +55,21 @@ ARCHFLAGS :=
 # tools/link-order) are laid out together at the start of the text.  The
 # kernel maps a binary's pages 64 KiB at a time around each fault, so
 # scattered over the 1 MiB of text those few hundred functions made nearly
-# all of it resident: idle RSS 1.43 MiB with GNU ld, about 1.0 with this
-# (make bench).  Without ld.lld the agent is the same, only larger in
-# memory.  Not for SAN=1 builds (dynamic, sanitized: other code).
+# all of it resident: idle RSS about 1.4 MiB with GNU ld, 0.9 with this
+# (make bench).  Without ld.lld, or with LLD=0, the agent is the same
+# program linked by ld, only larger in memory.  Not for SAN=1 builds
+# (dynamic, sanitized: other code).
+LLD ?= 1
 ifneq ($(SAN),1)
+ifneq ($(LLD),0)
 ifneq ($(shell command -v ld.lld 2>/dev/null),)
 LINK_ORDER ?= src/link-order.txt
+ifneq ($(LINK_ORDER),)
+AGENT_ORDER   := $(LINK_ORDER)
 AGENT_LDFLAGS := -fuse-ld=lld -Wl,--symbol-ordering-file=$(LINK_ORDER) \
                  -Wl,--no-warn-symbol-ordering
+endif
+endif
 endif
 endif
 INSTALL  ?= install
@@ -132,8 +139,8 @@ $(LIBAMQP):  $(call obj,$(AMQP_SRC))    ; $(archive)
 $(LIBUR):    $(call obj,$(UR_SRC))      ; $(archive)
 $(LIBTOOLS): $(call obj,$(TOOLLIB_SRC)) ; $(archive)
 
-$(AGENT): $(call obj,src/main.cpp) $(LIBS) $(LINK_ORDER)
-	$(CXX) $(STATIC) $(LDFLAGS) $(AGENT_LDFLAGS) -o $@ $(filter-out $(LINK_ORDER),$^) $(LDLIBS)
+$(AGENT): $(call obj,src/main.cpp) $(LIBS) $(AGENT_ORDER)
+	$(CXX) $(STATIC) $(LDFLAGS) $(AGENT_LDFLAGS) -o $@ $(filter-out $(AGENT_ORDER),$^) $(LDLIBS)
 
 $(BUILD)/%: $(BUILD)/obj/tools/%/main.o $(LIBS)
 	$(CXX) $(STATIC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

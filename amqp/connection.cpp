@@ -287,16 +287,21 @@ void Connection::handle_frame(const FrameView& f) {
         return;
     }
     Channel* c = channel(f.channel);
-    if (c && c->state == ChannelState::Free && c->peer_closed && f.type == kFrameMethod) {
+    if (c && c->state == ChannelState::Free && c->stale_closes > 0 && f.type == kFrameMethod) {
         // RabbitMQ 3.10 sends channel.close twice when a delivery's
         // consumer_timeout expires.  The first was answered with close-ok;
         // answering the second would be a frame on a channel it has
         // forgotten (a connection error on its side), and treating it as
         // one here dropped the connection, and the exclusive request queue
-        // with every request in it.  So it is ignored.
+        // with every request in it.  So it is ignored, and so is the
+        // close-ok of our own close when it crossed the broker's.  No more
+        // than that: more is the peer's protocol error.
         Method m;
         if (!decode(f.payload, m)) return;
-        if (std::holds_alternative<ChannelClose>(m)) return;
+        if (std::holds_alternative<ChannelClose>(m) || std::holds_alternative<ChannelCloseOk>(m)) {
+            --c->stale_closes;
+            return;
+        }
     }
     if (!c || c->state == ChannelState::Free) {
         protocol_error(kChannelError, "frame on channel " + std::to_string(f.channel) +
@@ -457,7 +462,7 @@ void Connection::handle_channel_method(uint16_t ch, Channel& c, Method& m) {
         send(ch, ChannelCloseOk{});
         bool ours = c.state == ChannelState::Closing;
         c = Channel();
-        c.peer_closed = true;
+        c.stale_closes = ours ? 2 : 1;  // the 3.10 double close; and our close's close-ok
         if (ours) return;  // our close crossed theirs: it is closed either way
         Event ev = make_event(EventKind::ChannelClosed);
         ev.channel = ch;

@@ -181,9 +181,9 @@ private:
         uint64_t body_size = 0;
         uint64_t body_received = 0;
         Event pending;  // the Delivery/Returned being assembled
-        // Free after the peer's channel.close: a second channel.close on
-        // it is let pass (see handle_frame).
-        bool peer_closed = false;
+        // Free after the peer's channel.close: this many more channel.close
+        // or close-ok frames on it are let pass (see handle_frame).
+        uint8_t stale_closes = 0;
     };
 
     void handle_frame(const FrameView& f);

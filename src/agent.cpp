@@ -1830,6 +1830,9 @@ void Agent::check_shutdown(uint64_t now) {
         children_killed_ = true;
     }
     if (running > 0) return;
+    // What is left of a stopped script's group gets its SIGKILL when due
+    // (at most 5 s after the SIGTERM), not cut short by our exit.
+    if (sup_.pinned() > 0) return;
     stop_consuming();
     bool replies_left = owes_replies();
     bool out_of_time = now >= end + kCloseGraceMs * 2;

@@ -44,6 +44,8 @@ uint64_t add_ms(uint64_t now, uint64_t delta) {
 // process group `pgid`.  Linux reads /proc (the leader is a zombie then:
 // killpg(pgid, 0) would succeed for it alone); elsewhere the answer is
 // yes, which costs only the leader's zombie kept a few seconds longer.
+// A member /proc does not show (hidepid) or shows as a zombie while its
+// threads run is missed: its group then gets no SIGKILL, as before.
 bool group_lives_on(pid_t pgid) {
 #ifdef __linux__
     DIR* d = ::opendir("/proc");
@@ -80,6 +82,15 @@ bool group_lives_on(pid_t pgid) {
     (void)pgid;
     return true;
 #endif
+}
+
+// waitpid(pid, WNOHANG), again on EINTR.
+pid_t wait_nohang(pid_t pid, int& status) {
+    pid_t r;
+    do {
+        r = ::waitpid(pid, &status, WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    return r;
 }
 
 // How a job's program is named in messages: a Script's file name is ours
@@ -194,7 +205,7 @@ Supervisor::~Supervisor() {
         if (!job.reaped)
             orphans_.push_back({job.pid, std::move(job.child_memory)});
     }
-    kill_pinned(~uint64_t(0));
+    kill_pinned(kNever);
     // SIGKILL is prompt, except for a process stuck in the kernel (see
     // abandon()): wait for the children a little, not forever.
     for (int i = 0; i < 100 && !orphans_.empty(); ++i) {
@@ -417,11 +428,9 @@ void Supervisor::read_exec_status(Job& job) {
 void Supervisor::reap_orphans() {
     orphans_.erase(std::remove_if(orphans_.begin(), orphans_.end(),
                                   [](const Orphan& o) {
-                                      pid_t r;
-                                      do {
-                                          r = ::waitpid(o.pid, nullptr, WNOHANG);
-                                      } while (r < 0 && errno == EINTR);
-                                      return r != 0;  // reaped, or not ours any more
+                                      int st;
+                                      // reaped, or not ours any more
+                                      return wait_nohang(o.pid, st) != 0;
                                   }),
                    orphans_.end());
 }
@@ -467,10 +476,7 @@ void Supervisor::reap(uint64_t now_ms) {
             }
         }
         int st = 0;
-        pid_t r;
-        do {
-            r = ::waitpid(job.pid, &st, WNOHANG);
-        } while (r < 0 && errno == EINTR);
+        pid_t r = wait_nohang(job.pid, st);
         if (r == 0)
             continue;
         // ECHILD: reaped behind our back
@@ -709,11 +715,9 @@ void Supervisor::kill_pinned(uint64_t now_ms) {
                                      if (p.kill_at > now_ms)
                                          return false;
                                      ::killpg(p.pid, SIGKILL);
-                                     pid_t r;
-                                     do {
-                                         r = ::waitpid(p.pid, nullptr, WNOHANG);
-                                     } while (r < 0 && errno == EINTR);
-                                     return true;  // a zombie: reaped (or not ours any more)
+                                     int st;
+                                     (void)wait_nohang(p.pid, st);  // a zombie: reaped
+                                     return true;
                                  }),
                   pinned_.end());
 }
@@ -741,8 +745,6 @@ uint64_t Supervisor::next_deadline() const {
 }
 
 void Supervisor::tick(uint64_t now_ms) {
-    if (!pinned_.empty())
-        kill_pinned(now_ms);
     for (auto& jp : jobs_) {
         Job& job = *jp;
         if (job.state == JobState::Done)
@@ -763,6 +765,10 @@ void Supervisor::tick(uint64_t now_ms) {
         if (job.state == JobState::Draining && job.grace_at <= now_ms)
             complete(job, now_ms);
     }
+    // After the jobs: one still draining signals its group while the
+    // pinned leader keeps the id.
+    if (!pinned_.empty())
+        kill_pinned(now_ms);
     remove_done();
 }
 
@@ -790,7 +796,7 @@ void Supervisor::kill_all() {
     for (auto& jp : jobs_)
         if (jp->state != JobState::Done)
             signal_group(*jp, SIGKILL);
-    kill_pinned(~uint64_t(0));
+    kill_pinned(kNever);
 }
 
 void Supervisor::remove_done() {

@@ -30,8 +30,12 @@
 // Orthogonal to the state, a job may be terminating: SIGTERM was sent to its
 // process group (timeout or terminate_all()) and SIGKILL follows
 // kill_grace_ms later unless the group is gone.  A job whose group was
-// signalled gets a last SIGKILL to the group when it is Done, so that a
-// timed-out tree does not survive in the background.  A child still not
+// signalled and still holds the pipes gets a last SIGKILL to the group when
+// it is Done, so that a timed-out tree does not survive in the background.
+// A leader that exits after the SIGTERM while others of its group live on
+// is not reaped at once (reap() looks with waitid(WNOWAIT)): its zombie
+// keeps the group id from passing to another group until the SIGKILL is
+// due; the job is Done meanwhile (see pinned()).  A child still not
 // reaped kill_grace_ms after its SIGKILL is stuck in the kernel (a hung
 // NFS or FUSE mount): its job is Done then with exit_status 1 and a note
 // on stderr, and the pid is reaped whenever it ends.
@@ -147,7 +151,8 @@ public:
     void handle(const std::vector<pollfd>& fds, uint64_t now_ms);
 
     // waitpid(pid, WNOHANG) on each child not yet reaped (never -1, see
-    // above).  Call after SIGCHLD and on each loop pass.
+    // above; waitid(WNOWAIT) first for one whose SIGKILL is still to come).
+    // Call after SIGCHLD and on each loop pass.
     void reap(uint64_t now_ms);
 
     // Absolute ms of the nearest timeout / kill / pipe-grace deadline,
@@ -160,6 +165,10 @@ public:
     std::vector<JobResult> take_finished();
     // Jobs not yet finished.
     size_t running() const;
+    // Groups of finished jobs whose SIGKILL is still to come (their leader
+    // kept as a zombie until then, at most kill_grace_ms): the agent waits
+    // for them before it exits; the destructor kills them at once.
+    size_t pinned() const { return pinned_.size(); }
 
     // Shutdown: SIGTERM every process group now, SIGKILL kill_grace_ms later
     // (enforced by tick()).
@@ -204,8 +213,8 @@ private:
         uint64_t kill_at;
     };
     std::vector<Pinned> pinned_;
-    // SIGKILLs the groups of pinned_ due by now_ms (all of them: ~0) and
-    // reaps their leaders.
+    // SIGKILLs the groups of pinned_ due by now_ms (all of them: kNever)
+    // and reaps their leaders.
     void kill_pinned(uint64_t now_ms);
     bool reap_strays_ = ::getpid() == 1;  // process 1: every orphan is ours to reap
     WorkDir work_dir_;  // where script files go (init(); checked again at each)

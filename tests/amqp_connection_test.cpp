@@ -503,6 +503,29 @@ TEST_CASE("connection: a second channel.close (RabbitMQ 3.10, consumer_timeout) 
     CHECK(close->reply_code == 504);
 }
 
+TEST_CASE("connection: our channel.close crossing the broker's: its close-ok after ours is let pass") {
+    Connection c(options());
+    open_connection(c);
+    c.close_channel(1);
+    take_output(c);
+    feed(c, pika("channel_close"));     // theirs, crossing ours: answered
+    feed(c, pika("channel_close_ok"));  // theirs to ours
+    CHECK(c.is_open());
+    CHECK(c.open_channel() == 1);
+}
+
+TEST_CASE("connection: a third channel.close on a closed channel is an error") {
+    Connection c(options());
+    open_connection(c);
+    feed(c, pika("channel_close") + pika("channel_close") + pika("channel_close"));
+    CHECK_FALSE(c.is_open());
+    auto sent = take_output(c);
+    REQUIRE_FALSE(sent.empty());
+    auto* close = std::get_if<ConnectionClose>(&sent.back().method);
+    REQUIRE(close);
+    CHECK(close->reply_code == 504);
+}
+
 TEST_CASE("connection: our channel.close discards until close-ok") {
     Connection c(options());
     open_connection(c);
