@@ -1793,10 +1793,7 @@ void Agent::park_pings() {
     ping_ready_ = false;
     ping_retry_at_ = 0;
     if (ping_ch_ && conn_) {
-        flush_acks();
-        conn_->close_channel(ping_ch_);
-        ping_ch_ = 0;
-        ping_ack_upto_ = 0;
+        close_ping_channel();
         log::info("pings are left to the connection that holds the request queue until this "
                   "agent gets it", {{"queue", field(ping_queue_name(id_))}});
     }
@@ -1813,11 +1810,14 @@ void Agent::stop_consuming() {
         cons_ch_ = 0;
         ++channel_gen_;
     }
-    if (ping_ch_) {
-        flush_acks();
-        conn_->close_channel(ping_ch_);
-        ping_ch_ = 0;
-    }
+    if (ping_ch_) close_ping_channel();
+}
+
+// Acks what the ping channel owes (flush_acks()), then closes it.
+void Agent::close_ping_channel() {
+    flush_acks();
+    conn_->close_channel(ping_ch_);
+    ping_ch_ = 0;
 }
 
 void Agent::check_shutdown(uint64_t now) {

@@ -98,6 +98,7 @@ private:
     void setup_ping();
     void setup_publisher();
     void park_pings();
+    void close_ping_channel();
     void need_channels();
     void on_consuming(uint64_t now);
     // Ur protocol
