@@ -93,6 +93,7 @@ private:
     void write_socket(uint64_t now, bool down_on_error = true);
     void handle_events(uint64_t now);
     void consume_ping_queue(uint16_t ch);
+    void bind_ping_queue(uint16_t ch);
     void request_channel_gone(const std::string& why, uint64_t now);
     void setup_consumer(uint64_t now);
     void setup_ping();
@@ -191,6 +192,8 @@ private:
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
     bool ping_shared_ = false;         // no third channel: pings on cons_ch_
     bool ping_parked_ = false;         // no ping consumer while the request queue is locked out
+    unsigned request_binds_due_ = 0;   // bind-oks the request channel's set-up still owes
+    bool ping_bind_due_ = false;       // the ping queue's bind + consume wait for them
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid
     // Short cap: when the other holder of our queue goes, take over quickly.
     Backoff consumer_backoff_{500, 5000};

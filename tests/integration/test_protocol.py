@@ -222,6 +222,41 @@ class Routing(AgentTestCase):
             self.assertIn((req_q, k), keys)
         self.assertIn((ping_q, "ur.ping.%s" % a.uuid), keys)
 
+    def test_ping_queue_is_bound_after_the_request_queue_bindings(self):
+        # Bindings to amq.topic made at once on two channels contend in
+        # RabbitMQ (one waits or is retried): start-up took 1 ms longer at
+        # the median and up to 10 ms at the tail.  The ping queue is
+        # declared at once but bound only after the request queue's three
+        # bind-oks; the proxy sees the order the bytes were forwarded in,
+        # so the agent cannot have sent the bind before it read them.
+        p = self.proxy(record=True)
+        a = self.start_agent(args=["--broker", "127.0.0.1:%d" % p.port])
+        with p.lock:
+            frames = list(p.frames)
+        req_q = "ur.request.%s.%s" % (a.uuid, a.mac)
+        ping_q = "ur.ping.%s" % a.uuid
+
+        def index(sender, cls, meth, name=None, ch=None):
+            return [i for i, f in enumerate(frames)
+                    if f[0] == sender and f[2:4] == (cls, meth)
+                    and (name is None or f[4] == name)
+                    and (ch is None or f[1] == ch)]
+        declares = {frames[i][4]: frames[i][1] for i in index("agent", 50, 10)}
+        self.assertIn(req_q, declares, frames)
+        self.assertIn(ping_q, declares, frames)
+        req_ch, ping_ch = declares[req_q], declares[ping_q]
+        self.assertNotEqual(req_ch, ping_ch)
+        bind_oks = index("broker", 50, 21, ch=req_ch)
+        ping_binds = index("agent", 50, 20, name=ping_q)
+        self.assertGreaterEqual(len(bind_oks), 3, frames)
+        self.assertEqual(len(ping_binds), 1, frames)
+        self.assertGreater(ping_binds[0], bind_oks[2], frames)
+        # ... and its declare went out with the request queue's, at once.
+        self.assertLess(index("agent", 50, 10, name=ping_q)[0], bind_oks[0], frames)
+        self.assertEqual(frames[ping_binds[0]][1], ping_ch)
+        r = self.client.ping(a.uuid)
+        self.assertIsNotNone(r)
+
 
     def test_request_consumer_manual_ack_and_prefetch(self):
         a = self.start_agent(args=["--max-concurrency", "3"])

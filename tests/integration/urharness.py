@@ -601,10 +601,14 @@ class Proxy:
     """A TCP proxy on 127.0.0.1 to the test broker, to make outages the
     broker's own tools cannot: cut() resets every current connection;
     freeze() stops forwarding on them but keeps them open (a silent peer,
-    found only by heartbeats).  New connections are always forwarded."""
+    found only by heartbeats).  New connections are always forwarded.
+    record=True keeps every AMQP method frame forwarded, in the order
+    forwarded, in `frames` (see _Framer)."""
 
-    def __init__(self, target_port=None):
+    def __init__(self, target_port=None, record=False):
         self.target = ("127.0.0.1", int(target_port or RABBITMQ_PORT))
+        self.record = record
+        self.frames = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -636,6 +640,7 @@ class Proxy:
 
     def _pump(self, pair):
         c, u, _ = pair
+        framers = {c: _Framer("agent", self), u: _Framer("broker", self)}
         try:
             while not self.closed:
                 r, _, _ = select.select([c, u], [], [], 0.1)
@@ -645,6 +650,8 @@ class Proxy:
                     data = s.recv(65536)
                     if not data:
                         return
+                    if self.record:
+                        framers[s].feed(data)
                     (u if s is c else c).sendall(data)
         except (OSError, ValueError):
             # ValueError: reset_all() closed a socket under select() (fd -1).
@@ -683,6 +690,34 @@ class Proxy:
         self.closed = True
         self.listener.close()
         self.cut()
+
+
+class _Framer:
+    """Splits one direction of an AMQP connection into frames and appends
+    each method frame to proxy.frames as (sender, channel, class_id,
+    method_id, name): name is the queue of a queue.declare or queue.bind,
+    else None.  Sender is "agent" or "broker"."""
+
+    def __init__(self, sender, proxy):
+        self.sender, self.proxy, self.buf = sender, proxy, b""
+
+    def feed(self, data):
+        self.buf += data
+        if self.buf.startswith(b"AMQP") and len(self.buf) >= 8:
+            self.buf = self.buf[8:]
+        while len(self.buf) >= 7:
+            kind, ch, size = struct.unpack(">BHI", self.buf[:7])
+            if len(self.buf) < 8 + size:
+                return
+            payload, self.buf = self.buf[7:7 + size], self.buf[8 + size:]
+            if kind != 1 or size < 4:
+                continue
+            cls, meth = struct.unpack(">HH", payload[:4])
+            name = None
+            if cls == 50 and meth in (10, 20) and size >= 7:
+                name = payload[7:7 + payload[6]].decode("utf-8", "replace")
+            with self.proxy.lock:
+                self.proxy.frames.append((self.sender, ch, cls, meth, name))
 
 
 def alive(pid):
@@ -768,9 +803,9 @@ class AgentTestCase(_AgentsTestCase):
         super().setUp()
         self.client = Client() if self.needs_rabbitmq else None
 
-    def proxy(self):
+    def proxy(self, record=False):
         """A Proxy to the broker, closed at the end of the test."""
-        p = Proxy()
+        p = Proxy(record=record)
         self.addCleanup(p.close)
         return p
 

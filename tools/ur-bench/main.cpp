@@ -6,9 +6,12 @@
 //   ur-bench MODE --port P [--agent PATH] [--tmp DIR] [options]
 //
 // Modes:
-//   startup  [--runs N]           exec of ur-agent -> its ur.startup arrives;
+//   startup  [--runs N] [--compare PATH]
+//                                 exec of ur-agent -> its ur.startup arrives;
 //                                 the same for `ur-bench publish-once`
-//                                 (connect + publish: the floor); idle RSS
+//                                 (connect + publish: the floor); idle RSS;
+//                                 --compare: another agent build's start-up,
+//                                 interleaved with --agent's (A/B)
 //   rtt      [--runs N]           sequential execute round trips of a trivial
 //                                 script; floor: two broker hops + spawn/wait
 //   throughput [--runs N] [--requests N] [--concurrency N]
@@ -60,7 +63,7 @@ extern char** environ;
 namespace {
 
 struct Options {
-    std::string mode, self, agent = "build/ur-agent", tmp = "/tmp/ur-bench", key, urctl;
+    std::string mode, self, agent = "build/ur-agent", tmp = "/tmp/ur-bench", key, urctl, compare;
     uint16_t port = 5672;
     int runs = 0, requests = 2000, concurrency = 16, count = 0;
     bool agent_only = false, agent_setup = false;
@@ -184,7 +187,7 @@ void mode_startup(const Options& o) {
     Client mon;
     open_monitor(mon, o, {"ur.startup.#", "bench.floor.#"});
     std::string base = fresh_dir(o, "startup");
-    std::vector<double> agent_ms, floor_ms, setup_ms, rss_kib, anon_kib;
+    std::vector<double> agent_ms, floor_ms, setup_ms, rss_kib, anon_kib, compare_ms;
     for (int i = 0; i < runs; ++i) {
         // Floor first and agent second in each round, so that both see the
         // same machine noise.
@@ -203,6 +206,20 @@ void mode_startup(const Options& o) {
         setup_ms.push_back(ms_since(t0));
         while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
 
+        // --compare: the other build's start-up in the same round, first
+        // in every other round, so that both see the same noise and drift.
+        auto compare = [&] {
+            Options other = o;
+            other.agent = o.compare;
+            std::string cdir = base + "/cmp" + std::to_string(i);
+            uint64_t c0 = now_ns();
+            AgentProc b = start_agent(other, cdir, {});
+            if (!await_key(mon, "ur.startup." + b.uuid, 20000))
+                die("no ur.startup from " + o.compare + "; see " + cdir + "/agent.log");
+            compare_ms.push_back(ms_since(c0));
+            stop_agent(b.pid);
+        };
+        if (!o.compare.empty() && i % 2 == 1) compare();
         std::string dir = base + "/run" + std::to_string(i);
         t0 = now_ns();
         AgentProc a = start_agent(o, dir, {});
@@ -215,9 +232,13 @@ void mode_startup(const Options& o) {
         rss_kib.push_back(double(rss_tree_kib(a.pid)));
         anon_kib.push_back(double(rollup_kib(a.pid, "Anonymous:")));
         stop_agent(a.pid);
+        if (!o.compare.empty() && i % 2 == 0) compare();
     }
     emit("startup_agent", "Start-up: exec ur-agent -> ur.startup arrives", "ms", stats(agent_ms),
          false, o.command);
+    if (!o.compare.empty())
+        emit("startup_compare", "  the same for --compare " + o.compare, "ms", stats(compare_ms),
+             false, o.command);
     emit("startup_floor", "Start-up floor: exec ur-bench publish-once -> message arrives", "ms",
          stats(floor_ms), false, o.command);
     emit("startup_floor_setup",
@@ -774,6 +795,7 @@ Options parse(int argc, char** argv) {
         std::string v = argv[++i];
         if (a == "--port") o.port = uint16_t(std::atoi(v.c_str()));
         else if (a == "--agent") o.agent = v;
+        else if (a == "--compare") o.compare = v;
         else if (a == "--tmp") o.tmp = v;
         else if (a == "--key") o.key = v;
         else if (a == "--urctl") o.urctl = v;
