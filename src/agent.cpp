@@ -357,7 +357,7 @@ bool Agent::lock_state_dir() {
             int64_t pid = fcntl(lock_fd_, F_GETLK, &who) == 0 && who.l_type != F_UNLCK
                               ? int64_t(who.l_pid) : 0;
             log::warn("another ur-agent uses this state directory; waiting for it to exit",
-                      {{"dir", cfg_.state_dir}, {"pid", json::Value(pid)}});
+                      {{"dir", cfg_.state_dir}, {"holder_pid", json::Value(pid)}});
         }
         pollfd p{sig_pipe_[0], POLLIN, 0};
         if (poll(&p, 1, 500) > 0) {
@@ -1437,7 +1437,7 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     if (r.unkillable)
         log::error("script did not end after SIGKILL (stuck in the kernel: a hung NFS or FUSE "
                    "mount?); replied without its exit status, it is reaped if it ever ends",
-                   {{"req_id", field(run.req_id)}, {"pid", json::Value(int64_t(r.pid))}});
+                   {{"req_id", field(run.req_id)}, {"script_pid", json::Value(int64_t(r.pid))}});
     if (r.pipes_abandoned)
         log::warn("script exited but a background process still holds its output; replied "
                   "without waiting for it (it is left running, its output pipes closed: its "
@@ -1664,7 +1664,7 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
         id_ = id;
         sysinfo_backoff_.reset();
         log::info("node identity", {{"uuid", field(id_.uuid)}, {"admin_mac", field(id_.mac)},
-                                    {"hostname", field(id_.hostname)}});
+                                    {"node_hostname", field(id_.hostname)}});
         reconnect_at_ = now;
         answer_leftovers(now);
     } else if (id.uuid != id_.uuid) {

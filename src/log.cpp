@@ -150,6 +150,12 @@ bool enabled(Level level) { return int(level) >= int(g_level); }
 
 namespace {
 
+bool is_record_key(std::string_view key) {
+    for (const char* k : {"name", "hostname", "pid", "level", "msg", "time", "v"})
+        if (key == k) return true;
+    return false;
+}
+
 std::string format(Level level, std::string_view msg, std::initializer_list<Field> fields) {
     std::string line;
     line.reserve(256);
@@ -169,7 +175,12 @@ std::string format(Level level, std::string_view msg, std::initializer_list<Fiel
     line += "\",\"v\":0";
     for (const auto& f : fields) {
         line += ',';
-        json::append_quoted(line, f.key);
+        // A field named like one of the record's own would make a key
+        // appear twice, which strict JSON readers refuse: renamed.
+        if (is_record_key(f.key))
+            json::append_quoted(line, "field_" + std::string(f.key));
+        else
+            json::append_quoted(line, f.key);
         line += ':';
         json::write(f.value, line);
     }

@@ -95,3 +95,22 @@ TEST_CASE("log: a terminal nobody reads (a stalled ssh session) does not block e
     ::close(slave);
     ::close(master);
 }
+
+TEST_CASE("log: a field named like a record key is renamed, never a key twice") {
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    REQUIRE(::fcntl(p[0], F_SETFL, O_NONBLOCK) == 0);
+    log::init("t", log::Level::Info, p[1]);
+    log::info("clash", {{"pid", json::Value(int64_t(7))}, {"hostname", json::Value("cn1")},
+                        {"msg", json::Value("m")}, {"pids", json::Value(int64_t(8))}});
+    std::string line = drain(p[0]);
+    for (const char* key : {"\"name\":", "\"hostname\":", "\"pid\":", "\"msg\":"})
+        CHECK(count(line, key) == 1);
+    CHECK(count(line, "\"field_pid\":7") == 1);
+    CHECK(count(line, "\"field_hostname\":\"cn1\"") == 1);
+    CHECK(count(line, "\"field_msg\":\"m\"") == 1);
+    CHECK(count(line, "\"pids\":8") == 1);  // only whole names
+    log::init("ur", log::Level::Info, 2);
+    ::close(p[0]);
+    ::close(p[1]);
+}

@@ -592,7 +592,7 @@ class HungMounts(AgentTestCase):
         self.assertLess(took, 20)
         rec = self.agent.wait_log(lambda rec: "did not end after SIGKILL" in rec.get("msg", ""))
         self.assertEqual(rec.get("level"), 50, rec)
-        stuck_pid = rec["pid"]
+        stuck_pid = rec["script_pid"]
         self.assertIn(stuck_pid, children(self.pid)[0])
         self.assertServes(within=5)
         self.release_mount()

@@ -476,7 +476,7 @@ class SameNodeTwice(AgentTestCase):
         b.start()
         rec = b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
                          "directory; waiting for it to exit", what="the second agent waiting")
-        self.assertEqual(rec.get("pid"), a.proc.pid)
+        self.assertEqual(rec.get("holder_pid"), a.proc.pid)
         # ...and has not cleaned the first's script files (work dir prepared
         # after the lock): the running script's file is still there.
         work = os.path.join(a.state_dir, ".ur-agent-work")

@@ -97,10 +97,13 @@ class UrctlCases:
     def json_lines(self, out):
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def urctl_agent(self, uuid=None):
+    def urctl_agent(self, uuid=None, hostname=None):
         """An agent on self.port, awaited until urctl finds it by discover
         and by ping."""
-        a = self.new_agent(sysinfo=make_sysinfo(uuid or random_uuid()),
+        sysinfo = make_sysinfo(uuid or random_uuid())
+        if hostname:
+            sysinfo["Hostname"] = hostname
+        a = self.new_agent(sysinfo=sysinfo,
                            env={"AMQP_PORT": str(self.port)},
                            args=["--shutdown-grace", "1"]).start()
 
@@ -287,9 +290,9 @@ class UrctlCases:
                                              "failed": 2, "no_reply": 0}})
 
         # The discover ends once every named node has answered, not at
-        # --find-timeout.
+        # --find-timeout, when they are named by UUID.
         t0 = time.monotonic()
-        rc, out, err = self.urctl("oneach", "--nodes", names,
+        rc, out, err = self.urctl("oneach", "--nodes", "%s,%s" % (a.uuid, b.uuid),
                                   "--find-timeout", "30", "true")
         self.assertEqual(rc, 0, err)
         self.assertLess(time.monotonic() - t0, 15,
@@ -305,12 +308,35 @@ class UrctlCases:
                                   "--find-timeout", "1", "true")
         self.assertEqual(rc, UNKNOWN_NODE, err)
         self.assertIn("ghost", err)
+        self.assertIn("ran nothing", err)
 
         rc, out, err = self.urctl("oneach", "--nodes", a.uuid,
                                   "--find-timeout", "1", "--timeout", "0.5",
                                   "sleep 3")
         self.assertEqual(rc, TIMEOUT, err)
         self.assertIn("no reply", out)
+
+    def test_a_hostname_two_nodes_share_is_refused_not_picked(self):
+        # urclient sends to whichever node of that hostname answers first;
+        # a script meant for one node must not land on another.
+        name = "cn-twin-" + random_uuid()[:8]
+        a = self.urctl_agent(hostname=name)
+        b = self.urctl_agent(hostname=name)
+        marker = self.path("ran")
+        script = "echo x >> %s" % marker
+        for args in (["exec", name, script, "--find-timeout", "1"], ["ping", name],
+                     ["oneach", "--nodes", name, script, "--find-timeout", "1"],
+                     ["oneach", "--nodes", "%s,%s" % (a.uuid, name), script,
+                      "--find-timeout", "1"]):
+            rc, out, err = self.urctl(*args)
+            self.assertEqual(rc, UNKNOWN_NODE, "%s: %s %s" % (args, out, err))
+            self.assertIn("ambiguous node %s: 2 nodes" % name, err)
+            self.assertIn(a.uuid, err)
+            self.assertIn(b.uuid, err)
+        self.assertFalse(os.path.exists(marker), "a script ran")
+        # By UUID each is still reachable.
+        rc, out, err = self.urctl("exec", b.uuid, "echo ok")
+        self.assertEqual((rc, out), (0, "ok\n"), err)
 
     # -- watch ------------------------------------------------------------
 

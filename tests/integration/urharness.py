@@ -391,6 +391,16 @@ def raw_publish(routing_key, body, properties, exchange="amq.topic"):
         s.close()
 
 
+def _unique_keys(pairs):
+    """json object_pairs_hook: a dict, or ValueError for a repeated key."""
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError("key %r twice" % k)
+        d[k] = v
+    return d
+
+
 class Agent:
     """One ur-agent process (not started: call start()).
 
@@ -552,13 +562,13 @@ class Agent:
 
     def log_lines(self):
         """(parsed, bad): the stderr lines that are JSON objects, parsed,
-        and the raw lines that are not."""
+        and the raw lines that are not (a key twice in one object is not)."""
         parsed, bad = [], []
         for line in self.log_text().splitlines():
             if not line.strip():
                 continue
             try:
-                v = json.loads(line)
+                v = json.loads(line, object_pairs_hook=_unique_keys)
             except ValueError:
                 bad.append(line)
                 continue

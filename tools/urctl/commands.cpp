@@ -184,16 +184,32 @@ private:
                                  : "unknown node " + name + ": no ping reply within " +
                                        seconds_text(opt_.find_timeout_ms));
         }
-        SessionStatus s = find_by_discover(name, deadline, node, error);
-        if (s == SessionStatus::Timeout)
+        std::vector<NodeInfo> nodes;
+        SessionStatus s = discover_nodes(deadline, nodes, nullptr, error);
+        if (s != SessionStatus::Ok) return fail(s, error);
+        std::vector<NodeInfo> matches;
+        for (const NodeInfo& n : nodes)
+            if (node_matches(n, name)) matches.push_back(n);
+        if (matches.empty())
             return fail(kExitUnknownNode, "unknown node " + name + ": no node of that hostname " +
                                               "answered a discover within " +
                                               seconds_text(opt_.find_timeout_ms));
-        return s == SessionStatus::Ok ? 0 : fail(s, error);
+        if (matches.size() > 1) return fail(kExitUnknownNode, ambiguous(name, matches));
+        node = matches[0];
+        return 0;
     }
 
-    // The node `name` (a hostname, or a UUID in another case than the
-    // node's own) by a discover; Timeout when none answered by deadline.
+    // A hostname that several nodes answer to: refused, never one of them
+    // picked (urclient takes the first to answer).
+    static std::string ambiguous(const std::string& name, const std::vector<NodeInfo>& matches) {
+        std::string list;
+        for (const NodeInfo& n : matches) list += (list.empty() ? "" : ", ") + n.uuid;
+        return "ambiguous node " + name + ": " + std::to_string(matches.size()) +
+               " nodes have that hostname (" + list + "); name one by its UUID; ran nothing";
+    }
+
+    // The node of UUID `name` written in another case than the node's
+    // own, by a discover; Timeout when it did not answer by deadline.
     SessionStatus find_by_discover(const std::string& name, uint64_t deadline, NodeInfo& node,
                                    std::string& error) {
         std::vector<NodeInfo> nodes;
@@ -337,9 +353,13 @@ private:
         if (!open(rc)) return rc;
         std::vector<NodeInfo> nodes;
         std::string error;
-        // With --nodes the discover is over once every name has answered.
+        // With --nodes the discover is over once every name has answered,
+        // when every name is a UUID: a hostname waits out --find-timeout,
+        // as a second node of that hostname may still answer.
         std::vector<bool> named(opt_.nodes.size(), false);
         size_t unnamed = opt_.nodes.size();
+        bool all_uuids = true;
+        for (const std::string& name : opt_.nodes) all_uuids = all_uuids && looks_like_uuid(name);
         auto until_named = [&](const NodeInfo& n) {
             for (size_t i = 0; i < opt_.nodes.size(); ++i)
                 if (!named[i] && node_matches(n, opt_.nodes[i])) {
@@ -349,7 +369,10 @@ private:
             return unnamed == 0;
         };
         std::function<bool(const NodeInfo&)> stop = until_expected(nodes);
-        if (!opt_.nodes.empty()) stop = until_named;
+        if (!opt_.nodes.empty()) {
+            stop = nullptr;
+            if (all_uuids) stop = until_named;
+        }
         SessionStatus s =
             discover_nodes(monotonic_ms() + opt_.find_timeout_ms, nodes, stop, error);
         if (s != SessionStatus::Ok) return fail(s, error);
@@ -364,7 +387,15 @@ private:
                 for (const std::string& m : missing) list += (list.empty() ? "" : ", ") + m;
                 return fail(kExitUnknownNode, "unknown node(s) " + list +
                                                   ": not found by a discover within " +
-                                                  seconds_text(opt_.find_timeout_ms));
+                                                  seconds_text(opt_.find_timeout_ms) +
+                                                  "; ran nothing");
+            }
+            for (const std::string& name : opt_.nodes) {
+                if (looks_like_uuid(name)) continue;
+                std::vector<NodeInfo> matches;
+                for (const NodeInfo& n : nodes)
+                    if (node_matches(n, name)) matches.push_back(n);
+                if (matches.size() > 1) return fail(kExitUnknownNode, ambiguous(name, matches));
             }
             std::vector<NodeInfo> chosen;
             for (size_t i : found) chosen.push_back(nodes[i]);
