@@ -1053,7 +1053,9 @@ void Agent::setup_consumer(uint64_t now) {
     cons_ch_ = conn_->open_channel();
     request_consumer_ok_ = false;
     if (cons_ch_ == 0) return need_channels();
-    if (id_.mac.empty()) log::warn("no NIC carries the admin tag; request queue without MAC binding");
+    if (id_.mac.empty())
+        log::warn("no NIC in sysinfo carries the admin tag; request queue without MAC binding",
+                  {{"admin_tag", field(admin_tag(sysinfo_))}});
     conn_->basic_qos(cons_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
     std::string rq = request_queue_name(id_);
     conn_->queue_declare(cons_ch_, rq, false, false, true, true);

@@ -161,6 +161,15 @@ bool builtin_sysinfo(const BuiltinSysinfoOptions& opt, json::Value& out, std::st
         closedir(d);
     }
     std::sort(names.begin(), names.end());
+    // A named admin NIC that is not there (a typo, or a driver not loaded
+    // yet) is an error, retried, rather than a node without its MAC.
+    if (!opt.admin_nic.empty() && !std::count(names.begin(), names.end(), opt.admin_nic)) {
+        std::string have;
+        for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;
+        error = "--admin-nic " + opt.admin_nic + ": no such network interface (there are: " +
+                (have.empty() ? "none" : have) + ")";
+        return false;
+    }
     for (const auto& n : names) {
         std::string dir = root + "/sys/class/net/" + n;
         json::Value nic = json::Value::object();

@@ -17,11 +17,15 @@ static bool routing_word(const std::string& s) {
     return true;
 }
 
-std::string admin_mac(const json::Value& sysinfo) {
-    std::string tag = "admin";
+std::string admin_tag(const json::Value& sysinfo) {
     if (const json::Value* t = sysinfo.find("Admin NIC Tag"); t && t->is_string() &&
                                                              !t->as_string().empty())
-        tag = t->as_string();
+        return t->as_string();
+    return "admin";
+}
+
+std::string admin_mac(const json::Value& sysinfo) {
+    const std::string tag = admin_tag(sysinfo);
     const json::Value* nics = sysinfo.find("Network Interfaces");
     if (!nics || !nics->is_object()) return "";
     for (const auto& [name, nic] : nics->as_object()) {

@@ -22,6 +22,9 @@ bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
 // The admin MAC per PROTOCOL.md: the first NIC of "Network Interfaces"
 // whose "NIC Names" holds the tag ("Admin NIC Tag", else "admin").
 std::string admin_mac(const json::Value& sysinfo);
+// The tag that marks the admin NIC: "Admin NIC Tag" when a non-empty
+// string, else "admin".
+std::string admin_tag(const json::Value& sysinfo);
 
 // True when `path` holds a JSON object with "complete": true.  Missing,
 // unreadable or malformed files mean "not complete"; for the last two (the

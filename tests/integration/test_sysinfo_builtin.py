@@ -84,6 +84,16 @@ class BuiltinSysinfo(AgentTestCase):
         self.assertEqual(s["Admin NIC Tag"], "mgmt")
         self.assertEqual(s["Network Interfaces"][nic]["NIC Names"], ["mgmt"])
 
+    def test_an_admin_nic_that_is_not_there_is_an_error(self):
+        # A typo must not give a node without its admin MAC, silently.
+        r = print_sysinfo("--admin-nic", "nosuch0")
+        self.assertNotEqual(r.returncode, 0)
+        err = r.stderr.decode()
+        self.assertIn("--admin-nic nosuch0: no such network interface", err)
+        for n in os.listdir("/sys/class/net"):
+            if n != "lo":
+                self.assertIn(n, err)
+
     def test_setup_file_sets_setup(self):
         setup = self.path("setup.json")
         with open(setup, "w") as f:
