@@ -75,6 +75,12 @@ bool use_builtin_sysinfo(const Config& cfg) {
            access(cfg.sysinfo_cmd.c_str(), X_OK) != 0;
 }
 
+std::string sysinfo_source(const Config& cfg) {
+    if (!cfg.sysinfo_file.empty()) return "--sysinfo-file " + cfg.sysinfo_file;
+    if (use_builtin_sysinfo(cfg)) return "the built-in sysinfo";
+    return "--sysinfo-cmd " + cfg.sysinfo_cmd;
+}
+
 BuiltinSysinfoOptions builtin_sysinfo_options(const Config& cfg) {
     BuiltinSysinfoOptions o;
     o.datacenter = cfg.datacenter;
@@ -174,7 +180,10 @@ bool read_sysinfo_now(const Config& cfg, json::Value& sysinfo, std::string& erro
         text = std::move(done.front().out.data);
     }
     Identity id;
-    return ok && parse_sysinfo(text, sysinfo, id, error);
+    if (!ok) return false;
+    if (parse_sysinfo(text, sysinfo, id, error)) return true;
+    error = sysinfo_source(cfg) + ": " + error;
+    return false;
 }
 
 uint64_t Backoff::next(uint32_t random) {
@@ -1655,9 +1664,11 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
             uint64_t delay = sysinfo_backoff_.next(random32());
             sysinfo_retry_at_ = now + delay;
             log::error("cannot read sysinfo; this node cannot take part until it can",
-                       {{"error", field(error)}, {"retry_in_ms", json::Value(int64_t(delay))}});
+                       {{"error", field(error)}, {"source", field(sysinfo_source(cfg_))},
+                        {"retry_in_ms", json::Value(int64_t(delay))}});
         } else {
-            log::error("cannot read sysinfo", {{"error", field(error)}});
+            log::error("cannot read sysinfo", {{"error", field(error)},
+                                               {"source", field(sysinfo_source(cfg_))}});
         }
         return;
     }

@@ -27,6 +27,9 @@ namespace ur {
 // True when sysinfo comes from the built-in Linux reader: no --sysinfo-file,
 // no --sysinfo-cmd, and no executable /usr/bin/sysinfo.
 bool use_builtin_sysinfo(const Config& cfg);
+// Where sysinfo comes from, for messages: "--sysinfo-file F", "--sysinfo-cmd
+// C" or "the built-in sysinfo".
+std::string sysinfo_source(const Config& cfg);
 BuiltinSysinfoOptions builtin_sysinfo_options(const Config& cfg);
 // Reads sysinfo once as the agent does (the file, the built-in reader, or
 // the command under the same time and output limits) and checks it the

@@ -51,6 +51,10 @@ std::string usage_text() {
         "  --heartbeat SECS        AMQP heartbeat to ask for, 0 = none (default 30)\n"
         "  --connect-timeout SECS  give up connecting (TCP and the AMQP handshake) after\n"
         "                          SECS (default 10)\n"
+        "  --reconnect-max-ms MS   the longest wait between connect attempts: the\n"
+        "                          backoff starts at 100 ms and doubles up to it\n"
+        "                          (default 10000, at most 30000; 0, at once, is for\n"
+        "                          tests)\n"
         "\n"
         "Node:\n"
         "  --sysinfo-cmd PATH      program printing the sysinfo JSON (default\n"
@@ -69,8 +73,9 @@ std::string usage_text() {
         "  --sysinfo-interval SECS send ur.sysinfo every SECS until setup is complete\n"
         "                          (default 60)\n"
         "  --setup-file FILE       setup state file (default /var/lib/setup.json)\n"
-        "  --state-dir DIR         where the once-per-boot startup marker lives\n"
-        "                          (default /tmp)\n"
+        "  --state-dir DIR         the once-per-boot startup marker, the in-flight\n"
+        "                          journal and the lock; it must be emptied at boot,\n"
+        "                          as /tmp is (default /tmp)\n"
         "  --work-dir DIR          private directory for script files\n"
         "                          (default STATE-DIR/.ur-agent-work)\n"
         "  --reboot-cmd CMD        run (by /bin/sh -c) after a script exits 113\n"
@@ -399,12 +404,19 @@ bool apply_config_file(const std::string& path, Config& cfg, std::string& passwo
     }
     for (const auto& [key, val] : v.as_object()) {
         std::string name = "--" + key;
-        if (name == "--print-sysinfo" || name == "--journal-fsync") {
+        if (name == "--print-sysinfo") {
+            // An action, not a setting: a service whose config held it
+            // would print and exit, and be restarted, for ever.
+            error = "--config " + path + ": \"print-sysinfo\" is a command-line action, not a "
+                    "setting";
+            return false;
+        }
+        if (name == "--journal-fsync") {
             if (!val.is_bool()) {
                 error = "--config " + path + ": \"" + key + "\" must be true or false";
                 return false;
             }
-            (name == "--print-sysinfo" ? cfg.print_sysinfo : cfg.journal_fsync) = val.as_bool();
+            cfg.journal_fsync = val.as_bool();
             continue;
         }
         if (!value_flag(name) || name == "--config") {
@@ -449,6 +461,11 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
         if (arg == "--config" || arg.rfind("--config=", 0) == 0) {
             if (arg == "--config" && i + 1 >= argc) {
                 error = "--config needs a value";
+                return ConfigStatus::Error;
+            }
+            if (arg == "--config" && std::strncmp(argv[i + 1], "--", 2) == 0 && argv[i + 1][2]) {
+                error = std::string("--config needs a value (got the option '") + argv[i + 1] +
+                        "'; write --config=VALUE for a value starting with --)";
                 return ConfigStatus::Error;
             }
             cfg.config_file = arg == "--config" ? argv[i + 1] : arg.substr(9);

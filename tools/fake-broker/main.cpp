@@ -23,9 +23,14 @@ extern "C" void on_signal(int) {
     if (g_broker) g_broker->stop();  // one write() to the broker's pipe
 }
 
-int usage() {
-    fprintf(stderr, "usage: fake-broker [--port N] [--seed N] [--heartbeat SECS] [--channel-max N] [--verbose]\n");
-    return 2;
+int usage(FILE* to = stderr, int status = 2) {
+    fprintf(to,
+            "usage: fake-broker [--port N] [--seed N] [--heartbeat SECS] [--channel-max N] "
+            "[--verbose]\n"
+            "Prints \"listening 127.0.0.1:PORT\", then reads control commands on stdin, one per\n"
+            "line (\"help\" lists them), and exits at the end of stdin or on SIGTERM/SIGINT:\n"
+            "to keep it up by hand, give it a terminal or `sleep infinity |` on stdin.\n");
+    return status;
 }
 
 bool number(const char* s, unsigned long long max, unsigned long long& out) {
@@ -44,7 +49,9 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         unsigned long long v = 0;
-        if (a == "--verbose") {
+        if (a == "--help") {
+            return usage(stdout, 0);
+        } else if (a == "--verbose") {
             opt.verbose = true;
         } else if (a == "--port" && i + 1 < argc && number(argv[i + 1], 65535, v)) {
             opt.port = uint16_t(v);
