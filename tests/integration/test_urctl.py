@@ -439,6 +439,12 @@ class UrctlThroughRabbitMQ(UrctlCases, AgentTestCase):
         os.chmod(path, 0o600)
         return ["--password-file", path]
 
+    def test_a_vhost_that_does_not_exist_is_refused_not_unreachable(self):
+        rc, out, err = self.urctl("discover", "--vhost", "no-such-vhost")
+        self.assertEqual(rc, BROKER, err)
+        self.assertIn("broker refused us", err)
+        self.assertIn("no-such-vhost", err)
+
 
 class MakeDemo(AgentTestCase):
     """tools/demo is what `make demo` runs after building."""

@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "urctl: reading the script from stdin: %s\n", error.c_str());
             return urctl::kExitFailed;
         }
+        if (opt.script.empty()) {
+            std::fprintf(stderr, "urctl: the script read from stdin is empty\n");
+            return urctl::kExitUsage;
+        }
     }
 
     std::signal(SIGPIPE, SIG_IGN);  // a closed socket or stdout is an error return

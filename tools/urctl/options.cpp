@@ -226,8 +226,8 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
         }
         auto seconds = [&](uint64_t& out_ms) {
             if (parse_seconds(value, 86400 * 365, out_ms) && out_ms > 0) return true;
-            error = name + ": expected a number of seconds above 0 (e.g. 5 or 0.5), got '" +
-                    value + "'";
+            error = name + ": expected seconds from 0.001 to 31536000 (a year), with at most "
+                    "3 decimals (e.g. 5 or 0.5), got '" + value + "'";
             return false;
         };
         auto nonempty = [&]() {
@@ -284,7 +284,8 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
             used.push_back(name);
         } else if (name == "--kill-after") {
             if (!parse_uint(value, 86400 * 365, opt.kill_after_s) || opt.kill_after_s == 0) {
-                error = "--kill-after: expected whole seconds above 0, got '" + value + "'";
+                error = "--kill-after: expected whole seconds from 1 to 31536000 (a year), got '" +
+                        value + "'";
                 return ParseStatus::Error;
             }
             opt.kill_after_set = true;
@@ -300,13 +301,15 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
             used.push_back(name);
         } else if (name == "--expect") {
             if (!parse_uint(value, 10000000, opt.expect) || opt.expect == 0) {
-                error = "--expect: expected a whole number of nodes above 0, got '" + value + "'";
+                error = "--expect: expected a whole number of nodes from 1 to 10000000, got '" +
+                        value + "'";
                 return ParseStatus::Error;
             }
             used.push_back(name);
         } else if (name == "--count") {
             if (!parse_uint(value, UINT32_MAX, opt.count) || opt.count == 0) {
-                error = "--count: expected a whole number above 0, got '" + value + "'";
+                error = "--count: expected a whole number from 1 to 4294967295, got '" + value +
+                        "'";
                 return ParseStatus::Error;
             }
             used.push_back(name);
@@ -373,10 +376,16 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
             error = cmd + ": missing SCRIPT (the script text, '-' for stdin, or --file PATH)";
             return ParseStatus::Error;
         } else {
-            if (positional.front() == "-")
+            if (positional.front() == "-") {
                 opt.script_from_stdin = true;
-            else
+            } else if (positional.front().empty()) {
+                // Most likely a variable that expanded to nothing: run
+                // nothing, and say so, rather than an empty script.
+                error = cmd + ": the SCRIPT is empty";
+                return ParseStatus::Error;
+            } else {
                 opt.script = positional.front();
+            }
             positional.erase(positional.begin());
         }
     }

@@ -236,7 +236,7 @@ void Session::drain_events() {
         case amqp::EventKind::Closed:
             switch (ev.close_reason) {
             case amqp::CloseReason::AuthFailure:
-                fail(SessionStatus::Refused, "login refused by " + peer_ + ": " + ev.text);
+                fail(SessionStatus::Refused, peer_ + ": " + ev.text);
                 break;
             case amqp::CloseReason::HeartbeatTimeout:
                 fail(SessionStatus::Lost, "the broker " + peer_ + " stopped answering");
@@ -246,7 +246,9 @@ void Session::drain_events() {
                                               std::to_string(ev.code) + " " + ev.text);
                 break;
             default:
-                fail(SessionStatus::Lost,
+                // Closed before connection.open-ok: the broker refused
+                // what we asked for (a vhost that does not exist, 530).
+                fail(opened_ ? SessionStatus::Lost : SessionStatus::Refused,
                      "the broker " + peer_ + " closed the connection" +
                          (ev.code ? ": " + std::to_string(ev.code) + " " + ev.text
                                   : ev.text.empty() ? std::string() : ": " + ev.text));
