@@ -380,6 +380,18 @@ bool Agent::lock_state_dir() {
 
 int Agent::run() {
     memory::tune();
+    // Said first, before anything about the state directory (or a wait
+    // for its lock) that an operator reads in its light.
+    json::Value brokers = json::Value::array();
+    for (const BrokerAddress& b : cfg_.brokers) {
+        bool v6 = b.host.find(':') != std::string::npos;
+        brokers.push_back(field((v6 ? "[" + b.host + "]" : b.host) + ":" + std::to_string(b.port)));
+    }
+    log::info("ur-agent starting", {{"version", UR_VERSION},
+                                    {"brokers", std::move(brokers)},
+                                    {"login", field(cfg_.login)},
+                                    {"vhost", field(cfg_.vhost)},
+                                    {"state_dir", field(cfg_.state_dir)}});
     std::string error;
     if (!setup(error)) {
         log::fatal("cannot start: " + error);
@@ -390,8 +402,6 @@ int Agent::run() {
         return 0;
     }
     uint64_t now = monotonic_ms();
-    log::info("ur-agent starting", {{"version", UR_VERSION},
-                                    {"brokers", json::Value(int64_t(cfg_.brokers.size()))}});
     if (pending_bound(cfg_) != cfg_.max_pending_bytes)
         log::info("--max-pending-bytes raised to hold one whole reply",
                   {{"max_pending_bytes", json::Value(int64_t(pending_bound(cfg_)))}});
@@ -709,7 +719,7 @@ uint64_t Agent::max_body_size() const {
     return kMaxRequestBytes;
 }
 
-void Agent::link_down(const std::string& why, uint64_t now) {
+void Agent::link_down(const std::string& why, uint64_t now, bool refused) {
     bool was_open = link_ == Link::Open;
     if (fd_ >= 0) {
         close(fd_);
@@ -747,7 +757,13 @@ void Agent::link_down(const std::string& why, uint64_t now) {
         log::info("broker link closed during shutdown", {{"reason", field(why)}});
         return;
     }
-    log::warn(was_open ? "lost the broker connection" : "cannot connect to the broker",
+    // Refused (login, vhost, permissions): a setting to fix, not an outage
+    // to wait out, so said as an error, at every retry.
+    log::write(refused ? log::Level::Error : log::Level::Warn,
+              refused   ? "the broker refused us (check the login, the password, --vhost and "
+                          "the user's permissions)"
+              : was_open ? "lost the broker connection"
+                         : "cannot connect to the broker",
               {{"broker", field(peer_)}, {"reason", field(why)},
                {"retry_in_ms", json::Value(int64_t(delay))},
                {"pending_replies", json::Value(int64_t(outbox_.size()))}});
@@ -974,7 +990,10 @@ void Agent::handle_events(uint64_t now) {
             else if (!ev.text.empty()) why += " (" + ev.text + ")";
             write_socket(now, false);  // flush close / close-ok, best effort
             if (ev.close_reason == amqp::CloseReason::ClosedByUs) done_ = stopping_;
-            link_down(why, now);
+            link_down(why, now,
+                      ev.close_reason == amqp::CloseReason::AuthFailure ||
+                          (ev.close_reason == amqp::CloseReason::ClosedByPeer &&
+                           link_ != Link::Open));
             return;
         }
         case amqp::EventKind::QueueBound:
@@ -1217,7 +1236,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     log::info("execute request",
               {{"req_id", field(req.req_id)}, {"routing_key", field(ev.routing_key)},
                {"type", req.is_file ? "file" : "script"}, {"origin", field(req.origin)},
-               {"timestamp", field(req.timestamp)},
+               {"timestamp", req.timestamp.empty() ? json::Value() : field(req.timestamp)},
                {"args", json::Value(int64_t(req.args.size()))},
                {"script_bytes", json::Value(int64_t(req.is_file ? 0 : req.script.size()))},
                {"redelivered", json::Value(ev.redelivered)}});

@@ -90,7 +90,7 @@ private:
     // Broker link
     void connect_next(uint64_t now);
     void on_connected(uint64_t now);
-    void link_down(const std::string& why, uint64_t now);
+    void link_down(const std::string& why, uint64_t now, bool refused = false);
     uint64_t max_body_size() const;
     void read_socket(uint64_t now);
     void write_socket(uint64_t now, bool down_on_error = true);

@@ -88,6 +88,7 @@ json::Value boot_parameters(const std::string& root) {
         std::string word = cmdline.substr(i, end - i);
         i = end + 1;
         if (word.empty()) continue;
+        if (word == "--") break;  // what follows is init's arguments, not the kernel's
         size_t eq = word.find('=');
         if (eq == std::string::npos) params.set(json::string_from_bytes(word), "true");
         else params.set(json::string_from_bytes(word.substr(0, eq)), json::string_from_bytes(word.substr(eq + 1)));

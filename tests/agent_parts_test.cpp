@@ -692,7 +692,7 @@ TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
     write_text(root + "/sys/class/net/eth1/operstate", "down\n");
     write_text(root + "/proc/net/route",
                "Iface\tDestination\tGateway\n eth1\t0000A8C0\t00000000\neth0\t00000000\t0101A8C0\n");
-    write_text(root + "/proc/cmdline", "console=ttyS0 quiet headnode=false\n");
+    write_text(root + "/proc/cmdline", "console=ttyS0 quiet headnode=false -- --init-arg x\n");
     write_text(root + "/proc/stat", "cpu 1 2 3\nbtime 1700000000\n");
     write_text(root + "/proc/meminfo", "MemTotal:       2048000 kB\n");
     write_text(root + "/proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU @ 1GHz\n");
@@ -713,6 +713,10 @@ TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
     CHECK(v.find("Setup")->as_string() == "true");
     CHECK(v.find("Boot Parameters")->find("console")->as_string() == "ttyS0");
     CHECK(v.find("Boot Parameters")->find("quiet")->as_string() == "true");
+    // After "--" come init's arguments, not the kernel's.
+    CHECK(v.find("Boot Parameters")->find("--init-arg") == nullptr);
+    CHECK(v.find("Boot Parameters")->find("x") == nullptr);
+    CHECK(v.find("Boot Parameters")->find("--") == nullptr);
     const json::Value* nics = v.find("Network Interfaces");
     REQUIRE(nics);
     CHECK(nics->find("lo") == nullptr);

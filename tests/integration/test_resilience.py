@@ -231,9 +231,10 @@ class Resilience(FakeBrokerTestCase):
             b.cmd("drop-now")
 
         def settle(b, a):
-            a.wait_log(lambda r: r.get("msg") == "cannot connect to the broker"
-                       and "refused" in r.get("reason", ""),
-                       what="a refused login logged")
+            # A setting to fix: said as an error, not a warning.
+            a.wait_log(lambda r: r.get("msg", "").startswith("the broker refused us")
+                       and r.get("level") == 50 and "refused" in r.get("reason", ""),
+                       what="a refused login logged as an error")
             b.cmd("refuse-login off")
 
         _, _, took = self.reconnect_fault(fault, settle=settle)
