@@ -1456,14 +1456,14 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     o.out = {r.out.data, r.out.total, r.out.truncated, r.out.escaped};
     o.err = {r.err.data, r.err.total, r.err.truncated, r.err.escaped};
     o.duration_ms = r.duration_ms;
+    if (!r.start_error.empty())  // the node's trouble (no fds, no processes, a full disk), not the request's
+        log::error("cannot start a script", {{"req_id", field(run.req_id)}, {"error", field(r.start_error)}});
     log::info("execute finished",
               {{"req_id", field(run.req_id)}, {"exit_status", json::Value(r.exit_status)},
                {"duration_ms", json::Value(int64_t(r.duration_ms))},
                {"stdout_bytes", json::Value(int64_t(r.out.total))},
                {"stderr_bytes", json::Value(int64_t(r.err.total))},
                {"timed_out", json::Value(r.timed_out)}});
-    if (!r.start_error.empty())  // the node's trouble (no fds, no processes, a full disk), not the request's
-        log::error("cannot start a script", {{"req_id", field(run.req_id)}, {"error", field(r.start_error)}});
     if (r.unkillable)
         log::error("script did not end after SIGKILL (stuck in the kernel: a hung NFS or FUSE "
                    "mount?); replied without its exit status, it is reaped if it ever ends",
