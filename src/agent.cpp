@@ -392,6 +392,10 @@ int Agent::run() {
                                     {"login", field(cfg_.login)},
                                     {"vhost", field(cfg_.vhost)},
                                     {"state_dir", field(cfg_.state_dir)}});
+    if (!use_builtin_sysinfo(cfg_) &&
+        !(cfg_.datacenter.empty() && cfg_.admin_nic.empty() && cfg_.admin_nic_tag.empty()))
+        log::warn("--datacenter, --admin-nic and --admin-nic-tag shape the built-in sysinfo "
+                  "only; ignored", {{"source", field(sysinfo_source(cfg_))}});
     std::string error;
     if (!setup(error)) {
         log::fatal("cannot start: " + error);
