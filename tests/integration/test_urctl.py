@@ -324,7 +324,8 @@ class UrctlCases:
         b = self.urctl_agent(hostname=name)
         marker = self.path("ran")
         script = "echo x >> %s" % marker
-        for args in (["exec", name, script, "--find-timeout", "1"], ["ping", name],
+        for args in (["exec", name, script, "--find-timeout", "1"],
+                     ["ping", name, "--find-timeout", "1"],
                      ["oneach", "--nodes", name, script, "--find-timeout", "1"],
                      ["oneach", "--nodes", "%s,%s" % (a.uuid, name), script,
                       "--find-timeout", "1"]):

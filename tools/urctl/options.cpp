@@ -50,8 +50,9 @@ std::string usage_text() {
         "  --timeout S             how long to wait, in seconds (decimals allowed):\n"
         "                          ping 5, discover 3, exec and oneach 60 (for the\n"
         "                          replies), watch unlimited\n"
-        "  --find-timeout S        exec, oneach: how long a node gets to answer the\n"
-        "                          ping or discover that finds it (default 3)\n"
+        "  --find-timeout S        ping, exec, oneach: how long a node gets to\n"
+        "                          answer the ping or discover that finds it\n"
+        "                          (default 3)\n"
         "  --env K=V               exec, oneach: add K=V to the script's environment;\n"
         "                          repeatable.  Without it the environment is empty\n"
         "                          ({}), as urclient sends: use absolute paths\n"
@@ -325,6 +326,7 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
     const char* allowed = "";  // command-specific flags this command takes
     if (cmd == "ping") {
         opt.command = Command::Ping;
+        allowed = " --find-timeout ";
     } else if (cmd == "discover") {
         opt.command = Command::Discover;
         allowed = " --expect ";
