@@ -644,6 +644,7 @@ void Agent::loop_once() {
     flush_acks();
     publish_outbox(now);
     if (stopping_) check_shutdown(now);
+    if (publish_due_) publish_outbox(now);
     if (fd_ >= 0 && conn_ && conn_->wants_write()) write_socket(now);
     if (sup_.running() == 0 && outbox_.empty() && held_.empty() && !(conn_ && conn_->wants_write()))
         memory::release_when_idle();
@@ -1402,6 +1403,8 @@ void Agent::forget_stale_acks() {
 }
 
 void Agent::flush_acks() {
+    // An answer goes out ahead of the ack of what it answers.
+    if (publish_due_) publish_outbox(monotonic_ms());
     if (ping_ack_upto_ && conn_ && ping_ch_) conn_->basic_ack(ping_ch_, ping_ack_upto_, true);
     ping_ack_upto_ = 0;
     forget_stale_acks();
@@ -1552,10 +1555,14 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
                     {"bytes", json::Value(int64_t(d.body.size()))}});
         journal_.remove(d.journal_key);
     }
-    publish_outbox(now);
+    // Published once per loop pass (and before any ack: flush_acks()),
+    // not here: each publish_outbox() walks the outbox, and a broker that
+    // ignores our prefetch can make a pass queue thousands of answers.
+    publish_due_ = true;
 }
 
 void Agent::publish_outbox(uint64_t now) {
+    publish_due_ = false;
     if (!conn_ || !pub_ready_ || blocked_) return;
     for (Outbox::Ref m : outbox_.unpublished(now)) {
         if (!outbox_.may_publish()) break;  // the rest waits for confirms

@@ -203,6 +203,7 @@ private:
     unsigned locked_attempts_ = 0;      // 405s in a row on the request queue
     uint64_t consumer_retry_at_ = 0;   // 0 = none scheduled
     bool blocked_ = false;
+    bool publish_due_ = false;         // enqueue()d since the last publish_outbox()
     bool startup_checked_ = false;
 
     // Acks of the consumer channel, decided during a loop pass and sent at

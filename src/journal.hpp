@@ -59,6 +59,8 @@ public:
 
     // The journal file's size in bytes (for tests).
     uint64_t file_size() const { return size_; }
+    // Rewrites with the live entries (for tests).
+    uint64_t rewrites() const { return rewrites_; }
     // Past this size the file is rewritten with the live entries only.
     static constexpr uint64_t kRewriteAt = 1u << 20;
 
@@ -77,6 +79,8 @@ private:
     int fd_ = -1;
     bool fsync_ = false;
     uint64_t size_ = 0;
+    uint64_t rewritten_size_ = 0;  // what the last rewrite left
+    uint64_t rewrites_ = 0;
     std::string key_prefix_;
     unsigned long counter_ = 0;
     std::map<std::string, std::string> live_;  // key -> reply key
