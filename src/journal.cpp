@@ -235,7 +235,10 @@ void Journal::remove(const std::string& key) {
     leftovers_.erase(std::remove_if(leftovers_.begin(), leftovers_.end(),
                                     [&](const Entry& e) { return e.key == key; }),
                      leftovers_.end());
-    if (live_.empty() || size_ >= kRewriteAt) {
+    // Rewritten past kRewriteAt, and only once the file holds at least as
+    // many bytes again as the last rewrite left: with thousands in flight
+    // (a flood) a rewrite at every removal would copy them all each time.
+    if (live_.empty() || (size_ >= kRewriteAt && size_ >= 2 * rewritten_size_)) {
         rewrite();
         return;
     }
@@ -268,7 +271,8 @@ void Journal::rewrite() {
     }
     ::close(fd_);
     fd_ = fd;
-    size_ = text.size();
+    size_ = rewritten_size_ = text.size();
+    ++rewrites_;
 }
 
 }  // namespace ur
