@@ -998,7 +998,7 @@ void Agent::handle_events(uint64_t now) {
             link_down(why, now,
                       ev.close_reason == amqp::CloseReason::AuthFailure ||
                           (ev.close_reason == amqp::CloseReason::ClosedByPeer &&
-                           link_ != Link::Open));
+                           link_ != Link::Open && (ev.code == 530 || ev.code == 403)));
             return;
         }
         case amqp::EventKind::QueueBound:
@@ -1020,6 +1020,8 @@ void Agent::consume_ping_queue(uint16_t ch) {
     bind_ping_queue(ch);
 }
 
+// The ping queue's binding and consumer, on `ch` (its declare went first);
+// no longer due after this.
 void Agent::bind_ping_queue(uint16_t ch) {
     ping_bind_due_ = false;
     std::string pq = ping_queue_name(id_);
@@ -1094,7 +1096,7 @@ void Agent::setup_consumer(uint64_t now) {
     conn_->queue_declare(cons_ch_, rq, false, false, true, true);
     request_binds_due_ = 0;
     for (const auto& key : request_bindings(id_))
-        request_binds_due_ += conn_->queue_bind(cons_ch_, rq, "amq.topic", key);
+        if (conn_->queue_bind(cons_ch_, rq, "amq.topic", key)) ++request_binds_due_;
     conn_->basic_consume(cons_ch_, rq, kRequestTag, false, false);
     if (ping_shared_) consume_ping_queue(cons_ch_);
 }

@@ -167,8 +167,8 @@ bool builtin_sysinfo(const BuiltinSysinfoOptions& opt, json::Value& out, std::st
     if (!opt.admin_nic.empty() && !std::count(names.begin(), names.end(), opt.admin_nic)) {
         std::string have;
         for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;
-        error = "--admin-nic " + opt.admin_nic + ": no such network interface (there are: " +
-                (have.empty() ? "none" : have) + ")";
+        error = "--admin-nic " + opt.admin_nic + ": not a network interface sysinfo lists (" +
+                (have.empty() ? "none" : have) + "; lo never is)";
         return false;
     }
     for (const auto& n : names) {

@@ -596,6 +596,17 @@ TEST_CASE("config: --config file, with flags beating env beating file") {
     CHECK(parse({"--config", ""}, env, c3, err) == ConfigStatus::Error);
     CHECK(parse({"--config", dir.c_str()}, env, c3, err) == ConfigStatus::Error);
     CHECK(err == "--config " + dir + ": not a regular file");
+    // Its value forgotten, the next option is not taken for a file name.
+    CHECK(parse({"--config", "--heartbeat", "5"}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err.find("--config needs a value (got the option '--heartbeat'") == 0);
+    // An action is no setting: a service would print and exit for ever.
+    write_text(file, R"({"print-sysinfo":true})");
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(err.find("\"print-sysinfo\" is a command-line action") != std::string::npos);
+    write_text(file, R"({"journal-fsync":true})");
+    Config c4;
+    CHECK(parse({"--config", file.c_str()}, env, c4, err) == ConfigStatus::Ok);
+    CHECK(c4.journal_fsync);
 }
 
 TEST_CASE("config: AMQP_PORT is the port of every address written without one") {

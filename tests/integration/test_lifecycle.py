@@ -477,6 +477,11 @@ class SameNodeTwice(AgentTestCase):
         rec = b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
                          "directory; waiting for it to exit", what="the second agent waiting")
         self.assertEqual(rec.get("holder_pid"), a.proc.pid)
+        # Said after "ur-agent starting" (version, brokers, state dir), not
+        # as the first word of an agent that otherwise seems silent.
+        msgs = [r.get("msg") for r in b.logs()]
+        self.assertEqual(msgs[0], "ur-agent starting", msgs)
+        self.assertEqual(b.logs()[0].get("state_dir"), a.state_dir)
         # ...and has not cleaned the first's script files (work dir prepared
         # after the lock): the running script's file is still there.
         work = os.path.join(a.state_dir, ".ur-agent-work")

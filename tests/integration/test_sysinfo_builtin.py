@@ -89,7 +89,7 @@ class BuiltinSysinfo(AgentTestCase):
         r = print_sysinfo("--admin-nic", "nosuch0")
         self.assertNotEqual(r.returncode, 0)
         err = r.stderr.decode()
-        self.assertIn("--admin-nic nosuch0: no such network interface", err)
+        self.assertIn("--admin-nic nosuch0: not a network interface sysinfo lists", err)
         for n in os.listdir("/sys/class/net"):
             if n != "lo":
                 self.assertIn(n, err)

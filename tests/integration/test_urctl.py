@@ -6,7 +6,9 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 from urharness import (BUILD, RABBITMQ_PORT, ROOT, WAIT, AgentTestCase,
@@ -220,6 +222,10 @@ class UrctlCases:
         rc, out, err = self.urctl("exec", a.uuid, "-", "--", "x",
                                   stdin="#!/bin/sh\necho from stdin $1\n")
         self.assertEqual((rc, out), (0, "from stdin x\n"), err)
+        # Nothing on stdin (a heredoc that expanded to nothing): no run.
+        rc, out, err = self.urctl("exec", a.uuid, "-")
+        self.assertEqual((rc, out), (USAGE, ""), err)
+        self.assertIn("the script read from stdin is empty", err)
 
         rc, out, err = self.urctl("exec", a.uuid, "--file", "/bin/echo",
                                   "--", "x", "y")
@@ -324,11 +330,10 @@ class UrctlCases:
         b = self.urctl_agent(hostname=name)
         marker = self.path("ran")
         script = "echo x >> %s" % marker
-        for args in (["exec", name, script, "--find-timeout", "1"],
-                     ["ping", name, "--find-timeout", "1"],
-                     ["oneach", "--nodes", name, script, "--find-timeout", "1"],
-                     ["oneach", "--nodes", "%s,%s" % (a.uuid, name), script,
-                      "--find-timeout", "1"]):
+        # The default --find-timeout (3 s): both twins must have answered.
+        for args in (["exec", name, script], ["ping", name],
+                     ["oneach", "--nodes", name, script],
+                     ["oneach", "--nodes", "%s,%s" % (a.uuid, name), script]):
             rc, out, err = self.urctl(*args)
             self.assertEqual(rc, UNKNOWN_NODE, "%s: %s %s" % (args, out, err))
             self.assertIn("ambiguous node %s: 2 nodes" % name, err)
@@ -399,6 +404,26 @@ class UrctlCases:
         # A list of brokers: the dead one is skipped.
         rc, _, err = self.urctl("discover", "--timeout", "0.3", "--broker",
                                 "127.0.0.1:1,127.0.0.1:%d" % self.port)
+        self.assertEqual(rc, 0, err)
+
+        # One that accepts and hangs up at once (a node stopping, a port
+        # with no AMQP behind it) is skipped as well, not taken for a refusal.
+        closer = socket.socket()
+        closer.bind(("127.0.0.1", 0))
+        closer.listen(8)
+        self.addCleanup(closer.close)
+
+        def hang_up():
+            while True:
+                try:
+                    c, _ = closer.accept()
+                except OSError:
+                    return
+                c.close()
+        threading.Thread(target=hang_up, daemon=True).start()
+        rc, _, err = self.urctl("discover", "--timeout", "0.3", "--broker",
+                                "127.0.0.1:%d,127.0.0.1:%d"
+                                % (closer.getsockname()[1], self.port))
         self.assertEqual(rc, 0, err)
 
         args = self.refuse_login()

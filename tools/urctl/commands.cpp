@@ -187,9 +187,7 @@ private:
         std::vector<NodeInfo> nodes;
         SessionStatus s = discover_nodes(deadline, nodes, nullptr, error);
         if (s != SessionStatus::Ok) return fail(s, error);
-        std::vector<NodeInfo> matches;
-        for (const NodeInfo& n : nodes)
-            if (node_matches(n, name)) matches.push_back(n);
+        std::vector<NodeInfo> matches = matching(nodes, name);
         if (matches.empty())
             return fail(kExitUnknownNode, "unknown node " + name + ": no node of that hostname " +
                                               "answered a discover within " +
@@ -197,6 +195,14 @@ private:
         if (matches.size() > 1) return fail(kExitUnknownNode, ambiguous(name, matches));
         node = matches[0];
         return 0;
+    }
+
+    static std::vector<NodeInfo> matching(const std::vector<NodeInfo>& nodes,
+                                          const std::string& name) {
+        std::vector<NodeInfo> out;
+        for (const NodeInfo& n : nodes)
+            if (node_matches(n, name)) out.push_back(n);
+        return out;
     }
 
     // A hostname that several nodes answer to: refused, never one of them
@@ -392,9 +398,7 @@ private:
             }
             for (const std::string& name : opt_.nodes) {
                 if (looks_like_uuid(name)) continue;
-                std::vector<NodeInfo> matches;
-                for (const NodeInfo& n : nodes)
-                    if (node_matches(n, name)) matches.push_back(n);
+                std::vector<NodeInfo> matches = matching(nodes, name);
                 if (matches.size() > 1) return fail(kExitUnknownNode, ambiguous(name, matches));
             }
             std::vector<NodeInfo> chosen;
