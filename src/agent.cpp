@@ -858,7 +858,11 @@ void Agent::handle_events(uint64_t now) {
                 if (ping_backoff_.attempts() > 0)
                     log::info("answering pings again", {{"queue", field(ping_queue_name(id_))}});
                 ping_ready_ = true;
-                ping_backoff_.reset();
+                // The backoff starts over once pings have been served a
+                // while (the channel closing then), not at once: a broker
+                // that closes it each time just after consume-ok would
+                // have it set up again every half second, for ever.
+                ping_up_since_ = now;
             }
             if (request_consumer_ok_ && ping_ready_ && !consuming_) on_consuming(now);
             break;
@@ -870,11 +874,17 @@ void Agent::handle_events(uint64_t now) {
             break;
         case amqp::EventKind::Nacked:
             if (ev.channel == pub_ch_) {
-                log::warn("the broker refused a message (a queue bound to its key full, with "
-                          "overflow reject-publish?); sending it again with backoff",
-                          {{"seq", json::Value(int64_t(ev.delivery_tag))},
-                           {"multiple", json::Value(ev.multiple)}});
-                for (OutMessage& m : outbox_.nack(ev.delivery_tag, ev.multiple, now))
+                size_t in_flight = outbox_.in_flight();
+                std::vector<OutMessage> gone = outbox_.nack(ev.delivery_tag, ev.multiple, now);
+                if (outbox_.in_flight() == in_flight)
+                    log::warn("ignoring a nack for no message of ours in flight",
+                              {{"seq", json::Value(int64_t(ev.delivery_tag))}});
+                else
+                    log::warn("the broker refused a message (a queue bound to its key full, "
+                              "with overflow reject-publish?); sending it again with backoff",
+                              {{"seq", json::Value(int64_t(ev.delivery_tag))},
+                               {"multiple", json::Value(ev.multiple)}});
+                for (OutMessage& m : gone)
                     give_up(m, "the broker refused it " + std::to_string(m.refusals) + " times",
                             now);
             }
@@ -948,6 +958,8 @@ void Agent::handle_events(uint64_t now) {
                 ping_bind_due_ = false;
                 ping_ack_upto_ = 0;
                 ping_ready_ = true;
+                if (ping_up_since_ && now - ping_up_since_ >= kHealthyMs) ping_backoff_.reset();
+                ping_up_since_ = 0;
                 uint64_t delay = ping_backoff_.next(random32());
                 ping_retry_at_ = now + delay;
                 // Said at the first failure and then about once an hour (at

@@ -191,6 +191,7 @@ private:
     // start-up waits for one or the other, not for pings that cannot be.
     bool ping_ready_ = false;
     Backoff ping_backoff_{500, 30000};
+    uint64_t ping_up_since_ = 0;       // ping consumer up since (0: not up)
     uint64_t ping_retry_at_ = 0;       // 0 = none scheduled
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
     bool ping_shared_ = false;         // no third channel: pings on cons_ch_
