@@ -739,6 +739,7 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused) {
     pub_ch_ = cons_ch_ = ping_ch_ = 0;
     request_binds_due_ = 0;
     ping_bind_due_ = false;
+    ping_up_since_ = 0;
     ping_shared_ = false;
     ping_parked_ = false;
     locked_attempts_ = 0;  // a 405 on the next connection is said again
