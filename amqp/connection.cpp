@@ -78,7 +78,7 @@ const char* to_string(CloseReason r) {
     case CloseReason::ClosedByPeer: return "closed by peer";
     case CloseReason::ProtocolError: return "protocol error";
     case CloseReason::HeartbeatTimeout: return "heartbeat timeout";
-    case CloseReason::AuthFailure: return "authentication failure";
+    case CloseReason::AuthFailure: return "access refused";
     case CloseReason::ClosedByUs: return "closed by us";
     }
     return "?";
@@ -364,6 +364,11 @@ void Connection::handle_connection_method(const Method& m) {
         } else if (start_ok_sent_ && state_ != State::Open && c->reply_code == kAccessRefused) {
             emit_closed(CloseReason::AuthFailure, c->reply_code,
                         "login refused for user '" + opt_.login + "': " + c->reply_text);
+        } else if (state_ == State::AwaitOpenOk && c->reply_code == kNotAllowed) {
+            // The answer to connection.open: no such virtual host, or not
+            // for this user.  A setting to fix, like a refused login.
+            emit_closed(CloseReason::AuthFailure, c->reply_code,
+                        "virtual host '" + opt_.vhost + "' refused: " + c->reply_text);
         } else {
             emit_closed(CloseReason::ClosedByPeer, c->reply_code, c->reply_text);
         }

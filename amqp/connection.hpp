@@ -52,6 +52,8 @@ enum class EventKind {
 };
 const char* to_string(EventKind k);
 
+// AuthFailure: the broker refused us before open-ok, our login (403, or a
+// dropped socket after start-ok) or the virtual host (530 to our open).
 enum class CloseReason { ClosedByPeer, ProtocolError, HeartbeatTimeout, AuthFailure, ClosedByUs };
 const char* to_string(CloseReason r);
 

@@ -392,8 +392,9 @@ int Agent::run() {
                                     {"login", field(cfg_.login)},
                                     {"vhost", field(cfg_.vhost)},
                                     {"state_dir", field(cfg_.state_dir)}});
-    if (!use_builtin_sysinfo(cfg_) &&
-        !(cfg_.datacenter.empty() && cfg_.admin_nic.empty() && cfg_.admin_nic_tag.empty()))
+    // The flags first: use_builtin_sysinfo() is an access(2) of the command.
+    if (!(cfg_.datacenter.empty() && cfg_.admin_nic.empty() && cfg_.admin_nic_tag.empty()) &&
+        !use_builtin_sysinfo(cfg_))
         log::warn("--datacenter, --admin-nic and --admin-nic-tag shape the built-in sysinfo "
                   "only; ignored", {{"source", field(sysinfo_source(cfg_))}});
     std::string error;
@@ -1001,17 +1002,14 @@ void Agent::handle_events(uint64_t now) {
             case amqp::CloseReason::ClosedByPeer: why = "closed by the broker"; break;
             case amqp::CloseReason::ProtocolError: why = "protocol error"; break;
             case amqp::CloseReason::HeartbeatTimeout: why = "no heartbeat from the broker: peer dead"; break;
-            case amqp::CloseReason::AuthFailure: why = "login refused"; break;
+            case amqp::CloseReason::AuthFailure: why = "access refused"; break;
             case amqp::CloseReason::ClosedByUs: why = "closed by us"; break;
             }
             if (ev.code) why += " (" + std::to_string(ev.code) + " " + ev.text + ")";
             else if (!ev.text.empty()) why += " (" + ev.text + ")";
             write_socket(now, false);  // flush close / close-ok, best effort
             if (ev.close_reason == amqp::CloseReason::ClosedByUs) done_ = stopping_;
-            link_down(why, now,
-                      ev.close_reason == amqp::CloseReason::AuthFailure ||
-                          (ev.close_reason == amqp::CloseReason::ClosedByPeer &&
-                           link_ != Link::Open && (ev.code == 530 || ev.code == 403)));
+            link_down(why, now, ev.close_reason == amqp::CloseReason::AuthFailure);
             return;
         }
         case amqp::EventKind::QueueBound:

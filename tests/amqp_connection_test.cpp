@@ -189,6 +189,34 @@ TEST_CASE("connection: refused login, by close 403 or by a dropped socket") {
         CHECK(e.text.find("login refused") != std::string::npos);
         CHECK(e.text.find("s3cret") == std::string::npos);
     }
+    SUBCASE("connection.close 530 to our open: the virtual host refused") {
+        Connection c(options());
+        c.start(0);
+        feed(c, rabbitmq_start());
+        ConnectionTune t;
+        feed(c, method_frame(0, t));
+        ConnectionClose cl;
+        cl.reply_code = 530;
+        cl.reply_text = "NOT_ALLOWED - vhost nope not found";
+        feed(c, method_frame(0, cl));
+        Event e;
+        REQUIRE(c.next_event(e));
+        CHECK(e.close_reason == CloseReason::AuthFailure);
+        CHECK(e.code == 530);
+        CHECK(e.text.find("virtual host '") == 0);
+        CHECK(e.text.find("vhost nope not found") != std::string::npos);
+    }
+    SUBCASE("connection.close 530 once open is the peer's close") {
+        Connection c(options());
+        open_connection(c);
+        ConnectionClose cl;
+        cl.reply_code = 530;
+        cl.reply_text = "NOT_ALLOWED";
+        feed(c, method_frame(0, cl));
+        Event e;
+        while (c.next_event(e) && e.kind != EventKind::Closed) {}
+        CHECK(e.close_reason == CloseReason::ClosedByPeer);
+    }
     SUBCASE("socket closed when open is not an auth failure") {
         Connection c(options());
         open_connection(c);

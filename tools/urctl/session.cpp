@@ -246,11 +246,7 @@ void Session::drain_events() {
                                               std::to_string(ev.code) + " " + ev.text);
                 break;
             default:
-                // Closed before connection.open-ok with 530 (a vhost that
-                // does not exist) or 403: refused.  Any other close there
-                // (a node stopping, 320) lets the next broker be tried.
-                fail(!opened_ && (ev.code == 530 || ev.code == 403) ? SessionStatus::Refused
-                                                                     : SessionStatus::Lost,
+                fail(SessionStatus::Lost,
                      "the broker " + peer_ + " closed the connection" +
                          (ev.code ? ": " + std::to_string(ev.code) + " " + ev.text
                                   : ev.text.empty() ? std::string() : ": " + ev.text));
