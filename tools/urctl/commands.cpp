@@ -176,18 +176,23 @@ private:
             SessionStatus s = ping_node(node.uuid, deadline, reply, returned, error);
             if (s == SessionStatus::Ok) return 0;
             if (s != SessionStatus::Timeout) return fail(s, error);
-            if (returned && (s = find_by_discover(name, deadline, node, error)) == SessionStatus::Ok)
-                return 0;
-            if (s != SessionStatus::Timeout) return fail(s, error);
+            if (returned) {  // perhaps the UUID in another case than the node's own
+                std::vector<NodeInfo> matches;
+                if ((s = find_by_discover(name, deadline, matches, error)) != SessionStatus::Ok)
+                    return fail(s, error);
+                if (!matches.empty()) {
+                    node = matches[0];
+                    return 0;
+                }
+            }
             return fail(kExitUnknownNode,
                         returned ? "unknown node " + name + ": no agent listens for its pings"
                                  : "unknown node " + name + ": no ping reply within " +
                                        seconds_text(opt_.find_timeout_ms));
         }
-        std::vector<NodeInfo> nodes;
-        SessionStatus s = discover_nodes(deadline, nodes, nullptr, error);
+        std::vector<NodeInfo> matches;
+        SessionStatus s = find_by_discover(name, deadline, matches, error);
         if (s != SessionStatus::Ok) return fail(s, error);
-        std::vector<NodeInfo> matches = matching(nodes, name);
         if (matches.empty())
             return fail(kExitUnknownNode, "unknown node " + name + ": no node of that hostname " +
                                               "answered a discover within " +
@@ -214,21 +219,18 @@ private:
                " nodes have that hostname (" + list + "); name one by its UUID; ran nothing";
     }
 
-    // The node of UUID `name` written in another case than the node's
-    // own, by a discover; Timeout when it did not answer by deadline.
-    SessionStatus find_by_discover(const std::string& name, uint64_t deadline, NodeInfo& node,
-                                   std::string& error) {
+    // The nodes answering to `name` in a discover that lasts until
+    // deadline, or, for a UUID (written in another case than the node's
+    // own), until that node answers: a hostname waits it out, as a second
+    // node of that hostname may still answer.
+    SessionStatus find_by_discover(const std::string& name, uint64_t deadline,
+                                   std::vector<NodeInfo>& matches, std::string& error) {
         std::vector<NodeInfo> nodes;
-        SessionStatus s = discover_nodes(
-            deadline, nodes, [&](const NodeInfo& n) { return node_matches(n, name); }, error);
-        if (s != SessionStatus::Ok) return s;
-        for (const NodeInfo& n : nodes) {
-            if (node_matches(n, name)) {
-                node = n;
-                return SessionStatus::Ok;
-            }
-        }
-        return SessionStatus::Timeout;
+        std::function<bool(const NodeInfo&)> stop;
+        if (looks_like_uuid(name)) stop = [&](const NodeInfo& n) { return node_matches(n, name); };
+        SessionStatus s = discover_nodes(deadline, nodes, stop, error);
+        matches = matching(nodes, name);
+        return s;
     }
 
     ExecuteRequest request() const {
@@ -258,9 +260,13 @@ private:
         bool returned = false;
         std::string error;
         SessionStatus s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
+        std::vector<NodeInfo> matches;
         if (s == SessionStatus::Timeout && returned && looks_like_uuid(opt_.node) &&
-            find_by_discover(opt_.node, t0 + opt_.timeout_ms, node, error) == SessionStatus::Ok) {
+            find_by_discover(opt_.node, t0 + opt_.timeout_ms, matches, error) ==
+                SessionStatus::Ok &&
+            !matches.empty()) {
             // The UUID in another case than the node's own.
+            node = matches[0];
             t0 = monotonic_ms();
             returned = false;
             s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
