@@ -642,8 +642,8 @@ void Agent::loop_once() {
     release_held(now);
     start_queued(now);
     expire_queued(now);
+    publish_outbox(now);  // before flush_acks(): answers ahead of their acks, one walk a pass
     flush_acks();
-    publish_outbox(now);
     if (stopping_) check_shutdown(now);
     if (publish_due_) publish_outbox(now);
     if (fd_ >= 0 && conn_ && conn_->wants_write()) write_socket(now);
