@@ -1,5 +1,6 @@
 #include "tools/urctl/commands.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -261,9 +262,14 @@ private:
         std::string error;
         SessionStatus s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
         std::vector<NodeInfo> matches;
+        // No agent listens for the UUID as typed: a node may have it in
+        // another case.  Looked for as any node is found, for
+        // --find-timeout: every agent answers the discover, and none of
+        // them may be the one, so it cannot end sooner.
         if (s == SessionStatus::Timeout && returned && looks_like_uuid(opt_.node) &&
-            find_by_discover(opt_.node, t0 + opt_.timeout_ms, matches, error) ==
-                SessionStatus::Ok &&
+            find_by_discover(opt_.node,
+                             std::min(t0 + opt_.timeout_ms, monotonic_ms() + opt_.find_timeout_ms),
+                             matches, error) == SessionStatus::Ok &&
             !matches.empty()) {
             // The UUID in another case than the node's own.
             node = matches[0];
