@@ -149,6 +149,10 @@ class UrctlCases:
             self.assertEqual((rc, out), (0, "hi\n"), err)
 
     def test_ping_unknown_node_exits_5(self):
+        # With an agent on the broker, as in any datacenter: it answers the
+        # discover that looks for the UUID in another case, so that
+        # discover ends at --find-timeout, not at --timeout.
+        self.urctl_agent()
         t0 = time.monotonic()
         rc, out, err = self.urctl("ping", random_uuid(), "--timeout", "20",
                                   "--json")
@@ -156,7 +160,8 @@ class UrctlCases:
         self.assertIn("unknown node", err)
         self.assertEqual(self.json_lines(out)[0]["error"], "unknown-node")
         # Nothing is bound to its key: the broker returns the mandatory
-        # publish at once, well before the timeout.
+        # publish at once, and the discover ends at --find-timeout (3 s),
+        # well before the timeout.
         self.assertLess(time.monotonic() - t0, 10)
         rc, _, err = self.urctl("ping", "no-such-host", "--timeout", "0.5")
         self.assertEqual(rc, UNKNOWN_NODE, err)
