@@ -68,6 +68,12 @@ amqp::BasicProperties json_properties() {
 
 json::Value field(const std::string& s) { return json::Value(json::string_from_bytes(s)); }
 
+// A string the broker gave in connection.start ("product", "version"), or "".
+std::string server_property(const amqp::Table& props, std::string_view name) {
+    const amqp::FieldValue* v = amqp::table_find(props, name);
+    return v && v->type == amqp::FieldType::LongString ? v->bytes : std::string();
+}
+
 }  // namespace
 
 bool use_builtin_sysinfo(const Config& cfg) {
@@ -725,7 +731,7 @@ uint64_t Agent::max_body_size() const {
     return kMaxRequestBytes;
 }
 
-void Agent::link_down(const std::string& why, uint64_t now, bool refused) {
+void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool retry_at_once) {
     bool was_open = link_ == Link::Open;
     if (fd_ >= 0) {
         close(fd_);
@@ -758,7 +764,9 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused) {
     if (done_) return;
     if (!was_open) failed_since_serving_ = true;
     uint64_t delay = link_backoff_.next(random32());
-    if (addr_index_ < addrs_.size()) delay = 0;  // try the name's other addresses at once
+    // The name's other addresses are tried at once, and so is a broker
+    // whose refusal we have just learnt to avoid.
+    if (addr_index_ < addrs_.size() || retry_at_once) delay = 0;
     reconnect_at_ = now + delay;
     if (stopping_) {
         log::info("broker link closed during shutdown", {{"reason", field(why)}});
@@ -834,10 +842,23 @@ void Agent::handle_events(uint64_t now) {
             // Learnt afresh on each connection (from a refusal): the limit
             // may have been raised since, or this is another broker.
             broker_max_message_ = 0;
-            log::info("connected to the broker",
-                      {{"broker", field(peer_)},
-                       {"heartbeat_s", json::Value(int64_t(conn_->heartbeat()))},
-                       {"frame_max", json::Value(int64_t(conn_->frame_max()))}});
+            {
+                std::string product = server_property(conn_->server_properties(), "product");
+                std::string version = server_property(conn_->server_properties(), "version");
+                log::info("connected to the broker",
+                          {{"broker", field(peer_)},
+                           {"broker_product", field(product)},
+                           {"broker_version", field(version)},
+                           {"heartbeat_s", json::Value(int64_t(conn_->heartbeat()))},
+                           {"frame_max", json::Value(int64_t(conn_->frame_max()))}});
+                // Known to refuse PROTOCOL.md's ping queue: not even tried.
+                if (!ping_exclusive_ && denies_transient_queues(product, version)) {
+                    ping_exclusive_ = true;
+                    log::info("RabbitMQ 4.3 and later deny transient queues that are not "
+                              "exclusive; declaring the ping queue exclusive",
+                              {{"queue", field(ping_queue_name(id_))}});
+                }
+            }
             setup_publisher();
             setup_consumer(now);
             setup_ping();
@@ -922,14 +943,18 @@ void Agent::handle_events(uint64_t now) {
             blocked_ = false;
             log::info("the broker unblocked publishing");
             break;
-        case amqp::EventKind::ChannelClosed:
+        case amqp::EventKind::ChannelClosed: {
+            // RabbitMQ 4.3 closes the connection over a transient queue,
+            // but a broker that closed the channel instead is answered
+            // the same way: the ping queue declared exclusive, at once.
+            bool learnt = learn_transient_refusal(ev.text);
             if (ev.channel == cons_ch_) {
                 // The request queue is auto-delete: it went with its only
                 // consumer, and every request in it.
                 request_channel_gone("the broker closed the request channel (" +
                                          std::to_string(ev.code) + " " + ev.text + ")",
                                      now);
-                uint64_t delay = consumer_backoff_.next(random32());
+                uint64_t delay = learnt ? 0 : consumer_backoff_.next(random32());
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405) {
                     park_pings();
@@ -962,7 +987,7 @@ void Agent::handle_events(uint64_t now) {
                 ping_ready_ = true;
                 if (ping_up_since_ && now - ping_up_since_ >= kHealthyMs) ping_backoff_.reset();
                 ping_up_since_ = 0;
-                uint64_t delay = ping_backoff_.next(random32());
+                uint64_t delay = learnt ? 0 : ping_backoff_.next(random32());
                 ping_retry_at_ = now + delay;
                 // Said at the first failure and then about once an hour (at
                 // the 30 s cap), not at every retry of a lasting refusal.
@@ -996,6 +1021,7 @@ void Agent::handle_events(uint64_t now) {
                 }
             }
             break;
+        }
         case amqp::EventKind::Closed: {
             std::string why = "connection closed";
             switch (ev.close_reason) {
@@ -1009,7 +1035,9 @@ void Agent::handle_events(uint64_t now) {
             else if (!ev.text.empty()) why += " (" + ev.text + ")";
             write_socket(now, false);  // flush close / close-ok, best effort
             if (ev.close_reason == amqp::CloseReason::ClosedByUs) done_ = stopping_;
-            link_down(why, now, ev.close_reason == amqp::CloseReason::AuthFailure);
+            bool fixed = ev.close_reason == amqp::CloseReason::ClosedByPeer &&
+                         learn_transient_refusal(ev.text);
+            link_down(why, now, ev.close_reason == amqp::CloseReason::AuthFailure, fixed);
             return;
         }
         case amqp::EventKind::QueueBound:
@@ -1027,8 +1055,26 @@ void Agent::handle_events(uint64_t now) {
 // take the request queue, and the requests in it, down with it; the
 // request channel only when the broker allows no third channel.
 void Agent::consume_ping_queue(uint16_t ch) {
-    conn_->queue_declare(ch, ping_queue_name(id_), false, false, false, true);
+    declare_ping_queue(ch);
     bind_ping_queue(ch);
+}
+
+// Auto-delete, not durable, and not exclusive as PROTOCOL.md has it, but
+// exclusive where the broker denies that (ping_exclusive_).
+void Agent::declare_ping_queue(uint16_t ch) {
+    conn_->queue_declare(ch, ping_queue_name(id_), false, false, ping_exclusive_, true);
+}
+
+// A close whose text is RabbitMQ's refusal of a transient non-exclusive
+// queue (ours is the ping queue): from now on it is declared exclusive.
+// True the first time only, when the caller should retry at once.
+bool Agent::learn_transient_refusal(const std::string& close_text) {
+    if (ping_exclusive_ || !is_transient_queue_refusal(close_text)) return false;
+    ping_exclusive_ = true;
+    log::warn("the broker denies transient queues that are not exclusive "
+              "(transient_nonexcl_queues); declaring the ping queue exclusive from now on",
+              {{"queue", field(ping_queue_name(id_))}});
+    return true;
 }
 
 // The ping queue's binding and consumer, on `ch` (its declare went first);
@@ -1051,7 +1097,7 @@ void Agent::setup_ping() {
         // 1 ms longer at the median, up to 10 ms at the tail (make bench).
         // So the ping queue is declared at once, but bound only when the
         // request queue's bindings are done (handle_events()).
-        conn_->queue_declare(ping_ch_, ping_queue_name(id_), false, false, false, true);
+        declare_ping_queue(ping_ch_);
         if (cons_ch_ != 0 && request_binds_due_ > 0)
             ping_bind_due_ = true;
         else

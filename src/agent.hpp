@@ -90,12 +90,15 @@ private:
     // Broker link
     void connect_next(uint64_t now);
     void on_connected(uint64_t now);
-    void link_down(const std::string& why, uint64_t now, bool refused = false);
+    void link_down(const std::string& why, uint64_t now, bool refused = false,
+                   bool retry_at_once = false);
     uint64_t max_body_size() const;
     void read_socket(uint64_t now);
     void write_socket(uint64_t now, bool down_on_error = true);
     void handle_events(uint64_t now);
     void consume_ping_queue(uint16_t ch);
+    void declare_ping_queue(uint16_t ch);
+    bool learn_transient_refusal(const std::string& close_text);
     void bind_ping_queue(uint16_t ch);
     void request_channel_gone(const std::string& why, uint64_t now);
     void setup_consumer(uint64_t now);
@@ -196,6 +199,9 @@ private:
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
     bool ping_shared_ = false;         // no third channel: pings on cons_ch_
     bool ping_parked_ = false;         // no ping consumer while the request queue is locked out
+    // The broker denies transient non-exclusive queues (RabbitMQ 4.3+):
+    // the ping queue is declared exclusive, for the life of the process.
+    bool ping_exclusive_ = false;
     unsigned request_binds_due_ = 0;   // bind-oks the request channel's set-up still owes
     bool ping_bind_due_ = false;       // the ping queue's bind + consume wait for them
     uint64_t channel_gen_ = 0;         // bumps whenever cons_ch_ becomes invalid

@@ -401,6 +401,26 @@ uint64_t max_size_from_close(uint16_t code, std::string_view text) {
     return digits ? n : 0;
 }
 
+bool denies_transient_queues(std::string_view product, std::string_view version) {
+    if (product != "RabbitMQ") return false;
+    // "4.3.0", "4.10.1", "4.3.0-rc.1", "5.0": major.minor, as leading digits.
+    size_t i = 0;
+    auto number = [&](unsigned& n) {
+        size_t start = i;
+        n = 0;
+        while (i < version.size() && i - start < 6 && version[i] >= '0' && version[i] <= '9')
+            n = n * 10 + unsigned(version[i++] - '0');
+        return i > start;
+    };
+    unsigned major = 0, minor = 0;
+    if (!number(major) || i >= version.size() || version[i++] != '.' || !number(minor)) return false;
+    return major > 4 || (major == 4 && minor >= 3);
+}
+
+bool is_transient_queue_refusal(std::string_view text) {
+    return text.find("transient_nonexcl_queues") != std::string_view::npos;
+}
+
 std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
     const std::string why =
         "ur-agent: the reply of " + std::to_string(body.size()) + " bytes " +

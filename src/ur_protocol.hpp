@@ -101,6 +101,18 @@ std::string not_run_body(std::string_view reason);
 // size N is larger than configured max size M"); 0 when the close is not
 // that.
 uint64_t max_size_from_close(uint16_t code, std::string_view text);
+
+// PROTOCOL.md's ping queue (auto-delete, not durable, not exclusive) is
+// what RabbitMQ calls a transient non-exclusive queue, a deprecated
+// feature (transient_nonexcl_queues) that RabbitMQ 4.3 and later deny as
+// shipped: the declare closes the whole connection with 541.  The agent
+// then declares the ping queue exclusive (urclient only publishes to it).
+// True when the broker's connection.start names such a RabbitMQ ("product"
+// RabbitMQ, "version" 4.3 or later).
+bool denies_transient_queues(std::string_view product, std::string_view version);
+// True when a close's text is that refusal: a broker of any version can
+// be configured to deny the feature.
+bool is_transient_queue_refusal(std::string_view text);
 // Why a reply is cut: larger than the broker takes, or past the bound on
 // replies waiting for the broker (--max-pending-bytes).
 enum class FitReason { BrokerMax, PendingBound };

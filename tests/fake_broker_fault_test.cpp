@@ -130,6 +130,53 @@ TEST_CASE("fault: refuse-login and lock-queue") {
     CHECK(c.queue(1, "ur.request.u1.mac", true) == "ur.request.u1.mac");
 }
 
+TEST_CASE("fault: deny-transient-queues closes the connection as RabbitMQ 4.3 does; server-version") {
+    Running r;
+    CHECK(r.cmd("deny-transient-queues on") == "ok denying transient non-exclusive queues");
+    CHECK(r.cmd("server-version RabbitMQ 4.3.1") == "ok RabbitMQ 4.3.1");
+    {
+        Client c(r.broker.port());
+        ConnectionStart start;
+        REQUIRE(c.handshake(0, 131072, &start));
+        const FieldValue* product = table_find(start.server_properties, "product");
+        const FieldValue* version = table_find(start.server_properties, "version");
+        REQUIRE(product);
+        REQUIRE(version);
+        CHECK(product->bytes == "RabbitMQ");
+        CHECK(version->bytes == "4.3.1");
+        REQUIRE(c.open_channel(1));
+        // Exclusive, or durable: allowed.
+        CHECK(c.queue(1, "excl", true, {}, true) == "excl");
+        CHECK(r.cmd("queue-flags excl") == "ok durable=0 exclusive=1 auto_delete=1");
+        QueueDeclare durable;
+        durable.queue = "dur";
+        durable.durable = true;
+        c.send_method(1, durable);
+        REQUIRE(c.expect<QueueDeclareOk>(1));
+        CHECK(r.cmd("queue-flags dur") == "ok durable=1 exclusive=0 auto_delete=0");
+        // Neither: the whole connection goes.
+        QueueDeclare transient;
+        transient.queue = "ur.ping.u1";
+        transient.auto_delete = true;
+        c.send_method(1, transient);
+        ConnectionClose cc;
+        REQUIRE(c.expect<ConnectionClose>(0, &cc));
+        CHECK(cc.reply_code == 541);
+        CHECK(cc.reply_text.find("transient_nonexcl_queues") != std::string::npos);
+        CHECK(cc.class_id == 50);
+        CHECK(cc.method_id == 10);
+        c.send_method(0, ConnectionCloseOk{});
+        CHECK(r.cmd("queue-flags ur.ping.u1") == "error no such queue");
+    }
+    CHECK(r.cmd("deny-transient-queues off") == "ok allowing transient non-exclusive queues");
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    CHECK(c.queue(1, "ur.ping.u1", false, {}, true) == "ur.ping.u1");
+    CHECK(r.cmd("queue-flags ur.ping.u1") == "ok durable=0 exclusive=0 auto_delete=1");
+    CHECK(r.cmd("server-version RabbitMQ") == "error usage: server-version PRODUCT VERSION");
+}
+
 TEST_CASE("fault: confirm-delay holds publisher confirms") {
     Running r;
     Client c(r.broker.port());

@@ -238,6 +238,27 @@ TEST_CASE("reply bodies") {
 #endif
 }
 
+TEST_CASE("RabbitMQ 4.3 and later deny transient non-exclusive queues: known by version and by refusal") {
+    CHECK(denies_transient_queues("RabbitMQ", "4.3.0"));
+    CHECK(denies_transient_queues("RabbitMQ", "4.3.0-rc.1"));
+    CHECK(denies_transient_queues("RabbitMQ", "4.10.2"));
+    CHECK(denies_transient_queues("RabbitMQ", "5.0"));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "4.2.9"));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "3.13.7"));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "3.10.8"));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "4"));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "4."));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", ""));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "v4.3.0"));
+    CHECK_FALSE(denies_transient_queues("RabbitMQ", "9999999999.1"));  // digits bounded, no overflow
+    CHECK_FALSE(denies_transient_queues("LavinMQ", "4.3.0"));           // another product's numbers
+    CHECK_FALSE(denies_transient_queues("", "4.3.0"));
+    CHECK(is_transient_queue_refusal("INTERNAL_ERROR - Feature `transient_nonexcl_queues` is "
+                                     "deprecated.\nBy default, this feature is not permitted anymore."));
+    CHECK_FALSE(is_transient_queue_refusal("INTERNAL_ERROR"));
+    CHECK_FALSE(is_transient_queue_refusal("PRECONDITION_FAILED - inequivalent arg 'exclusive'"));
+}
+
 TEST_CASE("a reply over the broker's max message size: the limit from the close, the reply cut") {
     CHECK(max_size_from_close(406, "PRECONDITION_FAILED - message size 25165882 is larger than "
                                     "configured max size 16777216") == 16777216);

@@ -319,6 +319,65 @@ class Resilience(FakeBrokerTestCase):
         self.prove_served(b, a, "ping queue deleted")
         self.assertEqual(a.count_log("lost the broker connection"), 0)
 
+    DENIED = ("the broker denies transient queues that are not exclusive "
+              "(transient_nonexcl_queues); declaring the ping queue exclusive from now on")
+
+    def prove_pinged(self, b, a, client_id):
+        b.cmd("publish amq.topic ur.ping.%s %s" % (
+            a.uuid, json.dumps({"client_id": client_id, "id": "p"})))
+        self.assertTrue(b.wait_count("ur.ack%s.%s" % (client_id, a.uuid), 1).startswith("ok"))
+
+    def test_a_broker_denying_transient_queues_gets_an_exclusive_ping_queue(self):
+        # RabbitMQ 4.3 and later as shipped close the whole connection
+        # (541) over PROTOCOL.md's ping queue, which is neither durable nor
+        # exclusive (the deprecated feature transient_nonexcl_queues).  The
+        # agent learns it from the refusal, reconnects at once declaring
+        # the ping queue exclusive, serves, and keeps it so afterwards.
+        b = self.start_broker()
+        b.cmd("deny-transient-queues on")
+        a = self.new_agent([b]).start()
+        a.wait_log_n("serving requests", 1)
+        lost = a.wait_log_n("lost the broker connection", 1)
+        self.assertIn("541", lost.get("reason", ""), lost)
+        self.assertEqual(lost.get("retry_in_ms"), 0, lost)
+        self.assertEqual(a.count_log(self.DENIED), 1)
+        self.assertEqual(b.cmd("queue-flags ur.ping." + a.uuid),
+                         "ok durable=0 exclusive=1 auto_delete=1")
+        self.prove_served(b, a, "exclusive ping queue")
+        self.prove_pinged(b, a, "t1")
+        self.assertEqual(b.count("ur.startup.%s" % a.uuid), 1)
+        # A later connection declares it exclusive at once: no second 541.
+        b.cmd("drop-now")
+        a.wait_log_n("serving requests", 2)
+        self.assertEqual(a.count_log("lost the broker connection"), 2)
+        self.assertEqual(a.count_log(self.DENIED), 1)
+        self.prove_pinged(b, a, "t2")
+        self.prove_no_second_startup(b, a)
+
+    def test_rabbitmq_4_3_gets_an_exclusive_ping_queue_from_the_first_declare(self):
+        # Known by its connection.start (product RabbitMQ, version 4.3+):
+        # not even one connection is lost to the refusal.
+        b = self.start_broker()
+        b.cmds(["deny-transient-queues on", "server-version RabbitMQ 4.3.0"])
+        a = self.new_agent([b]).start()
+        a.wait_log_n("serving requests", 1)
+        rec = a.wait_log_n("connected to the broker", 1)
+        self.assertEqual((rec.get("broker_product"), rec.get("broker_version")),
+                         ("RabbitMQ", "4.3.0"), rec)
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
+        self.assertEqual(b.cmd("queue-flags ur.ping." + a.uuid),
+                         "ok durable=0 exclusive=1 auto_delete=1")
+        self.prove_served(b, a, "RabbitMQ 4.3")
+        self.prove_pinged(b, a, "t")
+
+    def test_rabbitmq_before_4_3_gets_the_ping_queue_protocol_md_declares(self):
+        b = self.start_broker()
+        b.cmd("server-version RabbitMQ 4.2.9")
+        a = self.new_agent([b]).start()
+        a.wait_log_n("serving requests", 1)
+        self.assertEqual(b.cmd("queue-flags ur.ping." + a.uuid),
+                         "ok durable=0 exclusive=0 auto_delete=1")
+
     def test_lock_queue_405_then_unlock(self):
         def fault(b, a):
             b.cmd("lock-queue ur.request.* on")

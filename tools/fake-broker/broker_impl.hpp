@@ -32,6 +32,7 @@ constexpr uint16_t kNoRoute = 312;
 constexpr uint16_t kNotFound = 404;
 constexpr uint16_t kResourceLocked = 405;
 constexpr uint16_t kPreconditionFailed = 406;
+constexpr uint16_t kInternalError = 541;
 
 struct Message {
     std::string exchange, routing_key;
@@ -178,6 +179,10 @@ struct Broker::Impl {
     Millis frozen_until = 0;
     bool refuse_login = false;
     std::set<std::string> locked_patterns;
+    // As RabbitMQ 4.3 as shipped: a queue neither durable nor exclusive
+    // closes the connection (541, deprecated feature transient_nonexcl_queues).
+    bool deny_transient = false;
+    std::string product = "ur-fake-broker", version = "0.1.0";  // in connection.start
     Millis confirm_delay = 0;
     bool blocked = false;
 

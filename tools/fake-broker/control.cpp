@@ -17,10 +17,13 @@ namespace {
 const char kHelp[] =
     "ok commands: drop-after N|off; drop-now; freeze SECS; malformed; "
     "close-connection CODE TEXT; close-channel CODE TEXT; cancel-consumers; "
-    "delete-queue NAME; refuse-login on|off; lock-queue GLOB on|off; confirm-delay MS; "
+    "delete-queue NAME; refuse-login on|off; lock-queue GLOB on|off; "
+    "deny-transient-queues on|off (541 as RabbitMQ 4.3); server-version PRODUCT VERSION "
+    "(new connections); confirm-delay MS; "
     "blocked on|off; stop-listening; start-listening; heartbeat SECS (new connections); "
     "queues (-> ok COUNT then NAME READY UNACKED CONSUMERS per queue); "
-    "queue NAME (-> ok ready=R unacked=U consumers=C); connections; "
+    "queue NAME (-> ok ready=R unacked=U consumers=C); "
+    "queue-flags NAME (-> ok durable=D exclusive=E auto_delete=A); connections; "
     "acks (-> ok FRAMES MESSAGES: basic.ack frames received, messages they settled); "
     "publish EXCHANGE|- KEY BODY; wait-consumers QUEUE N SECS; wait-connections N SECS; "
     "wait-queue-deleted QUEUE SECS; "
@@ -190,6 +193,18 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         else locked_patterns.erase(pat);
         return "ok " + std::to_string(locked_patterns.size()) + " locked patterns";
     }
+    if (verb == "deny-transient-queues") {
+        if (!parse_on_off(next_word(rest), deny_transient)) return usage("deny-transient-queues on|off");
+        return std::string(deny_transient ? "ok denying transient non-exclusive queues"
+                                          : "ok allowing transient non-exclusive queues");
+    }
+    if (verb == "server-version") {
+        std::string p = next_word(rest), v = next_word(rest);
+        if (p.empty() || v.empty()) return usage("server-version PRODUCT VERSION");
+        product = p;
+        version = v;
+        return "ok " + product + " " + version;
+    }
     if (verb == "confirm-delay") {
         uint64_t ms = 0;
         if (!parse_uint(next_word(rest), 3600000, ms)) return usage("confirm-delay MS");
@@ -252,6 +267,13 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         return "ok ready=" + std::to_string(q->second.ready.size()) +
                " unacked=" + std::to_string(q->second.unacked) +
                " consumers=" + std::to_string(q->second.consumers.size());
+    }
+    if (verb == "queue-flags") {
+        auto q = queues.find(next_word(rest));
+        if (q == queues.end()) return std::string("error no such queue");
+        return std::string("ok durable=") + (q->second.durable ? "1" : "0") +
+               " exclusive=" + (q->second.exclusive ? "1" : "0") +
+               " auto_delete=" + (q->second.auto_delete ? "1" : "0");
     }
     if (verb == "acks") {
         return "ok " + std::to_string(ack_frames) + " " + std::to_string(acked_messages);

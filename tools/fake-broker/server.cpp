@@ -21,7 +21,7 @@ std::string in_vhost(const char* what, const std::string& name) {
     return std::string(what) + " '" + name + "' in vhost '/'";
 }
 
-Table server_properties() {
+Table server_properties(const std::string& product, const std::string& version) {
     Table caps;
     for (const char* cap : {"publisher_confirms", "exchange_exchange_bindings", "basic.nack",
                             "consumer_cancel_notify", "connection.blocked",
@@ -31,9 +31,9 @@ Table server_properties() {
     Table t;
     t.push_back({"capabilities", FieldValue::make_table(std::move(caps))});
     t.push_back({"cluster_name", FieldValue::make_string("fake@localhost")});
-    t.push_back({"product", FieldValue::make_string("ur-fake-broker")});
+    t.push_back({"product", FieldValue::make_string(product)});
     t.push_back({"platform", FieldValue::make_string("C++17")});
-    t.push_back({"version", FieldValue::make_string("0.1.0")});
+    t.push_back({"version", FieldValue::make_string(version)});
     return t;
 }
 
@@ -80,7 +80,7 @@ void Broker::Impl::on_protocol_header(Conn& c, Millis) {
         return;
     }
     ConnectionStart start;
-    start.server_properties = server_properties();
+    start.server_properties = server_properties(product, version);
     send_method(c, 0, start);
     c.state = ConnState::AwaitStartOk;
 }
@@ -351,6 +351,11 @@ void Broker::Impl::on_channel_method(Conn& c, Channel& ch, Method& m, Millis) {
     } else if (auto* qd = std::get_if<QueueDeclare>(&m)) {
         std::string name = qd->queue;
         if (name.empty() && !qd->passive) name = random_name("amq.gen-");
+        if (deny_transient && !qd->passive && !qd->durable && !qd->exclusive)
+            return connection_error(c, kInternalError,
+                                    "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is "
+                                    "deprecated.\nBy default, this feature is not permitted anymore.",
+                                    cls, mth);
         for (const auto& pat : locked_patterns)
             if (fnmatch(pat.c_str(), name.c_str(), 0) == 0)
                 return fail(kResourceLocked, "RESOURCE_LOCKED - cannot obtain exclusive access to locked " +
