@@ -89,8 +89,10 @@ void parse_execute_body(std::string_view body, Request& r) {
         r.error = std::string("\"") + field + "\" must be a string";
         return;
     }
-    if (text->as_string().empty()) {
-        r.error = std::string("\"") + field + "\" is empty";
+    // An empty script runs (no '#!': /bin/sh, exit 0), as the original ran
+    // it; an empty path names nothing to run.
+    if (r.is_file && text->as_string().empty()) {
+        r.error = "\"file\" is empty";
         return;
     }
     if (r.is_file && has_nul(text->as_string())) {

@@ -72,6 +72,15 @@ TEST_CASE("execute: env absent means inherit, env {} means empty") {
     CHECK(n.timeout_s == 0);
 }
 
+TEST_CASE("execute: an empty script is a request (the original ran it), an empty file path is not") {
+    Request s = parse_request(node(), "ur.execute." + U + ".r", R"({"type":"script","script":""})");
+    CHECK(s.error == "");
+    CHECK_FALSE(s.is_file);
+    CHECK(s.script == "");
+    Request f = parse_request(node(), "ur.execute." + U + ".r", R"({"type":"file","file":""})");
+    CHECK(f.error == "\"file\" is empty");
+}
+
 TEST_CASE("execute: addressed with uuid-mac is ours; other nodes are ignored") {
     Request a = parse_request(node(), "ur.execute." + U + "-01:23:45:67:89:ab.r9",
                               R"({"type":"file","file":"/bin/true"})");
@@ -90,7 +99,7 @@ TEST_CASE("execute: invalid bodies are answered with a reason") {
         {"{}", "missing \"type\""},
         {R"({"type":"shell"})", "unknown \"type\""},
         {R"({"type":"script"})", "\"script\" must be a string"},
-        {R"({"type":"script","script":""})", "is empty"},
+        {R"({"type":"file","file":""})", "\"file\" is empty"},
         {R"({"type":"script","script":"x","args":"a"})", "\"args\" must be an array"},
         {R"({"type":"script","script":"x","args":["a",1]})", "\"args\"[1] is not a string"},
         {R"({"type":"script","script":"x","args":["a\u0000"]})", "NUL"},

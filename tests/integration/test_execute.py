@@ -226,6 +226,9 @@ class Execute(AgentTestCase):
         self.assertReply(self.client.wait_reply(self.uuid, req), 0, "Hello world\n", "")
         r = self.run_script("echo \"$1\"; exit 3\n", args=["an arg"], env={})
         self.assertReply(r, 3, "an arg\n", "")
+        # An empty script too, as the original ran it (urclient sends it).
+        req = self.client.send_execute(self.uuid, body={"type": "script", "script": ""})
+        self.assertReply(self.client.wait_reply(self.uuid, req), 0, "", "")
 
     # -- output -------------------------------------------------------
 
