@@ -1229,10 +1229,11 @@ void Agent::answer_ping(const Request& req, uint64_t now) {
     log::debug("ping", {{"reply_key", field(req.reply_key)}});
     OutMessage m;
     m.routing_key = req.reply_key;
-    m.body = ping_reply_body(req.ping_id, iso8601(wall_ms()));
     m.keep = false;
     uint64_t due = ping_reply_due(req.reply_key, now);
     if (due > now) m.not_before = due;
+    // "now" (PROTOCOL.md) when it is sent: a delayed answer says so.
+    m.body = ping_reply_body(req.ping_id, iso8601(wall_ms() + (due > now ? due - now : 0)));
     enqueue(std::move(m), now);
 }
 

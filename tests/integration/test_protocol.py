@@ -33,9 +33,14 @@ class Ping(AgentTestCase):
         # it arrived at the earliest; the next ones at once.
         a = self.start_agent()
         t0 = time.monotonic()
+        sent = datetime.datetime.now(datetime.timezone.utc)
         rid, body = self.client.ping(a.uuid)
         self.assertGreaterEqual(time.monotonic() - t0, 0.1)
         self.assertEqual(body.get("req_id"), rid)
+        # Its timestamp is "now" when it was answered (PROTOCOL.md), not
+        # when it arrived (the ms of the ISO time rounded down: 1 ms slack).
+        when = datetime.datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+        self.assertGreaterEqual((when - sent).total_seconds(), 0.099, (body, sent))
         times = []
         for _ in range(5):
             t0 = time.monotonic()
