@@ -377,7 +377,7 @@ TEST_CASE("urctl reply parsing takes hostile bodies") {
     CHECK_FALSE(parse_ping_reply("", pr, err));
 }
 
-TEST_CASE("urctl match_nodes: UUIDs in any case, hostnames exactly") {
+TEST_CASE("urctl match_nodes: UUIDs and hostnames in any case (as urclient)") {
     std::vector<NodeInfo> nodes(3);
     nodes[0].uuid = "00000000-0000-0000-0000-000000000001";
     nodes[0].hostname = "cn1";
@@ -387,10 +387,12 @@ TEST_CASE("urctl match_nodes: UUIDs in any case, hostnames exactly") {
     nodes[2].hostname = "cn2";
     std::vector<size_t> found;
     std::vector<std::string> missing;
-    match_nodes(nodes, {"cn1", "00000000-0000-0000-0000-00000000000A", "cn9", "cn2", "cn1"},
+    match_nodes(nodes, {"CN1", "00000000-0000-0000-0000-00000000000A", "cn9", "cn2", "cn1"},
                 found, missing);
     CHECK(found == std::vector<size_t>{0, 1, 2});
     CHECK(missing == std::vector<std::string>{"cn9"});
+    CHECK(node_matches(nodes[0], "Cn1"));
+    CHECK_FALSE(node_matches(nodes[0], "cn10"));
 }
 
 TEST_CASE("urctl format: discover, ping, exec") {
@@ -417,8 +419,13 @@ TEST_CASE("urctl format: discover, ping, exec") {
     json::Value first = parse_json(js.substr(0, nl));
     CHECK(first.find("uuid")->as_string() == "u1");
     CHECK(first.find("headnode")->as_bool());
+    REQUIRE(first.find("setup"));
+    CHECK(first.find("setup")->is_bool());  // "true" in sysinfo: a boolean, as urclient makes it
+    CHECK(first.find("setup")->as_bool());
     json::Value second = parse_json(js.substr(nl + 1));
     CHECK(second.find("sysinfo")->find("UUID")->as_string() == "u2");
+    REQUIRE(second.find("setup"));
+    CHECK(second.find("setup")->is_null());  // sysinfo without Setup
 
     PingReply pr{"r", "2026-01-01T00:00:00Z"};
     CHECK(format_ping("u1", 4, pr, false) ==

@@ -106,7 +106,14 @@ std::string format_discover(const std::vector<NodeInfo>& nodes_in, bool json) {
             v.set("hostname", n.hostname);
             v.set("system_type", n.system_type);
             v.set("datacenter", n.datacenter);
-            v.set("setup", n.setup);
+            // A boolean, as urclient makes it and beside "headnode" (sysinfo
+            // has a string or a boolean); null when sysinfo has neither.
+            if (n.setup == "true" || n.setup == "false")
+                v.set("setup", n.setup == "true");
+            else if (n.setup.empty())
+                v.set("setup", json::Value());
+            else
+                v.set("setup", n.setup);
             v.set("headnode", n.headnode);
             v.set("sysinfo", n.sysinfo);
             out += json::write(v) + "\n";

@@ -30,9 +30,10 @@ std::string usage_text() {
         "                          patterns (default ur.#) with its routing key, until\n"
         "                          SIGINT, --count N messages or --timeout\n"
         "\n"
-        "NODE is a node UUID (found at once by a ping) or a hostname (found by a\n"
-        "discover that runs its whole --find-timeout, so that a hostname several\n"
-        "nodes answer to is refused, exit 5, never one of them picked).  A SCRIPT\n"
+        "NODE is a node UUID (found at once by a ping) or a hostname (in any case,\n"
+        "as urclient matches it; found by a discover that runs its whole\n"
+        "--find-timeout, so that a hostname several nodes answer to is refused,\n"
+        "exit 5, never one of them picked).  A SCRIPT\n"
         "that does not start with '#!' gets '#!/bin/sh' put in front of it.\n"
         "\n"
         "Broker (the environment variables AMQP_HOST, AMQP_PORT, AMQP_LOGIN,\n"
@@ -79,8 +80,10 @@ std::string usage_text() {
         "  5    unknown node: no ping reply, or not found by discover; or a\n"
         "       hostname several nodes answer to\n"
         "  130  interrupted (SIGINT), except for watch where it is the normal end\n"
-        "With --json, errors are also printed on stdout as {\"error\":...}.\n";
-}
+        "With --json, errors are also printed on stdout as {\"error\":...}.\n"
+        "exec exits with the script's own status, which can be 1 to 5 too: a\n"
+        "script's reply is on stdout (with --json, an object with exit_status),\n"
+        "urctl's own error on stderr (with --json, also {\"error\":...}).\n";}
 
 uint64_t default_timeout_ms(Command c) {
     switch (c) {

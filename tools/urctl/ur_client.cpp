@@ -242,7 +242,9 @@ bool parse_ping_reply(std::string_view body, PingReply& out, std::string& error)
 }
 
 bool node_matches(const NodeInfo& node, const std::string& name) {
-    return looks_like_uuid(name) ? to_lower(node.uuid) == to_lower(name) : node.hostname == name;
+    // Hostnames in any case too, as urclient's discover matches them.
+    return looks_like_uuid(name) ? to_lower(node.uuid) == to_lower(name)
+                                 : to_lower(node.hostname) == to_lower(name);
 }
 
 void match_nodes(const std::vector<NodeInfo>& nodes, const std::vector<std::string>& names,
