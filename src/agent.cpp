@@ -586,16 +586,28 @@ void Agent::loop_once() {
     sup_.reap(now);
     sup_.tick(now);
 
+    bool sock_read = false;
     if (fd_ >= 0 && sock_index > 0 && fds[sock_index].fd == fd_ && fds[sock_index].revents) {
         if (link_ == Link::Connecting) {
             int err = connect_result(fd_);
             if (err != 0) link_down("connect to " + peer_ + ": " + std::strerror(err), now);
             else on_connected(now);
         } else {
-            if (fds[sock_index].revents & (POLLIN | POLLHUP | POLLERR)) read_socket(now);
+            if (fds[sock_index].revents & (POLLIN | POLLHUP | POLLERR)) {
+                read_socket(now);
+                sock_read = true;
+            }
             if (fd_ >= 0 && (fds[sock_index].revents & POLLOUT)) write_socket(now);
         }
     }
+    // After the whole agent was held up (SIGSTOP, a paused VM, a slow
+    // disk), poll() may return without a word on the socket (EINTR from
+    // the SIGCHLD of a script that ended meanwhile), while the broker's
+    // heartbeats wait in it: they are read before a due heartbeat check
+    // can take a live broker for dead.
+    if (conn_ && !sock_read && fd_ >= 0 && link_ != Link::Connecting &&
+        conn_->next_deadline() <= now)
+        read_socket(now);
     if (conn_) {
         conn_->tick(now);
         handle_events(now);

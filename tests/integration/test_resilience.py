@@ -319,6 +319,29 @@ class Resilience(FakeBrokerTestCase):
         self.prove_served(b, a, "ping queue deleted")
         self.assertEqual(a.count_log("lost the broker connection"), 0)
 
+    def test_an_agent_held_up_past_two_heartbeats_keeps_its_live_connection(self):
+        # Review: held up past two heartbeats (SIGSTOP here; a paused VM or
+        # a slow disk alike) while a script ended, the agent woke to the
+        # EINTR of that SIGCHLD, did not read the socket, and took the
+        # broker, whose heartbeats waited in it, for dead: a live
+        # connection dropped, and the requests queued in the broker with it.
+        b = self.start_broker()
+        b.cmd("client-silence 60")  # this broker does not give up on the agent
+        a = self.new_agent([b], heartbeat=1).start()
+        a.wait_log_n("serving requests", 1)
+        req, release, _ = self.start_held(b, a, "paused", output=b"done\n")
+        a.send_signal(signal.SIGSTOP)
+        try:
+            with open(release, "w"):
+                pass
+            time.sleep(3)  # > 2 heartbeats of 1 s: the script ends meanwhile
+        finally:
+            a.send_signal(signal.SIGCONT)
+        r = self.reply(b, a, req)
+        self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "done\n"), r)
+        self.prove_served(b, a, "the pause")
+        self.assertEqual(a.count_log("lost the broker connection"), 0)
+
     DENIED = ("the broker denies transient queues that are not exclusive "
               "(transient_nonexcl_queues); declaring the ping queue exclusive from now on")
 

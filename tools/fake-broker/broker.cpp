@@ -343,7 +343,7 @@ Millis Broker::Impl::timers(Millis now) {
         if (c.paused) c.last_recv = now;  // we are not reading: not its silence
         if (c.heartbeat > 0 && !c.dead) {
             Millis interval = Millis(c.heartbeat) * 1000;
-            Millis silent_limit = c.last_recv + 2 * interval;
+            Millis silent_limit = c.last_recv + (client_silence ? client_silence : 2 * interval);
             if (now >= silent_limit) {
                 kill_conn(c, "missed heartbeats from client");
                 continue;

@@ -182,6 +182,7 @@ struct Broker::Impl {
     // As RabbitMQ 4.3 as shipped: a queue neither durable nor exclusive
     // closes the connection (541, deprecated feature transient_nonexcl_queues).
     bool deny_transient = false;
+    Millis client_silence = 0;  // a client silent this long is dropped; 0: 2 heartbeats
     std::string product = "ur-fake-broker", version = "0.1.0";  // in connection.start
     Millis confirm_delay = 0;
     bool blocked = false;

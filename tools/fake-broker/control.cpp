@@ -21,6 +21,7 @@ const char kHelp[] =
     "deny-transient-queues on|off (541 as RabbitMQ 4.3); server-version PRODUCT VERSION "
     "(new connections); confirm-delay MS; "
     "blocked on|off; stop-listening; start-listening; heartbeat SECS (new connections); "
+    "client-silence SECS (a client silent this long is dropped; 0: two heartbeats); "
     "queues (-> ok COUNT then NAME READY UNACKED CONSUMERS per queue); "
     "queue NAME (-> ok ready=R unacked=U consumers=C); "
     "queue-flags NAME (-> ok durable=D exclusive=E auto_delete=A); connections; "
@@ -246,6 +247,12 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         std::string err;
         if (do_listen(&err) != Status::Ok) return "error " + err;
         return "ok listening 127.0.0.1:" + std::to_string(bound_port);
+    }
+    if (verb == "client-silence") {
+        uint64_t secs = 0;
+        if (!parse_uint(next_word(rest), 86400, secs)) return usage("client-silence SECS");
+        client_silence = Millis(secs) * 1000;
+        return "ok client-silence " + std::to_string(secs);
     }
     if (verb == "heartbeat") {
         uint64_t s = 0;
