@@ -331,21 +331,9 @@ bool Agent::setup(std::string& error) {
 // cannot be had for another reason (a read-only directory, no locks on
 // NFS) is logged and done without.
 bool Agent::lock_state_dir() {
-    std::string path = cfg_.state_dir + "/.ur-agent.lock";
-    lock_fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    // In a world-writable state dir (/tmp) anyone could have made the file
-    // first, or open one others can read and hold a read lock on it to
-    // keep us waiting forever: only a regular file of ours, with one link,
-    // mode 0600 (made so if it is not), is a lock.
-    struct stat st;
-    std::string why = lock_fd_ < 0 ? std::strerror(errno) : "";
-    if (lock_fd_ >= 0 && (fstat(lock_fd_, &st) != 0 || !S_ISREG(st.st_mode) ||
-                          st.st_uid != geteuid() || st.st_nlink != 1 ||
-                          ((st.st_mode & 077) != 0 && fchmod(lock_fd_, 0600) != 0))) {
-        close(lock_fd_);
-        lock_fd_ = -1;
-        why = "not a regular file of ours with one link and mode 0600";
-    }
+    std::string path = lock_path();
+    std::string why;
+    lock_fd_ = open_lock_file(path, why);
     if (lock_fd_ < 0) {
         log::error("cannot use the state directory's lock file; running without it",
                    {{"file", path}, {"error", why}});
@@ -382,6 +370,64 @@ bool Agent::lock_state_dir() {
                 if (buf[i] == 'T') return false;
         }
     }
+}
+
+std::string Agent::lock_path() const { return cfg_.state_dir + "/.ur-agent.lock"; }
+
+// In a world-writable state dir (/tmp) anyone could have made the file
+// first, or open one others can read and hold a read lock on it to keep us
+// waiting forever: only a regular file of ours, with one link, mode 0600
+// (made so if it is not), is a lock.  -1 and `why` otherwise.
+int Agent::open_lock_file(const std::string& path, std::string& why) {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        why = std::strerror(errno);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+        st.st_nlink != 1 || ((st.st_mode & 077) != 0 && fchmod(fd, 0600) != 0)) {
+        close(fd);
+        why = "not a regular file of ours with one link and mode 0600";
+        return -1;
+    }
+    return fd;
+}
+
+// The lock file removed while we run (a /tmp cleaner such as
+// systemd-tmpfiles, an operator; the whole state directory with it): made
+// again, the state directory too, before the request that needs them.
+// Without it a second agent started on this directory would take our
+// running requests for a dead agent's (agent_restarted) and empty our
+// journal.  One fstat() per request.
+void Agent::keep_state_dir() {
+    struct stat st;
+    if (lock_fd_ < 0 || fstat(lock_fd_, &st) != 0 || st.st_nlink > 0) return;
+    close(lock_fd_);
+    lock_fd_ = -1;
+    std::string path = lock_path(), why;
+    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) why = std::strerror(errno);
+    int fd = why.empty() ? open_lock_file(path, why) : -1;
+    struct flock fl;
+    std::memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fd >= 0 && fcntl(fd, F_SETLK, &fl) != 0) {
+        why = errno == EACCES || errno == EAGAIN
+                  ? "another ur-agent holds the new one: it may answer our requests as ours"
+                  : std::strerror(errno);
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) {
+        log::error("the state directory's lock file was removed and cannot be made again; "
+                   "running without it",
+                   {{"file", field(path)}, {"error", field(why)}});
+        return;
+    }
+    lock_fd_ = fd;
+    log::warn("the state directory's lock file was removed; made again",
+              {{"file", field(path)}});
 }
 
 int Agent::run() {
@@ -1325,6 +1371,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                             {"script", field(req.script)},
                                             {"env", env}});
     }
+    keep_state_dir();
     // Journaled from receipt, not from its start: a request still waiting
     // for a slot when the agent dies (kill -9) or stops with its "not run"
     // reply undelivered is answered on restart all the same.

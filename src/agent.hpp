@@ -82,6 +82,9 @@ private:
     // Set-up
     bool setup(std::string& error);
     bool lock_state_dir();
+    std::string lock_path() const;
+    static int open_lock_file(const std::string& path, std::string& why);
+    void keep_state_dir();
     void install_signals();
     // The loop
     void loop_once();

@@ -460,6 +460,34 @@ class SameNodeTwice(AgentTestCase):
         b.stop()
 
 
+    def test_a_state_dir_removed_while_running_is_made_again_with_its_lock(self):
+        # Review: the state directory removed under a running agent (a /tmp
+        # cleaner, an operator) was not made again: scripts failed 126 until
+        # someone made it, and with the lock file gone a second agent on the
+        # directory answered the first's running request "agent restarted".
+        # The next request makes both again.
+        info = make_sysinfo()
+        a = self.start_agent(sysinfo=info, name="first")
+        started = self.path("started")
+        req = self.client.send_execute(
+            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 3\necho first-done\n" % started, env={})
+        wait_until(lambda: os.path.exists(started), what="script started")
+        shutil.rmtree(a.state_dir)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho after\n", env={})
+        self.assertReply(r, 0, "after\n")
+        self.assertEqual(a.count_log("the state directory's lock file was removed; made again"), 1)
+        self.assertTrue(os.path.exists(os.path.join(a.state_dir, ".ur-agent.lock")))
+        b = self.new_agent(sysinfo=info, name="second", state_dir=a.state_dir)
+        b.start()
+        b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
+                   "directory; waiting for it to exit", what="the second agent waiting")
+        self.assertReply(self.client.wait_reply(a.uuid, req), 0, "first-done\n")
+        replies = self.client.collect(
+            lambda m: m.routing_key == "ur.execute-reply.%s.%s" % (a.uuid, req), 1.0)
+        self.assertEqual(replies, [], "a second reply to the first agent's request")
+        b.stop()
+        a.stop()
+
     def test_second_agent_on_the_same_state_dir_waits_and_answers_nothing_of_the_first(self):
         # Started while the first still runs a script, a second agent with
         # the same state directory read its journal and answered that
