@@ -460,18 +460,24 @@ class SameNodeTwice(AgentTestCase):
         b.stop()
 
 
-    def test_a_state_dir_removed_while_running_is_made_again_with_its_lock(self):
-        # Review: the state directory removed under a running agent (a /tmp
-        # cleaner, an operator) was not made again: scripts failed 126 until
-        # someone made it, and with the lock file gone a second agent on the
-        # directory answered the first's running request "agent restarted".
-        # The next request makes both again.
+    def first_running_a_script(self):
+        """An agent "first" running a 3 s script that prints first-done:
+        (its sysinfo, the agent, the request's token)."""
         info = make_sysinfo()
         a = self.start_agent(sysinfo=info, name="first")
         started = self.path("started")
         req = self.client.send_execute(
             a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 3\necho first-done\n" % started, env={})
         wait_until(lambda: os.path.exists(started), what="script started")
+        return info, a, req
+
+    def test_a_state_dir_removed_while_running_is_made_again_with_its_lock(self):
+        # Review: the state directory removed under a running agent (a /tmp
+        # cleaner, an operator) was not made again: scripts failed 126 until
+        # someone made it, and with the lock file gone a second agent on the
+        # directory answered the first's running request "agent restarted".
+        # The next request makes both again.
+        info, a, req = self.first_running_a_script()
         shutil.rmtree(a.state_dir)
         r = self.client.execute(a.uuid, "#!/bin/sh\necho after\n", env={})
         self.assertReply(r, 0, "after\n")
@@ -494,12 +500,7 @@ class SameNodeTwice(AgentTestCase):
         # request "agent restarted" (exit 1) before the first answered it
         # (exit 0): urclient took the false failure.  It now waits for the
         # state directory's lock, and SIGTERM ends the wait.
-        info = make_sysinfo()
-        a = self.start_agent(sysinfo=info, name="first")
-        started = self.path("started")
-        req = self.client.send_execute(
-            a.uuid, "#!/bin/sh\n: > %s\n/bin/sleep 3\necho first-done\n" % started, env={})
-        wait_until(lambda: os.path.exists(started), what="script started")
+        info, a, req = self.first_running_a_script()
         b = self.new_agent(sysinfo=info, name="second", state_dir=a.state_dir)
         b.start()
         rec = b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
