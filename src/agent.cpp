@@ -46,6 +46,9 @@ const char kRebootJob[] = ".reboot";    // a request id (one routing-key word) c
 // Replies that may reach a client that has only just connected wait this
 // long after the request arrived: see answer_broadcast(), ping_reply_due().
 const uint64_t kFreshClientReplyDelayMs = 100;
+// Bytes of the requests waiting for a slot that the agent acks at receipt,
+// at most (ack_waiting(); their number is --max-waiting).
+const uint64_t kMaxAckedWaitingBytes = 32u << 20;
 const uint64_t kSysinfoTimeoutMs = 120000;  // --sysinfo-cmd is killed past it
 const size_t kSysinfoMaxBytes = 16u << 20;   // and stopped past this much output
 const uint64_t kSysinfoSlowMs = 10000;      // a first read this slow is said
@@ -1376,17 +1379,64 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     // for a slot when the agent dies (kill -9) or stops with its "not run"
     // reply undelivered is answered on restart all the same.
     std::string journal_key = journal_.add(req.reply_key, req.req_id);
-    queued_.push_back({std::move(req), ev.delivery_tag, now, std::move(journal_key)});
+    Queued q{std::move(req), ev.delivery_tag, now, std::move(journal_key)};
+    q.bytes = ev.body.size();
+    queued_.push_back(std::move(q));
     start_queued(now);
 }
 
 void Agent::start_queued(uint64_t now) {
-    if (start_retry_at_ > now) return;
-    start_retry_at_ = 0;
-    while (!queued_.empty() && request_jobs_ < cfg_.max_concurrency && !stopping_) {
-        if (!start_job(queued_.front(), now)) return;  // stays first, tried again later
-        queued_.pop_front();
+    if (start_retry_at_ <= now) {
+        start_retry_at_ = 0;
+        while (!queued_.empty() && request_jobs_ < cfg_.max_concurrency && !stopping_) {
+            if (!start_job(queued_.front(), now)) break;  // stays first, tried again later
+            take_front();
+        }
     }
+    ack_waiting();
+}
+
+// Requests waiting for a slot are acked at receipt while the agent holds
+// fewer than --max-waiting of them (and kMaxAckedWaitingBytes): the
+// broker then goes on delivering to a node whose slots are all taken, and
+// its sysinfo broadcasts (discover) with the rest, where a prefetch full
+// of waiting requests held them back until a slot freed.  Past that bound
+// they stay unacked, and the prefetch (--max-concurrency) keeps the rest
+// in the broker.  The early ack loses nothing: each is journaled at
+// receipt (agent_restarted if the agent dies), and the broker would not
+// deliver it again anyway, the exclusive auto-delete request queue going
+// with the channel or connection (answer_queued() answers them then).
+void Agent::ack_waiting() {
+    // Oldest first, so those acked are the first acked_waiting_ of queued_
+    // (requests leave it from the front): the rest start there.
+    for (size_t i = acked_waiting_; i < queued_.size(); ++i) {
+        Queued& q = queued_[i];
+        if (q.acked) continue;
+        if (acked_waiting_ >= cfg_.max_waiting ||
+            acked_waiting_bytes_ + q.bytes > kMaxAckedWaitingBytes)
+            return;
+        q.acked_waiting = true;
+        ++acked_waiting_;
+        acked_waiting_bytes_ += q.bytes;
+        settle(q);
+    }
+}
+
+// A request's delivery acked, once.
+void Agent::settle(Queued& q) {
+    if (q.acked) return;
+    q.acked = true;
+    ack_later(q.delivery_tag);
+}
+
+Agent::Queued Agent::take_front() {
+    Queued q = std::move(queued_.front());
+    queued_.pop_front();
+    if (q.acked_waiting) {
+        --acked_waiting_;
+        acked_waiting_bytes_ -= q.bytes;
+    }
+    return q;
 }
 
 // A request received and never started gets a reply all the same, so that
@@ -1409,6 +1459,8 @@ void Agent::answer_not_run(const Queued& q, const std::string& why, uint64_t now
 void Agent::answer_queued(const std::string& why, uint64_t now) {
     std::deque<Queued> queued;
     queued.swap(queued_);
+    acked_waiting_ = 0;
+    acked_waiting_bytes_ = 0;
     for (const Queued& q : queued) answer_not_run(q, why, now);
 }
 
@@ -1418,8 +1470,7 @@ void Agent::expire_queued(uint64_t now) {
     uint64_t limit = uint64_t(cfg_.max_queue_wait_s) * 1000;
     if (limit == 0) return;
     while (!queued_.empty() && now - queued_.front().received_ms >= limit) {
-        Queued q = std::move(queued_.front());
-        queued_.pop_front();
+        Queued q = take_front();
         answer_not_run(q, q.was_short
                               ? "it could not be started for want of processes, memory or file "
                                 "descriptors and waited " + std::to_string(cfg_.max_queue_wait_s) +
@@ -1428,7 +1479,7 @@ void Agent::expire_queued(uint64_t now) {
                                     " s for one of the " + std::to_string(cfg_.max_concurrency) +
                                     " script slots (--max-concurrency; --max-queue-wait)",
                        now);
-        ack_later(q.delivery_tag);
+        settle(q);
     }
 }
 
@@ -1497,6 +1548,7 @@ bool Agent::start_job(Queued& q, uint64_t now) {
     if (started == Supervisor::Start::DuplicateId) {
         log::error("supervisor refused a job id", {{"req_id", field(q.req.req_id)}});
         journal_.remove(q.journal_key);
+        settle(q);
         return true;
     }
     Running r;
@@ -1505,7 +1557,7 @@ bool Agent::start_job(Queued& q, uint64_t now) {
     r.journal_key = q.journal_key;
     running_[id] = std::move(r);
     ++request_jobs_;
-    ack_later(q.delivery_tag);
+    settle(q);
     return true;
 }
 
@@ -1934,7 +1986,7 @@ void Agent::begin_shutdown(uint64_t now) {
     // Until the running scripts are done, requests that still arrive are
     // answered "not run" too (on_delivery) and pings answered, rather than
     // left to the queue's end unanswered: see stop_consuming().
-    for (const Queued& q : queued_) ack_later(q.delivery_tag);
+    for (Queued& q : queued_) settle(q);
     answer_queued("the agent is shutting down", now);
     // Discovers waiting for a sysinfo read are not answered either.
     sysinfo_waiters_.erase(std::remove_if(sysinfo_waiters_.begin(), sysinfo_waiters_.end(),

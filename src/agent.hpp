@@ -69,6 +69,9 @@ private:
         uint64_t received_ms;
         std::string journal_key;  // journaled at receipt; "" when the journal is off
         bool was_short = false;   // failed to start for want of resources (start_retry_at_)
+        uint64_t bytes = 0;       // its body's size
+        bool acked = false;       // its delivery acked (or to be, by flush_acks)
+        bool acked_waiting = false;  // acked at receipt, to wait in the agent (ack_waiting)
     };
     struct Running {
         std::string req_id, reply_key, journal_key;
@@ -116,6 +119,9 @@ private:
     void on_ping_delivery(const amqp::Event& ev, uint64_t now);
     void answer_ping(const Request& req, uint64_t now);
     void start_queued(uint64_t now);
+    void ack_waiting();
+    void settle(Queued& q);
+    Queued take_front();
     void answer_not_run(const Queued& q, const std::string& why, uint64_t now);
     void warn_memory_limit();
     void fit_fd_limit();
@@ -227,6 +233,8 @@ private:
 
     // Requests
     std::deque<Queued> queued_;
+    size_t acked_waiting_ = 0;          // requests of queued_ acked at receipt
+    uint64_t acked_waiting_bytes_ = 0;  // and their bodies' bytes
     std::map<std::string, Running> running_;  // by supervisor job id
     uint64_t job_counter_ = 0;
     size_t request_jobs_ = 0;  // script slots taken: running, or a reply held (below)

@@ -92,6 +92,10 @@ std::string usage_text() {
         "  --max-queue-wait SECS   answer a request \"not run\" once it has waited this\n"
         "                          long for a free slot, 0 = never (default 1500; keep\n"
         "                          it below RabbitMQ's consumer_timeout, 30 min)\n"
+        "  --max-waiting N         requests waiting for a free slot that the agent\n"
+        "                          takes from the broker at once (up to 32 MiB), so\n"
+        "                          that discovers still reach a busy node; past it\n"
+        "                          the broker holds them (default 256; 0 = none)\n"
         "  --start-retry SECS      a script that cannot start for want of processes,\n"
         "                          memory or file descriptors waits and is tried again\n"
         "                          for up to SECS before it is answered 126, 0 = at\n"
@@ -347,6 +351,9 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
     } else if (name == "--max-queue-wait") {
         if (!number(86400 * 365, n)) return false;
         cfg.max_queue_wait_s = unsigned(n);
+    } else if (name == "--max-waiting") {
+        if (!number(1000000, n)) return false;
+        cfg.max_waiting = unsigned(n);
     } else if (name == "--start-retry") {
         if (!number(86400, n)) return false;
         cfg.start_retry_s = unsigned(n);
@@ -372,7 +379,7 @@ const char* const kValueFlags[] = {
     "--sysinfo-cmd", "--sysinfo-file", "--datacenter", "--admin-nic", "--admin-nic-tag",
     "--state-dir", "--work-dir", "--setup-file", "--sysinfo-interval", "--reboot-cmd",
     "--max-concurrency", "--max-output", "--default-timeout", "--shutdown-grace",
-    "--max-queue-wait", "--start-retry",
+    "--max-queue-wait", "--max-waiting", "--start-retry",
     "--max-pending-bytes", "--log-level", "--config"};
 
 bool value_flag(const std::string& name) {

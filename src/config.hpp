@@ -54,6 +54,11 @@ struct Config {
     // unacked past its consumer_timeout (30 min by default), and the
     // auto-delete request queue goes with every request in it.
     unsigned max_queue_wait_s = 1500;
+    // Requests waiting for a free slot that the agent takes from the broker
+    // at once (acked, journaled), so that it goes on receiving the rest,
+    // discovers included; 0 = none (the prefetch, --max-concurrency, holds
+    // them in the broker).  At most 32 MiB of them whatever this says.
+    unsigned max_waiting = 256;
     // A script that cannot be started for want of processes, memory or
     // file descriptors is tried again this long before it is answered 126
     // (0 = answered at once).

@@ -355,10 +355,12 @@ class Outage(AgentTestCase):
                             "application:set_env(rabbit, %s, %d)." % (key, default), check=False)
         rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 5000).")
         rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
-        a, c = self.agent(heartbeat=30, args=["--max-concurrency", "1", "--max-queue-wait", "0"])
+        a, c = self.agent(heartbeat=30, args=["--max-concurrency", "1", "--max-queue-wait", "0",
+                                             "--max-waiting", "0"])
         # Three at once, as a headnode does (the double close was seen so):
-        # one runs, one waits for the slot unacked, one stays in the queue
-        # (it goes with the auto-delete queue when the channel closes).
+        # one runs, one waits for the slot unacked (--max-waiting 0: none
+        # is acked early), one stays in the queue (it goes with the
+        # auto-delete queue when the channel closes).
         release = self.path("held.release")
         req = c.send("#!/bin/sh\nwhile [ ! -e %s ]; do /bin/sleep 0.05; done\necho 'held done'\n"
                      % release)

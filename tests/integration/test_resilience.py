@@ -98,6 +98,11 @@ class Resilience(FakeBrokerTestCase):
         self.assertEqual(r["stdout"], "up\n")
         return b, a
 
+    def wait_received(self, a, req):
+        """Waits until the agent has received the execute request req."""
+        a.wait_log(lambda r: r.get("msg") == "execute request" and r.get("req_id") == req,
+                   what="execute request %s received" % req)
+
     def prove_served(self, b, a, what):
         r = self.execute(b, a, "#!/bin/sh\necho after %s\n" % what)
         self.assertEqual((r["exit_status"], r["stdout"]),
@@ -285,8 +290,9 @@ class Resilience(FakeBrokerTestCase):
         serving0 = a.count_log("serving requests")
         req, release, _ = self.start_held(b, a)
         waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i) for i in range(3)]
-        wait_until(lambda: "ready=2 unacked=1" in b.cmd("queue " + self.request_queue(a)),
-                   what="one request delivered and waiting, two in the queue")
+        for w in waiting:  # taken off the broker at once (--max-waiting) to wait in the agent
+            self.wait_received(a, w)
+        self.assertIn("ready=0 unacked=0", b.cmd("queue " + self.request_queue(a)))
         t0 = time.time()
         b.cmd("delete-queue ur.ping." + a.uuid)
         b.cmd("wait-consumers ur.ping.%s 1 10" % a.uuid)
@@ -420,10 +426,10 @@ class Resilience(FakeBrokerTestCase):
     def test_acks_coalesce_but_never_cover_a_waiting_request(self):
         # Acks decided in one pass of the agent's loop go out as one
         # basic.ack with multiple set, but never over a request still
-        # waiting for a free slot: that one must stay unacked, so that the
-        # broker redelivers it should the agent die before starting it.
-        # Prefetch is --max-concurrency per consumer: 2 at a time.
-        b, a = self.up(args=("--max-concurrency", "2"))
+        # waiting for a free slot and not yet acked (--max-waiting 0 here:
+        # none is taken off the broker early).  Prefetch is
+        # --max-concurrency per consumer: 2 at a time.
+        b, a = self.up(args=("--max-concurrency", "2", "--max-waiting", "0"))
         n = 40
 
         def acks():
@@ -475,6 +481,41 @@ class Resilience(FakeBrokerTestCase):
         wait_until(lambda: "unacked=0" in b.cmd(queue), what="all acked")
         self.assertIn("unacked=0", b.cmd("queue ur.ping.%s" % a.uuid))
 
+    def test_a_node_with_every_slot_taken_still_answers_discovers(self):
+        # Review: with its slots taken and as many requests waiting, unacked,
+        # the prefetch (--max-concurrency) held everything else in the
+        # broker, sysinfo broadcasts included: discover-based tools left
+        # the node out for as long as that lasted.  Waiting requests are
+        # now taken off the broker at once (--max-waiting), and run in turn.
+        b, a = self.up(args=("--max-concurrency", "1"))
+        req, release, _ = self.start_held(b, a)
+        waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i) for i in range(5)]
+        b.cmd("publish amq.topic ur.broadcast.sysinfo.disco1 {}")
+        self.assertTrue(b.wait_count("ur.execute-reply.%s.disco1" % a.uuid, 1).startswith("ok"),
+                        a.log_tail(20))
+        self.assertIn("ready=0 unacked=0", b.cmd("queue " + self.request_queue(a)))
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        for i, w in enumerate(waiting):
+            r = self.reply(b, a, w)
+            self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "waited %d\n" % i), r)
+
+    def test_past_max_waiting_the_broker_holds_the_requests(self):
+        b, a = self.up(args=("--max-concurrency", "1", "--max-waiting", "2"))
+        req, release, _ = self.start_held(b, a)
+        waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i) for i in range(5)]
+        # 2 acked in the agent, 1 unacked (the prefetch), 2 in the broker.
+        queue = "queue " + self.request_queue(a)
+        wait_until(lambda: "ready=2 unacked=1" in b.cmd(queue), what="2 held, 1 unacked, 2 ready")
+        time.sleep(0.2)
+        self.assertIn("ready=2 unacked=1", b.cmd(queue))
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        for i, w in enumerate(waiting):
+            r = self.reply(b, a, w)
+            self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "waited %d\n" % i), r)
+        wait_until(lambda: "ready=0 unacked=0" in b.cmd(queue), what="all acked")
+
     def test_requests_waiting_for_a_slot_are_answered_when_the_channel_closes(self):
         # The request queue is auto-delete: when the broker closes its
         # channel (RabbitMQ's consumer_timeout: 406 "delivery acknowledgement
@@ -484,8 +525,7 @@ class Resilience(FakeBrokerTestCase):
         b, a = self.up(args=("--max-concurrency", "1"))
         req, release, _ = self.start_held(b, a)
         waiting = self.send(b, a, "#!/bin/sh\necho never\n")
-        queue = "queue " + self.request_queue(a)
-        wait_until(lambda: "unacked=1" in b.cmd(queue), what="the waiting request delivered")
+        self.wait_received(a, waiting)
         b.cmd("close-channel 406 PRECONDITION_FAILED - delivery acknowledgement timed out")
         r = self.reply(b, a, waiting)
         self.assertEqual(r["exit_status"], 1, r)
@@ -500,8 +540,7 @@ class Resilience(FakeBrokerTestCase):
         b, a = self.up(args=("--max-concurrency", "1"))
         req, release, _ = self.start_held(b, a)
         waiting = self.send(b, a, "#!/bin/sh\necho never\n")
-        wait_until(lambda: "unacked=1" in b.cmd("queue " + self.request_queue(a)),
-                   what="the waiting request delivered")
+        self.wait_received(a, waiting)
         b.cmd("drop-now")
         r = self.reply(b, a, waiting)
         self.assertEqual(r["exit_status"], 1, r)
