@@ -349,8 +349,25 @@ bool Agent::lock_state_dir() {
         fl.l_type = F_WRLCK;
         fl.l_whence = SEEK_SET;
         if (fcntl(lock_fd_, F_SETLK, &fl) == 0) {
-            if (said) log::info("the other ur-agent is gone; starting", {{"dir", cfg_.state_dir}});
-            return true;
+            // Locked, but the file may have been removed while we waited on
+            // it (the other agent then made and locked a new one): only the
+            // file at the path counts.
+            struct stat held, named;
+            if (fstat(lock_fd_, &held) == 0 && held.st_nlink > 0 &&
+                lstat(path.c_str(), &named) == 0 && named.st_dev == held.st_dev &&
+                named.st_ino == held.st_ino) {
+                if (said) log::info("the other ur-agent is gone; starting", {{"dir", cfg_.state_dir}});
+                return true;
+            }
+            close(lock_fd_);
+            std::string why2;
+            lock_fd_ = open_lock_file(path, why2);
+            if (lock_fd_ < 0) {
+                log::error("cannot use the state directory's lock file; running without it",
+                           {{"file", path}, {"error", why2}});
+                return true;
+            }
+            continue;
         }
         if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
             log::error("cannot lock the state directory; running without the lock",
@@ -399,15 +416,15 @@ int Agent::open_lock_file(const std::string& path, std::string& why) {
 
 // The lock file removed while we run (a /tmp cleaner such as
 // systemd-tmpfiles, an operator; the whole state directory with it): made
-// again, the state directory too, before the request that needs them.
-// Without it a second agent started on this directory would take our
-// running requests for a dead agent's (agent_restarted) and empty our
-// journal.  One fstat() per request.
+// again, the state directory too, before the request that needs them, and
+// tried again at each request until it can be.  Without it a second agent
+// started on this directory would take our running requests for a dead
+// agent's (agent_restarted) and empty our journal.  The removed file stays
+// open and locked while we run: an agent that was already waiting on it
+// waits on.  One fstat() per request.
 void Agent::keep_state_dir() {
     struct stat st;
     if (lock_fd_ < 0 || fstat(lock_fd_, &st) != 0 || st.st_nlink > 0) return;
-    close(lock_fd_);
-    lock_fd_ = -1;
     std::string path = lock_path(), why;
     if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) why = std::strerror(errno);
     int fd = why.empty() ? open_lock_file(path, why) : -1;
@@ -417,17 +434,21 @@ void Agent::keep_state_dir() {
     fl.l_whence = SEEK_SET;
     if (fd >= 0 && fcntl(fd, F_SETLK, &fl) != 0) {
         why = errno == EACCES || errno == EAGAIN
-                  ? "another ur-agent holds the new one: it may answer our requests as ours"
+                  ? "another ur-agent holds the new one: it may answer our requests as its own"
                   : std::strerror(errno);
         close(fd);
         fd = -1;
     }
     if (fd < 0) {
-        log::error("the state directory's lock file was removed and cannot be made again; "
-                   "running without it",
-                   {{"file", field(path)}, {"error", field(why)}});
+        if (!relock_failed_)
+            log::error("the state directory's lock file was removed and cannot be made again; "
+                       "trying at each request",
+                       {{"file", field(path)}, {"error", field(why)}});
+        relock_failed_ = true;
         return;
     }
+    relock_failed_ = false;
+    removed_lock_fds_.push_back(lock_fd_);
     lock_fd_ = fd;
     log::warn("the state directory's lock file was removed; made again",
               {{"file", field(path)}});
@@ -556,13 +577,15 @@ void Agent::warn_memory_limit() {
     // Per running script each stream's kept output and raw tail (or, once
     // it is done, its reply); one reply made at a time (under 3x
     // --max-output); the replies kept for the broker, unsent and in flight;
-    // the requests waiting for a slot (the prefetch: as many as slots) and
-    // one being parsed (JSON takes a few times its text); the agent itself.
+    // the requests waiting for a slot (the prefetch: as many as slots, and
+    // those taken early, --max-waiting) and one being parsed (JSON takes a
+    // few times its text); the agent itself.
     const uint64_t per_slot = std::max<uint64_t>(2 * (cfg_.max_output + (64u << 10)),  // captures
                                                  2 * (cfg_.max_output + (320u << 10)) + 4096);  // its reply
     unsigned long long worst = uint64_t(cfg_.max_concurrency) * per_slot +
                                3 * cfg_.max_output + 2 * pending_bound(cfg_) +
                                uint64_t(cfg_.max_concurrency) * kMaxRequestBytes +
+                               (cfg_.max_waiting ? 4 * kMaxAckedWaitingBytes : 0) +
                                4 * kMaxRequestBytes + (16u << 20);
     if (limit >= worst) return;
     log::warn("the memory limit is below what the settings may need at worst: lower "

@@ -174,8 +174,10 @@ private:
 
     // Self-pipe for signals
     int sig_pipe_[2] = {-1, -1};
-    int lock_fd_ = -1;
-    std::deque<std::pair<std::string, uint64_t>> ping_clients_;  // recent pings' reply keys, first seen (ping_reply_due)  // STATE-DIR/.ur-agent.lock, write-locked while we run
+    int lock_fd_ = -1;  // STATE-DIR/.ur-agent.lock, write-locked while we run
+    std::vector<int> removed_lock_fds_;  // lock files removed under us, held locked (keep_state_dir)
+    bool relock_failed_ = false;         // said once until the lock is made again
+    std::deque<std::pair<std::string, uint64_t>> ping_clients_;  // recent pings' reply keys, first seen (ping_reply_due)
 
     // Broker link
     Link link_ = Link::Down;

@@ -93,9 +93,10 @@ std::string usage_text() {
         "                          long for a free slot, 0 = never (default 1500; keep\n"
         "                          it below RabbitMQ's consumer_timeout, 30 min)\n"
         "  --max-waiting N         requests waiting for a free slot that the agent\n"
-        "                          takes from the broker at once (up to 32 MiB), so\n"
-        "                          that discovers still reach a busy node; past it\n"
-        "                          the broker holds them (default 256; 0 = none)\n"
+        "                          takes from the broker at once, acked before they\n"
+        "                          start (up to 32 MiB), so that discovers still\n"
+        "                          reach a busy node; past it the broker holds them\n"
+        "                          (default 0: acked when started, as PROTOCOL.md)\n"
         "  --start-retry SECS      a script that cannot start for want of processes,\n"
         "                          memory or file descriptors waits and is tried again\n"
         "                          for up to SECS before it is answered 126, 0 = at\n"
@@ -352,7 +353,7 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
         if (!number(86400 * 365, n)) return false;
         cfg.max_queue_wait_s = unsigned(n);
     } else if (name == "--max-waiting") {
-        if (!number(1000000, n)) return false;
+        if (!number(4096, n)) return false;
         cfg.max_waiting = unsigned(n);
     } else if (name == "--start-retry") {
         if (!number(86400, n)) return false;

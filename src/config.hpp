@@ -56,9 +56,10 @@ struct Config {
     unsigned max_queue_wait_s = 1500;
     // Requests waiting for a free slot that the agent takes from the broker
     // at once (acked, journaled), so that it goes on receiving the rest,
-    // discovers included; 0 = none (the prefetch, --max-concurrency, holds
-    // them in the broker).  At most 32 MiB of them whatever this says.
-    unsigned max_waiting = 256;
+    // discovers included: an extension, off by default, as PROTOCOL.md has
+    // a request acked when its child has started (0: the prefetch,
+    // --max-concurrency, holds them in the broker).  At most 32 MiB.
+    unsigned max_waiting = 0;
     // A script that cannot be started for want of processes, memory or
     // file descriptors is tried again this long before it is answered 126
     // (0 = answered at once).

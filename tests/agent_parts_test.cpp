@@ -43,7 +43,7 @@ TEST_CASE("config: defaults and environment") {
     CHECK(cfg.max_concurrency == 16);
     CHECK(cfg.work_dir == "/tmp/.ur-agent-work");
     CHECK(cfg.start_retry_s == 30);
-    CHECK(cfg.max_waiting == 256);
+    CHECK(cfg.max_waiting == 0);  // PROTOCOL.md: acked when started
 
     env.vars = {{"AMQP_HOST", "10.0.0.1"}, {"AMQP_PORT", "5673"}, {"AMQP_LOGIN", "ur"},
                 {"AMQP_PASSWORD", "s3cret"}, {"AMQP_VHOST", "v"}};
@@ -62,9 +62,9 @@ TEST_CASE("config: flags override the environment") {
     Config cfg;
     std::string err;
     REQUIRE(parse({"--broker", "a:1,b,[::1]:7", "--heartbeat=5", "--max-concurrency", "4",
-                   "--state-dir", "/s", "--log-level", "debug", "--max-waiting", "0"},
+                   "--state-dir", "/s", "--log-level", "debug", "--max-waiting", "64"},
                   env, cfg, err) == ConfigStatus::Ok);
-    CHECK(cfg.max_waiting == 0);
+    CHECK(cfg.max_waiting == 64);
     REQUIRE(cfg.brokers.size() == 3);
     CHECK(cfg.brokers[0].host == "a");
     CHECK(cfg.brokers[0].port == 1);

@@ -477,22 +477,36 @@ class SameNodeTwice(AgentTestCase):
         # someone made it, and with the lock file gone a second agent on the
         # directory answered the first's running request "agent restarted".
         # The next request makes both again.
+        # An agent already waiting on the removed lock file waits on (the
+        # first keeps it locked); one started after waits on the new one.
         info, a, req = self.first_running_a_script()
+        waiting = ("another ur-agent uses this state directory; waiting for it to exit")
+        b = self.new_agent(sysinfo=info, name="second", state_dir=a.state_dir)
+        b.start()
+        b.wait_log(lambda r: r.get("msg") == waiting, what="the second agent waiting")
         shutil.rmtree(a.state_dir)
         r = self.client.execute(a.uuid, "#!/bin/sh\necho after\n", env={})
         self.assertReply(r, 0, "after\n")
         self.assertEqual(a.count_log("the state directory's lock file was removed; made again"), 1)
         self.assertTrue(os.path.exists(os.path.join(a.state_dir, ".ur-agent.lock")))
-        b = self.new_agent(sysinfo=info, name="second", state_dir=a.state_dir)
-        b.start()
-        b.wait_log(lambda r: r.get("msg") == "another ur-agent uses this state "
-                   "directory; waiting for it to exit", what="the second agent waiting")
+        c = self.new_agent(sysinfo=info, name="third", state_dir=a.state_dir)
+        c.start()
+        c.wait_log(lambda r: r.get("msg") == waiting, what="the third agent waiting")
         self.assertReply(self.client.wait_reply(a.uuid, req), 0, "first-done\n")
         replies = self.client.collect(
             lambda m: m.routing_key == "ur.execute-reply.%s.%s" % (a.uuid, req), 1.0)
         self.assertEqual(replies, [], "a second reply to the first agent's request")
-        b.stop()
+        for other in (b, c):
+            self.assertEqual(other.count_log("the other ur-agent is gone; starting"), 0)
+        c.stop()
+        # The first gone, the second takes the lock at the path, not the
+        # removed file it waited on.
         a.stop()
+        b.wait_log(lambda r: r.get("msg") == "serving requests", timeout=30,
+                   what="the second agent serving once the first is gone")
+        self.assertEqual(b.count_log("cannot use the state directory's lock file; "
+                                     "running without it"), 0)
+        b.stop()
 
     def test_second_agent_on_the_same_state_dir_waits_and_answers_nothing_of_the_first(self):
         # Started while the first still runs a script, a second agent with

@@ -290,9 +290,8 @@ class Resilience(FakeBrokerTestCase):
         serving0 = a.count_log("serving requests")
         req, release, _ = self.start_held(b, a)
         waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i) for i in range(3)]
-        for w in waiting:  # taken off the broker at once (--max-waiting) to wait in the agent
-            self.wait_received(a, w)
-        self.assertIn("ready=0 unacked=0", b.cmd("queue " + self.request_queue(a)))
+        wait_until(lambda: "ready=2 unacked=1" in b.cmd("queue " + self.request_queue(a)),
+                   what="one request delivered and waiting, two in the queue")
         t0 = time.time()
         b.cmd("delete-queue ur.ping." + a.uuid)
         b.cmd("wait-consumers ur.ping.%s 1 10" % a.uuid)
@@ -486,19 +485,63 @@ class Resilience(FakeBrokerTestCase):
         # the prefetch (--max-concurrency) held everything else in the
         # broker, sysinfo broadcasts included: discover-based tools left
         # the node out for as long as that lasted.  Waiting requests are
-        # now taken off the broker at once (--max-waiting), and run in turn.
-        b, a = self.up(args=("--max-concurrency", "1"))
+        # taken off the broker at once with --max-waiting (an extension, 0
+        # by default as PROTOCOL.md acks a request when it starts), and run
+        # in turn.
+        b, a = self.up(args=("--max-concurrency", "1", "--max-waiting", "16"))
         req, release, _ = self.start_held(b, a)
         waiting = [self.send(b, a, "#!/bin/sh\necho waited %d\n" % i) for i in range(5)]
         b.cmd("publish amq.topic ur.broadcast.sysinfo.disco1 {}")
         self.assertTrue(b.wait_count("ur.execute-reply.%s.disco1" % a.uuid, 1).startswith("ok"),
                         a.log_tail(20))
-        self.assertIn("ready=0 unacked=0", b.cmd("queue " + self.request_queue(a)))
+        wait_until(lambda: "ready=0 unacked=0" in b.cmd("queue " + self.request_queue(a)),
+                   what="the waiting requests acked")
         open(release, "w").close()
         self.assertPayloadReply(self.reply(b, a, req))
         for i, w in enumerate(waiting):
             r = self.reply(b, a, w)
             self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "waited %d\n" % i), r)
+        self.assertNoRequestChannelClose(a)
+
+    def assertNoRequestChannelClose(self, a):
+        """No delivery was acked twice: the broker closes the channel (406)."""
+        self.assertEqual(a.count_log("the broker closed the request channel; opening it again"),
+                         0, a.log_tail(20))
+
+    def test_requests_taken_early_expire_and_stop_acked_once(self):
+        # Taken off the broker early (--max-waiting), waiting requests are
+        # answered "not run" past --max-queue-wait and at SIGTERM without a
+        # second ack (a second ack of a delivery closes the channel, 406).
+        b, a = self.up(args=("--max-concurrency", "1", "--max-waiting", "8",
+                             "--max-queue-wait", "1"))
+        req, release, _ = self.start_held(b, a, "expiry")
+        late = [self.send(b, a, "#!/bin/sh\necho never %d\n" % i) for i in range(3)]
+        for w in late:
+            r = self.reply(b, a, w)
+            self.assertIs(r.get("not_run"), True, r)
+            self.assertIn("waited 1 s", r.get("stderr", ""), r)
+        self.prove_served_later(b, a, release, req)
+        stopped = [self.send(b, a, "#!/bin/sh\necho never\n") for _ in range(2)]
+        for w in stopped:
+            self.wait_received(a, w)
+        a.send_signal(signal.SIGTERM)
+        for w in stopped:
+            r = self.reply(b, a, w)
+            self.assertIs(r.get("not_run"), True, r)
+        open(release + "2", "w").close()
+        a.wait_exit()
+        self.assertNoRequestChannelClose(a)
+
+    def prove_served_later(self, b, a, release, req):
+        """Releases the held request, checks its reply and that the agent
+        serves, then holds a new one (its release file: release + "2")."""
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        self.prove_served(b, a, "expiry")
+        script, started, _ = self.held_script("expiry2")
+        # held_script's release path is derived from its tag: expiry2.release
+        self.send(b, a, script.replace(self.path("expiry2.release"), release + "2"))
+        wait_until(lambda: os.path.exists(started), what="second held script started")
 
     def test_past_max_waiting_the_broker_holds_the_requests(self):
         b, a = self.up(args=("--max-concurrency", "1", "--max-waiting", "2"))
@@ -515,6 +558,7 @@ class Resilience(FakeBrokerTestCase):
             r = self.reply(b, a, w)
             self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "waited %d\n" % i), r)
         wait_until(lambda: "ready=0 unacked=0" in b.cmd(queue), what="all acked")
+        self.assertNoRequestChannelClose(a)
 
     def test_requests_waiting_for_a_slot_are_answered_when_the_channel_closes(self):
         # The request queue is auto-delete: when the broker closes its

@@ -83,7 +83,8 @@ std::string usage_text() {
         "With --json, errors are also printed on stdout as {\"error\":...}.\n"
         "exec exits with the script's own status, which can be 1 to 5 too: a\n"
         "script's reply is on stdout (with --json, an object with exit_status),\n"
-        "urctl's own error on stderr (with --json, also {\"error\":...}).\n";}
+        "urctl's own error on stderr (with --json, also {\"error\":...}).\n";
+}
 
 uint64_t default_timeout_ms(Command c) {
     switch (c) {
