@@ -49,6 +49,7 @@ const uint64_t kFreshClientReplyDelayMs = 100;
 // Bytes of the requests waiting for a slot that the agent acks at receipt,
 // at most (ack_waiting(); their number is --max-waiting).
 const uint64_t kMaxAckedWaitingBytes = 32u << 20;
+const size_t kKeptRemovedLocks = 4;  // removed lock files kept locked (keep_state_dir)
 const uint64_t kSysinfoTimeoutMs = 120000;  // --sysinfo-cmd is killed past it
 const size_t kSysinfoMaxBytes = 16u << 20;   // and stopped past this much output
 const uint64_t kSysinfoSlowMs = 10000;      // a first read this slow is said
@@ -448,6 +449,12 @@ void Agent::keep_state_dir() {
         return;
     }
     relock_failed_ = false;
+    // A few kept, not one more at every removal for as long as we run (a
+    // daily cleaner): an agent still waiting on an older one is unlikely.
+    if (removed_lock_fds_.size() >= kKeptRemovedLocks) {
+        close(removed_lock_fds_.front());
+        removed_lock_fds_.erase(removed_lock_fds_.begin());
+    }
     removed_lock_fds_.push_back(lock_fd_);
     lock_fd_ = fd;
     log::warn("the state directory's lock file was removed; made again",
