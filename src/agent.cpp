@@ -78,6 +78,15 @@ std::string server_property(const amqp::Table& props, std::string_view name) {
     return v && v->type == amqp::FieldType::LongString ? v->bytes : std::string();
 }
 
+// The whole file, write-locked (fcntl F_SETLK, F_GETLK).
+struct flock whole_file_write_lock() {
+    struct flock fl;
+    std::memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    return fl;
+}
+
 }  // namespace
 
 bool use_builtin_sysinfo(const Config& cfg) {
@@ -336,23 +345,22 @@ bool Agent::setup(std::string& error) {
 // NFS) is logged and done without.
 bool Agent::lock_state_dir() {
     std::string path = lock_path();
-    std::string why;
-    lock_fd_ = open_lock_file(path, why);
-    if (lock_fd_ < 0) {
-        log::error("cannot use the state directory's lock file; running without it",
-                   {{"file", path}, {"error", why}});
-        return true;
-    }
     bool said = false;
     for (;;) {
-        struct flock fl;
-        std::memset(&fl, 0, sizeof fl);
-        fl.l_type = F_WRLCK;
-        fl.l_whence = SEEK_SET;
+        if (lock_fd_ < 0) {
+            std::string why;
+            lock_fd_ = open_lock_file(path, why);
+            if (lock_fd_ < 0) {
+                log::error("cannot use the state directory's lock file; running without it",
+                           {{"file", path}, {"error", why}});
+                return true;
+            }
+        }
+        struct flock fl = whole_file_write_lock();
         if (fcntl(lock_fd_, F_SETLK, &fl) == 0) {
             // Locked, but the file may have been removed while we waited on
             // it (the other agent then made and locked a new one): only the
-            // file at the path counts.
+            // file at the path counts; else that one is opened and tried.
             struct stat held, named;
             if (fstat(lock_fd_, &held) == 0 && held.st_nlink > 0 &&
                 lstat(path.c_str(), &named) == 0 && named.st_dev == held.st_dev &&
@@ -361,13 +369,7 @@ bool Agent::lock_state_dir() {
                 return true;
             }
             close(lock_fd_);
-            std::string why2;
-            lock_fd_ = open_lock_file(path, why2);
-            if (lock_fd_ < 0) {
-                log::error("cannot use the state directory's lock file; running without it",
-                           {{"file", path}, {"error", why2}});
-                return true;
-            }
+            lock_fd_ = -1;
             continue;
         }
         if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
@@ -429,10 +431,7 @@ void Agent::keep_state_dir() {
     std::string path = lock_path(), why;
     if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) why = std::strerror(errno);
     int fd = why.empty() ? open_lock_file(path, why) : -1;
-    struct flock fl;
-    std::memset(&fl, 0, sizeof fl);
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
+    struct flock fl = whole_file_write_lock();
     if (fd >= 0 && fcntl(fd, F_SETLK, &fl) != 0) {
         why = errno == EACCES || errno == EAGAIN
                   ? "another ur-agent holds the new one: it may answer our requests as its own"
