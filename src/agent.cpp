@@ -1437,14 +1437,14 @@ void Agent::start_queued(uint64_t now) {
 // with the channel or connection (answer_queued() answers them then).
 void Agent::ack_waiting() {
     // Oldest first, so those acked are the first acked_waiting_ of queued_
-    // (requests leave it from the front): the rest start there.
+    // (requests leave it from the front, take_front()): the rest, none of
+    // them acked (a request is acked otherwise only as it leaves), start
+    // there.
     for (size_t i = acked_waiting_; i < queued_.size(); ++i) {
         Queued& q = queued_[i];
-        if (q.acked) continue;
         if (acked_waiting_ >= cfg_.max_waiting ||
             acked_waiting_bytes_ + q.bytes > kMaxAckedWaitingBytes)
             return;
-        q.acked_waiting = true;
         ++acked_waiting_;
         acked_waiting_bytes_ += q.bytes;
         settle(q);
@@ -1461,7 +1461,7 @@ void Agent::settle(Queued& q) {
 Agent::Queued Agent::take_front() {
     Queued q = std::move(queued_.front());
     queued_.pop_front();
-    if (q.acked_waiting) {
+    if (acked_waiting_ > 0) {  // the front was one of them
         --acked_waiting_;
         acked_waiting_bytes_ -= q.bytes;
     }

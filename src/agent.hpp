@@ -71,7 +71,6 @@ private:
         bool was_short = false;   // failed to start for want of resources (start_retry_at_)
         uint64_t bytes = 0;       // its body's size
         bool acked = false;       // its delivery acked (or to be, by flush_acks)
-        bool acked_waiting = false;  // acked at receipt, to wait in the agent (ack_waiting)
     };
     struct Running {
         std::string req_id, reply_key, journal_key;
@@ -235,7 +234,7 @@ private:
 
     // Requests
     std::deque<Queued> queued_;
-    size_t acked_waiting_ = 0;          // requests of queued_ acked at receipt
+    size_t acked_waiting_ = 0;          // the first of queued_, acked at receipt (ack_waiting)
     uint64_t acked_waiting_bytes_ = 0;  // and their bodies' bytes
     std::map<std::string, Running> running_;  // by supervisor job id
     uint64_t job_counter_ = 0;
