@@ -2,6 +2,9 @@
 // amqp::Connection), the Ur protocol handling, the process supervisor and
 // the outbox of replies.  Data flows one way: socket -> Connection -> Ur
 // request -> Supervisor -> reply -> Outbox -> Connection -> socket.
+// Its definitions are split by concept: agent.cpp (set-up, the loop,
+// shutdown), agent_link.cpp, agent_requests.cpp, agent_sysinfo.cpp and
+// agent_state_dir.cpp, with what they share in agent_internal.hpp.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -146,6 +149,7 @@ private:
     void on_confirmed(std::vector<OutMessage> done, uint64_t now);
     // Sysinfo
     void want_sysinfo(SysinfoWaiter w, uint64_t now);
+    void on_sysinfo_job(const JobResult& r, uint64_t now);
     void on_sysinfo(bool ok, const std::string& text, const std::string& error, uint64_t now);
     // The reply to a sysinfo broadcast: body, on the waiter's reply key.
     // When a ping for reply_key may be answered: kFreshClientReplyDelayMs

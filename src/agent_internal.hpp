@@ -1,0 +1,32 @@
+// What the agent's own files (src/agent*.cpp) share beside the class in
+// agent.hpp: constants more than one of them uses, and field().  Not for
+// other modules.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "json/utf8.hpp"
+#include "json/value.hpp"
+
+namespace ur {
+
+// Internal job ids start with '.', which a request id (one routing-key
+// word) cannot.
+inline constexpr char kSysinfoJob[] = ".sysinfo";
+inline constexpr char kRebootJob[] = ".reboot";
+// Replies that may reach a client that has only just connected wait this
+// long after the request arrived: see answer_broadcast(), ping_reply_due().
+inline constexpr uint64_t kFreshClientReplyDelayMs = 100;
+// Bytes of the requests waiting for a slot that the agent acks at receipt,
+// at most (ack_waiting(); their number is --max-waiting).
+inline constexpr uint64_t kMaxAckedWaitingBytes = 32u << 20;
+inline constexpr uint64_t kSysinfoSlowMs = 10000;      // a first read this slow is said
+// A discover waits this long for a fresh sysinfo, then gets the one read
+// last: a hung sysinfo command must not hide the node from discovers.
+inline constexpr uint64_t kBroadcastFreshWaitMs = 2000;
+inline constexpr uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
+
+// A string from the network as a log field (bytes that are not UTF-8 escaped).
+inline json::Value field(const std::string& s) { return json::Value(json::string_from_bytes(s)); }
+
+}  // namespace ur
