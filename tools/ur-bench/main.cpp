@@ -29,9 +29,10 @@
 //   drain [--size BYTES]         no broker: amqp::Connection::basic_publish of
 //                                 BYTES, output consumed in 64 KiB / 256 KiB /
 //                                 4 MiB writes (cost of consume_output)
-//   publish-once --key KEY [--agent-setup 1]
-//                                 connect, (set up queues as the agent does,)
-//                                 publish {} on amq.topic, exit
+//   publish-once --key KEY [--agent-setup 1|request]
+//                                 connect, (set up queues as the agent does,
+//                                 or its request queue alone,) publish {} on
+//                                 amq.topic, exit
 //
 // Common options: --agent-arg ARG (repeatable) is passed to every agent;
 // --broker-pid PID attributes RabbitMQ's CPU time (throughput);
@@ -66,7 +67,8 @@ struct Options {
     std::string mode, self, agent = "build/ur-agent", tmp = "/tmp/ur-bench", key, urctl, compare;
     uint16_t port = 5672;
     int runs = 0, requests = 2000, concurrency = 16, count = 0;
-    bool agent_only = false, agent_setup = false;
+    bool agent_only = false;
+    std::string agent_setup;  // publish-once: "", "1" (all), "request"
     pid_t broker_pid = 0;  // RabbitMQ's beam.smp, for CPU attribution (0: none)
     std::vector<std::string> agent_args;  // --agent-arg X: given to every agent
     uint64_t size = 0;
@@ -187,7 +189,7 @@ void mode_startup(const Options& o) {
     Client mon;
     open_monitor(mon, o, {"ur.startup.#", "bench.floor.#"});
     std::string base = fresh_dir(o, "startup");
-    std::vector<double> agent_ms, floor_ms, setup_ms, rss_kib, anon_kib, compare_ms;
+    std::vector<double> agent_ms, floor_ms, setup_ms, request_ms, rss_kib, anon_kib, compare_ms;
     for (int i = 0; i < runs; ++i) {
         // Floor first and agent second in each round, so that both see the
         // same machine noise.
@@ -204,6 +206,13 @@ void mode_startup(const Options& o) {
                    "--agent-setup", "1"});
         if (p < 0 || !await_key(mon, key, 20000)) die("floor publish " + key + " did not arrive");
         setup_ms.push_back(ms_since(t0));
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
+        key = "bench.floor.request." + std::to_string(i);
+        t0 = now_ns();
+        p = spawn({o.self, "publish-once", "--port", std::to_string(o.port), "--key", key,
+                   "--agent-setup", "request"});
+        if (p < 0 || !await_key(mon, key, 20000)) die("floor publish " + key + " did not arrive");
+        request_ms.push_back(ms_since(t0));
         while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
 
         // --compare: the other build's start-up in the same round, first
@@ -244,6 +253,9 @@ void mode_startup(const Options& o) {
     emit("startup_floor_setup",
          "  floor + the agent's broker set-up (qos, 2 queues, 5 bindings, 2 consumers)", "ms",
          stats(setup_ms), false, o.command);
+    emit("startup_floor_request_setup",
+         "  floor + the request queue's set-up alone (qos, declare, 3 bindings, consumer)", "ms",
+         stats(request_ms), false, o.command);
     std::vector<double> rss_mib;
     for (double k : rss_kib) rss_mib.push_back(k / 1024.0);
     emit("idle_rss", "Idle RSS of the agent (process tree, VmRSS), 300 ms after start-up", "MiB",
@@ -264,10 +276,12 @@ void mode_publish_once(const Options& o) {
     std::string err;
     // Channel.open, set-up and publish in one go: the best a client can do.
     if (!c.connect("127.0.0.1", o.port, err, 20000, false)) die("connect: " + err);
-    if (o.agent_setup) {
+    if (o.agent_setup == "1" || o.agent_setup == "request") {
         // What the agent asks of the broker before it announces start-up,
         // pipelined as the agent does: qos, its two queues and five
         // bindings, two consumers (names as PROTOCOL.md gives them).
+        // "request": the request queue's part alone, the least a node
+        // that takes requests must have set up before it says it is up.
         std::string uuid = random_uuid(), mac = "02:00:00:00:00:01";
         amqp::Connection& k = c.conn();
         uint16_t ch = c.channel();
@@ -277,12 +291,19 @@ void mode_publish_once(const Options& o) {
         for (std::string key : {"ur.execute." + uuid + ".*", "ur.execute." + uuid + "-" + mac + ".*",
                                 std::string("ur.broadcast.*.*")})
             k.queue_bind(ch, rq, "amq.topic", key);
-        k.queue_declare(ch, pq, false, false, false, true);
-        k.queue_bind(ch, pq, "amq.topic", pq);
+        const bool ping = o.agent_setup == "1";
+        if (ping) {
+            k.queue_declare(ch, pq, false, false, false, true);
+            k.queue_bind(ch, pq, "amq.topic", pq);
+        }
         k.basic_consume(ch, rq, "r", false, false);
-        k.basic_consume(ch, pq, "p", false, false);
+        if (ping) k.basic_consume(ch, pq, "p", false, false);
         c.flush();
-        if (!pump({&c}, [&] { return c.consume_oks >= 2; }, 20000)) die("set-up: " + c.error());
+        const size_t consumers = ping ? 2 : 1;
+        if (!pump({&c}, [&] { return c.consume_oks >= consumers; }, 20000))
+            die("set-up: " + c.error());
+    } else if (!o.agent_setup.empty()) {
+        die("--agent-setup is 1 or request");
     }
     c.publish(o.key, "{}");
     if (!c.close_connection()) die("publish: no close-ok from the broker: " + c.error());
@@ -806,7 +827,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--agent-only") o.agent_only = v == "1";
         else if (a == "--agent-arg") o.agent_args.push_back(v);
         else if (a == "--broker-pid") o.broker_pid = pid_t(std::atoi(v.c_str()));
-        else if (a == "--agent-setup") o.agent_setup = v == "1";
+        else if (a == "--agent-setup") o.agent_setup = v;
         else if (a == "--size") o.size = std::strtoull(v.c_str(), nullptr, 10);
         else die("unknown option " + a);
     }
