@@ -507,7 +507,7 @@ void Agent::begin_shutdown(uint64_t now) {
     // answered "not run" too (on_delivery) and pings answered, rather than
     // left to the queue's end unanswered: see stop_consuming().
     for (Queued& q : queued_) settle(q);
-    answer_queued("the agent is shutting down", now);
+    answer_queued("the agent is shutting down", now, /*all=*/true);
     // Discovers waiting for a sysinfo read are not answered either.
     sysinfo_waiters_.erase(std::remove_if(sysinfo_waiters_.begin(), sysinfo_waiters_.end(),
                                           [](const SysinfoWaiter& w) {

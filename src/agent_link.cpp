@@ -114,7 +114,8 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
     // Requests received but not started were never acked, and the broker
     // dropped them with our exclusive queue: answer them (after the
     // reconnect) rather than leave their requesters waiting.
-    answer_queued("the broker connection was lost (" + why + ") before it started", now);
+    answer_queued("the broker connection was lost (" + why + ") before it started", now,
+                  /*all=*/false);
     if (done_) return;
     if (!was_open) failed_since_serving_ = true;
     uint64_t delay = link_backoff_.next(random32());
@@ -483,7 +484,7 @@ void Agent::request_channel_gone(const std::string& why, uint64_t now) {
     cons_ch_ = 0;
     request_binds_due_ = 0;
     ++channel_gen_;
-    answer_queued(why + " before it started", now);
+    answer_queued(why + " before it started", now, /*all=*/false);
     consuming_ = false;
     request_consumer_ok_ = false;
     if (ping_shared_) ping_ready_ = false;

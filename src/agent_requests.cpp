@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "src/agent_internal.hpp"
 #include "src/clock.hpp"
@@ -169,9 +170,10 @@ void Agent::start_queued(uint64_t now) {
 // of waiting requests held them back until a slot freed.  Past that bound
 // they stay unacked, and the prefetch (--max-concurrency) keeps the rest
 // in the broker.  The early ack loses nothing: each is journaled at
-// receipt (agent_restarted if the agent dies), and the broker would not
-// deliver it again anyway, the exclusive auto-delete request queue going
-// with the channel or connection (answer_queued() answers them then).
+// receipt (agent_restarted if the agent dies), and when the channel or
+// connection goes they stay queued and run in turn (answer_queued()):
+// the broker cannot deliver them again, the exclusive auto-delete request
+// queue having gone with it.
 void Agent::ack_waiting() {
     // Oldest first, so those acked are the first acked_waiting_ of queued_
     // (requests leave it from the front, take_front()): the rest, none of
@@ -219,15 +221,25 @@ void Agent::answer_not_run(const Queued& q, const std::string& why, uint64_t now
     enqueue(std::move(m), now);
 }
 
-// queued_ holds requests of the current consumer channel only: whatever
-// ends that channel (a lost connection, a close or cancel by the broker,
-// shutdown) answers them here first.
-void Agent::answer_queued(const std::string& why, uint64_t now) {
-    std::deque<Queued> queued;
-    queued.swap(queued_);
-    acked_waiting_ = 0;
-    acked_waiting_bytes_ = 0;
-    for (const Queued& q : queued) answer_not_run(q, why, now);
+// Whatever ends the consumer channel (a lost connection, a close or
+// cancel by the broker, shutdown) answers here the requests waiting for a
+// slot that it delivered: unacked, they went with the channel's
+// auto-delete queue.  Those acked at receipt (--max-waiting, the first
+// acked_waiting_ of queued_) are the agent's alone by then, and stay to
+// run in turn unless `all` (at shutdown, when none will).
+void Agent::answer_queued(const std::string& why, uint64_t now, bool all) {
+    size_t keep = all ? 0 : acked_waiting_;
+    if (keep > 0)
+        log::info("requests acked at receipt stay queued, to run when a slot frees",
+                  {{"requests", json::Value(int64_t(keep))}});
+    auto first = queued_.begin() + std::ptrdiff_t(keep);
+    std::deque<Queued> rest(std::make_move_iterator(first), std::make_move_iterator(queued_.end()));
+    queued_.erase(first, queued_.end());
+    if (all) {
+        acked_waiting_ = 0;
+        acked_waiting_bytes_ = 0;
+    }
+    for (const Queued& q : rest) answer_not_run(q, why, now);
 }
 
 // Requests that have waited --max-queue-wait for a slot are answered and

@@ -560,6 +560,40 @@ class Resilience(FakeBrokerTestCase):
         wait_until(lambda: "ready=0 unacked=0" in b.cmd(queue), what="all acked")
         self.assertNoRequestChannelClose(a)
 
+    def check_acked_early_survive(self, fault, why):
+        # Review: requests taken off the broker early (--max-waiting) were
+        # answered "not run" with the unacked ones when the request channel
+        # or connection went, though the agent alone held them.  They now
+        # stay queued and run in turn; the one still unacked (past
+        # --max-waiting) went with the queue and is answered.
+        b, a = self.up(args=("--max-concurrency", "1", "--max-waiting", "1"))
+        req, release, _ = self.start_held(b, a)
+        kept = self.send(b, a, "#!/bin/sh\necho kept\n")
+        self.wait_received(a, kept)
+        lost = self.send(b, a, "#!/bin/sh\necho never\n")
+        self.wait_received(a, lost)
+        wait_until(lambda: "ready=0 unacked=1" in b.cmd("queue " + self.request_queue(a)),
+                   what="one acked early, one unacked")
+        b.cmd(fault)
+        r = self.reply(b, a, lost)
+        self.assertIs(r.get("not_run"), True, r)
+        self.assertIn(why, r["stderr"])
+        wait_until(lambda: a.count_log("serving requests") >= 2, what="serving again")
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        r = self.reply(b, a, kept)
+        self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "kept\n"), r)
+        for rid in (req, kept, lost):
+            self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, rid)), 1, rid)
+
+    def test_requests_acked_early_run_after_the_channel_closes(self):
+        self.check_acked_early_survive(
+            "close-channel 406 PRECONDITION_FAILED - delivery acknowledgement timed out",
+            "ur-agent: not run: the broker closed the request channel (406 ")
+
+    def test_requests_acked_early_run_after_the_connection_drops(self):
+        self.check_acked_early_survive("drop-now", "ur-agent: not run: the broker connection was lost")
+
     def test_requests_waiting_for_a_slot_are_answered_when_the_channel_closes(self):
         # The request queue is auto-delete: when the broker closes its
         # channel (RabbitMQ's consumer_timeout: 406 "delivery acknowledgement
