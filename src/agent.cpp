@@ -441,7 +441,12 @@ void Agent::loop_once() {
         want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);
     }
     if (sysinfo_next_at_ && now >= sysinfo_next_at_) send_sysinfo_heartbeat(now);
-    if (reboot_pending_ && now >= reboot_at_) reboot(now);
+    if (reboot_pending_ && now >= reboot_at_) {
+        log::warn("rebooting without the broker's confirm of the exit-113 reply: none came "
+                  "within the grace (the reply may be lost with the reboot)",
+                  {{"grace_ms", json::Value(int64_t(kRebootGraceMs))}});
+        reboot(now);
+    }
 
     answer_late_broadcasts(now);
     if (sysinfo_slow_at_ && now >= sysinfo_slow_at_) {

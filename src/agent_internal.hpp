@@ -24,6 +24,8 @@ inline constexpr uint64_t kSysinfoSlowMs = 10000;      // a first read this slow
 // A discover waits this long for a fresh sysinfo, then gets the one read
 // last: a hung sysinfo command must not hide the node from discovers.
 inline constexpr uint64_t kBroadcastFreshWaitMs = 2000;
+// An exit-113 reply sent this long ago and not yet confirmed: reboot anyway.
+inline constexpr uint64_t kRebootGraceMs = 10000;
 inline constexpr uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
 
 // A string from the network as a log field (bytes that are not UTF-8 escaped).

@@ -19,7 +19,6 @@ namespace ur {
 
 namespace {
 
-const uint64_t kRebootGraceMs = 10000;  // reboot even without a confirm after this
 // The least a reply is cut to for --max-pending-bytes (a 256-byte head of
 // each stream): below it, the oldest unpublished replies make room.
 const uint64_t kMinCutReply = 4096;
@@ -443,7 +442,8 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     m.reboot_after = reboot;
     m.whole = true;
     if (reboot && !reboot_pending_ && !rebooted_) {
-        log::info("script exited 113: rebooting once the reply is confirmed",
+        log::info("script exited 113: rebooting once the reply is confirmed, or 10 s after "
+                  "it is sent",
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
         reboot_at_ = UINT64_MAX;  // its grace starts when the reply leaves held_

@@ -629,6 +629,34 @@ class Resilience(FakeBrokerTestCase):
 
     # -- replies: confirms, blocking, bounds ---------------------------
 
+    def test_exit_113_reboots_after_the_grace_without_a_confirm(self):
+        # A broker that never confirms the exit-113 reply (an alarm, a slow
+        # disk) does not keep the node from its reboot: the command runs
+        # 10 s after the reply went out, and a warning says the reply may
+        # be lost with it (review: the log only said "rebooting once the
+        # reply is confirmed").
+        flag = self.path("rebooted")
+        cmd = self.path("reboot.sh")
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\necho called >> %s\n" % flag)
+        os.chmod(cmd, 0o755)
+        b, a = self.up(args=("--reboot-cmd", cmd))
+        b.cmd("confirm-delay 60000")
+        req = self.send(b, a, "#!/bin/sh\necho bye\nexit 113\n")
+        b.wait_count("ur.execute-reply.%s.%s" % (a.uuid, req), 1)
+        sent = time.monotonic()
+        wait_until(lambda: os.path.exists(flag), timeout=30, what="reboot command run")
+        self.assertGreater(time.monotonic() - sent, 8, "rebooted before the grace")
+        self.assertEqual(a.count_log("rebooting without the broker's confirm of the exit-113 "
+                                     "reply: none came within the grace (the reply may be "
+                                     "lost with the reboot)"), 1, a.log_tail(10))
+        # Confirms are timed at publish: the reply's comes once it is sent
+        # again on a new connection.
+        b.cmd("confirm-delay 0")
+        b.cmd("drop-now")
+        a.wait_log(lambda r: r.get("msg") == "reply confirmed" and r.get("req_id") == req,
+                   what="confirm of " + req)
+
     def test_unconfirmed_reply_republished_after_drop(self):
         b, a = self.up()
         # A confirmed reply is never sent again.
