@@ -111,9 +111,9 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
     pub_retry_at_ = 0;  // a new connection opens its own
     blocked_ = false;
     outbox_.connection_lost();
-    // Requests received but not started were never acked, and the broker
-    // dropped them with our exclusive queue: answer them (after the
-    // reconnect) rather than leave their requesters waiting.
+    // Requests received, not started and not acked went with our exclusive
+    // queue: answer them (after the reconnect) rather than leave their
+    // requesters waiting.  Those acked at receipt stay, to run.
     answer_queued("the broker connection was lost (" + why + ") before it started", now,
                   /*all=*/false);
     if (done_) return;
