@@ -413,10 +413,7 @@ void Agent::loop_once() {
                             std::to_string(cfg_.connect_timeout_s) +
                             " s (not an AMQP broker, or one that does not answer)",
                   now);
-    if (link_ == Link::Open && open_since_ && now - open_since_ >= kHealthyMs) {
-        link_backoff_.reset();
-        open_since_ = 0;
-    }
+    reset_backoff_if_healthy(now);
 
     for (JobResult& r : sup_.take_finished()) on_job_finished(r, now);
 
