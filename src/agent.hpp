@@ -199,8 +199,10 @@ private:
     uint16_t pub_ch_ = 0, cons_ch_ = 0, ping_ch_ = 0;
     bool pub_ready_ = false;
     // The publishing channel closed by the broker (a message it refused):
-    // opened again after a backoff that a confirm resets, never at once.
-    Backoff pub_backoff_{100, 30000};
+    // opened again after a backoff that a confirm resets, never at once;
+    // capped at 10 s, as reconnects are by default: the refusal may be a
+    // permission that an operator restores.
+    Backoff pub_backoff_{100, 10000};
     uint64_t pub_retry_at_ = 0;        // 0 = none scheduled
     uint64_t broker_max_message_ = 0;  // learned from a refusal; 0 = unknown
     bool consuming_ = false;            // serving: the request consumer is up (see ping_ready_)
@@ -208,7 +210,7 @@ private:
     // Ping consumer up, or its channel failed once on this connection:
     // start-up waits for one or the other, not for pings that cannot be.
     bool ping_ready_ = false;
-    Backoff ping_backoff_{500, 30000};
+    Backoff ping_backoff_{500, 10000};
     uint64_t ping_up_since_ = 0;       // ping consumer up since (0: not up)
     uint64_t ping_retry_at_ = 0;       // 0 = none scheduled
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
