@@ -190,30 +190,27 @@ void mode_startup(const Options& o) {
     open_monitor(mon, o, {"ur.startup.#", "bench.floor.#"});
     std::string base = fresh_dir(o, "startup");
     std::vector<double> agent_ms, floor_ms, setup_ms, request_ms, rss_kib, anon_kib, compare_ms;
+    // One floor run, in ms: exec publish-once (with --agent-setup SETUP
+    // unless empty) -> its message arrives.
+    auto floor_once = [&](const std::string& setup, int i) {
+        std::string key = "bench.floor." + (setup.empty() ? "" : setup + ".") + std::to_string(i);
+        std::vector<std::string> argv{o.self, "publish-once", "--port", std::to_string(o.port),
+                                      "--key", key};
+        if (!setup.empty()) argv.insert(argv.end(), {"--agent-setup", setup});
+        uint64_t t0 = now_ns();
+        pid_t p = spawn(argv);
+        if (p < 0 || !await_key(mon, key, 20000)) die("floor publish " + key + " did not arrive");
+        double ms = ms_since(t0);
+        int st;
+        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
+        return ms;
+    };
     for (int i = 0; i < runs; ++i) {
         // Floor first and agent second in each round, so that both see the
         // same machine noise.
-        std::string key = "bench.floor." + std::to_string(i);
-        uint64_t t0 = now_ns();
-        pid_t p = spawn({o.self, "publish-once", "--port", std::to_string(o.port), "--key", key});
-        if (p < 0 || !await_key(mon, key, 20000)) die("floor publish " + key + " did not arrive");
-        floor_ms.push_back(ms_since(t0));
-        int st;
-        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
-        key = "bench.floor.setup." + std::to_string(i);
-        t0 = now_ns();
-        p = spawn({o.self, "publish-once", "--port", std::to_string(o.port), "--key", key,
-                   "--agent-setup", "1"});
-        if (p < 0 || !await_key(mon, key, 20000)) die("floor publish " + key + " did not arrive");
-        setup_ms.push_back(ms_since(t0));
-        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
-        key = "bench.floor.request." + std::to_string(i);
-        t0 = now_ns();
-        p = spawn({o.self, "publish-once", "--port", std::to_string(o.port), "--key", key,
-                   "--agent-setup", "request"});
-        if (p < 0 || !await_key(mon, key, 20000)) die("floor publish " + key + " did not arrive");
-        request_ms.push_back(ms_since(t0));
-        while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
+        floor_ms.push_back(floor_once("", i));
+        setup_ms.push_back(floor_once("1", i));
+        request_ms.push_back(floor_once("request", i));
 
         // --compare: the other build's start-up in the same round, first
         // in every other round, so that both see the same noise and drift.
@@ -230,7 +227,7 @@ void mode_startup(const Options& o) {
         };
         if (!o.compare.empty() && i % 2 == 1) compare();
         std::string dir = base + "/run" + std::to_string(i);
-        t0 = now_ns();
+        uint64_t t0 = now_ns();
         AgentProc a = start_agent(o, dir, {});
         if (!await_key(mon, "ur.startup." + a.uuid, 20000))
             die("no ur.startup from the agent; see " + dir + "/agent.log");
