@@ -7,7 +7,7 @@ import re
 import signal
 import time
 
-from urharness import WRAPPER, AgentTestCase, alive, wait_until
+from urharness import WRAPPER, AgentTestCase, alive, wait_until, write_executable
 
 # What sh itself may add to an otherwise empty environment (dash: PWD;
 # bash: PWD, SHLVL, _, OLDPWD).
@@ -175,10 +175,8 @@ class Execute(AgentTestCase):
 
     def test_file_type_with_args(self):
         path = self.path("tool.sh")
-        with open(path, "w") as f:
-            f.write('#!/bin/sh\nprintf "%s|" "$@"; echo; echo err >&2; '
-                    'exit 7\n')
-        os.chmod(path, 0o755)
+        write_executable(path, '#!/bin/sh\nprintf "%s|" "$@"; echo; echo err >&2; '
+                               'exit 7\n')
         r = self.client.execute_file(self.uuid, path, ["x y", "ü"], env={})
         self.assertReply(r, 7, "x y|ü|\n", "err\n")
 
@@ -193,9 +191,7 @@ class Execute(AgentTestCase):
         self.assertReply(r, 0, "a b c\n", "")
         d = self.path("bin")
         os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "ur-tool"), "w") as f:
-            f.write('#!/bin/sh\necho "tool $1"\n')
-        os.chmod(os.path.join(d, "ur-tool"), 0o755)
+        write_executable(os.path.join(d, "ur-tool"), '#!/bin/sh\necho "tool $1"\n')
         r = self.client.execute_file(self.uuid, "ur-tool", ["x"],
                                      env={"PATH": "/nonexistent:" + d})
         self.assertReply(r, 0, "tool x\n", "")
@@ -419,9 +415,7 @@ class Reboot(AgentTestCase):
     def test_exit_113_replies_0_then_runs_reboot_cmd(self):
         flag = self.path("rebooted")
         cmd = self.path("reboot.sh")
-        with open(cmd, "w") as f:
-            f.write("#!/bin/sh\necho called \"$@\" >> %s\n" % flag)
-        os.chmod(cmd, 0o755)
+        write_executable(cmd, "#!/bin/sh\necho called \"$@\" >> %s\n" % flag)
         a = self.start_agent(args=["--reboot-cmd", cmd + " now"])
         r = self.client.execute(a.uuid, "#!/bin/sh\necho rebooting\nexit 113\n",
                                 env={})
@@ -435,11 +429,9 @@ class Reboot(AgentTestCase):
         # again (once rebooting was under way, never twice).
         calls = self.path("calls")
         cmd = self.path("reboot.sh")
-        with open(cmd, "w") as f:
-            f.write("#!/bin/sh\necho x >> %s\n"
-                    "[ $(wc -l < %s) -ge 2 ] || { echo no way >&2; exit 1; }\n"
-                    % (calls, calls))
-        os.chmod(cmd, 0o755)
+        write_executable(cmd, "#!/bin/sh\necho x >> %s\n"
+                              "[ $(wc -l < %s) -ge 2 ] || { echo no way >&2; exit 1; }\n"
+                              % (calls, calls))
         a = self.start_agent(args=["--reboot-cmd", cmd])
 
         def ran():

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from urharness import WRAPPER, AgentTestCase, alive, wait_until
+from urharness import WRAPPER, AgentTestCase, alive, wait_until, write_executable
 
 MIB = 1024 * 1024
 
@@ -457,9 +457,7 @@ class HostileScripts(AgentTestCase):
         d = self.path("dir with spaces ü")
         os.mkdir(d)
         path = os.path.join(d, "prog ☃ 𝄞 ünï.sh")
-        with open(path, "w") as f:
-            f.write('#!/bin/sh\nprintf "%s|" "$0" "$@"\n')
-        os.chmod(path, 0o755)
+        write_executable(path, '#!/bin/sh\nprintf "%s|" "$0" "$@"\n')
         r = self.client.execute_file(self.uuid, path, ["a b", "ç"], env={})
         self.assertReply(r, 0, "%s|a b|ç|" % path, "")
         self.assertUnaffected()

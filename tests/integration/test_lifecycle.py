@@ -13,7 +13,7 @@ import time
 
 from npm_fixtures import find_bunyan
 from urharness import (BUNYAN_FIELDS, AgentTestCase, make_sysinfo,
-                       rabbitmqctl, random_token, wait_until)
+                       rabbitmqctl, random_token, wait_until, write_executable)
 
 
 def is_startup(uuid):
@@ -93,9 +93,7 @@ class Startup(AgentTestCase):
         src = self.path("sysinfo-src.json")
         with open(src, "w") as f:
             json.dump(info, f)
-        with open(cmd, "w") as f:
-            f.write("#!/bin/sh\n/bin/cat %s\n" % src)
-        os.chmod(cmd, 0o755)
+        write_executable(cmd, "#!/bin/sh\n/bin/cat %s\n" % src)
         self.start_agent(sysinfo=info, sysinfo_cmd=cmd, wait=False)
         m = self.client.wait_message(is_startup(info["UUID"]),
                                      what="ur.startup with --sysinfo-cmd")
@@ -110,9 +108,7 @@ class Startup(AgentTestCase):
         src, flag, cmd = self.path("si.json"), self.path("si.flag"), self.path("si.sh")
         with open(src, "w") as f:
             json.dump(info, f)
-        with open(cmd, "w") as f:
-            f.write("#!/bin/sh\nif [ -e %s ]; then %s; fi\n/bin/cat %s\n" % (flag, then, src))
-        os.chmod(cmd, 0o755)
+        write_executable(cmd, "#!/bin/sh\nif [ -e %s ]; then %s; fi\n/bin/cat %s\n" % (flag, then, src))
         a = self.start_agent(sysinfo=info, sysinfo_cmd=cmd)
         # The read made on connecting is done (its ur.sysinfo is out): the
         # next read is one the test makes, after the flag.
@@ -139,9 +135,7 @@ class Startup(AgentTestCase):
         # The node cannot take part until its first sysinfo: a hung command
         # left the log at "ur-agent starting" for the whole 120 s.
         cmd = self.path("hung.sh")
-        with open(cmd, "w") as f:
-            f.write("#!/bin/sh\nexec /bin/sleep 300\n")
-        os.chmod(cmd, 0o755)
+        write_executable(cmd, "#!/bin/sh\nexec /bin/sleep 300\n")
         a = self.new_agent(sysinfo_cmd=cmd)
         t0 = time.monotonic()
         a.start()

@@ -10,7 +10,7 @@ import time
 
 import pika
 
-from urharness import (ISO8601_UTC, WAIT, AgentTestCase, Client, FakeBrokerTestCase,
+from urharness import (ISO8601_UTC, WAIT, AgentTestCase, FakeBrokerTestCase,
                        make_sysinfo, rabbitmqctl, random_token, raw_publish, wait_until)
 
 

@@ -21,7 +21,7 @@ import time
 import pika
 
 from urharness import (FakeBrokerTestCase, WAIT, random_token, wait_until,
-                       wall_of)
+                       wall_of, write_executable)
 
 # Bytes a held script prints: UTF-8, JSON-escaped characters, a long line.
 PAYLOAD = ("tr\u00e8s \"quoted\" back\\slash\ttab \u2603\n" + "0123456789" * 300
@@ -637,9 +637,7 @@ class Resilience(FakeBrokerTestCase):
         # reply is confirmed").
         flag = self.path("rebooted")
         cmd = self.path("reboot.sh")
-        with open(cmd, "w") as f:
-            f.write("#!/bin/sh\necho called >> %s\n" % flag)
-        os.chmod(cmd, 0o755)
+        write_executable(cmd, "#!/bin/sh\necho called >> %s\n" % flag)
         b, a = self.up(args=("--reboot-cmd", cmd))
         b.cmd("confirm-delay 60000")
         req = self.send(b, a, "#!/bin/sh\necho bye\nexit 113\n")

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import unittest
 
-from urharness import AGENT, AgentTestCase, wait_until
+from urharness import AGENT, AgentTestCase, wait_until, write_executable
 
 
 def kill_quietly(pid):
@@ -134,9 +134,7 @@ class PrintSysinfo(AgentTestCase):
 
     def command(self, body):
         path = self.path("sysinfo.sh")
-        with open(path, "w") as f:
-            f.write("#!/bin/sh\n" + body + "\n")
-        os.chmod(path, 0o755)
+        write_executable(path, "#!/bin/sh\n" + body + "\n")
         return print_sysinfo("--sysinfo-cmd", path)
 
     def refused(self, r, why):
@@ -174,9 +172,7 @@ class PrintSysinfo(AgentTestCase):
         # enforce its 120 s any more.
         pidfile = self.path("cmd.pid")
         path = self.path("hung.sh")
-        with open(path, "w") as f:
-            f.write("#!/bin/sh\necho $$ > %s\nexec /bin/sleep 300\n" % pidfile)
-        os.chmod(path, 0o755)
+        write_executable(path, "#!/bin/sh\necho $$ > %s\nexec /bin/sleep 300\n" % pidfile)
         p = subprocess.Popen([AGENT, "--print-sysinfo", "--sysinfo-cmd", path],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -199,9 +195,7 @@ class PrintSysinfo(AgentTestCase):
         # Inherited SIG_IGN for SIGCHLD: the kernel reaped the command and
         # its status was "lost".
         path = self.path("ok.sh")
-        with open(path, "w") as f:
-            f.write("#!/bin/sh\necho '{\"UUID\": \"u1\"}'\n")
-        os.chmod(path, 0o755)
+        write_executable(path, "#!/bin/sh\necho '{\"UUID\": \"u1\"}'\n")
         r = subprocess.run([AGENT, "--print-sysinfo", "--sysinfo-cmd", path],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
                            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))

@@ -110,6 +110,14 @@ def rabbitmqctl(*args, check=True):
     return p.stdout.decode(errors="replace")
 
 
+def write_executable(path, text):
+    """Writes text to path as a program (mode 0755): a script for the agent
+    to run by its path, a --sysinfo-cmd, a --reboot-cmd."""
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+
+
 def wait_until(cond, timeout=WAIT, what="condition", interval=0.05):
     """Polls cond() until it returns a true value (returned) or timeout
     seconds pass (AssertionError naming what)."""
