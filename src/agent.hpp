@@ -216,6 +216,7 @@ private:
     uint64_t ping_ack_upto_ = 0;       // ping deliveries to ack at the end of the pass
     bool ping_shared_ = false;         // no third channel: pings on cons_ch_
     bool ping_parked_ = false;         // no ping consumer while the request queue is locked out
+    bool pings_down_ = false;          // the ping consumer failed; said when it is back
     // The broker denies transient non-exclusive queues (RabbitMQ 4.3+):
     // the ping queue is declared exclusive, for the life of the process.
     bool ping_exclusive_ = false;

@@ -236,6 +236,11 @@ void Agent::handle_events(uint64_t now) {
             if (ev.channel == pub_ch_) pub_ready_ = true;
             break;
         case amqp::EventKind::ConsumeOk:
+            if (ev.consumer_tag == kPingTag && pings_down_ &&
+                (ev.channel == ping_ch_ || ev.channel == cons_ch_)) {
+                pings_down_ = false;
+                log::info("answering pings again", {{"queue", field(ping_queue_name(id_))}});
+            }
             if (ev.channel == cons_ch_ && ev.consumer_tag == kPingTag) {
                 ping_ready_ = true;  // shared with the request channel
             } else if (ev.channel == cons_ch_) {
@@ -245,8 +250,6 @@ void Agent::handle_events(uint64_t now) {
                     setup_ping();
                 }
             } else if (ev.channel == ping_ch_) {
-                if (ping_backoff_.attempts() > 0)
-                    log::info("answering pings again", {{"queue", field(ping_queue_name(id_))}});
                 ping_ready_ = true;
                 // The backoff starts over once pings have been served a
                 // while (the channel closing then), not at once: a broker
@@ -290,6 +293,7 @@ void Agent::handle_events(uint64_t now) {
                 (ev.channel == ping_ch_ || (ping_shared_ && ev.channel == cons_ch_))) {
                 // The ping queue went: declared and consumed again on its
                 // channel.
+                pings_down_ = true;
                 consume_ping_queue(ev.channel);
             } else if (ev.channel == cons_ch_ && conn_) {
                 // Start over on a fresh channel: the request queue is gone,
@@ -349,6 +353,7 @@ void Agent::handle_events(uint64_t now) {
                 // with other flags, say) costs pings only: requests go on.
                 // Start-up is announced without it rather than never.
                 ping_ch_ = 0;
+                pings_down_ = true;
                 ping_bind_due_ = false;
                 ping_ack_upto_ = 0;
                 ping_ready_ = true;
@@ -357,9 +362,9 @@ void Agent::handle_events(uint64_t now) {
                 uint64_t delay = learnt ? 0 : ping_backoff_.next(random32());
                 ping_retry_at_ = now + delay;
                 // Said at the first failure and then about once an hour (at
-                // the 30 s cap), not at every retry of a lasting refusal.
+                // the 10 s cap), not at every retry of a lasting refusal.
                 unsigned attempt = ping_backoff_.attempts();
-                log::write(attempt == 1 || attempt % 120 == 0 ? log::Level::Warn : log::Level::Debug,
+                log::write(attempt == 1 || attempt % 360 == 0 ? log::Level::Warn : log::Level::Debug,
                            "the broker closed the ping channel; pings go unanswered until it "
                            "is set up again",
                            {{"queue", field(ping_queue_name(id_))},

@@ -305,6 +305,14 @@ class Resilience(FakeBrokerTestCase):
             self.assertEqual((r.get("exit_status"), r.get("stdout")), (0, "waited %d\n" % i), r)
         self.assertEqual(a.count_log("serving requests"), serving0)
         self.assertEqual(a.count_log("lost the broker connection"), 0)
+        # The recovery is said, once (review: nothing said it; and after a
+        # ping channel failure it was said again at every reconnect).
+        a.wait_log_n("answering pings again", 1)
+        b.cmd("drop-now")
+        a.wait_log_n("serving requests", serving0 + 1)
+        b.cmd("publish amq.topic ur.ping.%s %s" % (a.uuid, json.dumps({"client_id": "t", "id": "p2"})))
+        self.assertTrue(b.wait_count("ur.ackt.%s" % a.uuid, 2).startswith("ok"))
+        self.assertEqual(a.count_log("answering pings again"), 1)
 
     def test_a_broker_with_two_channels_gets_pings_on_the_request_channel(self):
         # The ping queue has its own channel; a broker whose channel_max
