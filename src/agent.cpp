@@ -413,7 +413,6 @@ void Agent::loop_once() {
                             std::to_string(cfg_.connect_timeout_s) +
                             " s (not an AMQP broker, or one that does not answer)",
                   now);
-    reset_backoff_if_healthy(now);
 
     for (JobResult& r : sup_.take_finished()) on_job_finished(r, now);
 

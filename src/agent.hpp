@@ -128,7 +128,6 @@ private:
     void warn_memory_limit();
     void fit_fd_limit();
     void answer_leftovers(uint64_t now);
-    void reset_backoff_if_healthy(uint64_t now);
     void answer_queued(const std::string& why, uint64_t now, bool all);
     void expire_queued(uint64_t now);
     // False when it could not start for want of resources: q is left as

@@ -85,20 +85,13 @@ uint64_t Agent::max_body_size() const {
     return kMaxRequestBytes;
 }
 
-// A connection open kHealthyMs ends the outage before it: the next one's
-// backoff starts from the base delay.  Checked on each pass of the loop
-// and when the link goes down, as nothing may have woken the loop past
-// the mark before the loss (no heartbeats, no timers).
-void Agent::reset_backoff_if_healthy(uint64_t now) {
-    if (link_ == Link::Open && open_since_ && now - open_since_ >= kHealthyMs) {
-        link_backoff_.reset();
-        open_since_ = 0;
-    }
-}
-
 void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool retry_at_once) {
-    reset_backoff_if_healthy(now);
     bool was_open = link_ == Link::Open;
+    // A connection open kHealthyMs ended the outage before it: this loss
+    // starts the backoff over from its base delay.  Decided here, where the
+    // backoff is used, rather than on some later pass of the loop that
+    // nothing may wake in time (no heartbeats, no timers).
+    if (was_open && now - open_since_ >= kHealthyMs) link_backoff_.reset();
     if (fd_ >= 0) {
         close(fd_);
         fd_ = -1;
