@@ -334,6 +334,7 @@ uint64_t Agent::next_deadline() const {
     at(sysinfo_next_at_);
     at(sysinfo_slow_at_);
     if (reboot_pending_) at(reboot_at_);
+    at(reboot_retry_at_);
     // Only when it could go: due and held back (blocked, no channel, the
     // in-flight bound) it would make every poll() return at once.
     if (conn_ && pub_ready_ && !blocked_ && outbox_.may_publish()) at(outbox_.next_due());
@@ -443,6 +444,7 @@ void Agent::loop_once() {
                   {{"grace_ms", json::Value(int64_t(kRebootGraceMs))}});
         reboot(now);
     }
+    if (reboot_retry_at_ && now >= reboot_retry_at_) reboot(now);
 
     answer_late_broadcasts(now);
     if (sysinfo_slow_at_ && now >= sysinfo_slow_at_) {
@@ -484,16 +486,31 @@ void Agent::drain_self_pipe() {
 
 void Agent::reboot(uint64_t now) {
     reboot_pending_ = false;
+    reboot_retry_at_ = 0;
     if (rebooted_) return;
-    rebooted_ = true;
-    log::info("running the reboot command", {{"command", field(cfg_.reboot_cmd)}});
     JobSpec spec;
     spec.id = std::string(kRebootJob) + std::to_string(++job_counter_);
     spec.kind = JobSpec::Kind::File;
     spec.script = "/bin/sh";
     spec.args = {"-c", cfg_.reboot_cmd};
     spec.timeout_ms = 0;
-    sup_.start(std::move(spec), now);
+    std::string why;
+    if (sup_.try_start(spec, now, why) == Supervisor::Start::Short) {
+        // Short of processes (a fork bomb at the process limit), memory or
+        // fds: the node was asked to reboot, and those come back by
+        // themselves, so it is tried again every second for as long as the
+        // shortage lasts (said once a minute), not dropped.
+        reboot_retry_at_ = now + kRebootRetryMs;
+        if (!reboot_short_said_ || now - reboot_short_said_ >= kRebootShortSayMs) {
+            reboot_short_said_ = now;
+            log::warn("cannot start the reboot command for now; trying again every second",
+                      {{"command", field(cfg_.reboot_cmd)}, {"error", field(why)}});
+        }
+        return;
+    }
+    rebooted_ = true;
+    reboot_short_said_ = 0;
+    log::info("running the reboot command", {{"command", field(cfg_.reboot_cmd)}});
 }
 
 void Agent::begin_shutdown(uint64_t now) {

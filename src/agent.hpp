@@ -274,6 +274,8 @@ private:
     bool reboot_pending_ = false;
     uint64_t reboot_at_ = 0;            // grace deadline
     bool rebooted_ = false;
+    uint64_t reboot_retry_at_ = 0;      // the command could not start: next try, 0 = none
+    uint64_t reboot_short_said_ = 0;    // when that was last said
 
     // Shutdown
     bool stopping_ = false;

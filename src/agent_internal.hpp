@@ -26,6 +26,10 @@ inline constexpr uint64_t kSysinfoSlowMs = 10000;      // a first read this slow
 inline constexpr uint64_t kBroadcastFreshWaitMs = 2000;
 // An exit-113 reply sent this long ago and not yet confirmed: reboot anyway.
 inline constexpr uint64_t kRebootGraceMs = 10000;
+// How often a reboot command that could not start (short of processes,
+// memory or fds) is tried again, and how often that is said.
+inline constexpr uint64_t kRebootRetryMs = 1000;
+inline constexpr uint64_t kRebootShortSayMs = 60000;
 inline constexpr uint64_t kHealthyMs = 30000;      // a connection open this long resets backoff
 
 // A string from the network as a log field (bytes that are not UTF-8 escaped).

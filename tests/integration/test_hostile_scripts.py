@@ -78,6 +78,44 @@ def await_no_zombies(pid):
     wait_until(lambda: children(pid)[1] == [], timeout=15, what="zombie children reaped")
 
 
+class NobodyHog:
+    """Fills nobody's process limit: an agent run as nobody under
+    `prlimit --nproc=20` then cannot fork until stop().  (The process limit
+    binds no root with CAP_SYS_ADMIN, so the agent runs as nobody.)"""
+    NOBODY = 65534
+    as_nobody = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+    # The shell reaps its sleepers itself when told to stop: killed
+    # orphans would stay zombies, counted against the limit, until this
+    # machine's process 1 gets round to them.
+    SH = ("pids=; for i in $(seq 30); do /bin/sleep 300 & pids=\"$pids $!\"; done; "
+          "trap '/bin/kill $pids; wait; exit 0' TERM; wait")
+
+    @staticmethod
+    def usable():
+        return os.geteuid() == 0 and shutil.which("setpriv") and shutil.which("prlimit") \
+            and not WRAPPER
+
+    def __init__(self, test):
+        self.hogs = []
+        test.addCleanup(self.stop)
+
+    def start(self):
+        self.hogs.append(subprocess.Popen(self.as_nobody + ["/bin/sh", "-c", self.SH],
+                                          start_new_session=True))
+        wait_until(lambda: uid_processes(self.NOBODY) >= 31, what="nobody's 30 sleepers")
+
+    def stop(self):
+        while self.hogs:
+            hog = self.hogs.pop()
+            hog.terminate()
+            try:
+                hog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(hog.pid, signal.SIGKILL)
+                hog.wait()
+        wait_until(lambda: uid_processes(self.NOBODY) <= 1, what="nobody's sleepers gone")
+
+
 class HostileScripts(AgentTestCase):
 
     max_output = 5 * MIB  # the agent's default --max-output
@@ -326,6 +364,15 @@ class HostileScripts(AgentTestCase):
                          what="the warning at start")
         self.assertEqual((rec.get("limit"), rec.get("needed")), (64, 184), rec)
 
+    def start_nobody_agent(self, args):
+        """An agent run as nobody under a process limit of 20 (NobodyHog)."""
+        os.chmod(self.tmp, 0o755)  # for nobody: its sysinfo file
+        state = os.path.join(self.tmp, "nobody-state")
+        os.mkdir(state, 0o700)
+        os.chown(state, NobodyHog.NOBODY, NobodyHog.NOBODY)
+        return self.start_agent(name="nproc", state_dir=state, args=args,
+                                prefix=NobodyHog.as_nobody + ["prlimit", "--nproc=20", "--"])
+
     def test_a_script_that_cannot_fork_waits_and_runs_once_it_can(self):
         # At the process limit (a fork bomb, a leak elsewhere) a script was
         # answered 126 at once, though processes come back by themselves.
@@ -333,45 +380,14 @@ class HostileScripts(AgentTestCase):
         # --start-retry it is answered 126 with the reason.  The process
         # limit binds no root with CAP_SYS_ADMIN: the agent runs as nobody,
         # and nobody's sleepers fill the limit.
-        if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("prlimit") \
-                or WRAPPER:
+        if not NobodyHog.usable():
             self.skipTest("needs root, setpriv and prlimit, and no wrapper")
-        nobody = 65534
-        as_nobody = ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % nobody, "--clear-groups"]
-        hogs = []
-
-        # The shell reaps its sleepers itself when told to stop: killed
-        # orphans would stay zombies, counted against the limit, until this
-        # machine's process 1 gets round to them.
-        hog_sh = ("pids=; for i in $(seq 30); do /bin/sleep 300 & pids=\"$pids $!\"; done; "
-                  "trap '/bin/kill $pids; wait; exit 0' TERM; wait")
-
-        def start_hog():
-            hogs.append(subprocess.Popen(as_nobody + ["/bin/sh", "-c", hog_sh],
-                                         start_new_session=True))
-            wait_until(lambda: uid_processes(nobody) >= 31, what="nobody's 30 sleepers")
-
-        def stop_hog():
-            while hogs:
-                hog = hogs.pop()
-                hog.terminate()
-                try:
-                    hog.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(hog.pid, signal.SIGKILL)
-                    hog.wait()
-            wait_until(lambda: uid_processes(nobody) <= 1, what="nobody's sleepers gone")
-        self.addCleanup(stop_hog)
-        os.chmod(self.tmp, 0o755)  # for nobody: its sysinfo file
-        state = os.path.join(self.tmp, "nobody-state")
-        os.mkdir(state, 0o700)
-        os.chown(state, nobody, nobody)
-        a = self.start_agent(name="nproc", state_dir=state, args=["--start-retry", "4"],
-                             prefix=as_nobody + ["prlimit", "--nproc=20", "--"])
+        hog = NobodyHog(self)
+        a = self.start_nobody_agent(args=["--start-retry", "4"])
         script = "#!/bin/sh\necho ran\n"
 
         # Short for a while: it waits, and runs once processes come back.
-        start_hog()
+        hog.start()
         req = self.client.send_execute(a.uuid, script, env={})
         rec = a.wait_log(lambda rec: rec.get("msg", "").startswith("cannot start scripts for now"),
                          what="the wait logged")
@@ -380,7 +396,7 @@ class HostileScripts(AgentTestCase):
         key = "ur.execute-reply.%s.%s" % (a.uuid, req)
         self.assertEqual(self.client.collect(lambda m: m.routing_key == key, 1.0), [],
                          "answered while nobody could fork")
-        stop_hog()
+        hog.stop()
         self.assertReply(self.client.wait_reply(a.uuid, req), 0, "ran\n")
         a.wait_log(lambda rec: rec.get("msg") == "starting scripts again",
                    what="the end of the wait logged")
@@ -389,7 +405,7 @@ class HostileScripts(AgentTestCase):
         # at once all within it (the wait counts from the start of the
         # shortage, not from each one's turn: the third waited three times
         # as long), and one sent later, the shortage still on, at once.
-        start_hog()
+        hog.start()
         t0 = time.monotonic()
         reqs = [self.client.send_execute(a.uuid, script, env={}) for _ in range(3)]
         replies = [self.client.wait_reply(a.uuid, r) for r in reqs]
@@ -404,8 +420,47 @@ class HostileScripts(AgentTestCase):
         late = self.client.execute(a.uuid, script, env={})
         self.assertEqual(late["exit_status"], 126, late)
         self.assertLess(time.monotonic() - t0, 2.5)
-        stop_hog()
+        hog.stop()
         self.assertReply(self.client.execute(a.uuid, script, env={}), 0, "ran\n")
+
+    def test_a_reboot_command_that_cannot_fork_is_tried_until_it_can(self):
+        # A script exits 113 while nobody can fork: the reboot command was
+        # "failed" (126) at once and dropped, so the node never rebooted
+        # unless another 113 came.  It is tried again every second and
+        # runs once processes come back.
+        if not NobodyHog.usable():
+            self.skipTest("needs root, setpriv and prlimit, and no wrapper")
+        hog = NobodyHog(self)
+        out = os.path.join(self.tmp, "reboot-out")
+        os.mkdir(out)
+        os.chmod(out, 0o777)
+        flag = os.path.join(out, "rebooted")
+        a = self.start_nobody_agent(args=["--reboot-cmd", "echo called > " + flag])
+        # The script waits on a FIFO (the shell's read forks nothing), so
+        # that it exits 113 only once the process limit is full.
+        fifo = os.path.join(out, "go")
+        os.mkfifo(fifo)
+        os.chmod(fifo, 0o666)
+        req = self.client.send_execute(a.uuid, "#!/bin/sh\nread x < %s\nexit 113\n" % fifo,
+                                       env={})
+        a.wait_log(lambda rec: rec.get("msg") == "execute request", what="the request")
+        hog.start()
+        with open(fifo, "w") as f:  # blocks until the script opens it
+            f.write("go\n")
+        self.assertReply(self.client.wait_reply(a.uuid, req), 0)
+        rec = a.wait_log(lambda rec: rec.get("msg", "").startswith(
+            "cannot start the reboot command for now"), what="the retry logged")
+        self.assertEqual(rec.get("error"), "fork: Resource temporarily unavailable")
+        time.sleep(1.5)
+        self.assertFalse(os.path.exists(flag), "the reboot command ran while nobody could fork")
+        self.assertFalse([r for r in a.logs() if r.get("msg", "").startswith(
+            "the reboot command failed")], "the shortage was taken for the command's failure")
+        hog.stop()
+        wait_until(lambda: os.path.exists(flag), what="the reboot command run")
+        a.wait_log(lambda rec: rec.get("msg") == "running the reboot command",
+                   what="the start logged")
+        self.assertEqual(a.count_log("cannot start the reboot command for now; trying again "
+                                     "every second"), 1)
 
     def test_a_work_dir_on_a_noexec_mount_is_said_at_start_and_in_each_reply(self):
         # /tmp mounted noexec (common hardening) made every script fail with
