@@ -59,6 +59,35 @@ long open_max() {
     return max;
 }
 
+#if defined(__sun)
+int note_highest_fd(void* highest, int fd) {
+    int* h = static_cast<int*>(highest);
+    if (fd > *h)
+        *h = fd;
+    return 0;
+}
+#endif
+
+// Where a child's closing of inherited fds one by one may stop (no
+// closefrom()): the open-file limit.  On illumos, under a high limit (an
+// SMF method's ulimit -n 65536), a vfork() child closing that many would
+// hold the agent suspended for milliseconds on every script, so the
+// bound is one past the highest fd open now, found here in the parent by
+// fdwalk() (it reads /proc/self/fd and allocates, which the child, in our
+// memory, must not).  The agent is single-threaded: nothing opens an fd
+// between this and the child.
+long close_bound() {
+    long max = open_max();
+#if defined(__sun)
+    if (max > 1024) {
+        int highest = -1;
+        if (::fdwalk(note_highest_fd, &highest) == 0 && highest >= 0 && highest < max)
+            return long(highest) + 1;
+    }
+#endif
+    return max;
+}
+
 void close_fd(int& fd) {
     if (fd >= 0)
         ::close(fd);
@@ -700,7 +729,7 @@ bool spawn(const std::string& path, const std::vector<std::string>& args,
     mem->plan = ChildPlan{mem->file, path.size(), mem->search,
                           mem->argv.data(), sh_fallback ? mem->sh_argv.data() : nullptr,
                           envp, devnull, out[1], errp[1], rep[1],
-                          borrow ? &exec_err : nullptr, open_max()};
+                          borrow ? &exec_err : nullptr, close_bound()};
     pid_t pid;
     switch (mode) {
 #ifdef UR_SPAWN_SHARE

@@ -528,6 +528,12 @@ std::string signal_name(int signo) {
     };
     for (const auto& e : table)
         if (e.no == signo) return e.name;
+#if defined(__sun)
+    // illumos' own (SIGFREEZE, SIGXRES, SIGRTMIN+1, ...): its sig2str()
+    // names them without the "SIG".
+    char name[SIG2STR_MAX];
+    if (::sig2str(signo, name) == 0) return std::string("SIG") + name;
+#endif
     return "SIG" + std::to_string(signo);
 }
 
