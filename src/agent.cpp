@@ -176,20 +176,28 @@ bool Agent::setup(std::string& error) {
     return true;
 }
 
+json::Value broker_list(const std::vector<BrokerAddress>& brokers) {
+    json::Value list = json::Value::array();
+    for (const BrokerAddress& b : brokers) {
+        bool v6 = b.host.find(':') != std::string::npos;
+        list.push_back(field((v6 ? "[" + b.host + "]" : b.host) + ":" + std::to_string(b.port)));
+    }
+    return list;
+}
+
 int Agent::run() {
     memory::tune();
     // Said first, before anything about the state directory (or a wait
     // for its lock) that an operator reads in its light.
-    json::Value brokers = json::Value::array();
-    for (const BrokerAddress& b : cfg_.brokers) {
-        bool v6 = b.host.find(':') != std::string::npos;
-        brokers.push_back(field((v6 ? "[" + b.host + "]" : b.host) + ":" + std::to_string(b.port)));
-    }
     log::info("ur-agent starting", {{"version", UR_VERSION},
-                                    {"brokers", std::move(brokers)},
+                                    {"brokers", broker_list(cfg_.brokers)},
                                     {"login", field(cfg_.login)},
                                     {"vhost", field(cfg_.vhost)},
                                     {"state_dir", field(cfg_.state_dir)}});
+    if (cfg_.reconnect_max_ms < 100)
+        log::warn("--reconnect-max-ms under 100 is for tests: a broker that refuses us is "
+                  "tried again up to every few milliseconds, each failure logged",
+                  {{"reconnect_max_ms", json::Value(int64_t(cfg_.reconnect_max_ms))}});
     // The flags first: use_builtin_sysinfo() is an access(2) of the command.
     if (!(cfg_.datacenter.empty() && cfg_.admin_nic.empty() && cfg_.admin_nic_tag.empty()) &&
         !use_builtin_sysinfo(cfg_))

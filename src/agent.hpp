@@ -159,6 +159,7 @@ private:
     void send_sysinfo_heartbeat(uint64_t now);
     // Reboot and shutdown
     void reboot(uint64_t now);
+    void adopt_boot_broker(const json::Value& sysinfo);
     void begin_shutdown(uint64_t now);
     void repeat_shutdown(uint64_t now);
     uint64_t grace_end() const;

@@ -35,4 +35,7 @@ inline constexpr uint64_t kHealthyMs = 30000;      // a connection open this lon
 // A string from the network as a log field (bytes that are not UTF-8 escaped).
 inline json::Value field(const std::string& s) { return json::Value(json::string_from_bytes(s)); }
 
+// The broker addresses as a log field: ["host:port", "[v6]:port"].
+json::Value broker_list(const std::vector<BrokerAddress>& brokers);
+
 }  // namespace ur

@@ -197,6 +197,27 @@ void Agent::answer_late_broadcasts(uint64_t now) {
     }
 }
 
+// A Triton compute node learns its broker from the boot parameter
+// `rabbitmq` (sysinfo's "Boot Parameters"), as the original agent did:
+// taken before the first connect when the configuration names no broker.
+void Agent::adopt_boot_broker(const json::Value& sysinfo) {
+    const json::Value* params = sysinfo.find("Boot Parameters");
+    const json::Value* spec = params && params->is_object() ? params->find("rabbitmq") : nullptr;
+    if (!spec) return;
+    bool used = false;
+    std::string error = "not a string";
+    if (!spec->is_string() || !apply_boot_rabbitmq(spec->as_string(), cfg_, used, error)) {
+        log::warn("the boot parameter rabbitmq is malformed; ignored",
+                  {{"error", field(error)}, {"brokers", broker_list(cfg_.brokers)}});
+        return;
+    }
+    if (used)
+        log::info("broker from the boot parameter rabbitmq (no --broker, AMQP_HOST or config "
+                  "file broker)",
+                  {{"brokers", broker_list(cfg_.brokers)}, {"login", field(cfg_.login)},
+                   {"vhost", field(cfg_.vhost)}});
+}
+
 void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read_error, uint64_t now) {
     sysinfo_slow_said_ = false;
     json::Value v;
@@ -231,6 +252,7 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
         sysinfo_backoff_.reset();
         log::info("node identity", {{"uuid", field(id_.uuid)}, {"admin_mac", field(id_.mac)},
                                     {"node_hostname", field(id_.hostname)}});
+        adopt_boot_broker(v);
         reconnect_at_ = now;
         answer_leftovers(now);
     } else if (id.uuid != id_.uuid) {

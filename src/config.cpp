@@ -38,7 +38,10 @@ std::string usage_text() {
         "headnode sends, replying with exit status, stdout and stderr.\n"
         "\n"
         "Broker (the environment variables AMQP_HOST, AMQP_PORT, AMQP_LOGIN,\n"
-        "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them):\n"
+        "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them.  When\n"
+        "none of them, nor --config, names a broker, the sysinfo boot parameter\n"
+        "rabbitmq=LOGIN:PASSWORD:HOST:PORT (Triton's, for compute nodes) does,\n"
+        "with its login and password where those are not set either):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
         "                          brokers of a cluster, tried in turn; a PORT left\n"
         "                          out is $AMQP_PORT or 5672, an IPv6 address with a\n"
@@ -53,8 +56,8 @@ std::string usage_text() {
         "                          SECS (default 10)\n"
         "  --reconnect-max-ms MS   the longest wait between connect attempts: the\n"
         "                          backoff starts at 100 ms and doubles up to it\n"
-        "                          (default 10000, at most 30000; 0, at once, is for\n"
-        "                          tests)\n"
+        "                          (default 10000, from 1 to 30000; under 100 is for\n"
+        "                          tests, and warned about)\n"
         "\n"
         "Node:\n"
         "  --sysinfo-cmd PATH      program printing the sysinfo JSON (default\n"
@@ -247,6 +250,15 @@ bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
             error = "missing host in broker address '" + item + "'";
             return false;
         }
+        // "10.0.0.1 10.0.0.2" (a list written with blanks): no host name has
+        // a blank or a control character, and it would only fail to
+        // resolve, at every attempt.
+        for (unsigned char c : addr.host)
+            if (c <= ' ' || c == 0x7f) {
+                error = "broker address '" + item + "' has a blank or control character in its "
+                        "host (a list of brokers is separated by commas)";
+                return false;
+            }
         if (!port_text.empty()) {
             uint64_t p;
             if (!parse_uint(port_text.c_str(), 65535, p) || p == 0) {
@@ -260,6 +272,46 @@ bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
         if (comma == spec.size()) break;
     }
     out = std::move(list);
+    return true;
+}
+
+bool apply_boot_rabbitmq(const std::string& spec, Config& cfg, bool& used, std::string& error) {
+    used = false;
+    std::vector<std::string> part;
+    for (size_t from = 0;;) {
+        size_t colon = spec.find(':', from);
+        part.push_back(spec.substr(from, colon == std::string::npos ? colon : colon - from));
+        if (colon == std::string::npos) break;
+        from = colon + 1;
+    }
+    if (part.size() != 4 && part.size() != 5) {
+        error = "expected LOGIN:PASSWORD:HOST:PORT, got " + std::to_string(part.size()) +
+                " part" + (part.size() == 1 ? "" : "s");
+        return false;
+    }
+    uint16_t port = 5672;
+    if (!part[3].empty()) {
+        uint64_t v;
+        if (!parse_uint(part[3].c_str(), 65535, v) || v == 0) {
+            error = "not a port number: '" + part[3] + "'";
+            return false;
+        }
+        port = uint16_t(v);
+    }
+    std::vector<BrokerAddress> brokers;
+    if (!parse_brokers(part[2].empty() ? "localhost" : part[2], brokers, error)) return false;
+    if (brokers.size() != 1 || brokers[0].port_given) {
+        error = "HOST must be one host name or IPv4 address: '" + part[2] + "'";
+        return false;
+    }
+    if (cfg.broker_given) return true;
+    used = true;
+    brokers[0].port = port;
+    brokers[0].port_given = true;
+    cfg.brokers = std::move(brokers);
+    if (!cfg.login_given && !part[0].empty()) cfg.login = part[0];
+    if (!cfg.password_given && !part[1].empty()) cfg.password = part[1];
+    if (part.size() == 5 && !cfg.vhost_given && !part[4].empty()) cfg.vhost = part[4];
     return true;
 }
 
@@ -290,15 +342,19 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
             error = "--broker: " + error;
             return false;
         }
+        cfg.broker_given = true;
     } else if (name == "--login") {
         if (!nonempty()) return false;
         cfg.login = value;
+        cfg.login_given = true;
     } else if (name == "--password-file") {
         if (!nonempty()) return false;
         password_file = value;
+        cfg.password_given = true;
     } else if (name == "--vhost") {
         if (!nonempty()) return false;
         cfg.vhost = value;
+        cfg.vhost_given = true;
     } else if (name == "--heartbeat") {
         if (!number(65535, n)) return false;
         cfg.heartbeat_s = unsigned(n);
@@ -306,7 +362,7 @@ bool apply_flag(const std::string& name, const std::string& value, Config& cfg,
         if (!number(3600, n, 1)) return false;
         cfg.connect_timeout_s = unsigned(n);
     } else if (name == "--reconnect-max-ms") {
-        if (!number(30000, n)) return false;
+        if (!number(30000, n, 1)) return false;
         cfg.reconnect_max_ms = n;
     } else if (name == "--sysinfo-cmd") {
         if (!nonempty()) return false;
@@ -501,16 +557,26 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
         }
         port = uint16_t(v);
     }
-    if (env_host && *env_host && !parse_brokers(env_host, cfg.brokers, error)) {
-        error = "AMQP_HOST: " + error;
-        return ConfigStatus::Error;
+    if (env_host && *env_host) {
+        if (!parse_brokers(env_host, cfg.brokers, error)) {
+            error = "AMQP_HOST: " + error;
+            return ConfigStatus::Error;
+        }
+        cfg.broker_given = true;
     }
-    if (const char* v = getenv("AMQP_LOGIN"); v && *v) cfg.login = v;
+    if (const char* v = getenv("AMQP_LOGIN"); v && *v) {
+        cfg.login = v;
+        cfg.login_given = true;
+    }
     if (const char* v = getenv("AMQP_PASSWORD"); v && *v) {
         cfg.password = v;
         password_file.clear();
+        cfg.password_given = true;
     }
-    if (const char* v = getenv("AMQP_VHOST"); v && *v) cfg.vhost = v;
+    if (const char* v = getenv("AMQP_VHOST"); v && *v) {
+        cfg.vhost = v;
+        cfg.vhost_given = true;
+    }
 
     // Flags.
     for (int i = 1; i < argc; ++i) {

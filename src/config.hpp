@@ -22,6 +22,9 @@ struct Config {
     std::string login = "guest";
     std::string password = "guest";           // never logged
     std::string vhost = "/";
+    // Each set by a flag, the config file or AMQP_* (else the default, or
+    // Triton's boot parameter: apply_boot_rabbitmq()).
+    bool broker_given = false, login_given = false, password_given = false, vhost_given = false;
     unsigned heartbeat_s = 30;
     unsigned connect_timeout_s = 10;
     // Cap of the reconnect backoff (100 ms doubling, jittered).  10 s, as
@@ -109,6 +112,15 @@ bool read_password_file(const std::string& path, std::string& password, std::str
 // address without a port gets 5672 until apply_default_port() says otherwise.
 bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
                    std::string& error);
+
+// Triton's boot parameter `rabbitmq`, LOGIN:PASSWORD:HOST:PORT (and
+// optionally :VHOST): what CNAPI gives a compute node to find its broker,
+// and what the original agents read (through /lib/sdc/config.sh).  When
+// no broker was configured, it is the broker, with its login, password
+// and vhost for those not configured either; an empty part keeps the
+// default.  False with why when it is malformed (cfg unchanged); true,
+// `used` false, when a broker was configured.
+bool apply_boot_rabbitmq(const std::string& spec, Config& cfg, bool& used, std::string& error);
 
 // Gives `port` to every address written without one: $AMQP_PORT is the
 // default port of all of them, however they were given.

@@ -85,6 +85,14 @@ TEST_CASE("config: flags override the environment") {
     CHECK(cb.brokers[1].host == "b");
     CHECK(cb.brokers[1].port == 2);
     CHECK(parse({"--broker", "a, ,b"}, env, cb, err) == ConfigStatus::Error);
+    // A list written with blanks is refused, not resolved in vain for ever.
+    CHECK(parse({"--broker", "127.0.0.1 5791"}, env, cb, err) == ConfigStatus::Error);
+    CHECK(err == "--broker: broker address '127.0.0.1 5791' has a blank or control character "
+                 "in its host (a list of brokers is separated by commas)");
+    env.vars = {{"AMQP_HOST", "h1 h2"}};
+    CHECK(parse({}, env, cb, err) == ConfigStatus::Error);
+    CHECK(err.rfind("AMQP_HOST: broker address 'h1 h2' has a blank", 0) == 0);
+    env.vars.clear();
     // A flag missing its value does not take the next option for it.
     Config cv;
     CHECK(parse({"--reboot-cmd", "--journal-fsync"}, env, cv, err) == ConfigStatus::Error);
@@ -191,14 +199,17 @@ TEST_CASE("config: --help and --version") {
     CHECK(out.rfind("ur-agent ", 0) == 0);
 }
 
-TEST_CASE("config: --reconnect-max-ms caps the reconnect backoff, 0 to 30000, and --help says so") {
+TEST_CASE("config: --reconnect-max-ms caps the reconnect backoff, 1 to 30000, and --help says so") {
     Env env;
     Config cfg;
     std::string err;
     REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
     CHECK(cfg.reconnect_max_ms == 10000);
-    REQUIRE(parse({"--reconnect-max-ms", "0"}, env, cfg, err) == ConfigStatus::Ok);
-    CHECK(cfg.reconnect_max_ms == 0);
+    REQUIRE(parse({"--reconnect-max-ms", "1"}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK(cfg.reconnect_max_ms == 1);
+    // 0 reconnected in a loop without a pause: 38,000 attempts a second.
+    CHECK(parse({"--reconnect-max-ms", "0"}, env, cfg, err) == ConfigStatus::Error);
+    CHECK(err == "--reconnect-max-ms: expected a whole number from 1 to 30000, got '0'");
     CHECK(parse({"--reconnect-max-ms", "30001"}, env, cfg, err) == ConfigStatus::Error);
     CHECK(usage_text().find("--reconnect-max-ms MS") != std::string::npos);
 }
@@ -609,6 +620,60 @@ TEST_CASE("config: --config file, with flags beating env beating file") {
     Config c4;
     CHECK(parse({"--config", file.c_str()}, env, c4, err) == ConfigStatus::Ok);
     CHECK(c4.journal_fsync);
+}
+
+TEST_CASE("config: Triton's boot parameter rabbitmq names the broker when nothing else does") {
+    Env env;
+    Config cfg;
+    std::string err;
+    bool used = false;
+    REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
+    REQUIRE(apply_boot_rabbitmq("ur:s3cret:10.99.99.20:5673", cfg, used, err));
+    CHECK(used);
+    REQUIRE(cfg.brokers.size() == 1);
+    CHECK(cfg.brokers[0].host == "10.99.99.20");
+    CHECK(cfg.brokers[0].port == 5673);
+    CHECK(cfg.login == "ur");
+    CHECK(cfg.password == "s3cret");
+    CHECK(cfg.vhost == "/");
+    // An optional fifth part is the vhost; empty parts keep the defaults.
+    Config c2;
+    REQUIRE(parse({}, env, c2, err) == ConfigStatus::Ok);
+    REQUIRE(apply_boot_rabbitmq("::rabbitmq.example.com::v1", c2, used, err));
+    CHECK(used);
+    CHECK(c2.brokers[0].host == "rabbitmq.example.com");
+    CHECK(c2.brokers[0].port == 5672);
+    CHECK((c2.login == "guest" && c2.password == "guest" && c2.vhost == "v1"));
+    // A broker configured (flag, AMQP_HOST, file) wins; a login or
+    // password configured without a broker is kept.
+    Config c3;
+    REQUIRE(parse({"--broker", "10.0.0.1"}, env, c3, err) == ConfigStatus::Ok);
+    REQUIRE(apply_boot_rabbitmq("ur:s3cret:10.99.99.20:5673", c3, used, err));
+    CHECK_FALSE(used);
+    CHECK((c3.brokers[0].host == "10.0.0.1" && c3.login == "guest"));
+    env.vars = {{"AMQP_LOGIN", "mine"}};
+    Config c4;
+    REQUIRE(parse({}, env, c4, err) == ConfigStatus::Ok);
+    REQUIRE(apply_boot_rabbitmq("ur:s3cret:10.99.99.20:5673", c4, used, err));
+    CHECK((used && c4.login == "mine" && c4.password == "s3cret"));
+    env.vars = {{"AMQP_HOST", "envhost"}};
+    Config c5;
+    REQUIRE(parse({}, env, c5, err) == ConfigStatus::Ok);
+    REQUIRE(apply_boot_rabbitmq("ur:s3cret:10.99.99.20:5673", c5, used, err));
+    CHECK((!used && c5.brokers[0].host == "envhost"));
+    // Malformed: said, and nothing taken.
+    env.vars.clear();
+    Config c6;
+    REQUIRE(parse({}, env, c6, err) == ConfigStatus::Ok);
+    CHECK_FALSE(apply_boot_rabbitmq("10.99.99.20", c6, used, err));
+    CHECK(err == "expected LOGIN:PASSWORD:HOST:PORT, got 1 part");
+    CHECK_FALSE(apply_boot_rabbitmq("a:b:c:d:e:f", c6, used, err));
+    CHECK(err == "expected LOGIN:PASSWORD:HOST:PORT, got 6 parts");
+    CHECK_FALSE(apply_boot_rabbitmq("a:b:host:99999", c6, used, err));
+    CHECK(err == "not a port number: '99999'");
+    CHECK_FALSE(apply_boot_rabbitmq("a:b:two hosts:5672", c6, used, err));
+    CHECK_FALSE(used);
+    CHECK((c6.brokers[0].host == "localhost" && c6.login == "guest"));
 }
 
 TEST_CASE("config: AMQP_PORT is the port of every address written without one") {

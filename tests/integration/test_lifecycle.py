@@ -660,6 +660,34 @@ class Brokers(AgentTestCase):
         r = self.client.execute(a.uuid, "#!/bin/sh\necho flag\n", env={})
         self.assertReply(r, 0, "flag\n")
 
+    def test_boot_parameter_rabbitmq_names_the_broker_when_nothing_else_does(self):
+        # A Triton compute node is told its broker by the boot parameter
+        # rabbitmq=LOGIN:PASSWORD:HOST:PORT (sysinfo's "Boot Parameters"),
+        # which the original agent read: with no --broker or AMQP_* the
+        # agent tried localhost:5672 for ever.
+        from urharness import RABBITMQ_PORT
+        info = make_sysinfo()
+        info["Boot Parameters"]["rabbitmq"] = "guest:guest:127.0.0.1:%s" % RABBITMQ_PORT
+        a = self.start_agent(sysinfo=info, use_env_broker=False)
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho booted\n", env={}), 0,
+                         "booted\n")
+        rec = a.wait_log(lambda rec: rec.get("msg", "").startswith(
+            "broker from the boot parameter rabbitmq"))
+        self.assertEqual((rec.get("brokers"), rec.get("login")),
+                         (["127.0.0.1:%s" % RABBITMQ_PORT], "guest"), rec)
+        self.assertNotIn("guest:guest", json.dumps(rec))
+        # A broker configured wins over it; a malformed one is said.
+        info = make_sysinfo()
+        info["Boot Parameters"]["rabbitmq"] = "guest:guest:127.0.0.1:1"
+        b = self.start_agent(name="configured", sysinfo=info)
+        self.assertReply(self.client.execute(b.uuid, "#!/bin/sh\necho env\n", env={}), 0, "env\n")
+        info = make_sysinfo()
+        info["Boot Parameters"]["rabbitmq"] = "10.99.99.20"
+        c = self.start_agent(name="malformed", sysinfo=info)
+        rec = c.wait_log(lambda rec: rec.get("msg") == "the boot parameter rabbitmq is malformed; "
+                         "ignored")
+        self.assertEqual(rec.get("error"), "expected LOGIN:PASSWORD:HOST:PORT, got 1 part")
+
     def test_connection_closed_by_broker_reconnects(self):
         # The broker closes the agent's connection; the agent reconnects
         # by itself and serves again, without a second ur.startup.
