@@ -40,7 +40,12 @@ CONF
         RABBITMQ_MNESIA_BASE=$base/mnesia RABBITMQ_LOG_BASE=$base/log \
         RABBITMQ_CONFIG_FILE=$base/rabbitmq \
         RABBITMQ_ENABLED_PLUGINS_FILE=$base/enabled_plugins \
-        RABBITMQ_PID_FILE=$base/pid
+        RABBITMQ_PID_FILE=$base/pid \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+        ERL_EPMD_ADDRESS=127.0.0.1
+    # Loopback only: AMQP (the listener above), Erlang distribution (the
+    # interface above) and epmd, when this node is the one that starts it
+    # (an epmd already running is shared, as it was started).
     if [ "$(id -u)" = 0 ]; then
         su rabbitmq -s /bin/sh -p -c "cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq exec /usr/lib/rabbitmq/bin/rabbitmq-server" \
             > "$base/server.out" 2>&1 &
