@@ -624,11 +624,20 @@ void Agent::check_shutdown(uint64_t now) {
     bool replies_left = owes_replies();
     bool out_of_time = now >= end + kCloseGraceMs * 2;
     if (replies_left && !out_of_time) return;
-    if (replies_left && !closing_)
-        log::error("exiting with undelivered replies; the journal answers the requests among "
-                   "them on restart (every execute request is journaled from its receipt)",
-                   {{"pending_replies", json::Value(int64_t(outbox_.size() + held_.size()))},
-                    {"journal", json::Value(journal_.is_open())}});
+    if (replies_left && !closing_) {
+        // The start-up announcement is kept too, but is no reply: said
+        // for what it is (a broker refusing our publishes, say).
+        const size_t replies = outbox_.replies() + held_.size();
+        if (replies > 0)
+            log::error("exiting with undelivered replies; the journal answers the requests among "
+                       "them on restart (every execute request is journaled from its receipt)",
+                       {{"pending_replies", json::Value(int64_t(replies))},
+                        {"pending_other", json::Value(int64_t(outbox_.size() + held_.size() - replies))},
+                        {"journal", json::Value(journal_.is_open())}});
+        else
+            log::warn("exiting without the broker's confirm of the start-up announcement",
+                      {{"pending", json::Value(int64_t(outbox_.size()))}});
+    }
     if (conn_ && conn_->is_open() && !closing_) {
         closing_ = true;
         conn_->close(200, "ur-agent shutting down");

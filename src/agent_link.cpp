@@ -338,7 +338,12 @@ void Agent::handle_events(uint64_t now) {
                                 {"attempt", json::Value(int64_t(attempt))}});
                 }
                 else
-                    log::warn("the broker closed the request channel; opening it again",
+                    log::warn(ev.code == 403
+                                  ? "403 ACCESS_REFUSED on the request queue: the login lacks a "
+                                    "permission on the vhost (ur-agent needs configure, write and "
+                                    "read on ur.* queues, and write and read on amq.topic); "
+                                    "retrying"
+                                  : "the broker closed the request channel; opening it again",
                               {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
                                {"retry_in_ms", json::Value(int64_t(delay))}});
             } else if (ev.channel == ping_ch_) {
@@ -358,8 +363,12 @@ void Agent::handle_events(uint64_t now) {
                 // the 10 s cap), not at every retry of a lasting refusal.
                 unsigned attempt = ping_backoff_.attempts();
                 log::write(attempt == 1 || attempt % 360 == 0 ? log::Level::Warn : log::Level::Debug,
-                           "the broker closed the ping channel; pings go unanswered until it "
-                           "is set up again",
+                           ev.code == 403
+                               ? "403 ACCESS_REFUSED on the ping queue: the login lacks a "
+                                 "permission on the vhost (configure, write and read on ur.* "
+                                 "queues); pings go unanswered until it is set up again"
+                               : "the broker closed the ping channel; pings go unanswered until "
+                                 "it is set up again",
                            {{"queue", field(ping_queue_name(id_))},
                             {"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
                             {"attempt", json::Value(int64_t(attempt))},
@@ -374,7 +383,10 @@ void Agent::handle_events(uint64_t now) {
                 outbox_.connection_lost();
                 uint64_t delay = pub_backoff_.next(random32());
                 pub_retry_at_ = now + delay;
-                log::warn("the broker closed the publishing channel; opening it again",
+                log::warn(ev.code == 403
+                              ? "403 ACCESS_REFUSED on a publish: the login lacks write permission "
+                                "on amq.topic; replies wait, and the channel is opened again"
+                              : "the broker closed the publishing channel; opening it again",
                           {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
                            {"retry_in_ms", json::Value(int64_t(delay))}});
                 if (uint64_t limit = max_size_from_close(ev.code, ev.text);

@@ -136,4 +136,10 @@ bool Outbox::has_kept() const {
     return false;
 }
 
+size_t Outbox::replies() const {
+    size_t n = 0;
+    for (const auto& m : messages_) n += !m.req_id.empty();
+    return n;
+}
+
 }  // namespace ur

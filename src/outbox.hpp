@@ -119,6 +119,8 @@ public:
     size_t in_flight() const { return by_seq_.size(); }
     // True when a message that must survive reconnects is still queued.
     bool has_kept() const;
+    // How many queued messages answer a request (have a req_id).
+    size_t replies() const;
 
     // Removes the message at `it` (its bytes and sequence number too) and
     // returns it.

@@ -575,13 +575,39 @@ class SameNodeTwice(AgentTestCase):
 
 class Credentials(AgentTestCase):
 
-    def add_user(self):
+    def add_user(self, configure=".*", write=".*", read=".*"):
         user = "urinteg-" + random_token()[:8]
         password = "Pw-" + random_token() + "-zq9"
         rabbitmqctl("add_user", user, password)
         self.addCleanup(rabbitmqctl, "delete_user", user, check=False)
-        rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        rabbitmqctl("set_permissions", "-p", "/", user, configure, write, read)
         return user, password
+
+    def test_missing_permissions_are_named(self):
+        # A login allowed in but not allowed what the agent does was
+        # logged as a routine channel retry ("the broker closed the request
+        # channel"), the 403 only in a field.  And at shutdown the pending
+        # start-up announcement was called undelivered replies.
+        user, password = self.add_user("", "", "")
+        a = self.start_agent(wait=False, login=user, password=password)
+        rec = a.wait_log(lambda r: r.get("msg", "").startswith(
+            "403 ACCESS_REFUSED on the request queue"), what="the refusal named")
+        self.assertEqual((rec.get("level"), rec.get("code")), (40, 403), rec)
+        self.assertIn("configure, write and read on ur.* queues", rec["msg"])
+        # Queues allowed, publishing to amq.topic not: the start-up
+        # announcement cannot go.
+        user, password = self.add_user(".*", "^ur\\..*", ".*")
+        b = self.start_agent(name="nowrite", wait=False, login=user, password=password,
+                             args=["--shutdown-grace", "1"])
+        rec = b.wait_log(lambda r: r.get("msg", "").startswith("403 ACCESS_REFUSED on a publish"),
+                         what="the refused publish named")
+        self.assertIn("write permission on amq.topic", rec["msg"])
+        b.send_signal(signal.SIGTERM)
+        self.assertEqual(b.wait_exit(30), 0)
+        self.assertEqual(b.count_log("exiting without the broker's confirm of the start-up "
+                                     "announcement"), 1, b.log_tail(10))
+        self.assertFalse([r for r in b.logs() if r.get("msg", "").startswith(
+            "exiting with undelivered replies")], "the announcement called a reply")
 
     def test_password_from_env_never_logged(self):
         user, password = self.add_user()
