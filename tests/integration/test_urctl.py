@@ -166,6 +166,19 @@ class UrctlCases:
         rc, _, err = self.urctl("ping", "no-such-host", "--timeout", "0.5")
         self.assertEqual(rc, UNKNOWN_NODE, err)
 
+    def test_ping_of_an_agent_that_does_not_answer_is_a_timeout(self):
+        # An agent listens (its ping queue is bound) but is stopped: exit
+        # 4, told apart from a node no agent serves (5).
+        a = self.urctl_agent()
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            rc, out, err = self.urctl("ping", a.uuid, "--timeout", "1")
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        self.assertEqual(rc, TIMEOUT, err)
+        self.assertIn("no ping reply from %s within 1 s (an agent listens for its pings)"
+                      % a.uuid, err)
+
     def test_discover(self):
         a = self.urctl_agent()
         rc, out, err = self.urctl("discover", "--timeout", "1", "--json")

@@ -277,11 +277,15 @@ private:
             returned = false;
             s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
         }
+        // Returned: nothing is bound to its ping key, no such node.  Else
+        // an agent listens but did not answer in time: a timeout, told
+        // apart for scripts (a hung agent is not a missing one).
         if (s == SessionStatus::Timeout)
-            return fail(kExitUnknownNode,
-                        returned ? "unknown node " + opt_.node + ": no agent listens for its pings"
-                                 : "no ping reply from " + opt_.node + " within " +
-                                       seconds_text(opt_.timeout_ms));
+            return returned ? fail(kExitUnknownNode,
+                                   "unknown node " + opt_.node + ": no agent listens for its pings")
+                            : fail(kExitTimeout, "no ping reply from " + opt_.node + " within " +
+                                                     seconds_text(opt_.timeout_ms) +
+                                                     " (an agent listens for its pings)");
         if (s != SessionStatus::Ok) return fail(s, error);
         print(format_ping(node.uuid, monotonic_ms() - t0, reply, opt_.json));
         return kExitOk;
