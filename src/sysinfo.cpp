@@ -55,8 +55,12 @@ bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
         return false;
     }
     const json::Value* uuid = v.find("UUID");
-    if (!uuid || !uuid->is_string() || uuid->as_string().empty()) {
+    if (!uuid || !uuid->is_string()) {
         error = "sysinfo has no \"UUID\" string; this node cannot be identified";
+        return false;
+    }
+    if (uuid->as_string().empty()) {
+        error = "sysinfo \"UUID\" is empty; this node cannot be identified";
         return false;
     }
     // As sysinfo gives it, case and all: CNAPI publishes to the UUID of the

@@ -247,6 +247,7 @@ TEST_CASE("sysinfo: identity and admin MAC") {
     CHECK(err.find("UUID") != std::string::npos);
     CHECK_FALSE(parse_sysinfo(R"({"UUID":"a.b"})", v, id, err));
     CHECK_FALSE(parse_sysinfo(R"({"UUID":""})", v, id, err));
+    CHECK(err == "sysinfo \"UUID\" is empty; this node cannot be identified");
     CHECK_FALSE(parse_sysinfo("[]", v, id, err));
     CHECK_FALSE(parse_sysinfo("{", v, id, err));
 }
