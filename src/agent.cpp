@@ -198,6 +198,9 @@ int Agent::run() {
         log::warn("--reconnect-max-ms under 100 is for tests: a broker that refuses us is "
                   "tried again up to every few milliseconds, each failure logged",
                   {{"reconnect_max_ms", json::Value(int64_t(cfg_.reconnect_max_ms))}});
+    if (cfg_.sysinfo_cmd_set && !cfg_.sysinfo_file.empty())
+        log::warn("--sysinfo-file and --sysinfo-cmd both given; the file is read",
+                  {{"file", field(cfg_.sysinfo_file)}, {"command", field(cfg_.sysinfo_cmd)}});
     // The flags first: use_builtin_sysinfo() is an access(2) of the command.
     if (!(cfg_.datacenter.empty() && cfg_.admin_nic.empty() && cfg_.admin_nic_tag.empty()) &&
         !use_builtin_sysinfo(cfg_))
