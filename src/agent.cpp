@@ -176,12 +176,14 @@ bool Agent::setup(std::string& error) {
     return true;
 }
 
+std::string broker_text(const BrokerAddress& b) {
+    bool v6 = b.host.find(':') != std::string::npos;
+    return (v6 ? "[" + b.host + "]" : b.host) + ":" + std::to_string(b.port);
+}
+
 json::Value broker_list(const std::vector<BrokerAddress>& brokers) {
     json::Value list = json::Value::array();
-    for (const BrokerAddress& b : brokers) {
-        bool v6 = b.host.find(':') != std::string::npos;
-        list.push_back(field((v6 ? "[" + b.host + "]" : b.host) + ":" + std::to_string(b.port)));
-    }
+    for (const BrokerAddress& b : brokers) list.push_back(field(broker_text(b)));
     return list;
 }
 

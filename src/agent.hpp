@@ -195,7 +195,8 @@ private:
     uint64_t connect_deadline_ = 0;    // when Connecting/Handshake
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
     bool failed_since_serving_ = false; // a connect failed since we last served
-    std::string peer_;
+    std::string peer_;        // the address connected to (resolved)
+    std::string peer_given_;  // the broker as configured: "host:port", "[v6]:port"
     uint16_t pub_ch_ = 0, cons_ch_ = 0, ping_ch_ = 0;
     bool pub_ready_ = false;
     // The publishing channel closed by the broker (a message it refused):

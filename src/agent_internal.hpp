@@ -7,6 +7,7 @@
 
 #include "json/utf8.hpp"
 #include "json/value.hpp"
+#include "src/config.hpp"
 
 namespace ur {
 
@@ -35,7 +36,9 @@ inline constexpr uint64_t kHealthyMs = 30000;      // a connection open this lon
 // A string from the network as a log field (bytes that are not UTF-8 escaped).
 inline json::Value field(const std::string& s) { return json::Value(json::string_from_bytes(s)); }
 
-// The broker addresses as a log field: ["host:port", "[v6]:port"].
+// A broker address as configured, "host:port" or "[v6]:port"; a list of
+// them as a log field.
+std::string broker_text(const BrokerAddress& b);
 json::Value broker_list(const std::vector<BrokerAddress>& brokers);
 
 }  // namespace ur

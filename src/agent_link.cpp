@@ -34,6 +34,7 @@ void Agent::connect_next(uint64_t now) {
         // Next broker of the list; resolve it afresh (its address may move).
         const BrokerAddress& b = cfg_.brokers[broker_index_ % cfg_.brokers.size()];
         ++broker_index_;
+        peer_given_ = broker_text(b);
         std::string error;
         addrs_.clear();
         addr_index_ = 0;
@@ -139,7 +140,7 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
                           "the user's permissions)"
               : was_open ? "lost the broker connection"
                          : "cannot connect to the broker",
-              {{"broker", field(peer_)}, {"reason", field(why)},
+              {{"broker", field(peer_)}, {"configured", field(peer_given_)}, {"reason", field(why)},
                {"retry_in_ms", json::Value(int64_t(delay))},
                {"pending_replies", json::Value(int64_t(outbox_.size()))}});
 }
