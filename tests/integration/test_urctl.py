@@ -173,11 +173,15 @@ class UrctlCases:
         os.kill(a.proc.pid, signal.SIGSTOP)
         try:
             rc, out, err = self.urctl("ping", a.uuid, "--timeout", "1")
+            rc2, _, err2 = self.urctl("exec", a.uuid, "--find-timeout", "1", "echo hi")
         finally:
             os.kill(a.proc.pid, signal.SIGCONT)
         self.assertEqual(rc, TIMEOUT, err)
         self.assertIn("no ping reply from %s within 1 s (an agent listens for its pings)"
                       % a.uuid, err)
+        # exec finds the node by the same ping.
+        self.assertEqual(rc2, TIMEOUT, err2)
+        self.assertIn("(an agent listens for its pings)", err2)
 
     def test_discover(self):
         a = self.urctl_agent()

@@ -14,6 +14,10 @@ namespace urctl {
 
 namespace {
 
+// How long a ping that timed out waits, beyond --timeout, for the broker
+// to say whether anything is bound to its key (Session::sync()).
+constexpr uint64_t kSettleMs = 2000;
+
 const char* kind_of(int code) {
     switch (code) {
     case kExitUsage: return "usage";
@@ -111,6 +115,17 @@ private:
         for (;;) {
             Incoming in;
             SessionStatus s = session_.next(in, deadline_ms, error);
+            if (s == SessionStatus::Timeout && !returned) {
+                // No reply and no return by the deadline; but the publish
+                // had no confirm, and its return may still be on the way:
+                // a round trip settles whether anything is bound to the key.
+                std::string why;
+                if (session_.sync(monotonic_ms() + kSettleMs, why) == SessionStatus::Ok)
+                    while (session_.next(in, 0, why) == SessionStatus::Ok)
+                        if (in.kind == Incoming::Kind::Returned && in.routing_key == key)
+                            returned = true;
+                return SessionStatus::Timeout;
+            }
             if (s != SessionStatus::Ok) return s;
             if (in.kind == Incoming::Kind::Returned) {
                 if (in.routing_key == key) {
@@ -186,10 +201,13 @@ private:
                     return 0;
                 }
             }
-            return fail(kExitUnknownNode,
-                        returned ? "unknown node " + name + ": no agent listens for its pings"
-                                 : "unknown node " + name + ": no ping reply within " +
-                                       seconds_text(opt_.find_timeout_ms));
+            // As ping: an agent that listens and does not answer is a
+            // timeout, not an unknown node.
+            return returned ? fail(kExitUnknownNode,
+                                   "unknown node " + name + ": no agent listens for its pings")
+                            : fail(kExitTimeout, "no ping reply from " + name + " within " +
+                                                     seconds_text(opt_.find_timeout_ms) +
+                                                     " (an agent listens for its pings)");
         }
         std::vector<NodeInfo> matches;
         SessionStatus s = find_by_discover(name, deadline, matches, error);

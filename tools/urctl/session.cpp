@@ -211,6 +211,7 @@ void Session::drain_events() {
         case amqp::EventKind::Opened: opened_ = true; break;
         case amqp::EventKind::ChannelOpened: channel_open_ = true; break;
         case amqp::EventKind::QueueBound: ++binds_ok_; break;
+        case amqp::EventKind::ExchangeDeclared: ++declares_ok_; break;
         case amqp::EventKind::ConsumeOk: consuming_ = true; break;
         case amqp::EventKind::Delivery:
         case amqp::EventKind::Returned: {
@@ -427,6 +428,16 @@ SessionStatus Session::next(Incoming& in, uint64_t deadline_ms, std::string& err
         inbox_.pop_front();
     }
     return s;
+}
+
+SessionStatus Session::sync(uint64_t deadline_ms, std::string& error) {
+    if (!conn_ || fd_ < 0 || failed_) {
+        error = failed_ ? fail_error_ : "not connected";
+        return failed_ ? fail_status_ : SessionStatus::Lost;
+    }
+    const uint32_t before = declares_ok_;
+    conn_->exchange_declare(ch_, "amq.topic", "topic", /*passive=*/true, true, false);
+    return pump(deadline_ms, [&] { return declares_ok_ > before; }, error);
 }
 
 void Session::close(uint64_t deadline_ms) {

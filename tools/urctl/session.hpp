@@ -81,6 +81,12 @@ public:
     // set; Timeout at the deadline; Lost / Interrupted as they happen.
     SessionStatus next(Incoming& in, uint64_t deadline_ms, std::string& error);
 
+    // Waits until the broker has handled everything sent before: a
+    // passive declare of amq.topic and its -ok, which the broker sends
+    // after the return of any earlier mandatory publish (then in the
+    // inbox).  Bounded by deadline_ms.
+    SessionStatus sync(uint64_t deadline_ms, std::string& error);
+
     // Closes the connection politely (connection.close, wait for
     // close-ok), bounded by deadline_ms; then drops the socket.
     void close(uint64_t deadline_ms);
@@ -105,6 +111,7 @@ private:
     // Progress of open(): set as the events arrive.
     bool opened_ = false, channel_open_ = false, consuming_ = false;
     uint32_t binds_ok_ = 0;
+    uint32_t declares_ok_ = 0;  // exchange.declare-ok (sync())
     // Set when the connection, channel or consumer is gone.
     bool failed_ = false;
     SessionStatus fail_status_ = SessionStatus::Lost;
