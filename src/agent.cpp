@@ -53,7 +53,9 @@ uint64_t Backoff::next(uint32_t random) {
     // Jitter: between 75% and 125% of the delay, so a fleet that lost its
     // broker at once does not come back in lockstep; never past the cap
     // (documented as the longest wait).
-    uint64_t lo = d * 3 / 4, hi = std::min(d + d / 4, cap_);
+    // At least 1 ms unless the delay is 0: a cap of 1 ms made 0 of half
+    // the waits, a reconnect loop with no pause.
+    uint64_t lo = std::max<uint64_t>(d * 3 / 4, d > 0 ? 1 : 0), hi = std::min(d + d / 4, cap_);
     return hi > lo ? lo + random % (hi - lo + 1) : lo;
 }
 
@@ -193,6 +195,10 @@ int Agent::run() {
     // for its lock) that an operator reads in its light.
     log::info("ur-agent starting", {{"version", UR_VERSION},
                                     {"brokers", broker_list(cfg_.brokers)},
+                                    {"broker_source", cfg_.broker_given
+                                         ? "configured"
+                                         : "default, unless sysinfo's boot parameter rabbitmq "
+                                           "names one"},
                                     {"login", field(cfg_.login)},
                                     {"vhost", field(cfg_.vhost)},
                                     {"state_dir", field(cfg_.state_dir)}});

@@ -367,7 +367,8 @@ void Agent::handle_events(uint64_t now) {
                            ev.code == 403
                                ? "403 ACCESS_REFUSED on the ping queue: the login lacks a "
                                  "permission on the vhost (configure, write and read on ur.* "
-                                 "queues); pings go unanswered until it is set up again"
+                                 "queues, read on amq.topic); pings go unanswered until it is "
+                                 "set up again"
                                : "the broker closed the ping channel; pings go unanswered until "
                                  "it is set up again",
                            {{"queue", field(ping_queue_name(id_))},

@@ -441,14 +441,16 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     m.journal_key = run.journal_key;
     m.reboot_after = reboot;
     m.whole = true;
-    if (reboot && !reboot_pending_ && !rebooted_) {
+    // A reboot command waiting to be forked (reboot_retry_at_) is a
+    // reboot under way too: another 113 does not start a second.
+    if (reboot && !reboot_pending_ && !rebooted_ && !reboot_retry_at_) {
         log::info("script exited 113: rebooting once the reply is confirmed, or 10 s after "
                   "it is sent",
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
         reboot_at_ = UINT64_MAX;  // its grace starts when the reply leaves held_
     } else if (reboot) {
-        log::info(reboot_pending_ ? "script exited 113: a reboot is already pending"
+        log::info(reboot_pending_ || reboot_retry_at_ ? "script exited 113: a reboot is already pending"
                                   : "script exited 113: the reboot command was started already "
                                     "(a later 113 starts it again only if it fails)",
                   {{"req_id", field(run.req_id)}});

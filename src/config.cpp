@@ -40,8 +40,8 @@ std::string usage_text() {
         "Broker (the environment variables AMQP_HOST, AMQP_PORT, AMQP_LOGIN,\n"
         "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them.  When\n"
         "none of them, nor --config, names a broker, the sysinfo boot parameter\n"
-        "rabbitmq=LOGIN:PASSWORD:HOST:PORT (Triton's, for compute nodes) does,\n"
-        "with its login and password where those are not set either):\n"
+        "rabbitmq=LOGIN:PASSWORD:HOST:PORT[:VHOST] (Triton's, for compute nodes)\n"
+        "does, with its login, password and vhost where those are not set either):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
         "                          brokers of a cluster, tried in turn; a PORT left\n"
         "                          out is $AMQP_PORT or 5672, an IPv6 address with a\n"
@@ -290,7 +290,7 @@ bool apply_boot_rabbitmq(const std::string& spec, Config& cfg, bool& used, std::
                 " part" + (part.size() == 1 ? "" : "s");
         return false;
     }
-    uint16_t port = 5672;
+    uint16_t port = cfg.default_port;  // $AMQP_PORT or 5672
     if (!part[3].empty()) {
         uint64_t v;
         if (!parse_uint(part[3].c_str(), 65535, v) || v == 0) {
@@ -542,7 +542,7 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
     }
     if (!cfg.config_file.empty() &&
         !apply_config_file(cfg.config_file, cfg, password_file, work_dir_set, error))
-        return ConfigStatus::Error;
+        return ConfigStatus::FileError;
 
     // The environment (compatible with the original agent).  AMQP_PORT is
     // the port of every broker address written without one, wherever it
@@ -628,12 +628,13 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
     if (!password_file.empty()) {
         bool loose = false;
         if (!read_password_file(password_file, cfg.password, error, &loose))
-            return ConfigStatus::Error;
+            return ConfigStatus::FileError;
         if (loose)
             log::warn("password file is readable by group or others; chmod 600 it",
                       {{"file", password_file}});
     }
     apply_default_port(cfg.brokers, port);
+    cfg.default_port = port;
     if (!work_dir_set) cfg.work_dir = cfg.state_dir + "/.ur-agent-work";
     return ConfigStatus::Ok;
 }

@@ -25,6 +25,7 @@ struct Config {
     // Each set by a flag, the config file or AMQP_* (else the default, or
     // Triton's boot parameter: apply_boot_rabbitmq()).
     bool broker_given = false, login_given = false, password_given = false, vhost_given = false;
+    uint16_t default_port = 5672;  // of an address given without one: $AMQP_PORT or 5672
     unsigned heartbeat_s = 30;
     unsigned connect_timeout_s = 10;
     // Cap of the reconnect backoff (100 ms doubling, jittered).  10 s, as
@@ -87,6 +88,8 @@ enum class ConfigStatus {
     Ok,     // run the agent
     Exit,   // --help / --version: `output` holds the text for stdout, exit 0
     Error,  // `error` holds a one-line message; print it with usage, exit 2
+    FileError,  // the same for a --config or --password-file file that cannot be
+                // read or is malformed: no usage line (it is no usage error)
 };
 
 using Getenv = std::function<const char*(const char*)>;

@@ -39,13 +39,12 @@ int main(int argc, char** argv) {
     case ur::ConfigStatus::Error:
         // One line an operator can act on, kept in view by systemctl status
         // (the whole usage pushed it out of the last ten lines).
-        // A file that cannot be read or is malformed is no usage error:
-        // the pointer to --help is left out for it.
-        if (error.rfind("--config ", 0) == 0 || error.rfind("--password-file ", 0) == 0)
-            std::fprintf(stderr, "ur-agent: %s\n", error.c_str());
-        else
-            std::fprintf(stderr, "ur-agent: %s\nusage: ur-agent [OPTIONS]; ur-agent --help lists them\n",
-                         error.c_str());
+        std::fprintf(stderr, "ur-agent: %s\nusage: ur-agent [OPTIONS]; ur-agent --help lists them\n",
+                     error.c_str());
+        return 2;
+    case ur::ConfigStatus::FileError:
+        // A file that cannot be read or is malformed is no usage error.
+        std::fprintf(stderr, "ur-agent: %s\n", error.c_str());
         return 2;
     case ur::ConfigStatus::Ok:
         break;

@@ -9,6 +9,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -74,15 +75,16 @@ int note_highest_fd(void* highest, int fd) {
 // hold the agent suspended for milliseconds on every script, so the
 // bound is one past the highest fd open now, found here in the parent by
 // fdwalk() (it reads /proc/self/fd and allocates, which the child, in our
-// memory, must not).  The agent is single-threaded: nothing opens an fd
-// between this and the child.
+// memory, must not), plus the 4 the child may make itself moving its
+// pipes out of the way (dup_above(), not close-on-exec).  The agent is
+// single-threaded: nothing opens an fd between this and the child.
 long close_bound() {
     long max = open_max();
 #if defined(__sun)
     if (max > 1024) {
         int highest = -1;
         if (::fdwalk(note_highest_fd, &highest) == 0 && highest >= 0 && highest < max)
-            return long(highest) + 1;
+            return std::min(max, long(highest) + 1 + 4);
     }
 #endif
     return max;

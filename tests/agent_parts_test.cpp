@@ -156,7 +156,10 @@ TEST_CASE("config: bad flags and values are one-line errors") {
         Config cfg;
         err.clear();
         INFO(std::string(c.msg));
-        CHECK(parse(c.args, env, cfg, err) == ConfigStatus::Error);
+        // A file that cannot be read is said without the usage line.
+        const bool file = std::string(c.msg).rfind("--password-file /", 0) == 0;
+        CHECK(parse(c.args, env, cfg, err) ==
+              (file ? ConfigStatus::FileError : ConfigStatus::Error));
         INFO(err);
         CHECK(err.find(c.msg) != std::string::npos);
         CHECK(err.find('\n') == std::string::npos);
@@ -223,6 +226,9 @@ TEST_CASE("backoff: doubles to its cap, with a cap of 0 meaning at once") {
     CHECK(b.next(0) == 22500);
     Backoff zero(0, 0);
     for (int i = 0; i < 100; ++i) CHECK(zero.next(0xffffffffu) == 0);
+    // --reconnect-max-ms 1: never 0 (75% of 1 ms rounded down was).
+    Backoff one(1, 1);
+    for (uint32_t r = 0; r < 100; ++r) CHECK(one.next(r) == 1);
 }
 
 TEST_CASE("sysinfo: identity and admin MAC") {
@@ -590,32 +596,32 @@ TEST_CASE("config: --config file, with flags beating env beating file") {
 
     write_text(file, R"({"brokr":"x"})");
     Config c3;
-    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err.find("unknown key \"brokr\"") != std::string::npos);
     write_text(file, R"({"heartbeat":"x"})");
-    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err.find("--heartbeat") != std::string::npos);
     write_text(file, "{,}");
-    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err.find("line 1, column 2") != std::string::npos);
     // Which of two values was meant is not guessed.
     write_text(file, R"({"heartbeat":5,"login":"x","heartbeat":6})");
-    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err == "--config " + file + ": line 1, column 41: duplicate key \"heartbeat\" in object");
     // No file, an empty name, a directory: said as such.
-    CHECK(parse({"--config", (dir + "/none.json").c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", (dir + "/none.json").c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err == "--config " + dir + "/none.json: No such file or directory");
     CHECK(parse({"--config="}, env, c3, err) == ConfigStatus::Error);
     CHECK(err == "--config needs a file name (got an empty one)");
     CHECK(parse({"--config", ""}, env, c3, err) == ConfigStatus::Error);
-    CHECK(parse({"--config", dir.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", dir.c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err == "--config " + dir + ": not a regular file");
     // Its value forgotten, the next option is not taken for a file name.
     CHECK(parse({"--config", "--heartbeat", "5"}, env, c3, err) == ConfigStatus::Error);
     CHECK(err.find("--config needs a value (got the option '--heartbeat'") == 0);
     // An action is no setting: a service would print and exit for ever.
     write_text(file, R"({"print-sysinfo":true})");
-    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::Error);
+    CHECK(parse({"--config", file.c_str()}, env, c3, err) == ConfigStatus::FileError);
     CHECK(err.find("\"print-sysinfo\" is a command-line action") != std::string::npos);
     write_text(file, R"({"journal-fsync":true})");
     Config c4;
@@ -657,6 +663,12 @@ TEST_CASE("config: Triton's boot parameter rabbitmq names the broker when nothin
     REQUIRE(parse({}, env, c4, err) == ConfigStatus::Ok);
     REQUIRE(apply_boot_rabbitmq("ur:s3cret:10.99.99.20:5673", c4, used, err));
     CHECK((used && c4.login == "mine" && c4.password == "s3cret"));
+    // An empty PORT is $AMQP_PORT's, as for any address given without one.
+    env.vars = {{"AMQP_PORT", "5679"}};
+    Config cp;
+    REQUIRE(parse({}, env, cp, err) == ConfigStatus::Ok);
+    REQUIRE(apply_boot_rabbitmq("u:p:10.0.0.9:", cp, used, err));
+    CHECK((used && cp.brokers[0].port == 5679));
     env.vars = {{"AMQP_HOST", "envhost"}};
     Config c5;
     REQUIRE(parse({}, env, c5, err) == ConfigStatus::Ok);
@@ -727,7 +739,7 @@ TEST_CASE("config: --password-file reads the first line") {
     REQUIRE(parse({"--password-file", file.c_str()}, env, cfg, err) == ConfigStatus::Ok);
     CHECK(cfg.password == "hunter2");
     write_text(file, "");
-    CHECK(parse({"--password-file", file.c_str()}, env, cfg, err) == ConfigStatus::Error);
+    CHECK(parse({"--password-file", file.c_str()}, env, cfg, err) == ConfigStatus::FileError);
     CHECK(err.find("empty") != std::string::npos);
     CHECK(err.find("hunter2") == std::string::npos);
 }
