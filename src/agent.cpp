@@ -178,6 +178,12 @@ bool Agent::setup(std::string& error) {
     return true;
 }
 
+const char* broker_source(const Config& cfg) {
+    if (cfg.broker_given) return "configured";
+    return cfg.boot_rabbitmq ? "default, unless sysinfo's boot parameter rabbitmq names one"
+                             : "default";
+}
+
 std::string broker_text(const BrokerAddress& b) {
     bool v6 = b.host.find(':') != std::string::npos;
     return (v6 ? "[" + b.host + "]" : b.host) + ":" + std::to_string(b.port);
@@ -195,10 +201,7 @@ int Agent::run() {
     // for its lock) that an operator reads in its light.
     log::info("ur-agent starting", {{"version", UR_VERSION},
                                     {"brokers", broker_list(cfg_.brokers)},
-                                    {"broker_source", cfg_.broker_given
-                                         ? "configured"
-                                         : "default, unless sysinfo's boot parameter rabbitmq "
-                                           "names one"},
+                                    {"broker_source", broker_source(cfg_)},
                                     {"login", field(cfg_.login)},
                                     {"vhost", field(cfg_.vhost)},
                                     {"state_dir", field(cfg_.state_dir)}});

@@ -39,6 +39,8 @@ inline json::Value field(const std::string& s) { return json::Value(json::string
 // A broker address as configured, "host:port" or "[v6]:port"; a list of
 // them as a log field.
 std::string broker_text(const BrokerAddress& b);
+// Where the broker comes from, for the start-up line.
+const char* broker_source(const Config& cfg);
 json::Value broker_list(const std::vector<BrokerAddress>& brokers);
 
 }  // namespace ur

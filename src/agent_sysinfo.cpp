@@ -198,9 +198,13 @@ void Agent::answer_late_broadcasts(uint64_t now) {
 }
 
 // A Triton compute node learns its broker from the boot parameter
-// `rabbitmq` (sysinfo's "Boot Parameters"), as the original agent did:
-// taken before the first connect when the configuration names no broker.
+// `rabbitmq` (sysinfo's "Boot Parameters"): with --boot-rabbitmq (the
+// installed services pass it), taken before the first connect when the
+// configuration names no broker.  Without it the default stays
+// localhost, as PROTOCOL.md has it: a sysinfo copied from a real node
+// must not send a test agent to that node's broker.
 void Agent::adopt_boot_broker(const json::Value& sysinfo) {
+    if (!cfg_.boot_rabbitmq) return;
     const json::Value* params = sysinfo.find("Boot Parameters");
     const json::Value* spec = params && params->is_object() ? params->find("rabbitmq") : nullptr;
     if (!spec) return;

@@ -38,10 +38,7 @@ std::string usage_text() {
         "headnode sends, replying with exit status, stdout and stderr.\n"
         "\n"
         "Broker (the environment variables AMQP_HOST, AMQP_PORT, AMQP_LOGIN,\n"
-        "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them.  When\n"
-        "none of them, nor --config, names a broker, the sysinfo boot parameter\n"
-        "rabbitmq=LOGIN:PASSWORD:HOST:PORT[:VHOST] (Triton's, for compute nodes)\n"
-        "does, with its login, password and vhost where those are not set either):\n"
+        "AMQP_PASSWORD and AMQP_VHOST set the defaults; flags override them):\n"
         "  --broker HOST[:PORT][,HOST[:PORT]...]\n"
         "                          brokers of a cluster, tried in turn; a PORT left\n"
         "                          out is $AMQP_PORT or 5672, an IPv6 address with a\n"
@@ -51,6 +48,12 @@ std::string usage_text() {
         "  --password-file FILE    read the AMQP password from FILE (first line)\n"
         "                          (default $AMQP_PASSWORD or guest)\n"
         "  --vhost VHOST           AMQP virtual host (default $AMQP_VHOST or /)\n"
+        "  --boot-rabbitmq         when none of the above, nor --config, names a\n"
+        "                          broker, take it from the sysinfo boot parameter\n"
+        "                          rabbitmq=LOGIN:PASSWORD:HOST:PORT[:VHOST] (what\n"
+        "                          Triton boots a compute node with), with its login,\n"
+        "                          password and vhost where those are not set either;\n"
+        "                          the installed services pass it\n"
         "  --heartbeat SECS        AMQP heartbeat to ask for, 0 = none (default 30)\n"
         "  --connect-timeout SECS  give up connecting (TCP and the AMQP handshake) after\n"
         "                          SECS (default 10)\n"
@@ -476,12 +479,12 @@ bool apply_config_file(const std::string& path, Config& cfg, std::string& passwo
                     "setting";
             return false;
         }
-        if (name == "--journal-fsync") {
+        if (name == "--journal-fsync" || name == "--boot-rabbitmq") {
             if (!val.is_bool()) {
                 error = "--config " + path + ": \"" + key + "\" must be true or false";
                 return false;
             }
-            cfg.journal_fsync = val.as_bool();
+            (name == "--journal-fsync" ? cfg.journal_fsync : cfg.boot_rabbitmq) = val.as_bool();
             continue;
         }
         if (!value_flag(name) || name == "--config") {
@@ -594,12 +597,14 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             value = arg.substr(eq + 1);
             has_value = true;
         }
-        if (name == "--print-sysinfo" || name == "--journal-fsync") {
+        if (name == "--print-sysinfo" || name == "--journal-fsync" || name == "--boot-rabbitmq") {
             if (has_value) {
                 error = name + " takes no value";
                 return ConfigStatus::Error;
             }
-            (name == "--print-sysinfo" ? cfg.print_sysinfo : cfg.journal_fsync) = true;
+            (name == "--print-sysinfo"   ? cfg.print_sysinfo
+             : name == "--journal-fsync" ? cfg.journal_fsync
+                                         : cfg.boot_rabbitmq) = true;
             continue;
         }
         if (!value_flag(name)) {

@@ -43,6 +43,7 @@ struct Config {
     std::string admin_nic_tag;                // built-in sysinfo: "Admin NIC Tag"
     bool print_sysinfo = false;               // print the sysinfo and exit
     bool journal_fsync = false;               // fsync each in-flight journal entry
+    bool boot_rabbitmq = false;               // --boot-rabbitmq (apply_boot_rabbitmq())
     std::string config_file;
     std::string state_dir = "/tmp";
     std::string work_dir;                     // private script directory; default <state-dir>/.ur-agent-work
@@ -118,8 +119,8 @@ bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
 
 // Triton's boot parameter `rabbitmq`, LOGIN:PASSWORD:HOST:PORT (and
 // optionally :VHOST): what CNAPI gives a compute node to find its broker,
-// and what the original agents read (through /lib/sdc/config.sh).  When
-// no broker was configured, it is the broker, with its login, password
+// and what the original agents read (through /lib/sdc/config.sh).  With
+// --boot-rabbitmq, when no broker was configured, it is the broker, with its login, password
 // and vhost for those not configured either; an empty part keeps the
 // default.  False with why when it is malformed (cfg unchanged); true,
 // `used` false, when a broker was configured.

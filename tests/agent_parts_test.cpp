@@ -634,6 +634,22 @@ TEST_CASE("config: Triton's boot parameter rabbitmq names the broker when nothin
     Config cfg;
     std::string err;
     bool used = false;
+    // Asked for by a flag (the installed services) or the config file;
+    // off by default.
+    REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK_FALSE(cfg.boot_rabbitmq);
+    REQUIRE(parse({"--boot-rabbitmq"}, env, cfg, err) == ConfigStatus::Ok);
+    CHECK(cfg.boot_rabbitmq);
+    CHECK(parse({"--boot-rabbitmq=1"}, env, cfg, err) == ConfigStatus::Error);
+    CHECK(err == "--boot-rabbitmq takes no value");
+    std::string file = temp_dir() + "/ur.json";
+    write_text(file, R"({"boot-rabbitmq": true})");
+    Config cf;
+    REQUIRE(parse({"--config", file.c_str()}, env, cf, err) == ConfigStatus::Ok);
+    CHECK(cf.boot_rabbitmq);
+    write_text(file, R"({"boot-rabbitmq": "yes"})");
+    CHECK(parse({"--config", file.c_str()}, env, cf, err) == ConfigStatus::FileError);
+    cfg = Config();
     REQUIRE(parse({}, env, cfg, err) == ConfigStatus::Ok);
     REQUIRE(apply_boot_rabbitmq("ur:s3cret:10.99.99.20:5673", cfg, used, err));
     CHECK(used);

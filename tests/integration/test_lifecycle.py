@@ -689,8 +689,9 @@ class Brokers(AgentTestCase):
     def test_boot_parameter_rabbitmq_names_the_broker_when_nothing_else_does(self):
         # A Triton compute node is told its broker by the boot parameter
         # rabbitmq=LOGIN:PASSWORD:HOST:PORT (sysinfo's "Boot Parameters"),
-        # which the original agent read: with no --broker or AMQP_* the
-        # agent tried localhost:5672 for ever.
+        # which Triton's agents read: with no --broker or AMQP_* the
+        # installed agent tried localhost:5672 for ever.  --boot-rabbitmq
+        # (the services pass it) takes it.
         from urharness import RABBITMQ_PORT
         user = "urboot-" + random_token()[:8]
         password = "Pw-" + random_token() + "-bp"
@@ -700,7 +701,7 @@ class Brokers(AgentTestCase):
         info = make_sysinfo()
         info["Boot Parameters"]["rabbitmq"] = "%s:%s:127.0.0.1:%s" % (user, password,
                                                                       RABBITMQ_PORT)
-        a = self.start_agent(sysinfo=info, use_env_broker=False)
+        a = self.start_agent(sysinfo=info, use_env_broker=False, args=["--boot-rabbitmq"])
         self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho booted\n", env={}), 0,
                          "booted\n")
         rec = a.wait_log(lambda rec: rec.get("msg", "").startswith(
@@ -712,14 +713,27 @@ class Brokers(AgentTestCase):
         # A broker configured wins over it; a malformed one is said.
         info = make_sysinfo()
         info["Boot Parameters"]["rabbitmq"] = "guest:guest:127.0.0.1:1"
-        b = self.start_agent(name="configured", sysinfo=info)
+        b = self.start_agent(name="configured", sysinfo=info, args=["--boot-rabbitmq"])
         self.assertReply(self.client.execute(b.uuid, "#!/bin/sh\necho env\n", env={}), 0, "env\n")
         info = make_sysinfo()
         info["Boot Parameters"]["rabbitmq"] = "10.99.99.20"
-        c = self.start_agent(name="malformed", sysinfo=info)
+        c = self.start_agent(name="malformed", sysinfo=info, args=["--boot-rabbitmq"])
         rec = c.wait_log(lambda rec: rec.get("msg") == "the boot parameter rabbitmq is malformed; "
                          "ignored")
         self.assertEqual(rec.get("error"), "expected LOGIN:PASSWORD:HOST:PORT, got 1 part")
+        # Without the flag a sysinfo copied from a real node does not send
+        # the agent to that node's broker: the default stays localhost.
+        info = make_sysinfo()
+        info["Boot Parameters"]["rabbitmq"] = "%s:%s:127.0.0.1:%s" % (user, password,
+                                                                      RABBITMQ_PORT)
+        d = self.start_agent(name="noflag", sysinfo=info, use_env_broker=False, wait=False)
+        rec = d.wait_log(lambda rec: rec.get("msg") == "ur-agent starting")
+        self.assertEqual((rec.get("brokers"), rec.get("broker_source")),
+                         (["localhost:5672"], "default"), rec)
+        d.wait_log(lambda rec: rec.get("msg") == "node identity")  # the boot parameter's turn
+        self.assertFalse([r for r in d.logs() if "boot parameter" in r.get("msg", "")])
+        self.assertFalse([r for r in d.logs()
+                          if r.get("broker") == "127.0.0.1:%s" % RABBITMQ_PORT])
 
     def test_connection_closed_by_broker_reconnects(self):
         # The broker closes the agent's connection; the agent reconnects
