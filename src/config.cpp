@@ -141,6 +141,22 @@ bool parse_uint(const char* s, uint64_t max, uint64_t& out) {
     return true;
 }
 
+// The settings that are switches (a flag with no value, true or false in
+// the config file); nullptr for any other name.
+bool* setting_switch(Config& cfg, const std::string& name) {
+    if (name == "--journal-fsync") return &cfg.journal_fsync;
+    if (name == "--boot-rabbitmq") return &cfg.boot_rabbitmq;
+    return nullptr;
+}
+
+// A TCP port: 1 to 65535.
+bool parse_port(const char* s, uint16_t& port) {
+    uint64_t v;
+    if (!parse_uint(s, 65535, v) || v == 0) return false;
+    port = uint16_t(v);
+    return true;
+}
+
 }  // namespace
 
 bool read_password_file(const std::string& path, std::string& password, std::string& error,
@@ -264,12 +280,10 @@ bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
                 return false;
             }
         if (!port_text.empty()) {
-            uint64_t p;
-            if (!parse_uint(port_text.c_str(), 65535, p) || p == 0) {
+            if (!parse_port(port_text.c_str(), addr.port)) {
                 error = "bad port '" + port_text + "' in broker address '" + item + "'";
                 return false;
             }
-            addr.port = uint16_t(p);
             addr.port_given = true;
         }
         list.push_back(std::move(addr));
@@ -294,13 +308,9 @@ bool apply_boot_rabbitmq(const std::string& spec, Config& cfg, bool& used, std::
         return false;
     }
     uint16_t port = cfg.default_port;  // $AMQP_PORT or 5672
-    if (!part[3].empty()) {
-        uint64_t v;
-        if (!parse_uint(part[3].c_str(), 65535, v) || v == 0) {
-            error = "not a port number: '" + part[3] + "'";
-            return false;
-        }
-        port = uint16_t(v);
+    if (!part[3].empty() && !parse_port(part[3].c_str(), port)) {
+        error = "not a port number: '" + part[3] + "'";
+        return false;
     }
     std::vector<BrokerAddress> brokers;
     if (!parse_brokers(part[2].empty() ? "localhost" : part[2], brokers, error)) return false;
@@ -479,12 +489,12 @@ bool apply_config_file(const std::string& path, Config& cfg, std::string& passwo
                     "setting";
             return false;
         }
-        if (name == "--journal-fsync" || name == "--boot-rabbitmq") {
+        if (bool* on = setting_switch(cfg, name)) {
             if (!val.is_bool()) {
                 error = "--config " + path + ": \"" + key + "\" must be true or false";
                 return false;
             }
-            (name == "--journal-fsync" ? cfg.journal_fsync : cfg.boot_rabbitmq) = val.as_bool();
+            *on = val.as_bool();
             continue;
         }
         if (!value_flag(name) || name == "--config") {
@@ -553,13 +563,9 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
     const char* env_host = getenv("AMQP_HOST");
     const char* env_port = getenv("AMQP_PORT");
     uint16_t port = 5672;
-    if (env_port && *env_port) {
-        uint64_t v;
-        if (!parse_uint(env_port, 65535, v) || v == 0) {
-            error = std::string("AMQP_PORT: not a port number: '") + env_port + "'";
-            return ConfigStatus::Error;
-        }
-        port = uint16_t(v);
+    if (env_port && *env_port && !parse_port(env_port, port)) {
+        error = std::string("AMQP_PORT: not a port number: '") + env_port + "'";
+        return ConfigStatus::Error;
     }
     if (env_host && *env_host) {
         if (!parse_brokers(env_host, cfg.brokers, error)) {
@@ -597,14 +603,13 @@ ConfigStatus parse_config(int argc, const char* const* argv, const Getenv& geten
             value = arg.substr(eq + 1);
             has_value = true;
         }
-        if (name == "--print-sysinfo" || name == "--journal-fsync" || name == "--boot-rabbitmq") {
+        bool* on = name == "--print-sysinfo" ? &cfg.print_sysinfo : setting_switch(cfg, name);
+        if (on) {
             if (has_value) {
                 error = name + " takes no value";
                 return ConfigStatus::Error;
             }
-            (name == "--print-sysinfo"   ? cfg.print_sysinfo
-             : name == "--journal-fsync" ? cfg.journal_fsync
-                                         : cfg.boot_rabbitmq) = true;
+            *on = true;
             continue;
         }
         if (!value_flag(name)) {
