@@ -180,6 +180,18 @@ private:
         }
     }
 
+    // A ping of `name` not answered within waited_ms.  Returned: nothing
+    // is bound to its ping key, no such node.  Else an agent listens but
+    // did not answer in time: a timeout, told apart for scripts (a hung
+    // agent is not a missing one).
+    int ping_unanswered(const std::string& name, bool returned, uint64_t waited_ms) {
+        return returned ? fail(kExitUnknownNode,
+                               "unknown node " + name + ": no agent listens for its pings")
+                        : fail(kExitTimeout, "no ping reply from " + name + " within " +
+                                                 seconds_text(waited_ms) +
+                                                 " (an agent listens for its pings)");
+    }
+
     // Finds NODE: a UUID must answer a ping, a hostname a discover, within
     // --find-timeout.  Returns 0 with `node` set, or the exit code.
     int find_node(const std::string& name, NodeInfo& node) {
@@ -201,13 +213,7 @@ private:
                     return 0;
                 }
             }
-            // As ping: an agent that listens and does not answer is a
-            // timeout, not an unknown node.
-            return returned ? fail(kExitUnknownNode,
-                                   "unknown node " + name + ": no agent listens for its pings")
-                            : fail(kExitTimeout, "no ping reply from " + name + " within " +
-                                                     seconds_text(opt_.find_timeout_ms) +
-                                                     " (an agent listens for its pings)");
+            return ping_unanswered(name, returned, opt_.find_timeout_ms);
         }
         std::vector<NodeInfo> matches;
         SessionStatus s = find_by_discover(name, deadline, matches, error);
@@ -295,15 +301,7 @@ private:
             returned = false;
             s = ping_node(node.uuid, t0 + opt_.timeout_ms, reply, returned, error);
         }
-        // Returned: nothing is bound to its ping key, no such node.  Else
-        // an agent listens but did not answer in time: a timeout, told
-        // apart for scripts (a hung agent is not a missing one).
-        if (s == SessionStatus::Timeout)
-            return returned ? fail(kExitUnknownNode,
-                                   "unknown node " + opt_.node + ": no agent listens for its pings")
-                            : fail(kExitTimeout, "no ping reply from " + opt_.node + " within " +
-                                                     seconds_text(opt_.timeout_ms) +
-                                                     " (an agent listens for its pings)");
+        if (s == SessionStatus::Timeout) return ping_unanswered(opt_.node, returned, opt_.timeout_ms);
         if (s != SessionStatus::Ok) return fail(s, error);
         print(format_ping(node.uuid, monotonic_ms() - t0, reply, opt_.json));
         return kExitOk;
