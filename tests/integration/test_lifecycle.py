@@ -573,22 +573,25 @@ class SameNodeTwice(AgentTestCase):
         self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho ok\n", env={}), 0, "ok\n")
 
 
-class Credentials(AgentTestCase):
+def add_rabbitmq_user(test, configure=".*", write=".*", read=".*"):
+    """(user, password) of a new RabbitMQ user with these permissions on
+    "/", deleted when `test` ends."""
+    user = "urinteg-" + random_token()[:8]
+    password = "Pw-" + random_token() + "-zq9"
+    rabbitmqctl("add_user", user, password)
+    test.addCleanup(rabbitmqctl, "delete_user", user, check=False)
+    rabbitmqctl("set_permissions", "-p", "/", user, configure, write, read)
+    return user, password
 
-    def add_user(self, configure=".*", write=".*", read=".*"):
-        user = "urinteg-" + random_token()[:8]
-        password = "Pw-" + random_token() + "-zq9"
-        rabbitmqctl("add_user", user, password)
-        self.addCleanup(rabbitmqctl, "delete_user", user, check=False)
-        rabbitmqctl("set_permissions", "-p", "/", user, configure, write, read)
-        return user, password
+
+class Credentials(AgentTestCase):
 
     def test_missing_permissions_are_named(self):
         # A login allowed in but not allowed what the agent does was
         # logged as a routine channel retry ("the broker closed the request
         # channel"), the 403 only in a field.  And at shutdown the pending
         # start-up announcement was called undelivered replies.
-        user, password = self.add_user("", "", "")
+        user, password = add_rabbitmq_user(self, "", "", "")
         a = self.start_agent(wait=False, login=user, password=password)
         rec = a.wait_log(lambda r: r.get("msg", "").startswith(
             "403 ACCESS_REFUSED on the request queue"), what="the refusal named")
@@ -596,7 +599,7 @@ class Credentials(AgentTestCase):
         self.assertIn("configure, write and read on ur.* queues", rec["msg"])
         # Queues allowed, publishing to amq.topic not: the start-up
         # announcement cannot go.
-        user, password = self.add_user(".*", "^ur\\..*", ".*")
+        user, password = add_rabbitmq_user(self, ".*", "^ur\\..*", ".*")
         b = self.start_agent(name="nowrite", wait=False, login=user, password=password,
                              args=["--shutdown-grace", "1"])
         rec = b.wait_log(lambda r: r.get("msg", "").startswith("403 ACCESS_REFUSED on a publish"),
@@ -610,7 +613,7 @@ class Credentials(AgentTestCase):
             "exiting with undelivered replies")], "the announcement called a reply")
 
     def test_password_from_env_never_logged(self):
-        user, password = self.add_user()
+        user, password = add_rabbitmq_user(self)
         a = self.start_agent(login=user, password=password,
                              args=["--log-level", "debug"])
         r = self.client.execute(a.uuid, "#!/bin/sh\necho $AMQP_PASSWORD\n")
@@ -623,7 +626,7 @@ class Credentials(AgentTestCase):
         self.assertNotIn(password, open(a.out_path).read())
 
     def test_password_file(self):
-        user, password = self.add_user()
+        user, password = add_rabbitmq_user(self)
         pwfile = self.path("pw")
         with open(pwfile, "w") as f:
             f.write(password + "\n")
@@ -637,7 +640,7 @@ class Credentials(AgentTestCase):
         self.assertNotIn(password, a.log_text())
 
     def test_login_flag_and_wrong_password_not_logged(self):
-        user, password = self.add_user()
+        user, password = add_rabbitmq_user(self)
         bad = "Wrong-" + random_token() + "-pw"
         a = self.new_agent(password=bad, args=["--login", user,
                                                "--log-level", "debug"])
@@ -693,11 +696,7 @@ class Brokers(AgentTestCase):
         # installed agent tried localhost:5672 for ever.  --boot-rabbitmq
         # (the services pass it) takes it.
         from urharness import RABBITMQ_PORT
-        user = "urboot-" + random_token()[:8]
-        password = "Pw-" + random_token() + "-bp"
-        rabbitmqctl("add_user", user, password)
-        self.addCleanup(rabbitmqctl, "delete_user", user, check=False)
-        rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        user, password = add_rabbitmq_user(self)
         info = make_sysinfo()
         info["Boot Parameters"]["rabbitmq"] = "%s:%s:127.0.0.1:%s" % (user, password,
                                                                       RABBITMQ_PORT)
