@@ -209,6 +209,13 @@ void Connection::transport_closed(uint64_t now_ms, std::string why) {
     }
 }
 
+const char* Connection::handshake_stage() const {
+    if (state_ == State::AwaitStart)
+        return "before the AMQP handshake began (not an AMQP 0-9-1 broker? a TLS port?)";
+    if (state_ == State::AwaitTune) return "on our login (wrong login or password?)";
+    return "during the AMQP handshake";
+}
+
 // ---- input ----
 
 void Connection::feed(const char* data, size_t n, uint64_t now_ms) {

@@ -120,6 +120,10 @@ public:
     // (the credentials) sent, tune not yet received.
     bool awaiting_start() const { return state_ == State::AwaitStart; }
     bool awaiting_tune() const { return state_ == State::AwaitTune; }
+    // For a transport that ended before the connection was open: where
+    // in the handshake, with the likely cause ("before the AMQP handshake
+    // began (not an AMQP 0-9-1 broker? a TLS port?)").
+    const char* handshake_stage() const;
     bool is_closed() const { return state_ == State::Closed; }
     // Negotiated values (0 before tune; 0 for channel_max/frame_max means
     // the peers agreed on no limit).

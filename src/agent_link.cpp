@@ -154,12 +154,9 @@ void Agent::read_socket(uint64_t now) {
         if (n <= 0) {
             std::string why = n == 0 ? "the broker closed the connection"
                                      : std::string("read: ") + std::strerror(errno);
-            if (link_ == Link::Handshake && conn_ && conn_->awaiting_start())
-                why += " before the AMQP handshake began (not an AMQP 0-9-1 broker? a TLS port?)";
-            else if (link_ == Link::Handshake && conn_ && conn_->awaiting_tune())
-                why += " on our login (wrong login or password?)";
-            else if (link_ == Link::Handshake)
-                why += " during the AMQP handshake";
+            if (link_ == Link::Handshake)
+                why += std::string(" ") +
+                       (conn_ ? conn_->handshake_stage() : "during the AMQP handshake");
             handle_events(now);
             link_down(why, now);
             return;

@@ -256,6 +256,18 @@ TEST_CASE("connection: a server that speaks no AMQP at all is quoted, not 'unkno
           "not an AMQP 0-9-1 server (it sent \"\\x15\\x03\\x03\\x00\\x02\\x02F\")");
 }
 
+TEST_CASE("connection: a transport that ends in the handshake is told where, with the likely cause") {
+    Connection c(options());
+    c.start(0);
+    CHECK(std::string(c.handshake_stage()) ==
+          "before the AMQP handshake began (not an AMQP 0-9-1 broker? a TLS port?)");
+    feed(c, rabbitmq_start());
+    CHECK(std::string(c.handshake_stage()) == "on our login (wrong login or password?)");
+    feed(c, pika("connection_tune"));
+    CHECK(!c.is_open());
+    CHECK(std::string(c.handshake_stage()) == "during the AMQP handshake");
+}
+
 TEST_CASE("connection: server connection.close -> close-ok and Closed(ClosedByPeer)") {
     Connection c(options());
     open_connection(c);

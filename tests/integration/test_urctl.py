@@ -447,6 +447,12 @@ class UrctlCases:
                                 "127.0.0.1:%d,127.0.0.1:%d"
                                 % (closer.getsockname()[1], self.port))
         self.assertEqual(rc, 0, err)
+        # Alone, it is named for what it likely is.
+        rc, _, err = self.urctl("discover", "--timeout", "0.3", "--broker",
+                                "127.0.0.1:%d" % closer.getsockname()[1])
+        self.assertEqual(rc, BROKER, err)
+        self.assertIn("before the AMQP handshake began (not an AMQP 0-9-1 "
+                      "broker? a TLS port?)", err)
 
         args = self.refuse_login()
         rc, out, err = self.urctl("discover", *args)

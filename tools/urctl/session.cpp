@@ -317,8 +317,10 @@ SessionStatus Session::pump(uint64_t deadline_ms, Done done, std::string& error)
             if (r > 0) {
                 conn_->feed(buf, size_t(r), now);
             } else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                conn_->transport_closed(now, r == 0 ? "the broker closed the TCP connection"
-                                                    : std::string("read: ") + std::strerror(errno));
+                std::string why = r == 0 ? "the TCP connection ended"
+                                         : std::string("read: ") + std::strerror(errno);
+                if (!conn_->is_open()) why += std::string(" ") + conn_->handshake_stage();
+                conn_->transport_closed(now, std::move(why));
                 ::close(fd_);
                 fd_ = -1;
             }
