@@ -359,7 +359,7 @@ uint64_t Agent::next_deadline() const {
     at(reboot_retry_at_);
     // Only when it could go: due and held back (blocked, no channel, the
     // in-flight bound) it would make every poll() return at once.
-    if (conn_ && pub_ready_ && !blocked_ && outbox_.may_publish()) at(outbox_.next_due());
+    if (can_publish() && outbox_.may_publish()) at(outbox_.next_due());
     if (!queued_.empty() && cfg_.max_queue_wait_s)
         at(queued_.front().received_ms + uint64_t(cfg_.max_queue_wait_s) * 1000);
     if (!queued_.empty()) at(start_retry_at_);

@@ -138,6 +138,10 @@ private:
     void answer_late_broadcasts(uint64_t now);
     // Replies the agent still owes that must survive reconnects.
     bool owes_replies() const { return outbox_.has_kept() || !held_.empty(); }
+    // A publish would go out now: the connection open (not closing, where
+    // basic_publish sends nothing and a due message would spin the loop),
+    // the publishing channel open, the broker not blocking us.
+    bool can_publish() const { return conn_ && conn_->is_open() && pub_ready_ && !blocked_; }
     void ack_later(uint64_t delivery_tag);
     void forget_stale_acks();
     void flush_acks();

@@ -507,7 +507,7 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
 
 void Agent::publish_outbox(uint64_t now) {
     publish_due_ = false;
-    if (!conn_ || !pub_ready_ || blocked_) return;
+    if (!can_publish()) return;
     for (Outbox::Ref m : outbox_.unpublished(now)) {
         if (!outbox_.may_publish()) break;  // the rest waits for confirms
         if (broker_max_message_ && m->body.size() > broker_max_message_) {

@@ -715,6 +715,25 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("blocked off")
         self.reply(b, a, "spin1")
 
+    def test_no_busy_loop_while_our_close_waits_for_the_broker(self):
+        # A ping reply (sent 100 ms after arrival) falls due after SIGTERM,
+        # while our connection.close waits for a close-ok the frozen broker
+        # does not send: the loop woke at once on every pass (basic_publish
+        # sends nothing on a closing connection), a full core for up to
+        # the 5 s close timeout.
+        b, a = self.up()
+        b.cmd("publish amq.topic ur.ping.%s {\"client_id\":\"spin2\",\"id\":\"1\"}"
+              % a.uuid)
+        time.sleep(0.03)
+        b.cmd("freeze 3")
+        a.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        t0 = cpu_seconds(a.proc.pid)
+        time.sleep(1.5)
+        used = cpu_seconds(a.proc.pid) - t0
+        self.assertLess(used, 0.3, "agent used %.2f s of CPU in 1.5 s, closing" % used)
+        self.assertEqual(a.wait_exit(WAIT), 0)
+
     def test_blocked_holds_replies_until_unblocked(self):
         b, a = self.up()
         req, release, pid = self.start_held(b, a)
