@@ -461,9 +461,15 @@ void Agent::loop_once() {
     }
     if (sysinfo_next_at_ && now >= sysinfo_next_at_) send_sysinfo_heartbeat(now);
     if (reboot_pending_ && now >= reboot_at_) {
-        log::warn("rebooting without the broker's confirm of the exit-113 reply: none came "
-                  "within the grace (the reply may be lost with the reboot)",
-                  {{"grace_ms", json::Value(int64_t(kRebootGraceMs))}});
+        if (reboot_reply_sent_)
+            log::warn("rebooting without the broker's confirm of the exit-113 reply: none came "
+                      "within the grace (the reply may be lost with the reboot)",
+                      {{"grace_ms", json::Value(int64_t(kRebootGraceMs))}});
+        else
+            log::error("rebooting without having sent the exit-113 reply: the broker did not "
+                       "take it in time (no connection, or publishing blocked); it is lost "
+                       "with the reboot",
+                       {{"waited_ms", json::Value(int64_t(kRebootUnsentMs))}});
         reboot(now);
     }
     if (reboot_retry_at_ && now >= reboot_retry_at_) reboot(now);
@@ -516,6 +522,10 @@ void Agent::reboot(uint64_t now) {
     spec.script = "/bin/sh";
     spec.args = {"-c", cfg_.reboot_cmd};
     spec.timeout_ms = 0;
+    // A stop of the agent (svcadm restart) must not cancel the reboot the
+    // reply announced: the command is neither signalled nor killed by our
+    // shutdown (check_shutdown() waits for it a while).
+    spec.outlives_agent = true;
     std::string why;
     if (sup_.try_start(spec, now, why) == Supervisor::Start::Short) {
         // Short of processes (a fork bomb at the process limit), memory or
@@ -531,6 +541,7 @@ void Agent::reboot(uint64_t now) {
         return;
     }
     rebooted_ = true;
+    reboot_running_ = true;
     reboot_short_said_ = 0;
     log::info("running the reboot command", {{"command", field(cfg_.reboot_cmd)}});
 }
@@ -638,6 +649,14 @@ void Agent::check_shutdown(uint64_t now) {
     bool replies_left = owes_replies();
     bool out_of_time = now >= end + kCloseGraceMs * 2;
     if (replies_left && !out_of_time) return;
+    // The node is going down anyway: its reboot command is let run, and
+    // waited for as long as replies are.
+    if (reboot_running_ && !out_of_time) return;
+    if (reboot_running_ && !reboot_left_said_) {
+        reboot_left_said_ = true;
+        log::warn("exiting while the reboot command runs; it is left running",
+                  {{"command", field(cfg_.reboot_cmd)}});
+    }
     if (replies_left && !closing_) {
         // The start-up announcement is kept too, but is no reply: said
         // for what it is (a broker refusing our publishes, say).

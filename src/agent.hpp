@@ -279,7 +279,10 @@ private:
     // Reboot
     bool reboot_pending_ = false;
     uint64_t reboot_at_ = 0;            // grace deadline
+    bool reboot_reply_sent_ = false;    // the exit-113 reply was published (its grace runs)
     bool rebooted_ = false;
+    bool reboot_running_ = false;       // the reboot command has not ended: shutdown waits
+    bool reboot_left_said_ = false;
     uint64_t reboot_retry_at_ = 0;      // the command could not start: next try, 0 = none
     uint64_t reboot_short_said_ = 0;    // when that was last said
 

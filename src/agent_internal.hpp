@@ -27,6 +27,9 @@ inline constexpr uint64_t kSysinfoSlowMs = 10000;      // a first read this slow
 inline constexpr uint64_t kBroadcastFreshWaitMs = 2000;
 // An exit-113 reply sent this long ago and not yet confirmed: reboot anyway.
 inline constexpr uint64_t kRebootGraceMs = 10000;
+// An exit-113 reply that could not be sent for this long (no broker, or
+// one that blocks publishing): reboot anyway, rather than never.
+inline constexpr uint64_t kRebootUnsentMs = 120000;
 // How often a reboot command that could not start (short of processes,
 // memory or fds) is tried again, and how often that is said.
 inline constexpr uint64_t kRebootRetryMs = 1000;

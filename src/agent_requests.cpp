@@ -377,6 +377,7 @@ void Agent::flush_acks() {
 void Agent::on_job_finished(JobResult& r, uint64_t now) {
     if (r.id.rfind(kSysinfoJob, 0) == 0) return on_sysinfo_job(r, now);
     if (r.id.rfind(kRebootJob, 0) == 0) {
+        reboot_running_ = false;
         if (r.exit_status == 0 && !r.timed_out) {
             log::info("reboot command finished", {{"exit_status", json::Value(r.exit_status)}});
             return;
@@ -445,7 +446,7 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
     // reboot under way too: another 113 does not start a second.
     if (reboot && !reboot_pending_ && !rebooted_ && !reboot_retry_at_) {
         log::info("script exited 113: rebooting once the reply is confirmed, or 10 s after "
-                  "it is sent",
+                  "it is sent (120 s if it cannot be sent)",
                   {{"req_id", field(run.req_id)}});
         reboot_pending_ = true;
         reboot_at_ = UINT64_MAX;  // its grace starts when the reply leaves held_
@@ -473,7 +474,12 @@ void Agent::release_held(uint64_t now) {
         OutMessage m = std::move(held_.front());
         held_.pop_front();
         --request_jobs_;
-        if (m.reboot_after && reboot_pending_) reboot_at_ = now + kRebootGraceMs;
+        // The grace of an unconfirmed reply runs from its publish
+        // (publish_outbox()): the broker may be away or blocking us now.
+        if (m.reboot_after && reboot_pending_) {
+            reboot_at_ = now + kRebootUnsentMs;
+            reboot_reply_sent_ = false;
+        }
         enqueue(std::move(m), now);
     }
 }
@@ -527,6 +533,10 @@ void Agent::publish_outbox(uint64_t now) {
             log::debug("published", {{"routing_key", field(m->routing_key)},
                                      {"bytes", json::Value(int64_t(m->body.size()))},
                                      {"seq", json::Value(int64_t(seq))}});
+        if (m->reboot_after && reboot_pending_ && !reboot_reply_sent_) {
+            reboot_reply_sent_ = true;
+            reboot_at_ = std::min(reboot_at_, now + kRebootGraceMs);
+        }
         outbox_.mark_published(m, seq);
     }
 }

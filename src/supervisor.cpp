@@ -192,6 +192,12 @@ Supervisor::Supervisor(SupervisorOptions opt)
 Supervisor::~Supervisor() {
     for (auto& jp : jobs_) {
         Job& job = *jp;
+        if (job.spec.outlives_agent && !job.reaped) {
+            close_fd(job.out_fd);
+            close_fd(job.err_fd);
+            close_fd(job.exec_fd);
+            continue;  // not waited for either: init reaps it
+        }
         if (!job.reaped || job.pipes_open()) {
             if (!job.reaped)
                 ::kill(job.pid, SIGKILL);  // see signal_group()
@@ -785,7 +791,7 @@ size_t Supervisor::running() const {
 void Supervisor::terminate_all(uint64_t now_ms) {
     for (auto& jp : jobs_) {
         Job& job = *jp;
-        if (job.state == JobState::Done || job.killed)
+        if (job.state == JobState::Done || job.killed || job.spec.outlives_agent)
             continue;
         signal_group(job, SIGTERM);
         job.kill_at = std::min(job.kill_at, add_ms(now_ms, opt_.kill_grace_ms));
@@ -794,7 +800,7 @@ void Supervisor::terminate_all(uint64_t now_ms) {
 
 void Supervisor::kill_all() {
     for (auto& jp : jobs_)
-        if (jp->state != JobState::Done)
+        if (jp->state != JobState::Done && !jp->spec.outlives_agent)
             signal_group(*jp, SIGKILL);
     kill_pinned(kNever);
 }

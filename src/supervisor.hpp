@@ -77,6 +77,9 @@ struct JobSpec {
     bool json_output = false;             // capture as JSON-escaped UTF-8 (StreamCapture::escaped)
     uint64_t retried_ms = 0;              // how long resources have been short (try_start), for the 126
     bool stop_past_cap = false;           // SIGTERM it once a stream passes max_output (sysinfo)
+    // Not signalled by terminate_all() or kill_all(), nor killed when the
+    // Supervisor goes: left running, its pipes closed (the reboot command).
+    bool outlives_agent = false;
 };
 
 struct JobResult {

@@ -663,6 +663,51 @@ class Resilience(FakeBrokerTestCase):
         a.wait_log(lambda r: r.get("msg") == "reply confirmed" and r.get("req_id") == req,
                    what="confirm of " + req)
 
+    def test_exit_113_waits_for_its_reply_to_be_sent_before_the_grace(self):
+        # The broker blocks publishing as the script exits 113: the grace
+        # ran from the reply's queueing, so the node rebooted 10 s later
+        # with the reply never sent (a code review).  It runs from the
+        # publish now; unsent, the reply is waited for (up to 120 s).
+        flag = self.path("rebooted")
+        cmd = self.path("reboot.sh")
+        write_executable(cmd, "#!/bin/sh\necho called >> %s\n" % flag)
+        b, a = self.up(args=("--reboot-cmd", cmd))
+        gate = self.path("gate")
+        req = self.send(b, a, "#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.05; done\n"
+                              "echo bye\nexit 113\n" % gate)
+        self.wait_received(a, req)
+        b.cmd("blocked on")
+        a.wait_log(lambda r: "blocked publishing" in r.get("msg", ""), what="blocked logged")
+        open(gate, "w").close()
+        a.wait_log(lambda r: r.get("msg", "").startswith("script exited 113"),
+                   what="exit 113 seen")
+        time.sleep(11.5)
+        self.assertFalse(os.path.exists(flag), "rebooted with the reply unsent")
+        b.cmd("blocked off")
+        r = self.reply(b, a, req)
+        self.assertEqual(r["exit_status"], 0, r)
+        wait_until(lambda: os.path.exists(flag), timeout=WAIT, what="reboot command run")
+        self.assertEqual(a.count_log("rebooting without having sent the exit-113 reply: the "
+                                     "broker did not take it in time (no connection, or "
+                                     "publishing blocked); it is lost with the reboot"), 0)
+
+    def test_a_stop_of_the_agent_does_not_cancel_the_reboot(self):
+        # SIGTERM while a script that exits 113 runs: the reply is
+        # confirmed, the reboot command starts, and the agent exiting
+        # SIGKILLed it (a code review): the node was told "rebooting" and
+        # did not.  The command is left alone now, and waited for.
+        flag = self.path("rebooted")
+        cmd = self.path("reboot.sh")
+        write_executable(cmd, "#!/bin/sh\nsleep 1\necho called >> %s\n" % flag)
+        b, a = self.up(args=("--reboot-cmd", cmd))
+        req = self.send(b, a, "#!/bin/sh\nsleep 0.5\nexit 113\n")
+        self.wait_received(a, req)
+        a.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.reply(b, a, req)["exit_status"], 0)
+        self.assertEqual(a.wait_exit(WAIT), 0)
+        wait_until(lambda: os.path.exists(flag), timeout=5, what="reboot command run")
+        a.wait_log(lambda r: r.get("msg") == "reboot command finished", what="waited for")
+
     def test_unconfirmed_reply_republished_after_drop(self):
         b, a = self.up()
         # A confirmed reply is never sent again.
