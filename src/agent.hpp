@@ -160,6 +160,7 @@ private:
     // after that client's first ping arrived (every ping until then).
     uint64_t ping_reply_due(const std::string& reply_key, uint64_t now);
     void answer_broadcast(const SysinfoWaiter& w, const std::string& body, uint64_t now);
+    void send_sysinfo(const std::vector<SysinfoWaiter>& waiters, uint64_t now);
     void send_sysinfo_heartbeat(uint64_t now);
     // Reboot and shutdown
     void reboot(uint64_t now);

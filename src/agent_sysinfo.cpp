@@ -230,24 +230,21 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
     if (ok && !parse_sysinfo(text, v, id, error)) ok = false;
     std::vector<SysinfoWaiter> waiters;
     waiters.swap(sysinfo_waiters_);
+    if (!ok && !have_identity_) {
+        uint64_t delay = sysinfo_backoff_.next(random32());
+        sysinfo_retry_at_ = now + delay;
+        log::error("cannot read sysinfo; this node cannot take part until it can",
+                   {{"error", field(error)}, {"source", field(sysinfo_source(cfg_))},
+                    {"retry_in_ms", json::Value(int64_t(delay))}});
+        return;
+    }
     if (!ok) {
         // A discover expects a sysinfo object (urclient reads its UUID and
-        // Hostname): answer with the one read last rather than an error.
-        if (have_identity_) {
-            std::string last = json::write(sysinfo_);
-            for (const auto& w : waiters)
-                if (w.why == SysinfoWaiter::Why::Broadcast) answer_broadcast(w, last, now);
-        }
-        if (!have_identity_) {
-            uint64_t delay = sysinfo_backoff_.next(random32());
-            sysinfo_retry_at_ = now + delay;
-            log::error("cannot read sysinfo; this node cannot take part until it can",
-                       {{"error", field(error)}, {"source", field(sysinfo_source(cfg_))},
-                        {"retry_in_ms", json::Value(int64_t(delay))}});
-        } else {
-            log::error("cannot read sysinfo", {{"error", field(error)},
-                                               {"source", field(sysinfo_source(cfg_))}});
-        }
+        // Hostname), and CNAPI marks a node whose heartbeats stop
+        // "unknown": both get the one read last rather than nothing.
+        log::error("cannot read sysinfo; the one read last is sent instead",
+                   {{"error", field(error)}, {"source", field(sysinfo_source(cfg_))}});
+        send_sysinfo(waiters, now);
         return;
     }
     if (!have_identity_) {
@@ -269,6 +266,12 @@ void Agent::on_sysinfo(bool ok, const std::string& text, const std::string& read
         v = sysinfo_;
     }
     sysinfo_ = std::move(v);
+    send_sysinfo(waiters, now);
+}
+
+// The sysinfo read last, to those who waited for a read: discovers and
+// heartbeats (the start-up announcement takes it when due).
+void Agent::send_sysinfo(const std::vector<SysinfoWaiter>& waiters, uint64_t now) {
     std::string body = json::write(sysinfo_);
     for (const auto& w : waiters) {
         if (w.why == SysinfoWaiter::Why::Broadcast) {

@@ -44,9 +44,21 @@ std::string admin_mac(const json::Value& sysinfo) {
 
 bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
                    std::string& error) {
+    // Read as the original (Node) read it, so that one odd byte in a
+    // hardware string cannot keep the node out: bytes that are not UTF-8
+    // become U+FFFD, as do \u escapes of lone surrogates, and a number too
+    // large for a double is infinity (written back as null).
+    std::string repaired;
+    if (!json::is_valid_utf8(text)) {
+        repaired = json::string_from_bytes(text);
+        text = repaired;
+    }
+    json::ParseOptions popt;
+    popt.lone_surrogates_as_replacement = true;
+    popt.overflow_as_infinity = true;
     json::Value v;
     json::ParseError perr;
-    if (!json::parse(text, v, perr)) {
+    if (!json::parse(text, v, perr, popt)) {
         error = "sysinfo is not valid JSON: " + perr.to_string();
         return false;
     }

@@ -258,6 +258,23 @@ TEST_CASE("sysinfo: identity and admin MAC") {
     CHECK_FALSE(parse_sysinfo("{", v, id, err));
 }
 
+TEST_CASE("sysinfo: one odd byte or number does not keep the node out (read as Node read it)") {
+    json::Value v;
+    Identity id;
+    std::string err;
+    REQUIRE(parse_sysinfo("{\"UUID\":\"u1\",\"Product\":\"Acme \xff Server\","
+                          "\"Serial\":\"\\ud800x\",\"Big\":1e400}",
+                          v, id, err));
+    CHECK(id.uuid == "u1");
+    CHECK(v.find("Product")->as_string() == "Acme \xef\xbf\xbd Server");
+    CHECK(v.find("Serial")->as_string() == "\xef\xbf\xbdx");
+    CHECK(json::write(v) ==
+          "{\"UUID\":\"u1\",\"Product\":\"Acme \\ufffd Server\","
+          "\"Serial\":\"\\ufffdx\",\"Big\":null}");
+    // Not JSON at all is still refused.
+    CHECK_FALSE(parse_sysinfo("{\"UUID\":\"u1\",}", v, id, err));
+}
+
 static OutMessage msg(const char* key, size_t size, bool keep = true) {
     OutMessage m;
     m.routing_key = key;

@@ -12,7 +12,7 @@ import sys
 import time
 
 from npm_fixtures import find_bunyan
-from urharness import (BUNYAN_FIELDS, AgentTestCase, make_sysinfo,
+from urharness import (BUNYAN_FIELDS, WAIT, AgentTestCase, make_sysinfo,
                        rabbitmqctl, random_token, wait_until, write_executable)
 
 
@@ -190,6 +190,26 @@ class SysinfoHeartbeat(AgentTestCase):
         for g in gaps:
             self.assertGreater(g, 0.5, "interval %.2fs for 1s" % g)
             self.assertLess(g, 5, "interval %.2fs for 1s" % g)
+
+    def test_an_odd_byte_in_sysinfo_is_read_and_a_broken_sysinfo_keeps_the_last(self):
+        # One byte that is not UTF-8 in a hardware string stopped every
+        # heartbeat (a code review): read as Node read it now.  A sysinfo
+        # that cannot be read at all sends the one read last, so that CNAPI
+        # does not mark a live node "unknown".
+        a = self.start_agent(args=["--sysinfo-interval", "1"])
+        self.client.wait_sysinfo(a.uuid)
+        raw = json.dumps(dict(a.sysinfo, Product="@@")).encode()
+        with open(a.sysinfo_file + ".tmp", "wb") as f:
+            f.write(raw.replace(b"@@", b"Acme \xff Server"))
+        os.rename(a.sysinfo_file + ".tmp", a.sysinfo_file)
+        odd = dict(a.sysinfo, Product="Acme \ufffd Server")
+        wait_until(lambda: self.client.wait_sysinfo(a.uuid).json() == odd,
+                   timeout=WAIT, what="a heartbeat with the repaired Product")
+        with open(a.sysinfo_file, "w") as f:
+            f.write('{"UUID": ')
+        a.wait_log_n("cannot read sysinfo; the one read last is sent instead", 1)
+        for _ in range(2):
+            self.assertEqual(self.client.wait_sysinfo(a.uuid).json(), odd)
 
     def test_setup_file_incomplete_keeps_heartbeat(self):
         a = self.new_agent(args=["--sysinfo-interval", "1"])
