@@ -348,6 +348,7 @@ uint64_t Agent::next_deadline() const {
     if (link_ == Link::Down && have_identity_ && (!stopping_ || owes_replies()))
         at(reconnect_at_);
     if (link_ == Link::Connecting || link_ == Link::Handshake) at(connect_deadline_);
+    at(setup_stall_at());
     if (conn_) at(conn_->next_deadline());
     at(consumer_retry_at_);
     at(ping_retry_at_);
@@ -369,6 +370,16 @@ uint64_t Agent::next_deadline() const {
     if (stopping_) at(grace_end() + kCloseGraceMs * 2);
     if (stopping_ && !children_killed_) at(grace_end());
     return d;
+}
+
+// Open but not yet serving or able to publish, with no set-up retry of
+// ours pending: the broker owes us an answer.  One silent for
+// --connect-timeout (its queue processes stalled, heartbeats going on)
+// would leave the node connected, serving nothing and saying nothing.
+uint64_t Agent::setup_stall_at() const {
+    if (link_ != Link::Open || stopping_ || (consuming_ && pub_ready_)) return 0;
+    if (consumer_retry_at_ || ping_retry_at_ || pub_retry_at_) return 0;
+    return setup_heard_ + uint64_t(cfg_.connect_timeout_s) * 1000;
 }
 
 void Agent::loop_once() {
@@ -445,16 +456,24 @@ void Agent::loop_once() {
         connect_next(now);
     if (consumer_retry_at_ && now >= consumer_retry_at_) {
         consumer_retry_at_ = 0;
+        setup_heard_ = now;
         setup_consumer(now);
     }
     if (ping_retry_at_ && now >= ping_retry_at_) {
         ping_retry_at_ = 0;
+        setup_heard_ = now;
         setup_ping();
     }
     if (pub_retry_at_ && now >= pub_retry_at_) {
         pub_retry_at_ = 0;
+        setup_heard_ = now;
         if (conn_ && conn_->is_open() && pub_ch_ == 0) setup_publisher();
     }
+    if (uint64_t at = setup_stall_at(); at && now >= at)
+        link_down("the broker did not answer our channel and queue set-up (declare, bind, "
+                  "consume or confirm.select) within " +
+                      std::to_string(cfg_.connect_timeout_s) + " s; its queues may be stalled",
+                  now);
     if (sysinfo_retry_at_ && now >= sysinfo_retry_at_) {
         sysinfo_retry_at_ = 0;
         want_sysinfo({SysinfoWaiter::Why::Boot, "", ""}, now);

@@ -94,6 +94,7 @@ private:
     // The loop
     void loop_once();
     uint64_t next_deadline() const;
+    uint64_t setup_stall_at() const;
     void drain_self_pipe();
     // Broker link
     void connect_next(uint64_t now);
@@ -199,6 +200,7 @@ private:
     uint64_t reconnect_at_ = 0;        // when Down: next connect attempt
     uint64_t connect_deadline_ = 0;    // when Connecting/Handshake
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
+    uint64_t setup_heard_ = 0;         // when Open: the last set-up step sent or event heard
     bool failed_since_serving_ = false; // a connect failed since we last served
     std::string peer_;        // the address connected to (resolved)
     std::string peer_given_;  // the broker as configured: "host:port", "[v6]:port"

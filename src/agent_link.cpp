@@ -193,6 +193,7 @@ void Agent::write_socket(uint64_t now, bool down_on_error) {
 void Agent::handle_events(uint64_t now) {
     amqp::Event ev;
     while (conn_ && conn_->next_event(ev)) {
+        setup_heard_ = now;  // the broker answers (setup_stall_at())
         switch (ev.kind) {
         case amqp::EventKind::Opened:
             link_ = Link::Open;

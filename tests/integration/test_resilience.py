@@ -760,6 +760,22 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("blocked off")
         self.reply(b, a, "spin1")
 
+    def test_a_broker_that_never_answers_our_queue_set_up_is_left(self):
+        # Connected, heartbeats going on, but the queue.declare never
+        # answered (a broker whose queue processes stall): the agent stayed
+        # so for ever, serving nothing and saying nothing (a code review).
+        # It now gives the set-up --connect-timeout, then reconnects.
+        b = self.start_broker()
+        b.cmd("stall-declares on")
+        a = self.new_agent([b], heartbeat=1, args=("--connect-timeout", "2")).start()
+        a.wait_log_n("connected to the broker", 1)
+        rec = a.wait_log(msg_is("lost the broker connection"), what="set-up given up")
+        self.assertIn("did not answer our channel and queue set-up", rec.get("reason", ""), rec)
+        self.assertEqual(a.count_log("serving requests"), 0)
+        b.cmd("stall-declares off")
+        a.wait_log_n("serving requests", 1)
+        self.prove_served(b, a, "after a stalled set-up")
+
     def test_no_busy_loop_while_our_close_waits_for_the_broker(self):
         # A ping reply (sent 100 ms after arrival) falls due after SIGTERM,
         # while our connection.close waits for a close-ok the frozen broker

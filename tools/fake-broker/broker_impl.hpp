@@ -82,6 +82,7 @@ struct Channel {
     ChannelState state = ChannelState::Open;
     bool flow_active = true;
     uint16_t prefetch = 0;        // from basic.qos, for consumers created after it
+    bool stalled = false;         // a declare taken under stall-declares: all after it waits
     bool confirm = false;
     uint64_t publish_seq = 0;     // last publish sequence number (confirm mode)
     uint64_t delivery_tag = 0;    // last delivery tag handed out
@@ -182,6 +183,9 @@ struct Broker::Impl {
     // As RabbitMQ 4.3 as shipped: a queue neither durable nor exclusive
     // closes the connection (541, deprecated feature transient_nonexcl_queues).
     bool deny_transient = false;
+    // Queue declares are taken and never answered (a broker whose queue
+    // processes stall), heartbeats going on.
+    bool stall_declares = false;
     Millis client_silence = 0;  // a client silent this long is dropped; 0: 2 heartbeats
     std::string product = "ur-fake-broker", version = "0.1.0";  // in connection.start
     Millis confirm_delay = 0;

@@ -18,7 +18,8 @@ const char kHelp[] =
     "ok commands: drop-after N|off; drop-now; freeze SECS; malformed; "
     "close-connection CODE TEXT; close-channel CODE TEXT; cancel-consumers; "
     "delete-queue NAME; refuse-login on|off; lock-queue GLOB on|off; "
-    "deny-transient-queues on|off (541 as RabbitMQ 4.3); server-version PRODUCT VERSION "
+    "deny-transient-queues on|off (541 as RabbitMQ 4.3); stall-declares on|off (queue.declare "
+    "never answered); server-version PRODUCT VERSION "
     "(new connections); confirm-delay MS; "
     "blocked on|off; stop-listening; start-listening; heartbeat SECS (new connections); "
     "client-silence SECS (a client silent this long is dropped; 0: two heartbeats); "
@@ -193,6 +194,10 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         if (on) locked_patterns.insert(pat);
         else locked_patterns.erase(pat);
         return "ok " + std::to_string(locked_patterns.size()) + " locked patterns";
+    }
+    if (verb == "stall-declares") {
+        if (!parse_on_off(next_word(rest), stall_declares)) return usage("stall-declares on|off");
+        return std::string(stall_declares ? "ok stalling queue declares" : "ok answering queue declares");
     }
     if (verb == "deny-transient-queues") {
         if (!parse_on_off(next_word(rest), deny_transient)) return usage("deny-transient-queues on|off");

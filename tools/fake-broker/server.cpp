@@ -312,6 +312,9 @@ void Broker::Impl::on_channel_method(Conn& c, Channel& ch, Method& m, Millis) {
         channel_error(c, ch, code, text, cls, mth);
     };
 
+    // As a broker's channel does, what follows a stalled declare waits
+    // behind it (here, for ever); a close is still answered.
+    if (ch.stalled && !std::holds_alternative<ChannelClose>(m)) return;
     if (std::holds_alternative<ChannelOpen>(m)) {
         connection_error(c, kChannelError, "CHANNEL_ERROR - second 'channel.open' seen", cls, mth);
     } else if (std::holds_alternative<ChannelClose>(m)) {
@@ -349,6 +352,10 @@ void Broker::Impl::on_channel_method(Conn& c, Channel& ch, Method& m, Millis) {
         }
         if (!ed->nowait) send_method(c, ch.id, ExchangeDeclareOk{});
     } else if (auto* qd = std::get_if<QueueDeclare>(&m)) {
+        if (stall_declares) {
+            ch.stalled = true;
+            return;
+        }
         std::string name = qd->queue;
         if (name.empty() && !qd->passive) name = random_name("amq.gen-");
         if (deny_transient && !qd->passive && !qd->durable && !qd->exclusive)
