@@ -95,6 +95,8 @@ private:
     void loop_once();
     uint64_t next_deadline() const;
     uint64_t setup_stall_at() const;
+    // Our basic.qos on the request and ping channels: one per script slot.
+    uint16_t prefetch() const { return uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)); }
     void drain_self_pipe();
     // Broker link
     void connect_next(uint64_t now);

@@ -467,7 +467,7 @@ void Agent::setup_ping() {
     if (!conn_ || !conn_->is_open() || stopping_ || ping_parked_) return;
     ping_ch_ = conn_->open_channel();
     if (ping_ch_ != 0) {
-        conn_->basic_qos(ping_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
+        conn_->basic_qos(ping_ch_, prefetch());
         // Bindings to amq.topic made at once on two channels contend for
         // the same records in RabbitMQ's database (every Ur key starts
         // with "ur."), and one of them waits or is retried: start-up took
@@ -525,7 +525,7 @@ void Agent::setup_consumer(uint64_t now) {
     if (id_.mac.empty())
         log::warn("no NIC in sysinfo carries the admin tag; request queue without MAC binding",
                   {{"admin_tag", field(admin_tag(sysinfo_))}});
-    conn_->basic_qos(cons_ch_, uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)));
+    conn_->basic_qos(cons_ch_, prefetch());
     std::string rq = request_queue_name(id_);
     conn_->queue_declare(cons_ch_, rq, false, false, true, true);
     request_binds_due_ = 0;

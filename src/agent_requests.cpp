@@ -146,6 +146,16 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     // reply undelivered is answered on restart all the same.
     std::string journal_key = journal_.add(req.reply_key, req.req_id);
     Queued q{std::move(req), ev.delivery_tag, now, std::move(journal_key)};
+    // Unacked, the waiting requests are at most our prefetch: a broker
+    // that ignores basic.qos would have them, bodies and all, grow
+    // without bound.  Past it, a request is answered and acked at once.
+    if (queued_.size() - acked_waiting_ >= prefetch()) {
+        answer_not_run(q, "the broker delivered it past the " + std::to_string(prefetch()) +
+                              " unacknowledged requests the agent asked for (basic.qos)",
+                       now);
+        ack();
+        return;
+    }
     q.bytes = ev.body.size();
     queued_.push_back(std::move(q));
     start_queued(now);

@@ -776,6 +776,27 @@ class Resilience(FakeBrokerTestCase):
         a.wait_log_n("serving requests", 1)
         self.prove_served(b, a, "after a stalled set-up")
 
+    def test_a_broker_that_ignores_our_prefetch_cannot_grow_the_agent(self):
+        # Every delivery past basic.qos was kept, body and all, with no
+        # bound but the broker's restraint (a code review: 200 MB for 200
+        # requests of 1 MiB).  Past our prefetch a request is answered
+        # "not run" and acked at once.
+        b, a = self.up(args=("--max-concurrency", "1"))
+        req, release, _ = self.start_held(b, a)
+        b.cmd("ignore-prefetch on")
+        waiting = self.send(b, a, "#!/bin/sh\necho waited\n")
+        extra = [self.send(b, a, "#!/bin/sh\necho extra\n") for _ in range(4)]
+        for x in extra:
+            r = self.reply(b, a, x)
+            self.assertEqual(r["exit_status"], 1, r)
+            self.assertTrue(r.get("not_run"), r)
+            self.assertIn("past the 1 unacknowledged requests the agent asked for", r["stderr"])
+        open(release, "w").close()
+        self.assertPayloadReply(self.reply(b, a, req))
+        self.assertEqual(self.reply(b, a, waiting)["stdout"], "waited\n")
+        b.cmd("ignore-prefetch off")
+        self.prove_served(b, a, "a broker past our prefetch")
+
     def test_no_busy_loop_while_our_close_waits_for_the_broker(self):
         # A ping reply (sent 100 ms after arrival) falls due after SIGTERM,
         # while our connection.close waits for a close-ok the frozen broker

@@ -186,6 +186,7 @@ struct Broker::Impl {
     // Queue declares are taken and never answered (a broker whose queue
     // processes stall), heartbeats going on.
     bool stall_declares = false;
+    bool ignore_prefetch = false;  // deliver past basic.qos
     Millis client_silence = 0;  // a client silent this long is dropped; 0: 2 heartbeats
     std::string product = "ur-fake-broker", version = "0.1.0";  // in connection.start
     Millis confirm_delay = 0;

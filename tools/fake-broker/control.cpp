@@ -19,7 +19,7 @@ const char kHelp[] =
     "close-connection CODE TEXT; close-channel CODE TEXT; cancel-consumers; "
     "delete-queue NAME; refuse-login on|off; lock-queue GLOB on|off; "
     "deny-transient-queues on|off (541 as RabbitMQ 4.3); stall-declares on|off (queue.declare "
-    "never answered); server-version PRODUCT VERSION "
+    "never answered); ignore-prefetch on|off; server-version PRODUCT VERSION "
     "(new connections); confirm-delay MS; "
     "blocked on|off; stop-listening; start-listening; heartbeat SECS (new connections); "
     "client-silence SECS (a client silent this long is dropped; 0: two heartbeats); "
@@ -194,6 +194,12 @@ std::optional<std::string> Broker::Impl::execute(PendingCommand& cmd, Millis now
         if (on) locked_patterns.insert(pat);
         else locked_patterns.erase(pat);
         return "ok " + std::to_string(locked_patterns.size()) + " locked patterns";
+    }
+    if (verb == "ignore-prefetch") {
+        if (!parse_on_off(next_word(rest), ignore_prefetch)) return usage("ignore-prefetch on|off");
+        if (!ignore_prefetch) return std::string("ok honouring basic.qos");
+        dispatch_all();
+        return std::string("ok ignoring basic.qos");
     }
     if (verb == "stall-declares") {
         if (!parse_on_off(next_word(rest), stall_declares)) return usage("stall-declares on|off");

@@ -610,7 +610,9 @@ void Broker::Impl::dispatch(Queue& q) {
             if (!c || !may_send(*c) || c->state != ConnState::Open || c->close_after_flush) continue;
             Channel* ch = find_channel(cons.conn_id, cons.channel);
             if (!ch || ch->state != ChannelState::Open || !ch->flow_active) continue;
-            if (!cons.no_ack && cons.prefetch != 0 && cons.unacked >= cons.prefetch) continue;
+            if (!cons.no_ack && cons.prefetch != 0 && cons.unacked >= cons.prefetch &&
+                !ignore_prefetch)
+                continue;
             q.next_consumer = (i + 1) % n;
             Message m = std::move(q.ready.front());
             q.ready.pop_front();
