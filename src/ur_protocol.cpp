@@ -453,6 +453,7 @@ std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
         }
         size_t keep = size_t(limit / 2);
         for (int attempt = 0; attempt < 8; ++attempt) {
+            bool cut_any = false;
             for (int k = 0; k < 2; ++k) {
                 if (!have[k]) continue;
                 const std::string name = names[k];
@@ -461,6 +462,7 @@ std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
                     v.set(name, json::Value(text));
                     continue;
                 }
+                cut_any = true;
                 const size_t tail_want = std::min<size_t>(keep / 4, 64 * 1024);
                 std::string cut = text.substr(0, json::valid_utf8_prefix(
                                                      std::string_view(text).substr(0, keep - tail_want)));
@@ -470,9 +472,13 @@ std::string fit_reply(std::string_view body, uint64_t limit, FitReason reason) {
                     ++from;  // a character's start, not its middle
                 cut.append(text, from, std::string::npos);
                 v.set(name, json::Value(std::move(cut)));
-                if (!v.find(name + "_bytes")) v.set(name + "_bytes", json::Value(int64_t(text.size())));
                 v.set(name + "_truncated", json::Value(true));
             }
+            // A cut reply carries both counts, as one cut at capture does
+            // (the capture's own where it made them; else the text's).
+            for (int k = 0; k < 2 && cut_any; ++k)
+                if (have[k] && !v.find(std::string(names[k]) + "_bytes"))
+                    v.set(std::string(names[k]) + "_bytes", json::Value(int64_t(texts[k].size())));
             std::string out = json::write(v);
             if (out.size() <= limit) return out;
             if (keep <= limit / 16) break;

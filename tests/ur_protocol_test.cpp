@@ -293,6 +293,7 @@ TEST_CASE("a reply over the broker's max message size: the limit from the close,
     CHECK(v.find("stdout_truncated")->as_bool());
     CHECK(v.find("stdout_bytes")->as_int() == 40000);
     CHECK(v.find("stderr_truncated") == nullptr);
+    CHECK(v.find("stderr_bytes")->as_int() == 3);  // both counts, as a cut at capture gives
     const std::string& so = v.find("stdout")->as_string();
     CHECK(json::is_valid_utf8(so));
     CHECK(so.rfind("\xc3\xa9\xc3\xa9", 0) == 0);
