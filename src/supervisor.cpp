@@ -554,9 +554,10 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     r.timed_out = job.timed_out;
     r.unkillable = job.abandoned;
     r.pipes_abandoned = job.pipes_open() && !job.abandoned;
-    if (r.pipes_abandoned && job.signalled) {
+    if (r.pipes_abandoned && job.signalled && (!job.reaped || group_lives_on(job.pid))) {
         // A group we signalled still holds the pipes: finish it off rather
-        // than leave a timed-out tree behind.
+        // than leave a timed-out tree behind (if it has members left: see
+        // signal_group()).
         ::killpg(job.pid, SIGKILL);
     }
     close_fd(job.out_fd);
@@ -686,13 +687,15 @@ void Supervisor::abandon(Job& job, uint64_t now_ms) {
 
 void Supervisor::signal_group(Job& job, int sig) {
     // After the leader was reaped, its pid is kept from reuse only while
-    // its process group has members; pipes still open are the sign that it
-    // may have some.  Otherwise there is nothing left to signal.
+    // its process group has members.  Pipes still open are no proof of
+    // that (a setsid() descendant may hold them), and an empty group's
+    // number may already be another's: it is signalled only if members
+    // are seen in it.
     if (sig == SIGKILL) {
         job.killed = true;
         job.kill_at = kNever;
     }
-    if (job.reaped && !job.pipes_open())
+    if (job.reaped && (!job.pipes_open() || !group_lives_on(job.pid)))
         return;
     // Until the child has called setsid() it is still in our process
     // group and killpg(pid) misses it; kill(pid) reaches it (it cannot have
