@@ -347,7 +347,8 @@ uint64_t Agent::next_deadline() const {
     };
     if (link_ == Link::Down && have_identity_ && (!stopping_ || owes_replies()))
         at(reconnect_at_);
-    if (link_ == Link::Connecting || link_ == Link::Handshake) at(connect_deadline_);
+    if (link_ == Link::Resolving || link_ == Link::Connecting || link_ == Link::Handshake)
+        at(connect_deadline_);
     at(setup_stall_at());
     if (conn_) at(conn_->next_deadline());
     at(consumer_retry_at_);
@@ -395,6 +396,11 @@ void Agent::loop_once() {
         fds.push_back({fd_, ev, 0});
     }
     size_t sock_index = fds.size() - 1;
+    size_t lookup_index = 0;
+    if (resolver_.busy()) {
+        fds.push_back({resolver_.fd(), POLLIN, 0});
+        lookup_index = fds.size() - 1;
+    }
     sup_.add_pollfds(fds);
 
     uint64_t now = monotonic_ms();
@@ -412,7 +418,17 @@ void Agent::loop_once() {
 
     sup_.handle(fds, now);
     sup_.reap(now);
+    resolver_.reap();
     sup_.tick(now);
+
+    // Before the deadline below: an answer that came with it is taken.
+    if (link_ == Link::Resolving && lookup_index > 0 && fds[lookup_index].fd == resolver_.fd() &&
+        fds[lookup_index].revents)
+        read_lookup(now);
+    if (link_ == Link::Resolving && now >= connect_deadline_)
+        link_down("cannot resolve '" + peer_ + "': no answer in " +
+                      std::to_string(cfg_.connect_timeout_s) + " s",
+                  now);
 
     bool sock_read = false;
     if (fd_ >= 0 && sock_index > 0 && fds[sock_index].fd == fd_ && fds[sock_index].revents) {

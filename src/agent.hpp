@@ -21,6 +21,7 @@
 #include "src/linux_sysinfo.hpp"
 #include "src/net.hpp"
 #include "src/outbox.hpp"
+#include "src/resolver.hpp"
 #include "src/supervisor.hpp"
 #include "src/sysinfo.hpp"
 #include "src/ur_protocol.hpp"
@@ -63,7 +64,9 @@ public:
     int run();
 
 private:
-    enum class Link { Down, Connecting, Handshake, Open };
+    // Resolving: a broker's name is being looked up (resolver_), then
+    // Connecting to its addresses one by one.
+    enum class Link { Down, Resolving, Connecting, Handshake, Open };
 
     // One request delivered but not yet started (waiting for a free slot).
     struct Queued {
@@ -100,6 +103,8 @@ private:
     void drain_self_pipe();
     // Broker link
     void connect_next(uint64_t now);
+    void start_lookup(const BrokerAddress& b, uint64_t now);
+    void read_lookup(uint64_t now);
     void on_connected(uint64_t now);
     void link_down(const std::string& why, uint64_t now, bool refused = false,
                    bool retry_at_once = false);
@@ -198,9 +203,10 @@ private:
     size_t broker_index_ = 0;
     std::vector<SocketAddress> addrs_;
     size_t addr_index_ = 0;
+    Resolver resolver_;                // when Resolving: the broker's name looked up
     Backoff link_backoff_;             // 100 ms doubling to cfg_.reconnect_max_ms
     uint64_t reconnect_at_ = 0;        // when Down: next connect attempt
-    uint64_t connect_deadline_ = 0;    // when Connecting/Handshake
+    uint64_t connect_deadline_ = 0;    // when Resolving/Connecting/Handshake
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
     uint64_t setup_heard_ = 0;         // when Open: the last set-up step sent or event heard
     bool failed_since_serving_ = false; // a connect failed since we last served

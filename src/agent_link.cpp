@@ -35,14 +35,9 @@ void Agent::connect_next(uint64_t now) {
         const BrokerAddress& b = cfg_.brokers[broker_index_ % cfg_.brokers.size()];
         ++broker_index_;
         peer_given_ = broker_text(b);
-        std::string error;
         addrs_.clear();
         addr_index_ = 0;
-        if (!resolve(b.host, b.port, addrs_, error)) {
-            peer_ = b.host;
-            link_down(error, now);
-            return;
-        }
+        if (!resolve_without_lookup(b.host, b.port, addrs_)) return start_lookup(b, now);
     }
     const SocketAddress& a = addrs_[addr_index_++];
     peer_ = a.text;
@@ -57,6 +52,44 @@ void Agent::connect_next(uint64_t now) {
     connect_deadline_ = now + uint64_t(cfg_.connect_timeout_s) * 1000;
     link_ = Link::Connecting;
     if (!in_progress) on_connected(now);
+}
+
+// A broker given by name is looked up in a child process (Resolver), not
+// here: a resolver that does not answer (a DNS outage) would hold the
+// whole loop for resolv.conf's timeout x attempts x nameservers, on every
+// reconnect, with no script timeout enforced and no signal handled
+// meanwhile.  The lookup gets --connect-timeout, as a connect does.
+void Agent::start_lookup(const BrokerAddress& b, uint64_t now) {
+    peer_ = b.host;
+    std::string error;
+    if (!resolver_.start(b.host, b.port, cfg_.connect_timeout_s, error)) {
+        link_down(error, now);
+        return;
+    }
+    log::debug("looking up the broker's name", {{"broker", field(peer_given_)}});
+    connect_deadline_ = now + uint64_t(cfg_.connect_timeout_s) * 1000;
+    link_ = Link::Resolving;
+}
+
+// The lookup's pipe is readable: once the answer is whole, a connect to
+// its first address (the others are tried at once after it, as before),
+// or the failure and the usual backoff.
+void Agent::read_lookup(uint64_t now) {
+    std::string error;
+    switch (resolver_.read_answer(addrs_, error)) {
+    case Resolver::Answer::Pending:
+        return;
+    case Resolver::Answer::Failed:
+        link_down(error, now);
+        return;
+    case Resolver::Answer::Resolved:
+        log::debug("looked up the broker's name", {{"broker", field(peer_given_)},
+                                                   {"addresses", json::Value(int64_t(addrs_.size()))}});
+        addr_index_ = 0;
+        link_ = Link::Down;
+        connect_next(now);
+        return;
+    }
 }
 
 void Agent::on_connected(uint64_t now) {
@@ -97,6 +130,7 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
         close(fd_);
         fd_ = -1;
     }
+    resolver_.cancel();  // a lookup still running (its deadline, say)
     conn_.reset();
     link_ = Link::Down;
     pub_ready_ = false;

@@ -12,7 +12,7 @@
 
 namespace ur {
 
-static std::string address_text(const sockaddr* sa) {
+std::string address_text(const sockaddr* sa) {
     char buf[INET6_ADDRSTRLEN] = {0};
     if (sa->sa_family == AF_INET) {
         auto* in = reinterpret_cast<const sockaddr_in*>(sa);
@@ -24,8 +24,8 @@ static std::string address_text(const sockaddr* sa) {
     return "[" + std::string(buf) + "]:" + std::to_string(ntohs(in6->sin6_port));
 }
 
-bool resolve(const std::string& host, uint16_t port, std::vector<SocketAddress>& out,
-             std::string& error) {
+bool resolve_without_lookup(const std::string& host, uint16_t port,
+                            std::vector<SocketAddress>& out) {
     out.clear();
     SocketAddress a;
     // Numeric forms need no resolver (and a static binary's getaddrinfo
@@ -48,12 +48,17 @@ bool resolve(const std::string& host, uint16_t port, std::vector<SocketAddress>&
         in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         std::memcpy(&a.addr, &in4, sizeof in4);
         a.len = sizeof in4;
+    } else {
+        return false;
     }
-    if (a.len != 0) {
-        a.text = address_text(reinterpret_cast<sockaddr*>(&a.addr));
-        out.push_back(a);
-        return true;
-    }
+    a.text = address_text(reinterpret_cast<sockaddr*>(&a.addr));
+    out.push_back(a);
+    return true;
+}
+
+bool resolve(const std::string& host, uint16_t port, std::vector<SocketAddress>& out,
+             std::string& error) {
+    if (resolve_without_lookup(host, port, out)) return true;
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;

@@ -14,8 +14,16 @@ struct SocketAddress {
     std::string text;  // "127.0.0.1:5672", "[::1]:5672"
 };
 
-// Resolves host:port to addresses (numeric addresses without any lookup;
-// names through getaddrinfo).  False with a reason on failure.
+// The address of host:port when it needs no lookup: a numeric IPv4 or
+// IPv6 address, or "localhost" (127.0.0.1).  False, `out` empty, for a
+// name that must be looked up.
+bool resolve_without_lookup(const std::string& host, uint16_t port,
+                            std::vector<SocketAddress>& out);
+
+// Resolves host:port to addresses (resolve_without_lookup() first; names
+// through getaddrinfo, which may block for as long as the system's
+// resolver takes: the agent's loop looks names up in a Resolver child,
+// resolver.hpp).  False with a reason on failure.
 bool resolve(const std::string& host, uint16_t port, std::vector<SocketAddress>& out,
              std::string& error);
 
@@ -27,5 +35,8 @@ int start_connect(const SocketAddress& addr, bool& in_progress, std::string& err
 
 // After POLLOUT on a connecting fd: 0 when connected, else the errno.
 int connect_result(int fd);
+
+// "127.0.0.1:5672", "[::1]:5672": an AF_INET or AF_INET6 address as text.
+std::string address_text(const sockaddr* sa);
 
 }  // namespace ur
