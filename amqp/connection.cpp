@@ -191,7 +191,9 @@ void Connection::emit_closed(CloseReason r, uint16_t code, std::string text) {
 void Connection::protocol_error(uint16_t code, std::string text, uint16_t class_id,
                                 uint16_t method_id) {
     if (state_ == State::Closed) return;
-    send_close(0, code, text, class_id, method_id);
+    // After our connection.close only close and close-ok are taken
+    // (the rest discarded): a bad frame then ends it, with no second close.
+    if (state_ != State::Closing) send_close(0, code, text, class_id, method_id);
     emit_closed(CloseReason::ProtocolError, code, std::move(text));
 }
 

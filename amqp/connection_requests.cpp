@@ -25,14 +25,14 @@ bool Connection::usable(uint16_t ch) const {
 uint16_t Connection::open_channel() {
     if (state_ != State::Open) return 0;
     uint32_t limit = channel_max_ == 0 ? 65535 : channel_max_;
-    uint16_t ch = 1;
+    uint32_t ch = 1;  // not 16 bits: past 65535 it would wrap to channel 0
     while (ch < channels_.size() && channels_[ch].state != ChannelState::Free) ch++;
     if (ch > limit) return 0;
     if (ch >= channels_.size()) channels_.resize(size_t(ch) + 1);
     channels_[ch] = Channel();
     channels_[ch].state = ChannelState::Opening;
-    send(ch, ChannelOpen{});
-    return ch;
+    send(uint16_t(ch), ChannelOpen{});
+    return uint16_t(ch);
 }
 
 bool Connection::request(uint16_t ch, const Method& m) {

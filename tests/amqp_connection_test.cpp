@@ -268,6 +268,39 @@ TEST_CASE("connection: a transport that ends in the handshake is told where, wit
     CHECK(std::string(c.handshake_stage()) == "during the AMQP handshake");
 }
 
+TEST_CASE("connection: open_channel never hands out channel 0, with all 65535 taken") {
+    ConnectionOptions o = options();
+    o.channel_max = 0;  // no limit asked for, none given: 65535
+    Connection c(o);
+    c.start(0);
+    feed(c, rabbitmq_start());
+    ConnectionTune tune;
+    tune.channel_max = 0;
+    tune.frame_max = 131072;
+    feed(c, method_frame(0, tune));
+    feed(c, method_frame(0, ConnectionOpenOk{}));
+    REQUIRE(c.is_open());
+    for (uint32_t i = 1; i <= 65535; ++i) REQUIRE(c.open_channel() == i);
+    take_output(c, true);
+    CHECK(c.open_channel() == 0);
+    CHECK(take_output(c).empty());  // was a channel.open on channel 0
+}
+
+TEST_CASE("connection: a bad frame after our connection.close ends it with no second close") {
+    Connection c(options());
+    open_connection(c);
+    c.close(200, "bye");
+    auto sent = take_output(c);
+    REQUIRE(sent.size() == 1);
+    feed(c, std::string("\x03\x00\x00\x00\x00\x00\x00\xce", 8));  // a body frame on channel 0
+    CHECK(take_output(c).empty());
+    Event e;
+    REQUIRE(c.next_event(e));
+    CHECK(e.kind == EventKind::Closed);
+    CHECK(e.close_reason == CloseReason::ProtocolError);
+    CHECK(c.is_closed());
+}
+
 TEST_CASE("connection: server connection.close -> close-ok and Closed(ClosedByPeer)") {
     Connection c(options());
     open_connection(c);
