@@ -181,7 +181,12 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
     if (dfd < 0) return false;
     hold_dir(dfd, dev, ino);
     std::string text, rerr;
+    size_t whole = SIZE_MAX;  // bytes of whole lines, when the last is torn
     if (read_file(path_, kReadMax, text, rerr)) {
+        if (!text.empty() && text.back() != '\n') {
+            size_t nl = text.rfind('\n');
+            whole = nl == std::string::npos ? 0 : nl + 1;
+        }
         if (size_t bad = replay(text, live_))
             log::warn("skipped lines of the in-flight journal that are no record (the requests "
                       "they were, if any, cannot be answered agent_restarted)",
@@ -199,6 +204,10 @@ bool Journal::open(const std::string& dir, bool fsync_each, std::string& error) 
         return false;
     }
     size_ = uint64_t(fst.st_size);
+    // A torn last line (a crash mid-write) goes, so that should the
+    // rewrite below fail (a full disk) no record of this run is appended
+    // to it, where replay() would drop both.
+    if (whole != SIZE_MAX && whole <= size_ && ftruncate(fd_, off_t(whole)) == 0) size_ = whole;
     if (fsync_) fsync(dir_fd_);
     rewrite();  // only the leftovers from here on
     return true;

@@ -136,6 +136,28 @@ TEST_CASE("journal: lines that are not records of ours are ignored; unsafe place
     CHECK(f.add("ur.execute-reply.u1.r", "r").empty());
 }
 
+TEST_CASE("journal: a torn last line is cut, so that a failed rewrite cannot join it to ours") {
+    std::string dir = fresh_dir();
+    std::ofstream(dir + "/journal") << "+ k1 ur.execute-reply.u1.req1\n"
+                                    << "+ k2 ur.execute-reply.u1.re";  // cut by a crash
+    // A directory where the rewrite's new file goes: the rewrite fails.
+    REQUIRE(mkdir((dir + "/journal.new").c_str(), 0700) == 0);
+    std::string err;
+    {
+        Journal j;
+        REQUIRE(j.open(dir, false, err));
+        CHECK(slurp(dir + "/journal") == "+ k1 ur.execute-reply.u1.req1\n");
+        CHECK_FALSE(j.add("ur.execute-reply.u1.req3", "req3").empty());
+    }
+    REQUIRE(rmdir((dir + "/journal.new").c_str()) == 0);
+    Journal again;
+    REQUIRE(again.open(dir, false, err));
+    std::vector<std::string> ids;
+    for (const auto& e : again.leftovers()) ids.push_back(e.req_id);
+    std::sort(ids.begin(), ids.end());
+    CHECK(ids == std::vector<std::string>{"req1", "req3"});  // req3 was lost, joined to the torn line
+}
+
 TEST_CASE("journal: one append per record; emptied when idle, rewritten when big") {
     std::string dir = fresh_dir() + "/inflight";
     std::string err;
