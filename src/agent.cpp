@@ -373,14 +373,18 @@ uint64_t Agent::next_deadline() const {
     return d;
 }
 
-// Open but not yet serving or able to publish, with no set-up retry of
-// ours pending: the broker owes us an answer.  One silent for
-// --connect-timeout (its queue processes stalled, heartbeats going on)
-// would leave the node connected, serving nothing and saying nothing.
+// A channel's set-up (request, ping or publishing) under way: the broker
+// owes us an answer.  One silent on it for --connect-timeout (its queue
+// processes stalled, heartbeats going on) would leave the node connected,
+// serving nothing and saying nothing.  Not while it blocks us (an alarm):
+// RabbitMQ then reads nothing more from a connection that has published,
+// set-up included.
 uint64_t Agent::setup_stall_at() const {
-    if (link_ != Link::Open || stopping_ || (consuming_ && pub_ready_)) return 0;
-    if (consumer_retry_at_ || ping_retry_at_ || pub_retry_at_) return 0;
-    return setup_heard_ + uint64_t(cfg_.connect_timeout_s) * 1000;
+    if (link_ != Link::Open || stopping_ || blocked_) return 0;
+    uint64_t since = UINT64_MAX;
+    for (uint64_t w : {cons_waits_, ping_waits_, pub_waits_})
+        if (w) since = std::min(since, w);
+    return since == UINT64_MAX ? 0 : since + uint64_t(cfg_.connect_timeout_s) * 1000;
 }
 
 void Agent::loop_once() {
@@ -472,18 +476,15 @@ void Agent::loop_once() {
         connect_next(now);
     if (consumer_retry_at_ && now >= consumer_retry_at_) {
         consumer_retry_at_ = 0;
-        setup_heard_ = now;
         setup_consumer(now);
     }
     if (ping_retry_at_ && now >= ping_retry_at_) {
         ping_retry_at_ = 0;
-        setup_heard_ = now;
-        setup_ping();
+        setup_ping(now);
     }
     if (pub_retry_at_ && now >= pub_retry_at_) {
         pub_retry_at_ = 0;
-        setup_heard_ = now;
-        if (conn_ && conn_->is_open() && pub_ch_ == 0) setup_publisher();
+        if (conn_ && conn_->is_open() && pub_ch_ == 0) setup_publisher(now);
     }
     if (uint64_t at = setup_stall_at(); at && now >= at)
         link_down("the broker did not answer our channel and queue set-up (declare, bind, "
@@ -555,7 +556,10 @@ void Agent::reboot(uint64_t now) {
     spec.id = std::string(kRebootJob) + std::to_string(++job_counter_);
     spec.kind = JobSpec::Kind::File;
     spec.script = "/bin/sh";
-    spec.args = {"-c", cfg_.reboot_cmd};
+    // Its output is read while the agent lives; once the agent has gone
+    // (a stop, below) a write must not end it by SIGPIPE: ignored, an
+    // ignored signal stays so across the commands it runs.
+    spec.args = {"-c", "trap '' PIPE; " + cfg_.reboot_cmd};
     spec.timeout_ms = 0;
     // A stop of the agent (svcadm restart) must not cancel the reboot the
     // reply announced: the command is neither signalled nor killed by our
@@ -664,6 +668,7 @@ void Agent::close_ping_channel() {
     flush_acks();
     conn_->close_channel(ping_ch_);
     ping_ch_ = 0;
+    ping_waits_ = 0;
     ping_bind_due_ = false;
 }
 

@@ -118,8 +118,9 @@ private:
     void bind_ping_queue(uint16_t ch);
     void request_channel_gone(const std::string& why, uint64_t now);
     void setup_consumer(uint64_t now);
-    void setup_ping();
-    void setup_publisher();
+    void setup_ping(uint64_t now);
+    void setup_publisher(uint64_t now);
+    void heard_on(uint16_t channel, uint64_t now);
     void park_pings();
     void close_ping_channel();
     void need_channels();
@@ -208,7 +209,10 @@ private:
     uint64_t reconnect_at_ = 0;        // when Down: next connect attempt
     uint64_t connect_deadline_ = 0;    // when Resolving/Connecting/Handshake
     uint64_t open_since_ = 0;          // when Open: since when (backoff reset)
-    uint64_t setup_heard_ = 0;         // when Open: the last set-up step sent or event heard
+    // When Open: since when each channel's set-up has waited for the
+    // broker (its last step sent or answer heard); 0 when done or not
+    // under way (setup_stall_at()).
+    uint64_t cons_waits_ = 0, ping_waits_ = 0, pub_waits_ = 0;
     bool failed_since_serving_ = false; // a connect failed since we last served
     std::string peer_;        // the address connected to (resolved)
     std::string peer_given_;  // the broker as configured: "host:port", "[v6]:port"

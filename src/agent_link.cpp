@@ -138,6 +138,7 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
     request_consumer_ok_ = false;
     ping_ready_ = false;
     pub_ch_ = cons_ch_ = ping_ch_ = 0;
+    cons_waits_ = ping_waits_ = pub_waits_ = 0;
     request_binds_due_ = 0;
     ping_bind_due_ = false;
     ping_up_since_ = 0;
@@ -227,7 +228,7 @@ void Agent::write_socket(uint64_t now, bool down_on_error) {
 void Agent::handle_events(uint64_t now) {
     amqp::Event ev;
     while (conn_ && conn_->next_event(ev)) {
-        setup_heard_ = now;  // the broker answers (setup_stall_at())
+        heard_on(ev.channel, now);
         switch (ev.kind) {
         case amqp::EventKind::Opened:
             link_ = Link::Open;
@@ -252,14 +253,17 @@ void Agent::handle_events(uint64_t now) {
                               {{"queue", field(ping_queue_name(id_))}});
                 }
             }
-            setup_publisher();
+            setup_publisher(now);
             setup_consumer(now);
-            setup_ping();
+            setup_ping(now);
             break;
         case amqp::EventKind::ChannelOpened:
             break;  // its set-up went out behind its channel.open
         case amqp::EventKind::ConfirmSelected:
-            if (ev.channel == pub_ch_) pub_ready_ = true;
+            if (ev.channel == pub_ch_) {
+                pub_ready_ = true;
+                pub_waits_ = 0;
+            }
             break;
         case amqp::EventKind::ConsumeOk:
             if (ev.consumer_tag == kPingTag && pings_down_ &&
@@ -269,14 +273,17 @@ void Agent::handle_events(uint64_t now) {
             }
             if (ev.channel == cons_ch_ && ev.consumer_tag == kPingTag) {
                 ping_ready_ = true;  // shared with the request channel
+                ping_waits_ = 0;
             } else if (ev.channel == cons_ch_) {
                 request_consumer_ok_ = true;
+                cons_waits_ = 0;
                 if (ping_parked_) {
                     ping_parked_ = false;
-                    setup_ping();
+                    setup_ping(now);
                 }
             } else if (ev.channel == ping_ch_) {
                 ping_ready_ = true;
+                ping_waits_ = 0;
                 // The backoff starts over once pings have been served a
                 // while (the channel closing then), not at once: a broker
                 // that closes it each time just after consume-ok would
@@ -320,6 +327,7 @@ void Agent::handle_events(uint64_t now) {
                 // The ping queue went: declared and consumed again on its
                 // channel.
                 pings_down_ = true;
+                ping_waits_ = now;
                 consume_ping_queue(ev.channel);
             } else if (ev.channel == cons_ch_ && conn_) {
                 // Start over on a fresh channel: the request queue is gone,
@@ -338,6 +346,9 @@ void Agent::handle_events(uint64_t now) {
             break;
         case amqp::EventKind::Unblocked:
             blocked_ = false;
+            // A set-up step sent while blocked was not read until now.
+            for (uint64_t* w : {&cons_waits_, &ping_waits_, &pub_waits_})
+                if (*w) *w = now;
             log::info("the broker unblocked publishing");
             break;
         case amqp::EventKind::ChannelClosed: {
@@ -384,6 +395,7 @@ void Agent::handle_events(uint64_t now) {
                 // with other flags, say) costs pings only: requests go on.
                 // Start-up is announced without it rather than never.
                 ping_ch_ = 0;
+                ping_waits_ = 0;
                 pings_down_ = true;
                 ping_bind_due_ = false;
                 ping_ack_upto_ = 0;
@@ -414,6 +426,7 @@ void Agent::handle_events(uint64_t now) {
                 // refuses it, with every later reply stuck behind it.
                 pub_ready_ = false;
                 pub_ch_ = 0;
+                pub_waits_ = 0;
                 outbox_.connection_lost();
                 uint64_t delay = pub_backoff_.next(random32());
                 pub_retry_at_ = now + delay;
@@ -458,7 +471,10 @@ void Agent::handle_events(uint64_t now) {
             break;
         }
     }
-    if (ping_bind_due_ && (cons_ch_ == 0 || request_binds_due_ == 0)) bind_ping_queue(ping_ch_);
+    if (ping_bind_due_ && (cons_ch_ == 0 || request_binds_due_ == 0)) {
+        if (ping_waits_) ping_waits_ = now;  // its wait for the request binds is none of the broker's
+        bind_ping_queue(ping_ch_);
+    }
 }
 
 // Declares and binds the ping queue and consumes it on `ch`: its own
@@ -497,9 +513,10 @@ void Agent::bind_ping_queue(uint16_t ch) {
     conn_->basic_consume(ch, pq, kPingTag, false, false);
 }
 
-void Agent::setup_ping() {
+void Agent::setup_ping(uint64_t now) {
     if (!conn_ || !conn_->is_open() || stopping_ || ping_parked_) return;
     ping_ch_ = conn_->open_channel();
+    if (ping_ch_ != 0 || cons_ch_ != 0) ping_waits_ = now;
     if (ping_ch_ != 0) {
         conn_->basic_qos(ping_ch_, prefetch());
         // Bindings to amq.topic made at once on two channels contend for
@@ -538,6 +555,8 @@ void Agent::need_channels() {
 // (with the ping consumer, when it shares this one).
 void Agent::request_channel_gone(const std::string& why, uint64_t now) {
     cons_ch_ = 0;
+    cons_waits_ = 0;
+    if (ping_shared_) ping_waits_ = 0;
     request_binds_due_ = 0;
     ++channel_gen_;
     answer_queued(why + " before it started", now, /*all=*/false);
@@ -551,7 +570,6 @@ void Agent::request_channel_gone(const std::string& why, uint64_t now) {
 // and drops what follows a refused open with the channel.  That saves a
 // round trip to the broker (about 0.5 ms at start-up on loopback).
 void Agent::setup_consumer(uint64_t now) {
-    (void)now;
     if (!conn_ || !conn_->is_open() || stopping_) return;
     cons_ch_ = conn_->open_channel();
     request_consumer_ok_ = false;
@@ -566,12 +584,29 @@ void Agent::setup_consumer(uint64_t now) {
     for (const auto& key : request_bindings(id_))
         if (conn_->queue_bind(cons_ch_, rq, "amq.topic", key)) ++request_binds_due_;
     conn_->basic_consume(cons_ch_, rq, kRequestTag, false, false);
-    if (ping_shared_) consume_ping_queue(cons_ch_);
+    cons_waits_ = now;
+    if (ping_shared_) {
+        ping_waits_ = now;
+        consume_ping_queue(cons_ch_);
+    }
 }
 
-void Agent::setup_publisher() {
+void Agent::setup_publisher(uint64_t now) {
     pub_ch_ = conn_->open_channel();
-    if (pub_ch_ != 0) conn_->confirm_select(pub_ch_);
+    if (pub_ch_ != 0) {
+        conn_->confirm_select(pub_ch_);
+        pub_waits_ = now;
+    }
+}
+
+// An event on `channel`: the broker answers that channel's set-up, if
+// one is under way (setup_stall_at()).
+void Agent::heard_on(uint16_t channel, uint64_t now) {
+    if (channel == 0) return;
+    if (channel == cons_ch_ && cons_waits_) cons_waits_ = now;
+    if ((channel == ping_ch_ || (ping_shared_ && channel == cons_ch_)) && ping_waits_)
+        ping_waits_ = now;
+    if (channel == pub_ch_ && pub_waits_) pub_waits_ = now;
 }
 
 void Agent::on_consuming(uint64_t now) {

@@ -201,7 +201,8 @@ Supervisor::~Supervisor() {
         if (!job.reaped || job.pipes_open()) {
             if (!job.reaped)
                 ::kill(job.pid, SIGKILL);  // see signal_group()
-            ::killpg(job.pid, SIGKILL);
+            if (!job.reaped || group_lives_on(job.pid))
+                ::killpg(job.pid, SIGKILL);
         }
         close_fd(job.out_fd);
         close_fd(job.err_fd);

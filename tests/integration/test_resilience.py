@@ -708,6 +708,28 @@ class Resilience(FakeBrokerTestCase):
         wait_until(lambda: os.path.exists(flag), timeout=5, what="reboot command run")
         a.wait_log(lambda r: r.get("msg") == "reboot command finished", what="waited for")
 
+    def test_a_reboot_command_left_running_at_exit_may_still_print(self):
+        # The agent stopped (waiting --shutdown-grace + 10 s for it) and
+        # left the reboot command running: its next write met a pipe with
+        # no reader and SIGPIPE ended it before the reboot (a review).
+        flag = self.path("rebooted")
+        pidfile = self.path("agent.pid")
+        cmd = self.path("reboot.sh")
+        write_executable(cmd, "#!/bin/sh\npid=$(cat %s)\n"
+                              "while kill -0 $pid 2>/dev/null; do sleep 0.1; done\n"
+                              "echo rebooting now\necho to stderr >&2\n"
+                              "echo called >> %s\n" % (pidfile, flag))
+        b, a = self.up(args=("--reboot-cmd", cmd, "--shutdown-grace", "1"))
+        with open(pidfile, "w") as f:
+            f.write(str(a.proc.pid))
+        req = self.send(b, a, "#!/bin/sh\nsleep 0.3\nexit 113\n")
+        self.wait_received(a, req)
+        a.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.reply(b, a, req)["exit_status"], 0)
+        self.assertEqual(a.wait_exit(WAIT), 0)
+        self.assertEqual(a.count_log("exiting while the reboot command runs; it is left running"), 1)
+        wait_until(lambda: os.path.exists(flag), timeout=5, what="reboot command done")
+
     def test_unconfirmed_reply_republished_after_drop(self):
         b, a = self.up()
         # A confirmed reply is never sent again.
@@ -775,6 +797,23 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("stall-declares off")
         a.wait_log_n("serving requests", 1)
         self.prove_served(b, a, "after a stalled set-up")
+
+    def test_a_set_up_unanswered_while_the_broker_blocks_us_is_waited_for(self):
+        # Blocked (an alarm), RabbitMQ reads nothing more from a connection
+        # that has published: its silence then is no stall, and leaving
+        # would only drop the request queue.  Once unblocked, it is.
+        b = self.start_broker()
+        b.cmd("blocked on")
+        b.cmd("stall-declares on")
+        a = self.new_agent([b], heartbeat=1, args=("--connect-timeout", "1")).start()
+        a.wait_log(lambda r: "blocked publishing" in r.get("msg", ""), what="blocked logged")
+        time.sleep(2.5)
+        self.assertEqual(a.count_log("lost the broker connection"), 0, a.log_tail(5))
+        b.cmd("blocked off")
+        rec = a.wait_log(msg_is("lost the broker connection"), what="set-up given up")
+        self.assertIn("did not answer our channel and queue set-up", rec.get("reason", ""), rec)
+        b.cmd("stall-declares off")
+        a.wait_log_n("serving requests", 1)
 
     def test_a_broker_that_ignores_our_prefetch_cannot_grow_the_agent(self):
         # Every delivery past basic.qos was kept, body and all, with no
