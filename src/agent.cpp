@@ -65,6 +65,7 @@ Agent::Agent(Config cfg)
           SupervisorOptions o;
           o.work_dir = cfg_.work_dir;
           o.tail_keep = output_tail_keep(cfg_);
+          o.stray_reaped = [this](pid_t pid) { resolver_.forget(pid); };
           return o;
       }()),
       outbox_(pending_bound(cfg_)),

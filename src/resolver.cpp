@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -244,6 +245,12 @@ void Resolver::stop_child() {
     fd_ = -1;
     answer_.clear();
     answer_.shrink_to_fit();
+}
+
+void Resolver::forget(pid_t pid) {
+    if (pid <= 0) return;
+    if (pid == pid_) pid_ = -1;
+    unreaped_.erase(std::remove(unreaped_.begin(), unreaped_.end(), pid), unreaped_.end());
 }
 
 void Resolver::reap() {

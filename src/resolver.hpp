@@ -70,6 +70,11 @@ public:
     void reap();
     // Children stopped and not yet reaped.
     size_t unreaped() const { return unreaped_.size(); }
+    // Someone else reaped `pid` (the agent as process 1: waitpid(-1)): if
+    // it was one of our children, it is neither waited for nor signalled
+    // from now on (the number may soon be another process's).  A running
+    // lookup's answer is still read from its pipe.
+    void forget(pid_t pid);
 
 private:
     void stop_child();

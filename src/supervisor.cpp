@@ -523,12 +523,15 @@ void Supervisor::reap_strays(uint64_t now_ms) {
             continue;
         if (r <= 0)
             return;
+        bool ours = false;
         for (auto& jp : jobs_) {
             if (!jp->reaped && jp->pid == r) {
                 reaped(*jp, st, false, now_ms);
+                ours = true;
                 break;
             }
         }
+        if (!ours && opt_.stray_reaped) opt_.stray_reaped(r);
         orphans_.erase(std::remove_if(orphans_.begin(), orphans_.end(),
                                       [r](const Orphan& o) { return o.pid == r; }),
                        orphans_.end());

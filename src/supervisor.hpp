@@ -55,6 +55,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -97,6 +98,10 @@ struct JobResult {
 
 struct SupervisorOptions {
     std::string work_dir;           // private dir for script files (created 0700 by init())
+    // As process 1 every orphan is reaped (waitpid(-1)): told the pid of
+    // each that was not a job's, so that its owner (the name lookup's
+    // child) knows it is gone.
+    std::function<void(pid_t)> stray_reaped;
     uint64_t kill_grace_ms = 5000;  // SIGTERM -> SIGKILL
     uint64_t pipe_grace_ms = 2000;  // after exit, wait this long for pipe EOF
     size_t tail_keep = 64 * 1024;   // bytes of the stream's end kept when truncated

@@ -193,6 +193,27 @@ TEST_CASE("resolver: cancel() ends a lookup that hangs, and its child is reaped"
     r.cancel();  // nothing running: no-op
 }
 
+TEST_CASE("resolver: a child reaped by someone else is forgotten, never signalled") {
+    // The agent as process 1 reaps every child (Supervisor::reap_strays)
+    // and tells the resolver: the pid may be another's by the time of a
+    // cancel(), which must not send it SIGKILL.
+    Resolver r;
+    std::string error;
+    REQUIRE(r.start("hang.example", 5672, 10, error, hang));
+    pid_t pid = r.pid();
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    int st = 0;
+    REQUIRE(::waitpid(pid, &st, 0) == pid);  // as reap_strays() would
+    r.forget(pid);
+    CHECK(r.pid() == -1);
+    CHECK(r.busy());  // the answer (here: none) is still read from the pipe
+    std::vector<SocketAddress> got;
+    CHECK(wait_answer(r, got, error) == Resolver::Answer::Failed);
+    r.cancel();
+    CHECK(r.unreaped() == 0);
+    r.forget(12345);  // not ours: nothing happens
+}
+
 TEST_CASE("resolver: a new lookup cancels the one running") {
     Resolver r;
     std::string error;
