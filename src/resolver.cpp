@@ -11,6 +11,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "src/file_io.hpp"
+#include "src/spawn.hpp"
+
 namespace ur {
 
 namespace {
@@ -19,12 +22,6 @@ namespace {
 // bytes than this are no answer of ours.
 constexpr size_t kMaxAnswerBytes = 2 + kMaxAnswerAddresses * (1 + sizeof(sockaddr_in6)) +
                                    3 + kMaxAnswerError;
-
-#ifdef NSIG
-constexpr int kSignalCount = NSIG;
-#else
-constexpr int kSignalCount = 65;
-#endif
 
 // waitpid(pid, WNOHANG), again on EINTR.
 pid_t wait_nohang(pid_t pid) {
@@ -55,16 +52,6 @@ void default_caught_signals() {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
-void write_all(int fd, const std::string& bytes) {
-    size_t done = 0;
-    while (done < bytes.size()) {
-        ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return;  // the parent gave up on us (EPIPE)
-        done += size_t(n);
-    }
 }
 
 // The child: the lookup, its answer on `answer_fd`, then _exit() (no

@@ -129,12 +129,6 @@ void close_fd(int& fd) {
 #define UR_SPAWN_SHARE 1
 #endif
 
-#ifdef NSIG
-constexpr int kSignalCount = NSIG;
-#else
-constexpr int kSignalCount = 65;
-#endif
-
 // The signals a child resets (see remember_signal_dispositions()); all of
 // them while g_reset_all.  Read by the child, written only between spawns.
 bool g_reset_all = true;

@@ -18,6 +18,7 @@
 // finish.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -27,6 +28,13 @@
 #include <vector>
 
 namespace ur {
+
+// One past the highest signal number.
+#ifdef NSIG
+inline constexpr int kSignalCount = NSIG;
+#else
+inline constexpr int kSignalCount = 65;
+#endif
 
 // What a child made with SpawnMode::Share reads in our memory until it
 // has exec'd or exited: its program's path, argv, envp and its stack.

@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 
-from urharness import FakeBrokerTestCase, WAIT, alive, wait_until, wall_of
+from urharness import FakeBrokerTestCase, WAIT, alive, children, wait_until, wall_of
 
 NAME = "broker.invalid-ur-test.example"
 LOOKUP_S = 10  # resolv.conf: timeout:5 attempts:2, one name server
@@ -134,7 +134,7 @@ class DnsOutage(FakeBrokerTestCase):
                            prefix=self.outage_prefix())
         a.start()
         queried = self.dns.wait_query()
-        lookups = children(a.proc.pid)
+        lookups = children(a.proc.pid)[0]
         sent = time.monotonic()
         self.assertLess(time.time() - queried, LOOKUP_S - 2, "the lookup is over already")
         a.send_signal(signal.SIGTERM)
@@ -178,19 +178,3 @@ def loopback_name_in_etc_hosts():
     except OSError:
         pass
     return None
-
-
-def children(pid):
-    """Pids of pid's children (Linux /proc)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(d))
-    return out

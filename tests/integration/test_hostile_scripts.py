@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-from urharness import WRAPPER, AgentTestCase, alive, wait_until, write_executable
+from urharness import (WRAPPER, AgentTestCase, alive, children, wait_until,
+                       write_executable)
 
 MIB = 1024 * 1024
 
@@ -41,24 +42,6 @@ def uid_processes(uid):
         except OSError:
             pass
     return n
-
-
-def children(pid):
-    """(children, zombies) of pid, from /proc/*/stat."""
-    kids, zombies = [], []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                fields = f.read().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(fields) >= 2 and int(fields[1]) == pid:
-            kids.append(int(name))
-            if fields[0] == "Z":
-                zombies.append(int(name))
-    return kids, zombies
 
 
 def instrumented(pid):

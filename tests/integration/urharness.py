@@ -920,20 +920,27 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def zombie_children(pid):
-    """Pids of pid's children that are zombies (Linux /proc)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
+def children(pid):
+    """(children, zombies) of pid, from /proc/*/stat (Linux)."""
+    kids, zombies = [], []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % d) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[-1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid and fields[0] == "Z":
-            out.append(int(d))
-    return out
+        if len(fields) >= 2 and int(fields[1]) == pid:
+            kids.append(int(name))
+            if fields[0] == "Z":
+                zombies.append(int(name))
+    return kids, zombies
+
+
+def zombie_children(pid):
+    """Pids of pid's children that are zombies (Linux /proc)."""
+    return children(pid)[1]
 
 
 class FakeBroker:
