@@ -385,8 +385,13 @@ uint64_t Agent::setup_stall_at() const {
     uint64_t since = UINT64_MAX;
     for (uint64_t w : {cons_waits_, ping_waits_, pub_waits_})
         if (w) since = std::min(since, w);
-    return since == UINT64_MAX ? 0 : since + uint64_t(cfg_.connect_timeout_s) * 1000;
+    return since == UINT64_MAX ? 0 : since + setup_step_ms();
 }
+
+// Three times --connect-timeout (30 s by default): a broker busy with a
+// whole datacenter's agents reconnecting at once (after its restart)
+// answers slowly, and leaving it then would only add to its load.
+uint64_t Agent::setup_step_ms() const { return uint64_t(cfg_.connect_timeout_s) * 3000; }
 
 void Agent::loop_once() {
     std::vector<pollfd> fds;
@@ -490,7 +495,7 @@ void Agent::loop_once() {
     if (uint64_t at = setup_stall_at(); at && now >= at)
         link_down("the broker did not answer our channel and queue set-up (declare, bind, "
                   "consume or confirm.select) within " +
-                      std::to_string(cfg_.connect_timeout_s) + " s; its queues may be stalled",
+                      std::to_string(setup_step_ms() / 1000) + " s; its queues may be stalled",
                   now);
     if (sysinfo_retry_at_ && now >= sysinfo_retry_at_) {
         sysinfo_retry_at_ = 0;

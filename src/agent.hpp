@@ -98,6 +98,7 @@ private:
     void loop_once();
     uint64_t next_deadline() const;
     uint64_t setup_stall_at() const;
+    uint64_t setup_step_ms() const;
     // Our basic.qos on the request and ping channels: one per script slot.
     uint16_t prefetch() const { return uint16_t(std::min<unsigned>(cfg_.max_concurrency, 65535)); }
     void drain_self_pipe();

@@ -786,10 +786,10 @@ class Resilience(FakeBrokerTestCase):
         # Connected, heartbeats going on, but the queue.declare never
         # answered (a broker whose queue processes stall): the agent stayed
         # so for ever, serving nothing and saying nothing (a code review).
-        # It now gives the set-up --connect-timeout, then reconnects.
+        # It now gives each step 3 x --connect-timeout, then reconnects.
         b = self.start_broker()
         b.cmd("stall-declares on")
-        a = self.new_agent([b], heartbeat=1, args=("--connect-timeout", "2")).start()
+        a = self.new_agent([b], heartbeat=1, args=("--connect-timeout", "1")).start()
         a.wait_log_n("connected to the broker", 1)
         rec = a.wait_log(msg_is("lost the broker connection"), what="set-up given up")
         self.assertIn("did not answer our channel and queue set-up", rec.get("reason", ""), rec)
@@ -807,7 +807,7 @@ class Resilience(FakeBrokerTestCase):
         b.cmd("stall-declares on")
         a = self.new_agent([b], heartbeat=1, args=("--connect-timeout", "1")).start()
         a.wait_log(lambda r: "blocked publishing" in r.get("msg", ""), what="blocked logged")
-        time.sleep(2.5)
+        time.sleep(4.5)  # past the 3 s a step gets (3 x --connect-timeout)
         self.assertEqual(a.count_log("lost the broker connection"), 0, a.log_tail(5))
         b.cmd("blocked off")
         rec = a.wait_log(msg_is("lost the broker connection"), what="set-up given up")
