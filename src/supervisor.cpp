@@ -181,6 +181,12 @@ struct Supervisor::Job {
     bool abandoned = false;     // SIGKILL did not end it; answered without its status
 
     bool pipes_open() const { return out_fd >= 0 || err_fd >= 0; }
+    // Its process group may still have members to signal.  After the
+    // leader was reaped its pid is kept from reuse only while the group
+    // has members; pipes still open are no proof of that (a setsid()
+    // descendant may hold them), and an empty group's number may already
+    // be another's: members must be seen in it.
+    bool group_may_live() const { return !reaped || (pipes_open() && group_lives_on(pid)); }
 };
 
 // The read buffer is left uninitialised: zeroing it would make all 64 KiB
@@ -192,21 +198,19 @@ Supervisor::Supervisor(SupervisorOptions opt)
 Supervisor::~Supervisor() {
     for (auto& jp : jobs_) {
         Job& job = *jp;
-        if (job.spec.outlives_agent && !job.reaped) {
-            close_fd(job.out_fd);
-            close_fd(job.err_fd);
-            close_fd(job.exec_fd);
-            continue;  // not waited for either: init reaps it
-        }
-        if (!job.reaped || job.pipes_open()) {
+        // Left running, its pipes closed, and not waited for: init reaps it.
+        const bool leave = job.spec.outlives_agent && !job.reaped;
+        if (!leave) {
             if (!job.reaped)
                 ::kill(job.pid, SIGKILL);  // see signal_group()
-            if (!job.reaped || group_lives_on(job.pid))
+            if (job.group_may_live())
                 ::killpg(job.pid, SIGKILL);
         }
         close_fd(job.out_fd);
         close_fd(job.err_fd);
         close_fd(job.exec_fd);
+        if (leave)
+            continue;
         if (!job.script_path.empty())
             work_dir_.remove_script(job.script_path);
         if (!job.reaped)
@@ -558,10 +562,9 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
     r.timed_out = job.timed_out;
     r.unkillable = job.abandoned;
     r.pipes_abandoned = job.pipes_open() && !job.abandoned;
-    if (r.pipes_abandoned && job.signalled && (!job.reaped || group_lives_on(job.pid))) {
+    if (r.pipes_abandoned && job.signalled && job.group_may_live()) {
         // A group we signalled still holds the pipes: finish it off rather
-        // than leave a timed-out tree behind (if it has members left: see
-        // signal_group()).
+        // than leave a timed-out tree behind.
         ::killpg(job.pid, SIGKILL);
     }
     close_fd(job.out_fd);
@@ -690,16 +693,11 @@ void Supervisor::abandon(Job& job, uint64_t now_ms) {
 }
 
 void Supervisor::signal_group(Job& job, int sig) {
-    // After the leader was reaped, its pid is kept from reuse only while
-    // its process group has members.  Pipes still open are no proof of
-    // that (a setsid() descendant may hold them), and an empty group's
-    // number may already be another's: it is signalled only if members
-    // are seen in it.
     if (sig == SIGKILL) {
         job.killed = true;
         job.kill_at = kNever;
     }
-    if (job.reaped && (!job.pipes_open() || !group_lives_on(job.pid)))
+    if (!job.group_may_live())
         return;
     // Until the child has called setsid() it is still in our process
     // group and killpg(pid) misses it; kill(pid) reaches it (it cannot have
