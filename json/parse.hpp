@@ -58,6 +58,16 @@ struct ParseOptions {
     bool overflow_as_infinity = false;
 };
 
+// What JavaScript's JSON.parse (so the original, Node, agent) takes beyond
+// strict JSON: \u escapes of lone surrogates as U+FFFD, and numbers too
+// large for a double as infinity.
+inline ParseOptions javascript_options() {
+    ParseOptions o;
+    o.lone_surrogates_as_replacement = true;
+    o.overflow_as_infinity = true;
+    return o;
+}
+
 struct ParseError {
     // Where the problem was found: line is 1-based (counting LF), column is
     // the 1-based *byte* offset within that line (not characters: a

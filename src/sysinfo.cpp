@@ -53,12 +53,9 @@ bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
         repaired = json::string_from_bytes(text);
         text = repaired;
     }
-    json::ParseOptions popt;
-    popt.lone_surrogates_as_replacement = true;
-    popt.overflow_as_infinity = true;
     json::Value v;
     json::ParseError perr;
-    if (!json::parse(text, v, perr, popt)) {
+    if (!json::parse(text, v, perr, json::javascript_options())) {
         error = "sysinfo is not valid JSON: " + perr.to_string();
         return false;
     }

@@ -41,9 +41,8 @@ std::string quoted(const json::Value& v) {
 void parse_execute_body(std::string_view body, Request& r) {
     json::Value v;
     json::ParseError perr;
-    json::ParseOptions popt;
-    popt.lone_surrogates_as_replacement = true;  // as the original (Node) took them
-    popt.overflow_as_infinity = true;  // {"origin":{"n":1e400}}: JSON.parse reads it
+    // As the original (Node) took them: {"origin":{"n":1e400}} is read.
+    json::ParseOptions popt = json::javascript_options();
     // Room for the most args and env entries a request may have, and the
     // rest; a 16 MiB body could otherwise hold 8 million values (345 MB
     // parsed) that the agent would read only to ignore.
@@ -211,10 +210,9 @@ Request classify_request(const Identity& self, std::string_view routing_key,
         }
         json::Value v;
         json::ParseError perr;
-        json::ParseOptions popt;
+        // As in execute requests: an id of 1e400 is echoed null, as Node did.
+        json::ParseOptions popt = json::javascript_options();
         popt.max_values = 4096;  // two fields, one of them an id echoed whole
-        popt.lone_surrogates_as_replacement = true;  // as in execute requests
-        popt.overflow_as_infinity = true;  // an id of 1e400 is echoed null, as Node did
         if (!json::parse(body, v, perr, popt)) {
             r.error = "ping body is not valid JSON: " + perr.to_string();
             return r;
