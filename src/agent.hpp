@@ -202,6 +202,10 @@ private:
     Link link_ = Link::Down;
     int fd_ = -1;
     std::unique_ptr<amqp::Connection> conn_;
+    // What read_socket() reads into: on the heap, not the stack, so that
+    // the agent runs under a small stack limit (ulimit -s 128 crashed it).
+    static constexpr size_t kReadChunk = 65536;
+    std::unique_ptr<char[]> read_buf_{new char[kReadChunk]};
     size_t broker_index_ = 0;
     std::vector<SocketAddress> addrs_;
     size_t addr_index_ = 0;

@@ -181,9 +181,9 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
 }
 
 void Agent::read_socket(uint64_t now) {
-    char buf[65536];
+    char* buf = read_buf_.get();
     for (int rounds = 0; rounds < 64 && fd_ >= 0; ++rounds) {
-        ssize_t n = read(fd_, buf, sizeof buf);
+        ssize_t n = read(fd_, buf, kReadChunk);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n <= 0) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -21,10 +22,14 @@ bool read_file(const std::string& path, size_t max, std::string& out, std::strin
         close(fd);
         return false;
     }
+    // Read straight into `out` (no buffer on the stack: the agent must run
+    // under a small stack limit), the file's size first, then growing.
     out.clear();
-    char buf[65536];
+    size_t len = 0;
+    out.resize(std::min<size_t>(st.st_size > 0 ? size_t(st.st_size) + 1 : 4096, max + 1));
     for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
+        if (len == out.size()) out.resize(std::min<size_t>(out.size() * 2, max + 1));
+        ssize_t n = read(fd, &out[len], out.size() - len);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             error = path + ": " + std::strerror(errno);
@@ -32,13 +37,14 @@ bool read_file(const std::string& path, size_t max, std::string& out, std::strin
             return false;
         }
         if (n == 0) break;
-        if (out.size() + size_t(n) > max) {
+        len += size_t(n);
+        if (len > max) {
             error = path + ": larger than " + std::to_string(max) + " bytes";
             close(fd);
             return false;
         }
-        out.append(buf, size_t(n));
     }
+    out.resize(len);
     close(fd);
     return true;
 }

@@ -5,6 +5,7 @@ Already covered in test_execute.py and not repeated here: a script reading
 stdin (EOF at once), a background child in the script's own process group
 holding stdout, a timeout killing the process group, `kill -9 $$`."""
 
+import json
 import os
 import shutil
 import signal
@@ -325,6 +326,25 @@ class HostileScripts(AgentTestCase):
             self.assertIn(r["exit_status"], (0, 1), r)
             answered += 1
         self.assertEqual(answered, 8)
+
+    def test_a_small_stack_limit_is_served(self):
+        # Under ulimit -s 128 the agent died by SIGSEGV right after start-up,
+        # saying nothing: a 64 KiB read buffer on the stack (reading the
+        # sysinfo file, and the socket).  Both are on the heap now; start-up,
+        # a request, a request nested 255 deep, a discover and a ping run
+        # under 96 KiB.
+        if instrumented(self.pid) or not shutil.which("prlimit"):
+            self.skipTest("needs prlimit, and an agent without valgrind or ASan (their "
+                          "stack is not the agent's)")
+        b = self.start_agent(name="small-stack", prefix=["prlimit", "--stack=%d" % (96 << 10)])
+        self.assertEqual(self.client.execute(b.uuid, "#!/bin/sh\necho hi\n", env={})["stdout"],
+                         "hi\n")
+        nested = self.client.execute(b.uuid, "#!/bin/sh\nexit 3\n", env={},
+                                     origin={"x": json.loads("[" * 254 + "]" * 254)})
+        self.assertEqual(nested["exit_status"], 3, nested)
+        self.assertIn(b.uuid, self.client.discover())
+        self.client.ping(b.uuid)
+        self.assertTrue(b.running())
 
     def test_open_file_limit_raised_for_max_concurrency_or_warned(self):
         # 40 scripts at once need about 184 fds.  Under a soft limit of 64
