@@ -9,6 +9,7 @@
 
 #include "src/agent.hpp"
 #include "src/config.hpp"
+#include "src/file_io.hpp"
 #include "src/log.hpp"
 
 namespace {
@@ -34,7 +35,10 @@ int main(int argc, char** argv) {
     auto getenv = [](const char* name) -> const char* { return std::getenv(name); };
     switch (ur::parse_config(argc, argv, getenv, cfg, output, error)) {
     case ur::ConfigStatus::Exit:
-        std::fputs(output.c_str(), stdout);
+        if (!ur::write_all(STDOUT_FILENO, output)) {
+            std::fprintf(stderr, "ur-agent: cannot write to stdout: %s\n", std::strerror(errno));
+            return 1;
+        }
         return 0;
     case ur::ConfigStatus::Error:
         // One line an operator can act on, kept in view by systemctl status

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from urharness import (BUILD, RABBITMQ_PORT, ROOT, WAIT, AgentTestCase,
+from urharness import (AGENT, BUILD, RABBITMQ_PORT, ROOT, WAIT, AgentTestCase,
                        make_sysinfo, random_uuid, wait_until)
 
 URCTL = os.path.join(ROOT, BUILD, "urctl")
@@ -287,6 +287,29 @@ class UrctlCases:
             rc, out, err = self.urctl(*args)
             self.assertEqual(rc, USAGE, "%s: %s" % (args, err))
             self.assertIn("urctl: ", err)
+
+    def test_output_that_cannot_be_written_is_an_error(self):
+        # urctl exec into a full disk left part of the output, said nothing
+        # and exited 0 (the script's status); discover, oneach and --help
+        # did the same.  A write error is said and is exit 1.
+        a = self.urctl_agent()
+        env = {"PATH": "/usr/bin:/bin", "USER": "integ",
+               "AMQP_HOST": "127.0.0.1", "AMQP_PORT": str(self.port)}
+        for args in (["exec", a.uuid, "echo hi"], ["exec", a.uuid, "--json", "echo hi"],
+                     ["discover", "--expect", "1", "--timeout", "5"],
+                     ["oneach", "--nodes", a.uuid, "--find-timeout", "1", "echo hi"],
+                     ["--help"], ["--version"]):
+            with open("/dev/full", "wb") as full:
+                p = subprocess.run([URCTL] + args, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=full, stderr=subprocess.PIPE, timeout=WAIT + 30)
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 1, "%s: %s" % (args, err))
+            self.assertIn("urctl: cannot write", err, args)
+            self.assertIn("No space left on device", err, args)
+        with open("/dev/full", "wb") as full:
+            p = subprocess.run([AGENT, "--help"], stdout=full, stderr=subprocess.PIPE)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"ur-agent: cannot write to stdout: No space left", p.stderr)
 
     # -- oneach -----------------------------------------------------------
 

@@ -1,6 +1,9 @@
 #include "tools/urctl/commands.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -57,6 +60,13 @@ public:
         default: rc = kExitUsage; break;
         }
         session_.close(monotonic_ms() + 2000);
+        // Output lost to a full disk or a closed pipe is no success.
+        if (out_errno_ == 0 && std::fflush(ctx_.out) != 0) out_errno_ = errno;
+        if (out_errno_ != 0) {
+            std::fprintf(ctx_.err, "urctl: cannot write the output: %s\n",
+                         std::strerror(out_errno_));
+            if (rc == kExitOk) rc = kExitFailed;
+        }
         return rc;
     }
 
@@ -72,9 +82,12 @@ private:
         return fail(exit_code(s), message);
     }
 
+    // Writes `s` to our stdout, remembering the first error (run() says it).
     void print(const std::string& s) {
-        std::fwrite(s.data(), 1, s.size(), ctx_.out);
-        std::fflush(ctx_.out);
+        if (out_errno_ != 0) return;
+        errno = 0;
+        if (std::fwrite(s.data(), 1, s.size(), ctx_.out) != s.size() || std::fflush(ctx_.out) != 0)
+            out_errno_ = errno ? errno : EIO;
     }
 
     // Opens the session on our queue with `keys` (default: urclient's).
@@ -366,8 +379,7 @@ private:
             if (opt_.json) {
                 print(format_exec_json(node.uuid, node.hostname, reply));
             } else if (reply.ok) {
-                std::fwrite(reply.out.data(), 1, reply.out.size(), ctx_.out);
-                std::fflush(ctx_.out);
+                print(reply.out);
                 std::fwrite(reply.err.data(), 1, reply.err.size(), ctx_.err);
                 std::string notes = exec_notes(reply);
                 std::fwrite(notes.data(), 1, notes.size(), ctx_.err);
@@ -505,7 +517,7 @@ private:
             ++seen;
             print(format_message(wall_ms(), in.exchange, in.routing_key, in.content_type,
                                  in.body, opt_.json));
-            if (std::ferror(ctx_.out)) return kExitFailed;  // e.g. `| head` went away
+            if (out_errno_ != 0) return kExitFailed;  // e.g. `| head` went away (run() says so)
         }
         return kExitOk;
     }
@@ -513,6 +525,7 @@ private:
     const Options& opt_;
     const RunContext& ctx_;
     Session session_;
+    int out_errno_ = 0;  // the first error writing to ctx_.out
     std::string client_id_;
 };
 

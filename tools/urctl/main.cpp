@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "src/config.hpp"
+#include "src/file_io.hpp"
 #include "tools/urctl/commands.hpp"
 #include "tools/urctl/options.hpp"
 #include "tools/urctl/session.hpp"
@@ -42,7 +43,10 @@ int main(int argc, char** argv) {
     switch (urctl::parse_args(argc, argv, [](const char* n) { return std::getenv(n); }, opt,
                               output, error)) {
     case urctl::ParseStatus::Exit:
-        std::fputs(output.c_str(), stdout);
+        if (!ur::write_all(STDOUT_FILENO, output)) {
+            std::fprintf(stderr, "urctl: cannot write to stdout: %s\n", std::strerror(errno));
+            return urctl::kExitFailed;
+        }
         return urctl::kExitOk;
     case urctl::ParseStatus::Error:
         std::fprintf(stderr, "urctl: %s\n(see urctl --help)\n", error.c_str());
