@@ -152,10 +152,13 @@ bool Agent::setup(std::string& error) {
     // requests need no state, and a node that cannot write its state
     // directory is one an operator wants to reach.  Script requests are
     // answered 126 with the reason until the directory can be made.
-    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST)
-        log::error("cannot create the state directory; running without it",
+    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+        log::error("cannot create the state directory; running without it, trying again at each "
+                   "execute request",
                    {{"dir", cfg_.state_dir}, {"error", std::strerror(errno)}});
-    if (!lock_state_dir()) {
+        state_dir_absent_ = true;
+    }
+    if (!state_dir_absent_ && !lock_state_dir()) {
         done_ = true;  // SIGTERM while waiting for the lock
         return true;
     }

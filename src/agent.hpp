@@ -92,7 +92,8 @@ private:
     bool lock_state_dir();
     std::string lock_path() const;
     static int open_lock_file(const std::string& path, std::string& why);
-    void keep_state_dir();
+    void keep_state_dir(uint64_t now);
+    void adopt_state_dir(uint64_t now);
     void install_signals();
     // The loop
     void loop_once();
@@ -196,6 +197,7 @@ private:
     int lock_fd_ = -1;  // STATE-DIR/.ur-agent.lock, write-locked while we run
     std::vector<int> removed_lock_fds_;  // lock files removed under us, held locked (keep_state_dir)
     bool relock_failed_ = false;         // said once until the lock is made again
+    bool state_dir_absent_ = false;      // could not be made at start: tried at each request
     std::deque<std::pair<std::string, uint64_t>> ping_clients_;  // recent pings' reply keys, first seen (ping_reply_due)
 
     // Broker link

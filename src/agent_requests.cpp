@@ -140,7 +140,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                             {"script", field(req.script)},
                                             {"env", env}});
     }
-    keep_state_dir();
+    keep_state_dir(now);
     // Journaled from receipt, not from its start: a request still waiting
     // for a slot when the agent dies (kill -9) or stops with its "not run"
     // reply undelivered is answered on restart all the same.

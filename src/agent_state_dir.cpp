@@ -121,7 +121,11 @@ int Agent::open_lock_file(const std::string& path, std::string& why) {
 // agent's (agent_restarted) and empty our journal.  The removed file stays
 // open and locked while we run: an agent that was already waiting on it
 // waits on.  One fstat() per request.
-void Agent::keep_state_dir() {
+void Agent::keep_state_dir(uint64_t now) {
+    if (state_dir_absent_) {
+        adopt_state_dir(now);
+        return;
+    }
     struct stat st;
     if (lock_fd_ < 0 || fstat(lock_fd_, &st) != 0 || st.st_nlink > 0) return;
     std::string path = lock_path(), why;
@@ -154,6 +158,38 @@ void Agent::keep_state_dir() {
     lock_fd_ = fd;
     log::warn("the state directory's lock file was removed; made again",
               {{"file", field(path)}});
+}
+
+// A state directory that could not be made at start (its parent missing:
+// a file system mounted later) is made at the first execute request that
+// can, with its lock and journal, as at start; the script directory in it
+// is made by the supervisor when it writes the script; the journal's
+// leftovers are answered.  One mkdir() per request until then.
+void Agent::adopt_state_dir(uint64_t now) {
+    if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) return;
+    state_dir_absent_ = false;
+    std::string path = lock_path(), why;
+    lock_fd_ = open_lock_file(path, why);
+    struct flock fl = whole_file_write_lock();
+    if (lock_fd_ >= 0 && fcntl(lock_fd_, F_SETLK, &fl) != 0) {
+        why = errno == EACCES || errno == EAGAIN ? "another ur-agent holds it"
+                                                 : std::strerror(errno);
+        close(lock_fd_);
+        lock_fd_ = -1;
+    }
+    if (lock_fd_ < 0) {
+        log::error("the state directory could be made now, but not its lock; running without "
+                   "lock and journal",
+                   {{"file", field(path)}, {"error", field(why)}});
+        return;
+    }
+    std::string jerr;
+    log::warn("the state directory could be made now; using it", {{"dir", cfg_.state_dir}});
+    if (journal_.is_open()) return;
+    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
+        log::error("running without an in-flight journal", {{"error", jerr}});
+    else
+        answer_leftovers(now);  // a journal there from before (a file system mounted late)
 }
 
 }  // namespace ur

@@ -522,6 +522,37 @@ class SameNodeTwice(AgentTestCase):
                                      "running without it"), 0)
         b.stop()
 
+    def test_a_state_dir_whose_parent_comes_later_is_made_with_lock_and_journal(self):
+        # A --state-dir whose parent did not exist at start (a file system
+        # mounted later) was never made: scripts failed 126 ("cannot create
+        # .../.ur-agent-work") for as long as the agent ran, without lock or
+        # journal.  The first execute request after the parent appears makes
+        # it, takes its lock, opens the journal and answers what that
+        # journal held from an earlier run.
+        info = make_sysinfo()
+        parent = os.path.join(self.tmp, "mounted-later")
+        state = os.path.join(parent, "state")
+        a = self.new_agent(sysinfo=info, state_dir=os.path.join(self.tmp, "placeholder"))
+        a.state_dir = state
+        a.start()
+        self.client.wait_message(is_startup(a.uuid))
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho before\n", env={})
+        self.assertEqual(r["exit_status"], 126, r)
+        self.assertEqual(a.count_log("cannot create the state directory; running without it, "
+                                     "trying again at each execute request"), 1)
+        os.mkdir(parent)
+        os.mkdir(state)
+        os.mkdir(os.path.join(state, ".ur-agent-inflight"), 0o700)
+        with open(os.path.join(state, ".ur-agent-inflight", "journal"), "w") as f:
+            f.write("+ 1-old ur.execute-reply.%s.old1\n" % a.uuid)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho after\n", env={})
+        self.assertReply(r, 0, "after\n")
+        self.assertEqual(a.count_log("the state directory could be made now; using it"), 1)
+        self.assertTrue(os.path.exists(os.path.join(state, ".ur-agent.lock")))
+        old = self.client.wait_reply(a.uuid, "old1")
+        self.assertTrue(old.get("agent_restarted"), old)
+        a.stop()
+
     def test_second_agent_on_the_same_state_dir_waits_and_answers_nothing_of_the_first(self):
         # Started while the first still runs a script, a second agent with
         # the same state directory read its journal and answered that
