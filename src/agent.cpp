@@ -262,7 +262,7 @@ int Agent::run() {
 // on illumos, 1024 on Linux).  A larger --max-concurrency raises the soft
 // limit to what it needs, no further (where there is no closefrom() a
 // child closes every fd below the limit), and says so when the hard limit
-// is lower: scripts past it would fail to start (126).
+// is lower: scripts past it wait (Supervisor, --start-retry), then 126.
 void Agent::fit_fd_limit() {
     struct rlimit rl;
     if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
@@ -277,7 +277,8 @@ void Agent::fit_fd_limit() {
     }
     if (rl.rlim_cur < need)
         log::warn("the open-file limit is below what --max-concurrency needs: scripts past it "
-                  "fail to start (126); lower --max-concurrency or raise the limit",
+                  "wait for descriptors to free, and are answered 126 when none do within "
+                  "--start-retry; lower --max-concurrency or raise the limit",
                   {{"limit", json::Value(int64_t(rl.rlim_cur))},
                    {"needed", json::Value(int64_t(need))}});
 }

@@ -164,7 +164,9 @@ bool parse_port(const char* s, uint16_t& port) {
 
 bool read_password_file(const std::string& path, std::string& password, std::string& error,
                         bool* readable_by_others) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    // O_NONBLOCK: a FIFO with no writer would hold the open for ever (it
+    // is refused below, as anything but a regular file).
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         error = "--password-file " + path + ": " + std::strerror(errno);
         return false;
@@ -195,9 +197,10 @@ bool read_password_file(const std::string& path, std::string& password, std::str
     }
     close(fd);
     size_t nl = data.find_first_of("\r\n");
+    const bool had_more = nl != std::string::npos && nl + 1 < data.size();
     if (nl != std::string::npos) data.resize(nl);
     if (data.empty()) {
-        error = "--password-file " + path + ": empty";
+        error = "--password-file " + path + (had_more ? ": the first line is empty" : ": empty");
         return false;
     }
     password = std::move(data);

@@ -798,6 +798,17 @@ TEST_CASE("config: read_password_file: first line, errors name the flag and file
     CHECK(err == "--password-file " + dir + ": not a regular file");
     CHECK(!ur::read_password_file(dir + "/missing", pw, err));
     CHECK(err.rfind("--password-file " + dir + "/missing: ", 0) == 0);
+    // A FIFO with no writer: refused at once, not waited on for ever.
+    std::string fifo = dir + "/fifo";
+    REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(!ur::read_password_file(fifo, pw, err));
+    CHECK(err == "--password-file " + fifo + ": not a regular file");
+    write_text(file, "\nsecond");
+    CHECK(!ur::read_password_file(file, pw, err));
+    CHECK(err == "--password-file " + file + ": the first line is empty");
+    write_text(file, "");
+    CHECK(!ur::read_password_file(file, pw, err));
+    CHECK(err == "--password-file " + file + ": empty");
     CHECK(pw == "s3cret");  // untouched by the failures
 }
 
