@@ -4,6 +4,7 @@
 #include "src/agent.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -627,8 +628,24 @@ void Agent::on_consuming(uint64_t now) {
     if (!startup_checked_) {
         startup_checked_ = true;
         std::string marker = cfg_.state_dir + "/.ur-startup";
-        int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd >= 0 || errno != EEXIST) {
+        const int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
+        int fd = open(marker.c_str(), flags, 0644);
+        struct stat st;
+        bool foreign = false;
+        if (fd < 0 && errno == EEXIST && lstat(marker.c_str(), &st) == 0 &&
+            (!S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+            // In a world-writable state dir (/tmp) any local user could
+            // keep the node from being announced: only a file of ours
+            // counts.  Replaced where we may; announced all the same.
+            foreign = true;
+            log::warn("a start-up marker this agent's user did not make is ignored",
+                      {{"file", marker}, {"uid", json::Value(int64_t(st.st_uid))}});
+            fd = unlink(marker.c_str()) == 0 ? open(marker.c_str(), flags, 0644) : -1;
+        }
+        if (fd < 0 && errno == EEXIST && !foreign)
+            log::info("start-up was announced earlier in this boot (the marker exists)",
+                      {{"file", marker}});
+        if (fd >= 0 || errno != EEXIST || foreign) {
             // A marker that cannot be made (a read-only or full state dir)
             // must not keep a booted node from being announced: announced
             // all the same, once, and a restart of the agent may repeat it.

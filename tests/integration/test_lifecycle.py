@@ -53,6 +53,8 @@ class Startup(AgentTestCase):
         self.barrier(b)
         self.assertEqual(self.client.collect(is_startup(b.uuid), 1.0), [],
                          "ur.startup re-sent with the marker present")
+        self.assertEqual(b.count_log("start-up was announced earlier in this boot "
+                                     "(the marker exists)"), 1)
         b.stop()
         self.client.drop(lambda m: True)
 
@@ -64,6 +66,26 @@ class Startup(AgentTestCase):
         self.assertEqual(m.json()["UUID"], c.uuid)
         self.assertTrue(os.path.exists(marker))
         c.stop()
+
+    def test_a_start_up_marker_another_user_made_is_ignored(self):
+        # In /tmp (the default state dir) any local user could create
+        # .ur-startup before the agent's first start after boot, and the
+        # booted node was never announced, silently.  Only a file of the
+        # agent's own user counts; another is replaced, and announced.
+        if os.geteuid() != 0:
+            self.skipTest("needs root to make a file owned by nobody")
+        state = self.path("state")
+        os.mkdir(state)
+        marker = os.path.join(state, ".ur-startup")
+        with open(marker, "w"):
+            pass
+        os.chown(marker, 65534, 65534)
+        a = self.start_agent(state_dir=state)
+        self.client.wait_message(is_startup(a.uuid), what="ur.startup despite the marker")
+        self.assertEqual(a.count_log("a start-up marker this agent's user did not make "
+                                     "is ignored"), 1)
+        self.assertEqual(os.lstat(marker).st_uid, 0)
+        a.stop()
 
     def test_startup_announced_when_the_marker_cannot_be_made(self):
         # A read-only state dir: no marker can be made, and the booted node
