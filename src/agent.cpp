@@ -5,6 +5,7 @@
 
 #include "src/agent.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -213,6 +214,22 @@ int Agent::run() {
         log::warn("--reconnect-max-ms under 100 is for tests: a broker that refuses us is "
                   "tried again up to every few milliseconds, each failure logged",
                   {{"reconnect_max_ms", json::Value(int64_t(cfg_.reconnect_max_ms))}});
+    // "--broker ::1:5732" is the IPv6 address ::1:5732 on the default
+    // port, which is seldom what was meant: said when the address less its
+    // last group is an address too.
+    for (const BrokerAddress& b : cfg_.brokers) {
+        size_t colon = b.host.rfind(':');
+        std::string head = b.bare_ipv6 ? b.host.substr(0, colon) : std::string();
+        in6_addr a6;
+        if (!head.empty() && colon + 1 < b.host.size() &&
+            b.host.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+            inet_pton(AF_INET6, head.c_str(), &a6) == 1)
+            log::warn("an IPv6 address without brackets has no port: connecting to '" + b.host +
+                          "' on port " + std::to_string(b.port) + "; if '" +
+                          b.host.substr(colon + 1) + "' is a port, write [" + head + "]:" +
+                          b.host.substr(colon + 1),
+                      {{"broker", field(b.host)}});
+    }
     if (cfg_.sysinfo_cmd_set && !cfg_.sysinfo_file.empty())
         log::warn("--sysinfo-file and --sysinfo-cmd both given; the file is read",
                   {{"file", field(cfg_.sysinfo_file)}, {"command", field(cfg_.sysinfo_cmd)}});

@@ -83,6 +83,8 @@ bool sysinfo_job_outcome(const Config& cfg, const JobResult& r, std::string& err
                               std::to_string(kSysinfoTimeoutMs / 1000) + " s (killed)"
             : r.out.truncated || r.err.truncated
                 ? cfg.sysinfo_cmd + " printed more than 16 MiB (stopped)"
+            : r.signal != 0
+                ? cfg.sysinfo_cmd + " was killed by " + signal_name(r.signal)
                 : cfg.sysinfo_cmd + " failed with exit status " + std::to_string(r.exit_status);
     std::string e = json::string_from_bytes(r.err.data.substr(0, 300));
     while (!e.empty() && std::isspace(static_cast<unsigned char>(e.back()))) e.pop_back();

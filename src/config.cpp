@@ -261,6 +261,7 @@ bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
             size_t colon = item.find(':');
             if (colon != std::string::npos && item.find(':', colon + 1) != std::string::npos) {
                 addr.host = item;  // bare IPv6 address, no port
+                addr.bare_ipv6 = true;
             } else if (colon != std::string::npos) {
                 addr.host = item.substr(0, colon);
                 port_text = item.substr(colon + 1);

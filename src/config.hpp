@@ -15,6 +15,7 @@ struct BrokerAddress {
     std::string host;
     uint16_t port = 5672;
     bool port_given = false;  // written in the address (else port is the default)
+    bool bare_ipv6 = false;   // an IPv6 address written without brackets (so with no port)
 };
 
 struct Config {

@@ -754,6 +754,24 @@ class Brokers(AgentTestCase):
         r = self.client.execute(a.uuid, "#!/bin/sh\necho list\n", env={})
         self.assertReply(r, 0, "list\n")
 
+    def test_an_unbracketed_ipv6_address_and_port_is_pointed_out(self):
+        # "--broker ::1:5732" is the IPv6 address ::1:5732 on port 5672: the
+        # agent connected there, for ever, and only its log of failed
+        # connects showed the odd address.  Said once at start, with the
+        # bracketed form; the other brokers of the list serve.
+        from urharness import RABBITMQ_PORT
+        a = self.start_agent(use_env_broker=False, args=[
+            "--broker", "::1:%s,127.0.0.1:%s" % (RABBITMQ_PORT, RABBITMQ_PORT),
+            "--login", "guest"], env={"AMQP_PASSWORD": "guest"})
+        self.assertEqual(a.count_log(
+            "an IPv6 address without brackets has no port: connecting to '::1:%s' on port "
+            "5672; if '%s' is a port, write [::1]:%s" % ((RABBITMQ_PORT,) * 3)), 1)
+        b = self.start_agent(use_env_broker=False, args=[
+            "--broker", "fd00::1234,127.0.0.1:%s" % RABBITMQ_PORT,
+            "--login", "guest"], env={"AMQP_PASSWORD": "guest"})
+        self.assertEqual([r for r in b.logs()
+                          if r.get("msg", "").startswith("an IPv6 address without")], [])
+
     def test_broker_flag_overrides_env(self):
         from urharness import RABBITMQ_PORT
         a = self.start_agent(args=["--broker", "127.0.0.1:%s" % RABBITMQ_PORT],

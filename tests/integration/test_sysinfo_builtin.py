@@ -158,6 +158,8 @@ class PrintSysinfo(AgentTestCase):
                      "failed with exit status 3: sysinfo: cannot read smbios")
         self.refused(print_sysinfo("--sysinfo-cmd", self.path("none")),
                      "failed with exit status 127")
+        # Killed by a signal: said so, not "exit status 139".
+        self.refused(self.command("kill -SEGV $$"), "was killed by SIGSEGV")
         path = self.path("broken.json")
         with open(path, "w") as f:
             f.write('{"UUID": "x"')
