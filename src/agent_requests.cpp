@@ -121,6 +121,10 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         // Answered at once it beat the binds of a client that had just
         // connected (urclient does not wait for bind-ok), like a ping.
         m.not_before = now + kFreshClientReplyDelayMs;
+        // Journaled as any request owed a reply: acked now and held those
+        // 100 ms, it was lost to a crash within them.
+        keep_state_dir(now);
+        m.journal_key = journal_.add(req.reply_key, req.req_id);
         enqueue(std::move(m), now);
         ack();
         return;

@@ -214,7 +214,9 @@ Request classify_request(const Identity& self, std::string_view routing_key,
         json::ParseOptions popt = json::javascript_options();
         popt.max_values = 4096;  // two fields, one of them an id echoed whole
         if (!json::parse(body, v, perr, popt)) {
-            r.error = "ping body is not valid JSON: " + perr.to_string();
+            r.error = perr.reason.rfind("more than ", 0) == 0
+                          ? "ping body holds " + perr.reason + " (a ping is {\"client_id\", \"id\"})"
+                          : "ping body is not valid JSON: " + perr.to_string();
             return r;
         }
         const json::Value* cid = v.find("client_id");
@@ -224,8 +226,14 @@ Request classify_request(const Identity& self, std::string_view routing_key,
             return r;
         }
         const std::string& c = cid->as_string();
-        if (c.empty() || c.find_first_of(".*# ") != std::string::npos || c.size() > 200) {
+        if (c.empty() || c.find_first_of(".*# ") != std::string::npos) {
             r.error = "ping \"client_id\" cannot be used in a routing key";
+            return r;
+        }
+        if (size_t n = ping_reply_key(c, self.uuid).size(); n > 255) {
+            r.error = "ping \"client_id\" of " + std::to_string(c.size()) +
+                      " bytes makes a reply routing key of " + std::to_string(n) +
+                      " (over 255)";
             return r;
         }
         // Echoed as it came, whatever its type (the original agent sent

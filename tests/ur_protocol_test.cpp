@@ -184,6 +184,25 @@ TEST_CASE("ping and broadcast") {
     CHECK(huge.kind == RequestKind::Ignored);
     CHECK(huge.error == "ping \"id\" is 5002 bytes of JSON; at most 4096 are echoed");
     CHECK(parse_request(node(), "ur.ping." + U, R"({"client_id":"c"})").kind == RequestKind::Ignored);
+    // A client_id is refused only when its reply key ("ur.ack" + id + "." +
+    // uuid) would be over 255 bytes: 212 bytes fit exactly, 213 do not.
+    auto with_cid = [](size_t n) {
+        return parse_request(node(), "ur.ping." + U,
+                             R"({"client_id":")" + std::string(n, 'c') + R"(","id":1})");
+    };
+    Request fits = with_cid(212);
+    REQUIRE(fits.kind == RequestKind::Ping);
+    CHECK(fits.reply_key.size() == 255);
+    Request over = with_cid(213);
+    CHECK(over.kind == RequestKind::Ignored);
+    CHECK(over.error == "ping \"client_id\" of 213 bytes makes a reply routing key of 256 (over 255)");
+    // Extra fields are a ping's own business, up to the limit on values,
+    // which is said as such (it said "not valid JSON").
+    std::string extra = R"({"client_id":"c","id":1,"hosts":[)";
+    for (int i = 0; i < 5000; ++i) extra += i ? ",0" : "0";
+    Request many = parse_request(node(), "ur.ping." + U, extra + "]}");
+    CHECK(many.kind == RequestKind::Ignored);
+    CHECK(many.error.rfind("ping body holds more than 4096 values", 0) == 0);
     Request b = parse_request(node(), "ur.broadcast.sysinfo.77", "{}");
     REQUIRE(b.kind == RequestKind::Broadcast);
     CHECK(b.reply_key == "ur.execute-reply." + U + ".77");

@@ -1188,6 +1188,32 @@ class Resilience(FakeBrokerTestCase):
             self.assertIs(r.get("agent_restarted"), True, r)
         self.prove_served(b, a2, "restart")
 
+    def test_an_invalid_request_owed_its_reply_when_the_agent_dies_is_answered_on_restart(self):
+        # An invalid request is acked at once and its reply held 100 ms (a
+        # client that has just connected may not have bound yet); it was
+        # not journaled, so kill -9 in that window, or while the broker
+        # blocked publishing, lost the reply for good.
+        b, a = self.up()
+        b.cmd("blocked on")
+        a.wait_log(lambda r: r.get("msg", "").startswith("the broker blocked publishing"))
+        req = random_token()
+        line = "publish amq.topic ur.execute.%s.%s this-is-not-json" % (a.uuid, req)
+        wait_until(lambda: b.cmd(line).split()[-1] != "0", what="the request routed",
+                   interval=0.05)
+        a.wait_log(lambda r: r.get("msg") == "invalid request" and r.get("req_id") == req,
+                   what="the invalid request read")
+        journal = os.path.join(a.state_dir, ".ur-agent-inflight", "journal")
+        wait_until(lambda: req in open(journal).read(), what="the invalid request journaled")
+        a.proc.send_signal(signal.SIGKILL)
+        self.assertEqual(a.wait_exit(), -signal.SIGKILL)
+        b.cmd("blocked off")
+        self.assertEqual(b.count("ur.execute-reply.%s.%s" % (a.uuid, req)), 0)
+        a2 = self.new_agent([b], heartbeat=2, sysinfo=a.sysinfo,
+                            state_dir=a.state_dir, name="restarted").start()
+        r = self.reply(b, a2, req)
+        self.assertEqual(r.get("exit_status"), 1, r)
+        self.assertIs(r.get("agent_restarted"), True, r)
+
     def test_not_run_replies_held_at_shutdown_are_answered_on_restart(self):
         # Stopped while the broker blocks publishing: the "not run" replies
         # of the requests waiting for a slot were not journaled and were
