@@ -575,9 +575,16 @@ void Agent::setup_consumer(uint64_t now) {
     cons_ch_ = conn_->open_channel();
     request_consumer_ok_ = false;
     if (cons_ch_ == 0) return need_channels();
-    if (id_.mac.empty())
+    if (const json::Value* nic = id_.mac.empty() ? admin_nic(sysinfo_) : nullptr) {
+        const json::Value* mac = nic->find("MAC Address");
+        log::warn("the admin NIC's \"MAC Address\" cannot be a word of a routing key; request "
+                  "queue without MAC binding",
+                  {{"admin_tag", field(admin_tag(sysinfo_))},
+                   {"mac", field(mac ? json::write(*mac).substr(0, 300) : "missing")}});
+    } else if (id_.mac.empty()) {
         log::warn("no NIC in sysinfo carries the admin tag; request queue without MAC binding",
                   {{"admin_tag", field(admin_tag(sysinfo_))}});
+    }
     conn_->basic_qos(cons_ch_, prefetch());
     std::string rq = request_queue_name(id_);
     conn_->queue_declare(cons_ch_, rq, false, false, true, true);

@@ -665,6 +665,12 @@ void Supervisor::complete(Job& job, uint64_t now_ms) {
         } else if (job.exec_errno == EACCES && ::stat(job.exe.c_str(), &sb) == 0 &&
                    S_ISDIR(sb.st_mode)) {
             why = std::strerror(EISDIR);
+        } else if (job.exec_errno == ELOOP) {
+            // The kernel follows #! lines only a few deep (Linux: 4) and
+            // says so as it says a symlink loop.
+            why = std::string(std::strerror(ELOOP)) + " (or #! interpreters that are scripts " +
+                  "too, nested too deep" +
+                  (interp.empty() ? std::string() : ", from " + quoted_interp()) + ")";
         } else {
             why = std::strerror(job.exec_errno);
         }

@@ -24,22 +24,23 @@ std::string admin_tag(const json::Value& sysinfo) {
     return "admin";
 }
 
-std::string admin_mac(const json::Value& sysinfo) {
+const json::Value* admin_nic(const json::Value& sysinfo) {
     const std::string tag = admin_tag(sysinfo);
     const json::Value* nics = sysinfo.find("Network Interfaces");
-    if (!nics || !nics->is_object()) return "";
+    if (!nics || !nics->is_object()) return nullptr;
     for (const auto& [name, nic] : nics->as_object()) {
         const json::Value* names = nic.find("NIC Names");
-        const json::Value* mac = nic.find("MAC Address");
-        if (!names || !names->is_array() || !mac || !mac->is_string()) continue;
-        for (const auto& n : names->as_array()) {
-            if (n.is_string() && n.as_string() == tag) {
-                const std::string& m = mac->as_string();
-                return routing_word(m) ? m : "";
-            }
-        }
+        if (!names || !names->is_array()) continue;
+        for (const auto& n : names->as_array())
+            if (n.is_string() && n.as_string() == tag) return &nic;
     }
-    return "";
+    return nullptr;
+}
+
+std::string admin_mac(const json::Value& sysinfo) {
+    const json::Value* nic = admin_nic(sysinfo);
+    const json::Value* mac = nic ? nic->find("MAC Address") : nullptr;
+    return mac && mac->is_string() && routing_word(mac->as_string()) ? mac->as_string() : "";
 }
 
 bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,

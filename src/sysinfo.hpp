@@ -19,8 +19,12 @@ struct Identity {
 bool parse_sysinfo(std::string_view text, json::Value& sysinfo, Identity& id,
                    std::string& error);
 
-// The admin MAC per PROTOCOL.md: the first NIC of "Network Interfaces"
-// whose "NIC Names" holds the tag ("Admin NIC Tag", else "admin").
+// The admin NIC per PROTOCOL.md: the first entry of "Network Interfaces"
+// whose "NIC Names" holds the tag ("Admin NIC Tag", else "admin"); null
+// when none does.
+const json::Value* admin_nic(const json::Value& sysinfo);
+// Its "MAC Address"; "" when there is no admin NIC or its MAC is not a
+// string that can be one word of a routing key.
 std::string admin_mac(const json::Value& sysinfo);
 // The tag that marks the admin NIC: "Admin NIC Tag" when a non-empty
 // string, else "admin".

@@ -249,6 +249,18 @@ TEST_CASE("sysinfo: identity and admin MAC") {
     CHECK(id.mac == "bb");
     REQUIRE(parse_sysinfo(R"({"UUID":"u"})", v, id, err));
     CHECK(id.mac == "");
+    CHECK(admin_nic(v) == nullptr);
+    // The first NIC with the tag is the admin NIC (PROTOCOL.md): a MAC of
+    // it that cannot be a routing-key word is no MAC, and no later NIC's
+    // is taken instead; admin_nic() tells this from no admin NIC at all.
+    for (const char* bad : {R"("02.00.00.00.00.01")", R"("#")", "5", R"("02:00 00")"}) {
+        REQUIRE(parse_sysinfo(std::string(R"({"UUID":"u","Network Interfaces":{"e1":{"MAC Address":)") +
+                                  bad + R"(,"NIC Names":["admin"]},"e2":{"MAC Address":"bb","NIC Names":["admin"]}}})",
+                              v, id, err));
+        CHECK(id.mac == "");
+        REQUIRE(admin_nic(v) != nullptr);
+        CHECK(json::write(*admin_nic(v)->find("MAC Address")) == bad);
+    }
     CHECK_FALSE(parse_sysinfo(R"({"Hostname":"x"})", v, id, err));
     CHECK(err.find("UUID") != std::string::npos);
     CHECK_FALSE(parse_sysinfo(R"({"UUID":"a.b"})", v, id, err));

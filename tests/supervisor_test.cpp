@@ -713,6 +713,21 @@ TEST_CASE_FIXTURE(Fixture, "supervisor: a missing file is 127, a directory 126")
     r = run_one(sup, file("noexec", noexec));
     CHECK(r.exit_status == 126);
     CHECK(r.err.data == "ur-agent: cannot execute " + noexec + ": Permission denied\n");
+
+    // A #! that names itself: the kernel's "symbolic links" error is said
+    // to be, more likely, #! nesting.
+    std::string self = tmp.path + "/self";
+    std::ofstream(self) << "#!" << self << "\necho hi\n";
+    ::chmod(self.c_str(), 0700);
+    r = run_one(sup, file("self", self));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute " + self + ": " + std::strerror(ELOOP) +
+                            " (or #! interpreters that are scripts too, nested too deep)\n");
+    r = run_one(sup, script("chain", "#!" + self + "\necho hi\n"));
+    CHECK(r.exit_status == 126);
+    CHECK(r.err.data == "ur-agent: cannot execute the script: " + std::string(std::strerror(ELOOP)) +
+                            " (or #! interpreters that are scripts too, nested too deep, from \"" +
+                            self + "\")\n");
 }
 
 TEST_CASE("spawn: the PATH search tries what execvp() would, in order") {
