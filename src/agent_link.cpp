@@ -28,6 +28,15 @@ std::string server_property(const amqp::Table& props, std::string_view name) {
     return v && v->type == amqp::FieldType::LongString ? v->bytes : std::string();
 }
 
+// How loud the attempt-th refusal in a row of the same thing is: said at
+// once, then at error about every two minutes (every 12th attempt at the
+// backoff's 10 s cap): one that lasts leaves the node serving nothing.
+log::Level lasting_refusal_level(unsigned attempt) {
+    return attempt <= 1 ? log::Level::Warn
+           : attempt % 12 == 0 ? log::Level::Error
+                               : log::Level::Debug;
+}
+
 }  // namespace
 
 void Agent::connect_next(uint64_t now) {
@@ -312,7 +321,9 @@ void Agent::handle_events(uint64_t now) {
                               {{"seq", json::Value(int64_t(ev.delivery_tag))},
                                {"multiple", json::Value(ev.multiple)}});
                 for (OutMessage& m : gone)
-                    give_up(m, "the broker refused it " + std::to_string(m.refusals) + " times",
+                    give_up(m, "the broker refused it " + std::to_string(m.refusals) +
+                                   " times (a nack: the other queues bound to its key, the "
+                                   "requester's among them, may have had each copy)",
                             now);
             }
             break;
@@ -367,12 +378,9 @@ void Agent::handle_events(uint64_t now) {
                 consumer_retry_at_ = now + delay;
                 if (ev.code == 405) {
                     park_pings();
-                    // Said at once, then about once a minute at the backoff's
-                    // cap: a lock that lasts leaves this node serving nothing.
+                    // A lock that lasts leaves this node serving nothing.
                     unsigned attempt = ++locked_attempts_;
-                    log::write(attempt == 1 ? log::Level::Warn
-                               : attempt % 12 == 0 ? log::Level::Error
-                                                   : log::Level::Debug,
+                    log::write(lasting_refusal_level(attempt),
                                "405 RESOURCE_LOCKED: the request queue is held by another "
                                "connection (another agent with this UUID, or the broker has not "
                                "noticed our old connection died), or a queue of that name "
@@ -383,14 +391,16 @@ void Agent::handle_events(uint64_t now) {
                                 {"attempt", json::Value(int64_t(attempt))}});
                 }
                 else
-                    log::warn(ev.code == 403
-                                  ? "403 ACCESS_REFUSED on the request queue: the login lacks a "
-                                    "permission on the vhost (ur-agent needs configure, write and "
-                                    "read on ur.* queues, and write and read on amq.topic); "
-                                    "retrying"
-                                  : "the broker closed the request channel; opening it again",
-                              {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
-                               {"retry_in_ms", json::Value(int64_t(delay))}});
+                    log::write(lasting_refusal_level(consumer_backoff_.attempts()),
+                               ev.code == 403
+                                   ? "403 ACCESS_REFUSED on the request queue: the login lacks a "
+                                     "permission on the vhost (ur-agent needs configure, write and "
+                                     "read on ur.* queues, and write and read on amq.topic); "
+                                     "retrying"
+                                   : "the broker closed the request channel; opening it again",
+                               {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
+                                {"attempt", json::Value(int64_t(consumer_backoff_.attempts()))},
+                                {"retry_in_ms", json::Value(int64_t(delay))}});
             } else if (ev.channel == ping_ch_) {
                 // A ping queue we cannot declare (one of that name made
                 // with other flags, say) costs pings only: requests go on.
@@ -431,12 +441,15 @@ void Agent::handle_events(uint64_t now) {
                 outbox_.connection_lost();
                 uint64_t delay = pub_backoff_.next(random32());
                 pub_retry_at_ = now + delay;
-                log::warn(ev.code == 403
-                              ? "403 ACCESS_REFUSED on a publish: the login lacks write permission "
-                                "on amq.topic; replies wait, and the channel is opened again"
-                              : "the broker closed the publishing channel; opening it again",
-                          {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
-                           {"retry_in_ms", json::Value(int64_t(delay))}});
+                log::write(lasting_refusal_level(pub_backoff_.attempts()),
+                           ev.code == 403
+                               ? "403 ACCESS_REFUSED on a publish: the login lacks write "
+                                 "permission on amq.topic; replies wait, and the channel is "
+                                 "opened again"
+                               : "the broker closed the publishing channel; opening it again",
+                           {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
+                            {"attempt", json::Value(int64_t(pub_backoff_.attempts()))},
+                            {"retry_in_ms", json::Value(int64_t(delay))}});
                 if (uint64_t limit = max_size_from_close(ev.code, ev.text);
                     limit && limit != broker_max_message_) {
                     broker_max_message_ = limit;

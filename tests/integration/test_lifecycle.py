@@ -670,6 +670,11 @@ class Credentials(AgentTestCase):
             "403 ACCESS_REFUSED on the request queue"), what="the refusal named")
         self.assertEqual((rec.get("level"), rec.get("code")), (40, 403), rec)
         self.assertIn("configure, write and read on ur.* queues", rec["msg"])
+        # Said once, not at every retry (100 ms doubling: four or more in
+        # 1.5 s), then at error every 12th attempt.
+        time.sleep(1.5)
+        self.assertEqual(len([r for r in a.logs() if r.get("msg", "").startswith(
+            "403 ACCESS_REFUSED on the request queue")]), 1, a.log_tail(10))
         # Queues allowed, publishing to amq.topic not: the start-up
         # announcement cannot go.
         user, password = add_rabbitmq_user(self, ".*", "^ur\\..*", ".*")
