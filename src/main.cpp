@@ -20,15 +20,22 @@ namespace {
 // made close-on-exec and dup2()ed onto itself, was closed in the child.
 // Each closed one is opened on /dev/null before anything else (open()
 // takes the lowest free fd, and those below it are open by then).
-void open_standard_fds() {
-    for (int fd = 0; fd <= 2; ++fd)
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) < 0) return;
+// Returns whether stdout was one of them (--print-sysinfo has nowhere to
+// print then).
+bool open_standard_fds() {
+    bool stdout_closed = false;
+    for (int fd = 0; fd <= 2; ++fd) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        stdout_closed = stdout_closed || fd == STDOUT_FILENO;
+        if (open("/dev/null", O_RDWR) < 0) break;
+    }
+    return stdout_closed;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    open_standard_fds();
+    const bool stdout_closed = open_standard_fds();
     ur::log::init("ur", ur::log::Level::Info);
     ur::Config cfg;
     std::string output, error;
@@ -55,6 +62,10 @@ int main(int argc, char** argv) {
     }
     ur::log::set_level(cfg.log_level);
     if (cfg.print_sysinfo) {
+        if (stdout_closed) {
+            std::fprintf(stderr, "ur-agent: --print-sysinfo: stdout is closed\n");
+            return 1;
+        }
         json::Value sysinfo;
         if (!ur::read_sysinfo_now(cfg, sysinfo, error)) {
             std::fprintf(stderr, "ur-agent: cannot read sysinfo: %s\n", error.c_str());

@@ -149,6 +149,17 @@ class PrintSysinfo(AgentTestCase):
         r = self.command("""echo '{ "UUID": "abc-1",\n  "Hostname": "cn1" }'""")
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(r.stdout, b'{"UUID":"abc-1","Hostname":"cn1"}\n')
+        # With stdout closed (or full) it has nowhere to print: an error,
+        # not exit 0 with nothing printed.
+        path = self.path("sysinfo.sh")
+        r = subprocess.run([AGENT, "--print-sysinfo", "--sysinfo-cmd", path],
+                           stderr=subprocess.PIPE, timeout=30, preexec_fn=lambda: os.close(1))
+        self.assertEqual((r.returncode, r.stderr), (1, b"ur-agent: --print-sysinfo: stdout is closed\n"))
+        with open("/dev/full", "wb") as full:
+            r = subprocess.run([AGENT, "--print-sysinfo", "--sysinfo-cmd", path],
+                               stdout=full, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(b"cannot write the sysinfo: No space left on device", r.stderr)
 
     def test_refuses_what_the_agent_refuses(self):
         self.refused(self.command("echo this is not json"), "sysinfo is not valid JSON")
