@@ -662,10 +662,11 @@ void Agent::on_consuming(uint64_t now) {
                       {{"file", marker}, {"uid", json::Value(int64_t(st.st_uid))}});
             fd = unlink(marker.c_str()) == 0 ? open(marker.c_str(), flags, 0644) : -1;
         }
-        if (fd < 0 && errno == EEXIST && !foreign)
+        const int err = fd < 0 ? errno : 0;
+        if (err == EEXIST && !foreign)
             log::info("start-up was announced earlier in this boot (the marker exists)",
                       {{"file", marker}});
-        if (fd >= 0 || errno != EEXIST || foreign) {
+        if (fd >= 0 || err != EEXIST || foreign) {
             // A marker that cannot be made (a read-only or full state dir)
             // must not keep a booted node from being announced: announced
             // all the same, once, and a restart of the agent may repeat it.
@@ -673,7 +674,7 @@ void Agent::on_consuming(uint64_t now) {
                 close(fd);
             else
                 log::error("cannot create the start-up marker; announcing start-up without it",
-                           {{"file", marker}, {"error", std::strerror(errno)}});
+                           {{"file", marker}, {"error", std::strerror(err)}});
             OutMessage m;
             m.routing_key = startup_key(id_.uuid);
             m.body = json::write(sysinfo_);

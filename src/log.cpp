@@ -192,6 +192,12 @@ std::string format(Level level, std::string_view msg, std::initializer_list<Fiel
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
     if (!enabled(level)) return;
+    // Callers log a failure and then test errno (or log it): a log that
+    // cannot be written (full, a stalled reader) must not change it.
+    struct KeepErrno {
+        int saved = errno;
+        ~KeepErrno() { errno = saved; }
+    } keep;
     std::string line = format(level, msg, fields);
     if (g_broken && emit("\n")) g_broken = false;
     if (g_dropped > 0 && !g_broken &&

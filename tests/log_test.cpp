@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <string>
 
 #include "src/log.hpp"
@@ -113,4 +114,18 @@ TEST_CASE("log: a field named like a record key is renamed, never a key twice") 
     log::init("ur", log::Level::Info, 2);
     ::close(p[0]);
     ::close(p[1]);
+}
+
+TEST_CASE("log: a line that cannot be written leaves errno as it was") {
+    // Callers log a failure and then test errno: the start-up marker's
+    // EEXIST, read after a log line to a full disk, became ENOSPC and a
+    // restarted agent announced start-up again.
+    int full = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+    REQUIRE(full >= 0);
+    log::init("t", log::Level::Info, full);
+    errno = EEXIST;
+    log::info("into a full device");
+    CHECK(errno == EEXIST);
+    log::init("ur", log::Level::Info, 2);
+    ::close(full);
 }
