@@ -484,7 +484,7 @@ void Agent::on_job_finished(JobResult& r, uint64_t now) {
 // Replies of finished scripts go from held_ to the outbox, oldest first,
 // while they fit in its room (or it is empty), each giving up its slot.
 void Agent::release_held(uint64_t now) {
-    while (!held_.empty() && (held_.front().body.size() <= outbox_.room() || outbox_.empty())) {
+    while (!held_.empty() && (outbox_.cost(held_.front()) <= outbox_.room() || outbox_.empty())) {
         OutMessage m = std::move(held_.front());
         held_.pop_front();
         --request_jobs_;
@@ -505,7 +505,7 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
     // up output rather than their place: every request still gets its exit
     // status.  Only when replies cut to kMinCutReply fill the bound are the
     // oldest dropped.
-    if (m.body.size() > outbox_.room()) {  // (the cutter is built only when needed)
+    if (outbox_.cost(m) > outbox_.room()) {  // (the cutter is built only when needed)
         auto cut = [&](const OutMessage& which, uint64_t limit) {
             return cut_reply(which, limit, FitReason::PendingBound);
         };
@@ -527,7 +527,9 @@ void Agent::enqueue(OutMessage m, uint64_t now) {
 
 void Agent::publish_outbox(uint64_t now) {
     publish_due_ = false;
-    if (!can_publish()) return;
+    // Not even the scan while the bytes in flight fill the bound: a full
+    // outbox would be listed at every loop pass.
+    if (!can_publish() || !outbox_.may_publish()) return;
     for (Outbox::Ref m : outbox_.unpublished(now)) {
         if (!outbox_.may_publish()) break;  // the rest waits for confirms
         if (broker_max_message_ && m->body.size() > broker_max_message_) {

@@ -7,8 +7,8 @@ namespace ur {
 void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
     m.seq = 0;
     if (m.not_before != 0) ++waiting_;
-    bytes_ += m.body.size();
-    unpublished_bytes_ += m.body.size();
+    bytes_ += cost(m);
+    unpublished_bytes_ += cost(m);
     messages_.push_back(std::move(m));
     auto newest = std::prev(messages_.end());
     for (auto it = messages_.begin(); unpublished_bytes_ > max_bytes_ && it != newest;) {
@@ -19,32 +19,33 @@ void Outbox::push(OutMessage m, std::vector<OutMessage>& dropped) {
 }
 
 void Outbox::cut_to_fit(OutMessage& m, uint64_t min_cut, const Cutter& cut) {
-    if (m.cuttable && !m.whole && m.body.size() > room()) {
-        uint64_t limit = std::max(room(), min_cut);
+    if (m.cuttable && !m.whole && cost(m) > room()) {
+        const uint64_t rest = cost(m) - m.body.size();  // what cutting the body leaves
+        uint64_t limit = std::max(room() > rest ? room() - rest : 0, min_cut);
         if (m.body.size() > limit) m.body = cut(m, limit);
     }
-    if (m.body.size() <= room()) return;
-    for (auto it = messages_.begin(); it != messages_.end() && m.body.size() > room(); ++it)
+    if (cost(m) <= room()) return;
+    for (auto it = messages_.begin(); it != messages_.end() && cost(m) > room(); ++it)
         if (it->seq == 0 && it->cuttable && !it->whole && it->body.size() > min_cut)
             replace_body(it, cut(*it, min_cut));
 }
 
 OutMessage Outbox::take(Ref it) {
     if (it->seq != 0) by_seq_.erase(it->seq);
-    else unpublished_bytes_ -= it->body.size();
+    else unpublished_bytes_ -= cost(*it);
     if (it->seq == 0 && it->not_before != 0) --waiting_;
-    bytes_ -= it->body.size();
+    bytes_ -= cost(*it);
     OutMessage m = std::move(*it);
     messages_.erase(it);
     return m;
 }
 
 void Outbox::replace_body(Ref m, std::string body) {
-    bytes_ -= m->body.size();
-    if (m->seq == 0) unpublished_bytes_ -= m->body.size();
+    bytes_ -= cost(*m);
+    if (m->seq == 0) unpublished_bytes_ -= cost(*m);
     m->body = std::move(body);
-    bytes_ += m->body.size();
-    if (m->seq == 0) unpublished_bytes_ += m->body.size();
+    bytes_ += cost(*m);
+    if (m->seq == 0) unpublished_bytes_ += cost(*m);
 }
 
 std::vector<Outbox::Ref> Outbox::unpublished(uint64_t now_ms) {
@@ -73,7 +74,7 @@ void Outbox::mark_published(Ref m, uint64_t seq) {
     }
     m->seq = seq;
     by_seq_[seq] = m;
-    unpublished_bytes_ -= m->body.size();
+    unpublished_bytes_ -= cost(*m);
 }
 
 std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
@@ -88,7 +89,7 @@ std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
     for (auto i = begin; i != end; ++i) its.push_back(i->second);
     by_seq_.erase(begin, end);
     for (auto it : its) {
-        bytes_ -= it->body.size();
+        bytes_ -= cost(*it);
         done.push_back(std::move(*it));
         messages_.erase(it);
     }
@@ -108,7 +109,7 @@ std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_m
     by_seq_.erase(begin, end);
     for (auto it : its) {
         it->seq = 0;
-        unpublished_bytes_ += it->body.size();
+        unpublished_bytes_ += cost(*it);
         if (++it->refusals > kMaxRefusals || !it->keep) {
             given_up.push_back(take(it));
             continue;

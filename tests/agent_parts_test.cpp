@@ -299,7 +299,7 @@ static OutMessage msg(const char* key, size_t size, bool keep = true) {
 constexpr uint64_t kAnyTime = UINT64_MAX;  // unpublished(): refused ones' retry times passed
 
 TEST_CASE("outbox: publish, confirm, reconnect, bound") {
-    Outbox box(100);
+    Outbox box(100, true);
     std::vector<OutMessage> dropped;
     box.push(msg("a", 10), dropped);
     box.push(msg("b", 10), dropped);
@@ -340,7 +340,7 @@ TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given u
     // while others may have taken it: every retry duplicates it there, so
     // retries back off and end.  A nack once made it publish again every
     // second, forever.
-    Outbox box(1000);
+    Outbox box(1000, true);
     std::vector<OutMessage> dropped;
     box.push(msg("r", 10), dropped);
     box.push(msg("other", 10), dropped);
@@ -392,7 +392,7 @@ TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given u
 }
 
 TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight or the new one") {
-    Outbox box(100);
+    Outbox box(100, true);
     std::vector<OutMessage> dropped;
     for (int i = 0; i < 8; ++i) box.push(msg(("p" + std::to_string(i)).c_str(), 10), dropped);
     uint64_t seq = 0;
@@ -445,10 +445,38 @@ TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight 
     CHECK(box.bytes() == 45);
 }
 
+TEST_CASE("outbox: the bound counts what a message costs to hold, not its body alone") {
+    // A flood of ping replies (62 bytes of body under a 254-byte key) kept
+    // 9.5 times --max-pending-bytes in memory when bodies alone counted.
+    Outbox box(64 * 1024);
+    const uint64_t each = 62 + 254 + Outbox::kOverheadBytes;
+    std::vector<OutMessage> dropped;
+    for (int i = 0; i < 10000; ++i) {
+        OutMessage m;
+        m.routing_key = std::string(254, 'k');
+        m.body = std::string(62, 'b');
+        m.keep = false;
+        box.push(std::move(m), dropped);
+    }
+    CHECK(box.unpublished_bytes() <= 64 * 1024);
+    CHECK(box.size() == 64 * 1024 / each);
+    CHECK(box.unpublished_bytes() == box.size() * each);
+    CHECK(dropped.size() == 10000 - box.size());
+    // A reply cut to the room left is cut so that all it costs fits.
+    Outbox two(10000);
+    OutMessage r;
+    r.routing_key = std::string(100, 'r');
+    r.body = std::string(20000, 'x');
+    r.cuttable = true;
+    two.cut_to_fit(r, 100, [](const OutMessage&, uint64_t limit) { return std::string(size_t(limit), 'c'); });
+    CHECK(r.body.size() == 10000 - 100 - Outbox::kOverheadBytes);
+    CHECK(two.cost(r) == 10000);
+}
+
 namespace {
 // An outbox of 1000 bytes whose cutter records each cut as "key@limit".
 struct CuttingBox {
-    Outbox box{1000};
+    Outbox box{1000, true};
     std::vector<OutMessage> dropped;
     std::vector<std::string> cuts;
     Outbox::Cutter cutter = [this](const OutMessage& m, uint64_t limit) {
@@ -537,7 +565,7 @@ TEST_CASE_FIXTURE(CuttingBox, "outbox: a whole reply (a script's, which waited f
 }
 
 TEST_CASE("outbox: in flight is held to the bound (a broker that withholds confirms)") {
-    Outbox box(100);
+    Outbox box(100, true);
     std::vector<OutMessage> dropped;
     uint64_t seq = 0;
     auto publish_all = [&] {
@@ -566,7 +594,7 @@ TEST_CASE("outbox: publishing many is linear, and the unpublished count stays ex
     // 100,000 replies queued while the broker was away: marking each one
     // published used to search the list from the start (hours here).
     const int n = 100000;
-    Outbox box(uint64_t(n) * 10);
+    Outbox box(uint64_t(n) * 10, true);
     std::vector<OutMessage> dropped;
     for (int i = 0; i < n; ++i) box.push(msg("m", 10), dropped);
     auto un = box.unpublished(kAnyTime);
