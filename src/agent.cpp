@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <new>
 #include <cstring>
@@ -48,9 +49,11 @@ const uint64_t kCloseGraceMs = 5000;
 
 uint64_t Backoff::next(uint32_t random) {
     uint64_t d = base_;
-    for (unsigned i = 0; i < attempt_ && d < cap_; ++i) d *= 2;
+    for (unsigned i = 0; i < attempt_ && i < 64 && d < cap_; ++i) d *= 2;
     if (d > cap_) d = cap_;
-    if (attempt_ < 64) ++attempt_;
+    // Counted without the doubling's bound: attempts() paces the log of a
+    // refusal that lasts (every 12th, 360th attempt).
+    if (attempt_ < UINT_MAX) ++attempt_;
     // Jitter: between 75% and 125% of the delay, so a fleet that lost its
     // broker at once does not come back in lockstep; never past the cap
     // (documented as the longest wait).

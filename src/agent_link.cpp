@@ -29,8 +29,9 @@ std::string server_property(const amqp::Table& props, std::string_view name) {
 }
 
 // How loud the attempt-th refusal in a row of the same thing is: said at
-// once, then at error about every two minutes (every 12th attempt at the
-// backoff's 10 s cap): one that lasts leaves the node serving nothing.
+// once, then at error every 12th attempt (one to two minutes at the
+// backoffs' 5 and 10 s caps): one that lasts leaves the node serving
+// nothing.
 log::Level lasting_refusal_level(unsigned attempt) {
     return attempt <= 1 ? log::Level::Warn
            : attempt % 12 == 0 ? log::Level::Error
@@ -653,10 +654,11 @@ void Agent::on_consuming(uint64_t now) {
         struct stat st;
         bool foreign = false;
         if (fd < 0 && errno == EEXIST && lstat(marker.c_str(), &st) == 0 &&
-            (!S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+            (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1)) {
             // In a world-writable state dir (/tmp) any local user could
-            // keep the node from being announced: only a file of ours
-            // counts.  Replaced where we may; announced all the same.
+            // keep the node from being announced: only a file of ours with
+            // one link counts (a hard link to any file of ours is not
+            // ours to trust).  Replaced where we may; announced all the same.
             foreign = true;
             log::warn("a start-up marker this agent's user did not make is ignored",
                       {{"file", marker}, {"uid", json::Value(int64_t(st.st_uid))}});

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace ur {
@@ -26,7 +27,9 @@ bool read_file(const std::string& path, size_t max, std::string& out, std::strin
     // under a small stack limit), the file's size first, then growing.
     out.clear();
     size_t len = 0;
-    out.resize(std::min<size_t>(st.st_size > 0 ? size_t(st.st_size) + 1 : 4096, max + 1));
+    // (In 64 bits: st_size may not fit a 32-bit size_t.)
+    out.resize(size_t(st.st_size > 0 ? std::min<uint64_t>(uint64_t(st.st_size), max) + 1
+                                     : std::min<uint64_t>(4096, uint64_t(max) + 1)));
     for (;;) {
         if (len == out.size()) out.resize(std::min<size_t>(out.size() * 2, max + 1));
         ssize_t n = read(fd, &out[len], out.size() - len);

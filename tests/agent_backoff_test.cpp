@@ -49,3 +49,15 @@ TEST_CASE("backoff: jitter spreads a fleet") {
     }
     CHECK(seen.size() > 20);
 }
+
+TEST_CASE("backoff: attempts are counted past where the delay stops growing") {
+    // The count paces the log of a lasting refusal (every 12th attempt at
+    // error): stopped at 64, it went silent for good after attempt 60.
+    ur::Backoff b(500, 5000), zero(0, 0);
+    for (int i = 0; i < 400; ++i) {
+        CHECK(b.next(0) <= 5000);
+        CHECK(zero.next(0) == 0);
+    }
+    CHECK(b.attempts() == 400);
+    CHECK(zero.attempts() == 400);
+}

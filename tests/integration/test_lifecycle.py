@@ -86,6 +86,18 @@ class Startup(AgentTestCase):
                                      "is ignored"), 1)
         self.assertEqual(os.lstat(marker).st_uid, 0)
         a.stop()
+        # A hard link to a file of ours (any root-owned file on that file
+        # system) is not our marker either.
+        self.client.drop(lambda m: True)
+        os.unlink(marker)
+        other = os.path.join(state, "not-a-marker")
+        with open(other, "w"):
+            pass
+        os.link(other, marker)
+        b = self.start_agent(state_dir=state, sysinfo=a.sysinfo, name="linked")
+        self.client.wait_message(is_startup(b.uuid), what="ur.startup despite the hard link")
+        self.assertEqual(os.lstat(marker).st_nlink, 1)
+        b.stop()
 
     def test_startup_announced_when_the_marker_cannot_be_made(self):
         # A read-only state dir: no marker can be made, and the booted node

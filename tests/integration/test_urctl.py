@@ -306,6 +306,14 @@ class UrctlCases:
             self.assertEqual(p.returncode, 1, "%s: %s" % (args, err))
             self.assertIn("urctl: cannot write", err, args)
             self.assertIn("No space left on device", err, args)
+        # A reader that goes away (| head) took what it wanted: no error.
+        p = subprocess.Popen([URCTL, "exec", a.uuid, "seq 300000"], env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        p.stdout.read(10)
+        p.stdout.close()
+        err = p.stderr.read().decode("utf-8", "replace")
+        self.assertEqual((p.wait(WAIT), err), (0, ""))
         with open("/dev/full", "wb") as full:
             p = subprocess.run([AGENT, "--help"], stdout=full, stderr=subprocess.PIPE)
         self.assertEqual(p.returncode, 1)

@@ -60,9 +60,10 @@ public:
         default: rc = kExitUsage; break;
         }
         session_.close(monotonic_ms() + 2000);
-        // Output lost to a full disk or a closed pipe is no success.
+        // Output lost to a full disk is no success; a reader that went
+        // away (`| head`, `| grep -q`) took what it wanted.
         if (out_errno_ == 0 && std::fflush(ctx_.out) != 0) out_errno_ = errno;
-        if (out_errno_ != 0) {
+        if (out_errno_ != 0 && out_errno_ != EPIPE) {
             std::fprintf(ctx_.err, "urctl: cannot write the output: %s\n",
                          std::strerror(out_errno_));
             if (rc == kExitOk) rc = kExitFailed;
@@ -517,7 +518,7 @@ private:
             ++seen;
             print(format_message(wall_ms(), in.exchange, in.routing_key, in.content_type,
                                  in.body, opt_.json));
-            if (out_errno_ != 0) return kExitFailed;  // e.g. `| head` went away (run() says so)
+            if (out_errno_ != 0) return out_errno_ == EPIPE ? kExitOk : kExitFailed;
         }
         return kExitOk;
     }
