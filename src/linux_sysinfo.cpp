@@ -70,10 +70,20 @@ std::string default_route_interface(const std::string& root) {
         size_t end = text.find('\n', pos + 1);
         std::string line = text.substr(pos + 1, end == std::string::npos ? std::string::npos : end - pos - 1);
         pos = end;
-        size_t tab = line.find('\t');
-        if (tab == std::string::npos) continue;
-        std::string iface = line.substr(0, tab);
-        if (line.compare(tab + 1, 8, "00000000") == 0) return iface;
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: the
+        // default route is destination 0 with mask 0, up (0.0.0.0/1 of a
+        // VPN's "def1" is destination 0 too).
+        std::vector<std::string> f;
+        for (size_t from = 0;;) {
+            size_t tab = line.find('\t', from);
+            f.push_back(line.substr(from, tab == std::string::npos ? tab : tab - from));
+            if (tab == std::string::npos) break;
+            from = tab + 1;
+        }
+        if (f.size() < 2 || trim(f[1]) != "00000000") continue;
+        if (f.size() > 7 && trim(f[7]) != "00000000") continue;
+        if (f.size() > 3 && !(std::strtoul(trim(f[3]).c_str(), nullptr, 16) & 0x1)) continue;  // RTF_UP
+        return f[0];
     }
     return "";
 }
@@ -122,8 +132,10 @@ bool builtin_sysinfo(const BuiltinSysinfoOptions& opt, json::Value& out, std::st
     std::string cpuinfo = slurp(root + "/proc/cpuinfo", 4 << 20);
     std::string cpu_type = "unknown";
     if (size_t p = cpuinfo.find("model name"); p != std::string::npos) {
-        size_t colon = cpuinfo.find(':', p);
-        cpu_type = trim(cpuinfo.substr(colon + 1, cpuinfo.find('\n', colon) - colon - 1));
+        // Within that line only: without a colon it is not the field.
+        std::string line = cpuinfo.substr(p, cpuinfo.find('\n', p) - p);
+        if (size_t colon = line.find(':'); colon != std::string::npos)
+            cpu_type = trim(line.substr(colon + 1));
     }
     s.set("CPU Type", json::string_from_bytes(cpu_type));
     long cores = sysconf(_SC_NPROCESSORS_CONF);

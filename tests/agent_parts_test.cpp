@@ -904,6 +904,21 @@ TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
     REQUIRE(parse_sysinfo(json::write(v), v, id, err));
     CHECK(id.mac == "02:00:00:00:00:aa");
 
+    // The real file's columns: a VPN's 0.0.0.0/1 (mask 00000080) and a
+    // default route that is down come before the one that counts.
+    write_text(root + "/proc/net/route",
+               "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+               "eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000080\t0\t0\t0\n"
+               "eth1\t00000000\t0101A8C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\n"
+               "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n");
+    // A "model name" with no colon on its line is no CPU type.
+    write_text(root + "/proc/cpuinfo", "model name\nprocessor\t: 0\n");
+    REQUIRE(builtin_sysinfo(o, v, err));
+    nics = v.find("Network Interfaces");
+    CHECK(nics->find("eth0")->find("NIC Names")->as_array().size() == 1);
+    CHECK(nics->find("eth1")->find("NIC Names")->as_array().empty());
+    CHECK(v.find("CPU Type")->as_string() == "unknown");
+
     unlink((root + "/etc/machine-id").c_str());
     CHECK_FALSE(builtin_sysinfo(o, v, err));
     CHECK(err.find("UUID") != std::string::npos);

@@ -179,6 +179,7 @@ TEST_CASE("urctl options: usage errors say what is wrong") {
         {{"ping", "cn1", "--", "x"}, "only apply to exec and oneach"},
         {{"oneach", "--nodes", "a,,b", "uname"}, "empty node name"},
         {{"watch", "--count", "0"}, "from 1 to 4294967295"},
+        {{"watch", "ur.#." + std::string(300, 'a')}, "a PATTERN is at most 255 bytes (got 305)"},
         {{"discover", "--broker", "h:0"}, "bad port"},
         {{"discover", "--broker", "a,,b"}, "empty broker"},
         {{"discover", "--broker", "[::1"}, "unbalanced"},
@@ -504,4 +505,24 @@ TEST_CASE("urctl format: watch lines, JSON or text bodies") {
     CHECK(v.find("routing_key")->as_string() == "k");
     CHECK(parse_json(format_error_json("timeout", "slow")) ==
           parse_json(R"({"error":"timeout","message":"slow"})"));
+    // Terminal escapes from the network (a routing key, a body, a node's
+    // Hostname) reached the operator's terminal: every control character,
+    // C0, DEL and C1, is a space.
+    CHECK(format_message(0, "amq.topic", "ur.x\x1b]0;pwned\x07", "",
+                         "not json \x1b[2J\x0bnext\x0cpage\x7f\xc2\x9b", false) ==
+          "1970-01-01T00:00:00.000Z  ur.x ]0;pwned   not json  [2J next page  \n");
+    CHECK(cell("\xc2\xa0" "caf\xc3\xa9") == "\xc2\xa0" "caf\xc3\xa9");  // not controls: kept
+}
+
+TEST_CASE("urctl format: an exec reply of many members is printed in one pass") {
+    // set() per member made 100,000 members 15 s of CPU.
+    std::string body = R"({"exit_status":0,"stdout":"","stderr":"")";
+    for (int i = 0; i < 100000; ++i) body += ",\"k" + std::to_string(i) + "\":0";
+    ExecuteReply r = parse_execute_reply(body + "}");
+    REQUIRE(r.ok);
+    json::Value v = parse_json(format_exec_json("u1", "h1", r));
+    REQUIRE(v.as_object().size() == 100005);
+    CHECK(v.as_object()[0].first == "uuid");
+    CHECK(v.as_object()[1].first == "hostname");
+    CHECK(v.find("k99999") != nullptr);
 }

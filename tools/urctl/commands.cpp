@@ -183,7 +183,7 @@ private:
             std::string why;
             if (!parse_node_info(k.node, in.body, n, why)) {
                 std::fprintf(ctx_.err, "urctl: ignoring a discover reply from %s: %s\n",
-                             k.node.c_str(), why.c_str());
+                             cell(json::string_from_bytes(k.node)).c_str(), cell(why).c_str());
                 continue;
             }
             bool dup = false;

@@ -14,6 +14,11 @@ namespace urctl {
 // "2026-11-24T10:00:00.123Z"
 std::string iso8601_utc(uint64_t wall_ms);
 
+// Text from the network made fit for one cell or line of a terminal: every
+// control character (C0, DEL, C1: escape sequences, line breaks) a space;
+// "-" when empty.  `s` is valid UTF-8.
+std::string cell(std::string_view s);
+
 // Sorts by hostname, then UUID (the order every listing uses).
 void sort_nodes(std::vector<NodeInfo>& nodes);
 

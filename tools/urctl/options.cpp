@@ -407,6 +407,13 @@ ParseStatus parse_args(int argc, const char* const* argv, const Getenv& getenv, 
                 error = "watch: empty PATTERN";
                 return ParseStatus::Error;
             }
+            // A binding key is a shortstr: a longer one was never bound,
+            // and watch saw nothing, saying it was watching.
+            if (p.size() > 255) {
+                error = "watch: a PATTERN is at most 255 bytes (got " + std::to_string(p.size()) +
+                        ")";
+                return ParseStatus::Error;
+            }
         }
         opt.patterns = std::move(positional);
         positional.clear();
