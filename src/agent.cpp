@@ -172,6 +172,12 @@ bool Agent::setup(std::string& error) {
     // created it first), the supervisor uses a fresh private one beside it
     // (WorkDir) rather than none; those of earlier runs are removed first.
     remove_stale_work_dirs(cfg_.state_dir, ".ur-agent-work.");
+    // And those beside a --work-dir elsewhere (BASE.XXXXXX, WorkDir).
+    if (size_t slash = cfg_.work_dir.find_last_of('/');
+        cfg_.work_dir != cfg_.state_dir + "/.ur-agent-work" && slash != std::string::npos &&
+        slash + 1 < cfg_.work_dir.size())
+        remove_stale_work_dirs(slash == 0 ? "/" : cfg_.work_dir.substr(0, slash),
+                               cfg_.work_dir.substr(slash + 1) + ".");
     std::string werr;
     if (!sup_.init(werr))
         log::error("no usable script directory; script requests fail until it can be made",

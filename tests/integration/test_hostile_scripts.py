@@ -274,6 +274,23 @@ class HostileScripts(AgentTestCase):
         self.assertUnaffected()
         self.assertEqual(os.stat(self.work_dir).st_mode & 0o777, 0o700)
 
+    def test_fresh_directories_beside_a_work_dir_elsewhere_are_removed_at_start(self):
+        # The fresh private directory made when --work-dir is refused
+        # (BASE.XXXXXX) was removed at the next start only beside the
+        # default one in the state dir: one more was left at each start.
+        base = self.path("elsewhere")
+        os.mkdir(base)
+        work = os.path.join(base, "work")
+        os.mkdir(work)
+        os.chmod(work, 0o777)  # open to others: refused, a fresh one beside it
+        for i in range(3):
+            b = self.start_agent(name="wd%d" % i, args=["--work-dir", work])
+            r = self.client.execute(b.uuid, "#!/bin/sh\necho \"$0\"\n", env={})
+            self.assertTrue(r["stdout"].startswith(work + "."), r)
+            b.stop()
+            self.assertEqual(len([n for n in os.listdir(base) if n.startswith("work.")]), 1,
+                             os.listdir(base))
+
     def test_work_dir_remade_by_another_user_gets_no_script(self):
         # A root script removes the work dir and another user makes one of
         # that name (as anyone can in a sticky /tmp): the agent used to

@@ -85,7 +85,8 @@ std::string usage_text() {
         "       listens and does not answer a ping in time is 4)\n"
         "  130  interrupted (SIGINT or SIGTERM), except for watch where it is the\n"
         "       normal end\n"
-        "With --json, errors are also printed on stdout as {\"error\":...}.\n"
+        "With --json, errors are also printed on stdout as {\"error\":...}, but for\n"
+        "usage errors (exit 2: options, --password-file, the script on stdin).\n"
         "exec exits with the script's own status, which can be 1 to 5 too: a\n"
         "script's reply is on stdout (with --json, an object with exit_status),\n"
         "urctl's own error on stderr (with --json, also {\"error\":...}).\n";
