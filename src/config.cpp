@@ -303,13 +303,7 @@ bool parse_brokers(const std::string& spec, std::vector<BrokerAddress>& out,
 
 bool apply_boot_rabbitmq(const std::string& spec, Config& cfg, bool& used, std::string& error) {
     used = false;
-    std::vector<std::string> part;
-    for (size_t from = 0;;) {
-        size_t colon = spec.find(':', from);
-        part.push_back(spec.substr(from, colon == std::string::npos ? colon : colon - from));
-        if (colon == std::string::npos) break;
-        from = colon + 1;
-    }
+    std::vector<std::string> part = split(spec, ':');
     if (part.size() != 4 && part.size() != 5) {
         error = "expected LOGIN:PASSWORD:HOST:PORT, got " + std::to_string(part.size()) +
                 " part" + (part.size() == 1 ? "" : "s");

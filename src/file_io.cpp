@@ -52,6 +52,16 @@ bool read_file(const std::string& path, size_t max, std::string& out, std::strin
     return true;
 }
 
+std::vector<std::string> split(std::string_view text, char sep) {
+    std::vector<std::string> out;
+    for (size_t from = 0;;) {
+        size_t at = text.find(sep, from);
+        out.emplace_back(text.substr(from, at == std::string_view::npos ? at : at - from));
+        if (at == std::string_view::npos) return out;
+        from = at + 1;
+    }
+}
+
 bool write_all(int fd, std::string_view data) {
     while (!data.empty()) {
         ssize_t n = ::write(fd, data.data(), data.size());

@@ -1,11 +1,13 @@
-// Whole-file reads and whole-buffer writes on plain POSIX descriptors, and
-// the private directories the agent keeps files in.
+// Whole-file reads and whole-buffer writes on plain POSIX descriptors, the
+// private directories the agent keeps files in, and splitting what such
+// files hold into fields.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ur {
 
@@ -16,6 +18,10 @@ bool read_file(const std::string& path, size_t max, std::string& out, std::strin
 // errno set by the failing write) on an error or a write that makes no
 // progress.
 bool write_all(int fd, std::string_view data);
+
+// `text` cut at every `sep`: n separators give n + 1 fields, empty ones
+// included ("a::b" is "a", "", "b").
+std::vector<std::string> split(std::string_view text, char sep);
 
 // A directory only we may change: made 0700 if missing, else it must be a
 // real directory (lstat: a symlink is refused), owned by our effective uid,

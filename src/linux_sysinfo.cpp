@@ -73,13 +73,7 @@ std::string default_route_interface(const std::string& root) {
         // Iface Destination Gateway Flags RefCnt Use Metric Mask ...: the
         // default route is destination 0 with mask 0, up (0.0.0.0/1 of a
         // VPN's "def1" is destination 0 too).
-        std::vector<std::string> f;
-        for (size_t from = 0;;) {
-            size_t tab = line.find('\t', from);
-            f.push_back(line.substr(from, tab == std::string::npos ? tab : tab - from));
-            if (tab == std::string::npos) break;
-            from = tab + 1;
-        }
+        std::vector<std::string> f = split(line, '\t');
         if (f.size() < 2 || trim(f[1]) != "00000000") continue;
         if (f.size() > 7 && trim(f[7]) != "00000000") continue;
         if (f.size() > 3 && !(std::strtoul(trim(f[3]).c_str(), nullptr, 16) & 0x1)) continue;  // RTF_UP
