@@ -186,9 +186,7 @@ bool Agent::setup(std::string& error) {
         log::error("the script directory is on a file system mounted noexec: script requests "
                    "fail (126, Permission denied); give --work-dir a directory where files may run",
                    {{"work_dir", field(sup_.work_dir())}});
-    std::string jerr;
-    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
-        log::error("running without an in-flight journal", {{"error", jerr}});
+    open_journal();
     return true;
 }
 

@@ -92,6 +92,9 @@ private:
     bool lock_state_dir();
     std::string lock_path() const;
     static int open_lock_file(const std::string& path, std::string& why);
+    static int lock_without_waiting(const std::string& path, const char* held_why,
+                                    std::string& why);
+    bool open_journal();
     void keep_state_dir(uint64_t now);
     void adopt_state_dir(uint64_t now);
     void install_signals();

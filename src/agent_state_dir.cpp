@@ -130,15 +130,11 @@ void Agent::keep_state_dir(uint64_t now) {
     if (lock_fd_ < 0 || fstat(lock_fd_, &st) != 0 || st.st_nlink > 0) return;
     std::string path = lock_path(), why;
     if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) why = std::strerror(errno);
-    int fd = why.empty() ? open_lock_file(path, why) : -1;
-    struct flock fl = whole_file_write_lock();
-    if (fd >= 0 && fcntl(fd, F_SETLK, &fl) != 0) {
-        why = errno == EACCES || errno == EAGAIN
-                  ? "another ur-agent holds the new one: it may answer our requests as its own"
-                  : std::strerror(errno);
-        close(fd);
-        fd = -1;
-    }
+    int fd = why.empty() ? lock_without_waiting(
+                               path, "another ur-agent holds the new one: it may answer our "
+                                     "requests as its own",
+                               why)
+                         : -1;
     if (fd < 0) {
         if (!relock_failed_)
             log::error("the state directory's lock file was removed and cannot be made again; "
@@ -169,27 +165,39 @@ void Agent::adopt_state_dir(uint64_t now) {
     if (mkdir(cfg_.state_dir.c_str(), 0755) != 0 && errno != EEXIST) return;
     state_dir_absent_ = false;
     std::string path = lock_path(), why;
-    lock_fd_ = open_lock_file(path, why);
-    struct flock fl = whole_file_write_lock();
-    if (lock_fd_ >= 0 && fcntl(lock_fd_, F_SETLK, &fl) != 0) {
-        why = errno == EACCES || errno == EAGAIN ? "another ur-agent holds it"
-                                                 : std::strerror(errno);
-        close(lock_fd_);
-        lock_fd_ = -1;
-    }
+    lock_fd_ = lock_without_waiting(path, "another ur-agent holds it", why);
     if (lock_fd_ < 0) {
         log::error("the state directory could be made now, but not its lock; running without "
                    "lock and journal",
                    {{"file", field(path)}, {"error", field(why)}});
         return;
     }
-    std::string jerr;
     log::warn("the state directory could be made now; using it", {{"dir", cfg_.state_dir}});
-    if (journal_.is_open()) return;
-    if (!journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, jerr))
-        log::error("running without an in-flight journal", {{"error", jerr}});
-    else
+    if (!journal_.is_open() && open_journal())
         answer_leftovers(now);  // a journal there from before (a file system mounted late)
+}
+
+// A lock file at `path` (open_lock_file()) write-locked at once; -1 with
+// `why` otherwise (`held_why` when another process holds the lock).
+int Agent::lock_without_waiting(const std::string& path, const char* held_why, std::string& why) {
+    int fd = open_lock_file(path, why);
+    struct flock fl = whole_file_write_lock();
+    if (fd >= 0 && fcntl(fd, F_SETLK, &fl) != 0) {
+        why = errno == EACCES || errno == EAGAIN ? held_why : std::strerror(errno);
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+// The in-flight journal in the state directory; false (said) when it
+// cannot be opened.
+bool Agent::open_journal() {
+    std::string error;
+    if (journal_.open(cfg_.state_dir + "/.ur-agent-inflight", cfg_.journal_fsync, error))
+        return true;
+    log::error("running without an in-flight journal", {{"error", error}});
+    return false;
 }
 
 }  // namespace ur
