@@ -96,6 +96,7 @@ private:
                                     std::string& why);
     bool open_journal();
     void keep_state_dir(uint64_t now);
+    std::string journal_owed(const Request& req, uint64_t now);
     void adopt_state_dir(uint64_t now);
     void install_signals();
     // The loop

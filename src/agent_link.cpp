@@ -589,23 +589,25 @@ void Agent::setup_consumer(uint64_t now) {
     cons_ch_ = conn_->open_channel();
     request_consumer_ok_ = false;
     if (cons_ch_ == 0) return need_channels();
-    // (sysinfo_ is read again while id_ stays the start's: a usable MAC
-    // that came later is not used until a restart, and not called bad.)
-    if (const json::Value* nic = id_.mac.empty() && admin_mac(sysinfo_).empty()
-                                     ? admin_nic(sysinfo_)
-                                     : nullptr) {
-        const json::Value* mac = nic->find("MAC Address");
-        log::warn("the admin NIC's \"MAC Address\" cannot be a word of a routing key; request "
-                  "queue without MAC binding",
-                  {{"admin_tag", field(admin_tag(sysinfo_))},
-                   {"mac", field(mac ? json::write(*mac).substr(0, 300) : "missing")}});
-    } else if (id_.mac.empty() && !admin_nic(sysinfo_)) {
-        log::warn("no NIC in sysinfo carries the admin tag; request queue without MAC binding",
-                  {{"admin_tag", field(admin_tag(sysinfo_))}});
-    } else if (id_.mac.empty()) {
-        log::warn("the admin NIC's MAC came after start; request queue without MAC binding "
-                  "until the agent restarts",
-                  {{"mac", field(admin_mac(sysinfo_))}});
+    if (id_.mac.empty()) {
+        // sysinfo_ is read again while id_ stays the start's: a usable MAC
+        // that came later is not used until a restart, and not called bad.
+        const json::Value* nic = admin_nic(sysinfo_);
+        const std::string later = admin_mac(sysinfo_);
+        if (!nic) {
+            log::warn("no NIC in sysinfo carries the admin tag; request queue without MAC binding",
+                      {{"admin_tag", field(admin_tag(sysinfo_))}});
+        } else if (later.empty()) {
+            const json::Value* mac = nic->find("MAC Address");
+            log::warn("the admin NIC's \"MAC Address\" cannot be a word of a routing key; "
+                      "request queue without MAC binding",
+                      {{"admin_tag", field(admin_tag(sysinfo_))},
+                       {"mac", field(mac ? json::write(*mac).substr(0, 300) : "missing")}});
+        } else {
+            log::warn("the admin NIC's MAC came after start; request queue without MAC binding "
+                      "until the agent restarts",
+                      {{"mac", field(later)}});
+        }
     }
     conn_->basic_qos(cons_ch_, prefetch());
     std::string rq = request_queue_name(id_);

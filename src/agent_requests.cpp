@@ -64,6 +64,13 @@ void Agent::answer_ping(const Request& req, uint64_t now) {
     enqueue(std::move(m), now);
 }
 
+// The journal entry of a request whose reply is owed, the state directory
+// kept (made again, its lock too) first; "" when there is no journal.
+std::string Agent::journal_owed(const Request& req, uint64_t now) {
+    keep_state_dir(now);
+    return journal_.add(req.reply_key, req.req_id);
+}
+
 void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
     if (ping_ch_ && ev.channel == ping_ch_) {
         on_ping_delivery(ev, now);
@@ -123,8 +130,7 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
         m.not_before = now + kFreshClientReplyDelayMs;
         // Journaled as any request owed a reply: acked now and held those
         // 100 ms, it was lost to a crash within them.
-        keep_state_dir(now);
-        m.journal_key = journal_.add(req.reply_key, req.req_id);
+        m.journal_key = journal_owed(req, now);
         enqueue(std::move(m), now);
         ack();
         return;
@@ -144,11 +150,10 @@ void Agent::on_delivery(amqp::Event& ev, uint64_t now) {
                                             {"script", field(req.script)},
                                             {"env", env}});
     }
-    keep_state_dir(now);
     // Journaled from receipt, not from its start: a request still waiting
     // for a slot when the agent dies (kill -9) or stops with its "not run"
     // reply undelivered is answered on restart all the same.
-    std::string journal_key = journal_.add(req.reply_key, req.req_id);
+    std::string journal_key = journal_owed(req, now);
     Queued q{std::move(req), ev.delivery_tag, now, std::move(journal_key)};
     // Unacked, the waiting requests are at most our prefetch: a broker
     // that ignores basic.qos would have them, bodies and all, grow
