@@ -251,8 +251,10 @@ bool Parser::run(Value& result)
 bool Parser::begin_value(Value& value, bool& complete)
 {
     if (p_ == end_) return fail(p_, "unexpected end of input, expected a value");
-    if (++values_ > opt_.max_values)
+    if (++values_ > opt_.max_values) {
+        err_.too_many_values = true;
         return fail(p_, "more than " + std::to_string(opt_.max_values) + " values");
+    }
     complete = true;
     char c = *p_;
     switch (c) {
@@ -572,6 +574,7 @@ std::string ParseError::to_string() const
 bool parse(std::string_view text, Value& out, ParseError& err,
            const ParseOptions& opt)
 {
+    err.too_many_values = false;  // a ParseError may be used again
     Parser parser(text, err, opt);
     Value result;
     if (!parser.run(result)) return false;

@@ -74,6 +74,9 @@ struct ParseError {
     // multi-byte UTF-8 character advances it by its length).
     size_t line = 0, column = 0;
     std::string reason;
+    // The input was refused for ParseOptions::max_values, not as bad JSON
+    // (reason: "more than N values").
+    bool too_many_values = false;
     // "line 3, column 17: expected ',' or '}' after object member"
     std::string to_string() const;
 };

@@ -48,7 +48,7 @@ void parse_execute_body(std::string_view body, Request& r) {
     // parsed) that the agent would read only to ignore.
     popt.max_values = kMaxArgs + kMaxEnv + 1024;
     if (!json::parse(body, v, perr, popt)) {
-        if (perr.reason.rfind("more than ", 0) == 0)
+        if (perr.too_many_values)
             r.error = "body holds " + perr.reason + " (room for " + std::to_string(kMaxArgs) +
                       " args, " + std::to_string(kMaxEnv) + " env entries and 1024 more)";
         else
@@ -214,7 +214,7 @@ Request classify_request(const Identity& self, std::string_view routing_key,
         json::ParseOptions popt = json::javascript_options();
         popt.max_values = 4096;  // two fields, one of them an id echoed whole
         if (!json::parse(body, v, perr, popt)) {
-            r.error = perr.reason.rfind("more than ", 0) == 0
+            r.error = perr.too_many_values
                           ? "ping body holds " + perr.reason + " (a ping is {\"client_id\", \"id\"})"
                           : "ping body is not valid JSON: " + perr.to_string();
             return r;

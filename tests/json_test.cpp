@@ -474,6 +474,9 @@ TEST_CASE("the number of values is limited when asked")
     CHECK_FALSE(json::parse("[1,2,3,4]", v, err, opt));
     CHECK(err.reason == "more than 4 values");
     CHECK(err.column == 8);
+    CHECK(err.too_many_values);
+    CHECK_FALSE(json::parse("[1,", v, err, opt));  // bad JSON: not the limit
+    CHECK_FALSE(err.too_many_values);
     CHECK_FALSE(json::parse("[[[[[]]]]]", v, err, opt));
     opt.max_values = 1;
     CHECK(json::parse("\"only\"", v, err, opt));
