@@ -495,7 +495,7 @@ class Cluster(AgentTestCase):
         ports = []
         starts = []
         for n in names:
-            p = free_port_pair()
+            p = free_port_pair(taken=ports)
             ports.append(p)
             starts.append(subprocess.Popen(
                 [RABBITMQ_SH, "start", n, str(p)], stdout=subprocess.PIPE,

@@ -903,15 +903,23 @@ def port_accepts(port, timeout=0.2):
         return False
 
 
-def free_port_pair():
-    """A port p with p and p + 10000 (its Erlang distribution port) free."""
+def free_port_pair(taken=()):
+    """A port p with p and p + 10000 (its Erlang distribution port) free.
+
+    Ports in taken, and their own p + 10000, are skipped: a node picked
+    earlier may not listen yet, and the kernel hands a port that nothing
+    listens on to the next bind(0) as readily as to the first.
+    """
+    busy = set()
+    for q in taken:
+        busy.update((q, q + 10000))
     for _ in range(200):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         p = s.getsockname()[1]
         s.close()
-        if p + 10000 < 65536 and not port_accepts(p) and \
-                not port_accepts(p + 10000):
+        if p + 10000 < 65536 and not busy & {p, p + 10000} and \
+                not port_accepts(p) and not port_accepts(p + 10000):
             return p
     raise AssertionError("no free port pair")
 
