@@ -257,6 +257,7 @@ private:
     // Short cap: when the other holder of our queue goes, take over quickly.
     Backoff consumer_backoff_{500, 5000};
     unsigned locked_attempts_ = 0;      // 405s in a row on the request queue
+    unsigned login_refusals_ = 0;       // connections refused in a row (login, vhost)
     uint64_t consumer_retry_at_ = 0;   // 0 = none scheduled
     bool blocked_ = false;
     bool publish_due_ = false;         // enqueue()d since the last publish_outbox()

@@ -180,8 +180,15 @@ void Agent::link_down(const std::string& why, uint64_t now, bool refused, bool r
         return;
     }
     // Refused (login, vhost, permissions): a setting to fix, not an outage
-    // to wait out, so said as an error, at every retry.
-    log::write(refused ? log::Level::Error : log::Level::Warn,
+    // to wait out, so said as an error: at once, then every 12th attempt
+    // (the lines between at debug: one a retry would fill the log).
+    log::Level level = log::Level::Warn;
+    if (refused) {
+        ++login_refusals_;
+        level = login_refusals_ == 1 ? log::Level::Error
+                                     : lasting_refusal_level(login_refusals_);
+    }
+    log::write(level,
               refused   ? "the broker refused us (check the login, the password, --vhost and "
                           "the user's permissions)"
               : was_open ? "lost the broker connection"
@@ -244,6 +251,7 @@ void Agent::handle_events(uint64_t now) {
         case amqp::EventKind::Opened:
             link_ = Link::Open;
             open_since_ = now;
+            login_refusals_ = 0;
             // Learnt afresh on each connection (from a refusal): the limit
             // may have been raised since, or this is another broker.
             broker_max_message_ = 0;

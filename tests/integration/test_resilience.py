@@ -240,6 +240,14 @@ class Resilience(FakeBrokerTestCase):
             a.wait_log(lambda r: r.get("msg", "").startswith("the broker refused us")
                        and r.get("level") == 50 and "refused" in r.get("reason", ""),
                        what="a refused login logged as an error")
+            # Once, not at every retry (100 ms doubling): the retries
+            # after it at debug until the 12th.
+            def levels():
+                got = [r.get("level") for r in a.logs()
+                       if r.get("msg", "").startswith("the broker refused us")]
+                return got if len(got) >= 4 else None
+            levels = wait_until(levels, WAIT, "four refused logins")
+            self.assertEqual(levels[:4], [50, 20, 20, 20], a.log_tail(10))
             b.cmd("refuse-login off")
 
         _, _, took = self.reconnect_fault(fault, settle=settle)
