@@ -82,20 +82,44 @@ std::string default_route_interface(const std::string& root) {
     return "";
 }
 
+// The kernel command line split as the kernel splits it: words apart at
+// white space outside double quotes; a value in quotes (name="a b") or a
+// whole word in them ("name=a b") has its quotes taken off.
 json::Value boot_parameters(const std::string& root) {
     json::Value params = json::Value::object();
-    std::string cmdline = trim(slurp(root + "/proc/cmdline"));
+    const std::string cmdline = slurp(root + "/proc/cmdline");
+    auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
     size_t i = 0;
     while (i < cmdline.size()) {
-        size_t end = cmdline.find(' ', i);
-        if (end == std::string::npos) end = cmdline.size();
-        std::string word = cmdline.substr(i, end - i);
-        i = end + 1;
-        if (word.empty()) continue;
-        if (word == "--") break;  // what follows is init's arguments, not the kernel's
-        size_t eq = word.find('=');
-        if (eq == std::string::npos) params.set(json::string_from_bytes(word), "true");
-        else params.set(json::string_from_bytes(word.substr(0, eq)), json::string_from_bytes(word.substr(eq + 1)));
+        if (space(cmdline[i])) {
+            ++i;
+            continue;
+        }
+        const bool quoted = cmdline[i] == '"';
+        if (quoted) ++i;
+        size_t start = i, eq = std::string::npos;
+        bool in_quote = quoted;
+        for (; i < cmdline.size() && (in_quote || !space(cmdline[i])); ++i) {
+            if (cmdline[i] == '=' && eq == std::string::npos) eq = i;
+            if (cmdline[i] == '"') in_quote = !in_quote;
+        }
+        std::string_view word(cmdline.data() + start, i - start);
+        const bool closing_quote = !word.empty() && word.back() == '"';
+        if (eq == std::string::npos) {
+            if (quoted && closing_quote) word.remove_suffix(1);
+            if (word == "--") break;  // what follows is init's arguments, not the kernel's
+            params.set(json::string_from_bytes(std::string(word)), "true");
+            continue;
+        }
+        std::string_view name = word.substr(0, eq - start), value = word.substr(eq - start + 1);
+        if (!value.empty() && value.front() == '"') {
+            value.remove_prefix(1);
+            if (closing_quote && !value.empty()) value.remove_suffix(1);
+        } else if (quoted && closing_quote && !value.empty()) {
+            value.remove_suffix(1);
+        }
+        params.set(json::string_from_bytes(std::string(name)),
+                   json::string_from_bytes(std::string(value)));
     }
     return params;
 }

@@ -867,7 +867,11 @@ TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
     write_text(root + "/sys/class/net/eth1/operstate", "down\n");
     write_text(root + "/proc/net/route",
                "Iface\tDestination\tGateway\n eth1\t0000A8C0\t00000000\neth0\t00000000\t0101A8C0\n");
-    write_text(root + "/proc/cmdline", "console=ttyS0 quiet headnode=false -- --init-arg x\n");
+    // Quoted as the kernel takes them: a value in quotes, a whole word in
+    // quotes, white space other than ' ' between words.
+    write_text(root + "/proc/cmdline",
+               "console=ttyS0 quiet  headnode=false\trabbitmq=\"guest:guest:10.0.0.1:5672\" "
+               "\"dc=west 1\" note=\"a b\tc\" \"flag\" -- --init-arg x\n");
     write_text(root + "/proc/stat", "cpu 1 2 3\nbtime 1700000000\n");
     write_text(root + "/proc/meminfo", "MemTotal:       2048000 kB\n");
     write_text(root + "/proc/cpuinfo", "processor\t: 0\nmodel name\t: Fake CPU @ 1GHz\n");
@@ -888,6 +892,12 @@ TEST_CASE("builtin sysinfo: from a fake /sys, /proc and /etc") {
     CHECK(v.find("Setup")->as_string() == "true");
     CHECK(v.find("Boot Parameters")->find("console")->as_string() == "ttyS0");
     CHECK(v.find("Boot Parameters")->find("quiet")->as_string() == "true");
+    CHECK(v.find("Boot Parameters")->find("headnode")->as_string() == "false");
+    CHECK(v.find("Boot Parameters")->find("rabbitmq")->as_string() == "guest:guest:10.0.0.1:5672");
+    CHECK(v.find("Boot Parameters")->find("dc")->as_string() == "west 1");
+    CHECK(v.find("Boot Parameters")->find("note")->as_string() == "a b\tc");
+    CHECK(v.find("Boot Parameters")->find("flag")->as_string() == "true");
+    CHECK(v.find("Boot Parameters")->as_object().size() == 7);
     // After "--" come init's arguments, not the kernel's.
     CHECK(v.find("Boot Parameters")->find("--init-arg") == nullptr);
     CHECK(v.find("Boot Parameters")->find("x") == nullptr);
