@@ -42,6 +42,12 @@ int main(int argc, char** argv) {
     auto getenv = [](const char* name) -> const char* { return std::getenv(name); };
     switch (ur::parse_config(argc, argv, getenv, cfg, output, error)) {
     case ur::ConfigStatus::Exit:
+        // --help or --version into a closed stdout (/dev/null, opened
+        // above in its place) would print nothing and say it had.
+        if (stdout_closed) {
+            std::fprintf(stderr, "ur-agent: cannot write to stdout: it is closed\n");
+            return 1;
+        }
         if (!ur::write_all(STDOUT_FILENO, output)) {
             std::fprintf(stderr, "ur-agent: cannot write to stdout: %s\n", std::strerror(errno));
             return 1;

@@ -318,6 +318,12 @@ class UrctlCases:
             p = subprocess.run([AGENT, "--help"], stdout=full, stderr=subprocess.PIPE)
         self.assertEqual(p.returncode, 1)
         self.assertIn(b"ur-agent: cannot write to stdout: No space left", p.stderr)
+        # Closed: the agent's /dev/null in its place took the text.
+        for args in (["--help"], ["--version"]):
+            p = subprocess.run([AGENT] + args, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: os.close(1))
+            self.assertEqual((p.returncode, p.stderr), (
+                1, b"ur-agent: cannot write to stdout: it is closed\n"), args)
 
     # -- oneach -----------------------------------------------------------
 
