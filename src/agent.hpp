@@ -152,7 +152,7 @@ private:
     void stop_consuming();
     void answer_late_broadcasts(uint64_t now);
     // Replies the agent still owes that must survive reconnects.
-    bool owes_replies() const { return outbox_.has_kept() || !held_.empty(); }
+    bool owes_replies() const { return outbox_.has_owed() || !held_.empty(); }
     // A publish would go out now: the connection open (not closing, where
     // basic_publish sends nothing and a due message would spin the loop),
     // the publishing channel open, the broker not blocking us.

@@ -448,10 +448,25 @@ void Agent::handle_events(uint64_t now) {
                 pub_ch_ = 0;
                 pub_waits_ = 0;
                 outbox_.connection_lost();
+                // A 403 naming one routing key (a topic permission): that
+                // message waits as a nacked one does and the others go
+                // first, at once; it must not hold them back for ever.
+                size_t refused = 0;
+                std::vector<OutMessage> gone = outbox_.refuse_unpublished(
+                    [&](const OutMessage& m) {
+                        bool named = close_refuses_key(ev.code, ev.text, m.routing_key);
+                        refused += named;
+                        return named;
+                    },
+                    now);
                 uint64_t delay = pub_backoff_.next(random32());
+                if (refused > 0) delay = 0;
                 pub_retry_at_ = now + delay;
                 log::write(lasting_refusal_level(pub_backoff_.attempts()),
-                           ev.code == 403
+                           refused > 0 ? "403 ACCESS_REFUSED on a publish to one routing key (a "
+                                         "topic permission): the other messages go first, that "
+                                         "one is sent again after 1, 2 and 4 s, then given up"
+                           : ev.code == 403
                                ? "403 ACCESS_REFUSED on a publish: the login lacks write "
                                  "permission on amq.topic; replies wait, and the channel is "
                                  "opened again"
@@ -459,6 +474,10 @@ void Agent::handle_events(uint64_t now) {
                            {{"code", json::Value(int64_t(ev.code))}, {"text", field(ev.text)},
                             {"attempt", json::Value(int64_t(pub_backoff_.attempts()))},
                             {"retry_in_ms", json::Value(int64_t(delay))}});
+                for (OutMessage& m : gone)
+                    give_up(m, "the broker refused its routing key " +
+                                   std::to_string(m.refusals) + " times (403: a topic permission)",
+                            now);
                 if (uint64_t limit = max_size_from_close(ev.code, ev.text);
                     limit && limit != broker_max_message_) {
                     broker_max_message_ = limit;

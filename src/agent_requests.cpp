@@ -56,7 +56,7 @@ void Agent::answer_ping(const Request& req, uint64_t now) {
     log::debug("ping", {{"reply_key", field(req.reply_key)}});
     OutMessage m;
     m.routing_key = req.reply_key;
-    m.keep = false;
+    m.owed = false;  // sent again after a reconnect: the ping itself went with its queue
     uint64_t due = ping_reply_due(req.reply_key, now);
     if (due > now) m.not_before = due;
     // "now" (PROTOCOL.md) when it is sent: a delayed answer says so.

@@ -317,7 +317,7 @@ void Agent::answer_broadcast(const SysinfoWaiter& w, const std::string& body, ui
     m.routing_key = w.reply_key;
     m.req_id = w.req_id;
     m.body = body;
-    m.keep = false;
+    m.owed = false;  // sent again after a reconnect, as a ping answer is
     m.not_before = w.received_ms + kFreshClientReplyDelayMs;
     enqueue(std::move(m), now);
 }

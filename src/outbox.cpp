@@ -110,14 +110,28 @@ std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_m
     for (auto it : its) {
         it->seq = 0;
         unpublished_bytes_ += cost(*it);
-        if (++it->refusals > kMaxRefusals || !it->keep) {
-            given_up.push_back(take(it));
-            continue;
-        }
-        it->not_before = now_ms + (kRefusalRetryMs << (it->refusals - 1));
-        ++waiting_;
+        refuse(it, now_ms, given_up);
     }
     return given_up;
+}
+
+std::vector<OutMessage> Outbox::refuse_unpublished(const Pick& which, uint64_t now_ms) {
+    std::vector<OutMessage> given_up;
+    for (auto it = messages_.begin(); it != messages_.end();) {
+        auto next = std::next(it);
+        if (it->seq == 0 && which(*it)) refuse(it, now_ms, given_up);
+        it = next;
+    }
+    return given_up;
+}
+
+void Outbox::refuse(List::iterator it, uint64_t now_ms, std::vector<OutMessage>& given_up) {
+    if (++it->refusals > kMaxRefusals || !it->keep) {
+        given_up.push_back(take(it));
+        return;
+    }
+    if (it->not_before == 0) ++waiting_;
+    it->not_before = std::max(it->not_before, now_ms + (kRefusalRetryMs << (it->refusals - 1)));
 }
 
 void Outbox::connection_lost() {
@@ -131,15 +145,15 @@ void Outbox::connection_lost() {
     }
 }
 
-bool Outbox::has_kept() const {
+bool Outbox::has_owed() const {
     for (const auto& m : messages_)
-        if (m.keep) return true;
+        if (m.keep && m.owed) return true;
     return false;
 }
 
 size_t Outbox::replies() const {
     size_t n = 0;
-    for (const auto& m : messages_) n += !m.req_id.empty();
+    for (const auto& m : messages_) n += !m.req_id.empty() && m.owed;
     return n;
 }
 

@@ -46,13 +46,15 @@ struct OutMessage {
     std::string req_id;       // for logs; empty when not a reply
     std::string journal_key;  // journal entry to remove once confirmed
     bool keep = true;         // survive reconnects
+    bool owed = true;         // kept: waited for at shutdown (false: a ping or discover
+                              // answer, sent again after a reconnect but not owed)
     bool cuttable = false;    // an execute reply: its output can be cut (fit_reply)
     bool whole = false;       // a script's reply: never cut or dropped for the bound (it
                               // waited for room, holding its script slot: Agent::held_)
     bool reboot_after = false;
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
-    unsigned refusals = 0;    // broker nacks so far
+    unsigned refusals = 0;    // broker refusals so far (nacks, 403s on its key)
     uint64_t not_before = 0;  // not published before this (ms): a refused one's retry, a delay
 };
 
@@ -118,6 +120,12 @@ public:
     static constexpr unsigned kMaxRefusals = 3;
     static constexpr uint64_t kRefusalRetryMs = 1000;
     std::vector<OutMessage> nack(uint64_t seq, bool multiple, uint64_t now_ms);
+    // The broker closed the channel over the unpublished messages `which`
+    // picks (a 403 naming their routing key: a topic permission): each is
+    // counted and delayed as a nack is, so that the others go first, and
+    // those given up are removed and returned.
+    using Pick = std::function<bool(const OutMessage&)>;
+    std::vector<OutMessage> refuse_unpublished(const Pick& which, uint64_t now_ms);
     // The earliest not_before of an unpublished message waiting for it; 0
     // if none.
     uint64_t next_due() const;
@@ -130,9 +138,10 @@ public:
     uint64_t unpublished_bytes() const { return unpublished_bytes_; }
     bool empty() const { return messages_.empty(); }
     size_t in_flight() const { return by_seq_.size(); }
-    // True when a message that must survive reconnects is still queued.
-    bool has_kept() const;
-    // How many queued messages answer a request (have a req_id).
+    // True when a message owed (kept and owed: replies, start-up) is
+    // still queued.
+    bool has_owed() const;
+    // How many queued messages owed answer a request (have a req_id).
     size_t replies() const;
 
     // Removes the message at `it` (its bytes and sequence number too) and
@@ -140,6 +149,9 @@ public:
     OutMessage take(Ref it);
 
 private:
+    // One more refusal of `it`: delayed 1, 2, 4 s, or past kMaxRefusals
+    // (at once for an ephemeral one) moved to given_up.
+    void refuse(List::iterator it, uint64_t now_ms, std::vector<OutMessage>& given_up);
 
     uint64_t max_bytes_;
     bool bodies_only_;

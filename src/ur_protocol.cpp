@@ -409,6 +409,17 @@ uint64_t max_size_from_close(uint16_t code, std::string_view text) {
     return digits ? n : 0;
 }
 
+bool close_refuses_key(uint16_t code, std::string_view text, std::string_view routing_key) {
+    constexpr std::string_view kMarker = "access to topic '";
+    size_t at = text.find(kMarker);
+    if (code != 403 || at == std::string_view::npos || routing_key.empty()) return false;
+    std::string_view named = text.substr(at + kMarker.size());
+    // The whole key and its closing quote, or the text ends inside the key.
+    if (named.size() > routing_key.size())
+        return named.substr(0, routing_key.size()) == routing_key && named[routing_key.size()] == '\'';
+    return !named.empty() && routing_key.substr(0, named.size()) == named;
+}
+
 bool denies_transient_queues(std::string_view product, std::string_view version) {
     if (product != "RabbitMQ") return false;
     // "4.3.0", "4.10.1", "4.3.0-rc.1", "5.0": major.minor, as leading digits.

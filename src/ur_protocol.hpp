@@ -102,6 +102,12 @@ std::string not_run_body(std::string_view reason);
 // that.
 uint64_t max_size_from_close(uint16_t code, std::string_view text);
 
+// Whether the channel.close the broker sent for a publish refuses
+// `routing_key` itself: a 403 for a topic permission (RabbitMQ:
+// "ACCESS_REFUSED - access to topic 'KEY' in exchange ...", the text cut
+// at 255 bytes maybe mid-key).  Not for a 403 on the whole exchange.
+bool close_refuses_key(uint16_t code, std::string_view text, std::string_view routing_key);
+
 // PROTOCOL.md's ping queue (auto-delete, not durable, not exclusive) is
 // what RabbitMQ calls a transient non-exclusive queue, a deprecated
 // feature (transient_nonexcl_queues) that RabbitMQ 4.3 and later deny as

@@ -391,6 +391,52 @@ TEST_CASE("outbox: a refused message is sent again after 1, 2, 4 s, then given u
     CHECK(small.next_due() == 0);
 }
 
+TEST_CASE("outbox: a message whose key the broker refuses (403) waits while the others go") {
+    // A topic permission refusing one reply key: the broker closes the
+    // channel at each try of it, and everything queued behind it waited
+    // for ever.  It now waits as a nacked one does, and is given up.
+    Outbox box(1000, true);
+    std::vector<OutMessage> dropped;
+    box.push(msg("evil", 10), dropped);
+    box.push(msg("good", 10), dropped);
+    OutMessage ping = msg("ping", 10);
+    ping.owed = false;
+    box.push(std::move(ping), dropped);
+    box.push(msg("beat", 10, false), dropped);
+    CHECK(box.has_owed());
+    uint64_t seq = 0, t = 5000;
+    for (auto m : box.unpublished(t)) box.mark_published(m, ++seq);
+    box.connection_lost();  // the channel closed: the heartbeat goes, the ping answer stays
+    REQUIRE(box.size() == 3);
+    auto pick_evil = [](const OutMessage& m) { return m.routing_key == "evil"; };
+    for (uint64_t wait : {1000, 2000, 4000}) {
+        CAPTURE(wait);
+        CHECK(box.refuse_unpublished(pick_evil, t).empty());
+        auto un = box.unpublished(t);
+        REQUIRE(un.size() == 2);  // the others at once, in order
+        CHECK(un[0]->routing_key == "good");
+        CHECK(un[1]->routing_key == "ping");
+        CHECK(box.next_due() == t + wait);
+        t += wait;
+        un = box.unpublished(t);
+        REQUIRE(un.size() == 3);
+        CHECK(un[0]->routing_key == "evil");
+    }
+    auto gone = box.refuse_unpublished(pick_evil, t);
+    REQUIRE(gone.size() == 1);
+    CHECK(gone[0].routing_key == "evil");
+    CHECK(gone[0].refusals == 4);
+    CHECK(box.next_due() == 0);
+    CHECK(box.unpublished_bytes() == 20);
+    // Only a ping answer left: kept, but nothing owed at shutdown.
+    auto un = box.unpublished(t);
+    box.mark_published(un[0], ++seq);
+    CHECK(box.confirm(seq, false).size() == 1);
+    CHECK(box.replies() == 0);
+    CHECK_FALSE(box.has_owed());
+    CHECK(box.size() == 1);
+}
+
 TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight or the new one") {
     Outbox box(100, true);
     std::vector<OutMessage> dropped;

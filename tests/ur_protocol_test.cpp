@@ -287,6 +287,26 @@ TEST_CASE("RabbitMQ 4.3 and later deny transient non-exclusive queues: known by 
     CHECK_FALSE(is_transient_queue_refusal("PRECONDITION_FAILED - inequivalent arg 'exclusive'"));
 }
 
+TEST_CASE("a 403 on a publish names the routing key a topic permission refuses") {
+    const std::string text = "ACCESS_REFUSED - access to topic 'ur.execute-reply.u.evil' in "
+                             "exchange 'amq.topic' in vhost '/' refused for user 'guest'";
+    CHECK(close_refuses_key(403, text, "ur.execute-reply.u.evil"));
+    CHECK_FALSE(close_refuses_key(403, text, "ur.execute-reply.u.good"));
+    CHECK_FALSE(close_refuses_key(403, text, "ur.execute-reply.u.evi"));    // a prefix of it
+    CHECK_FALSE(close_refuses_key(403, text, "ur.execute-reply.u.evil2"));  // longer
+    CHECK_FALSE(close_refuses_key(406, text, "ur.execute-reply.u.evil"));
+    CHECK_FALSE(close_refuses_key(403, text, ""));
+    // The whole exchange: no key of its own.
+    CHECK_FALSE(close_refuses_key(403, "ACCESS_REFUSED - write access to exchange 'amq.topic' in "
+                                       "vhost '/' refused for user 'u'", "ur.startup.u"));
+    // Cut at 255 bytes inside the key: the part that is there must match.
+    const std::string key = "ur.execute-reply.u." + std::string(240, 'r');
+    const std::string cut = ("ACCESS_REFUSED - access to topic '" + key).substr(0, 255);
+    CHECK(close_refuses_key(403, cut, key));
+    CHECK_FALSE(close_refuses_key(403, cut, "ur.execute-reply.u.x" + std::string(239, 'r')));
+    CHECK_FALSE(close_refuses_key(403, "ACCESS_REFUSED - access to topic '", key));
+}
+
 TEST_CASE("a reply over the broker's max message size: the limit from the close, the reply cut") {
     CHECK(max_size_from_close(406, "PRECONDITION_FAILED - message size 25165882 is larger than "
                                     "configured max size 16777216") == 16777216);

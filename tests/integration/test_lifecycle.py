@@ -702,6 +702,30 @@ class Credentials(AgentTestCase):
         self.assertFalse([r for r in b.logs() if r.get("msg", "").startswith(
             "exiting with undelivered replies")], "the announcement called a reply")
 
+    def test_a_refused_reply_key_holds_back_no_other_reply(self):
+        # A topic permission refusing one reply key: the broker closes the
+        # publishing channel at each try of that reply, and every reply
+        # queued behind it waited for ever.  Now it waits as a nacked one
+        # does (1, 2, 4 s), the others go at once, and it is given up.
+        user, password = add_rabbitmq_user(self)
+        a = self.start_agent(login=user, password=password)
+        rabbitmqctl("set_topic_permissions", "-p", "/", user, "amq.topic",
+                    "^(?!ur\\.execute-reply\\.[^.]+\\.evil$).*", ".*")
+        self.addCleanup(rabbitmqctl, "clear_topic_permissions", "-p", "/", user,
+                        check=False)
+        evil = self.client.send_execute(a.uuid, "#!/bin/sh\necho evil\n", req="evil")
+        a.wait_log(lambda r: r.get("msg", "").startswith(
+            "403 ACCESS_REFUSED on a publish to one routing key"), what="the refusal")
+        good = self.client.send_execute(a.uuid, "#!/bin/sh\necho good\n")
+        self.assertReply(self.client.wait_reply(a.uuid, good, timeout=5), 0, "good\n")
+        rec = a.wait_log(lambda r: r.get("msg", "").startswith(
+            "message given up, not sent again: the broker refused its routing key 4 times"),
+            what="the refused reply given up")
+        self.assertEqual(rec.get("req_id"), evil, rec)
+        r = self.client.execute(a.uuid, "#!/bin/sh\necho after\n")
+        self.assertReply(r, 0, "after\n")
+        self.assertTrue(a.running())
+
     def test_password_from_env_never_logged(self):
         user, password = add_rabbitmq_user(self)
         a = self.start_agent(login=user, password=password,

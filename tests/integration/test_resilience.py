@@ -496,6 +496,26 @@ class Resilience(FakeBrokerTestCase):
         wait_until(lambda: "unacked=0" in b.cmd(queue), what="all acked")
         self.assertIn("unacked=0", b.cmd("queue ur.ping.%s" % a.uuid))
 
+    def test_ping_and_discover_answers_outlive_a_lost_connection(self):
+        # A black-box run: a ping or a discover received just before the
+        # connection went had its answer dropped with it (a reply to an
+        # execute request was kept); the requester timed out on a node that
+        # was fine.  Each answer waits 100 ms for a new client's binds, so
+        # the connection, dropped right after the request's three frames,
+        # is gone before it is sent.
+        b, a = self.up(heartbeat=60)
+        for n, publish, key in (
+                (1, "amq.topic ur.ping.%s %s" % (a.uuid, json.dumps({"client_id": "t", "id": "p1"})),
+                 "ur.ackt.%s" % a.uuid),
+                (2, "amq.topic ur.broadcast.sysinfo.disco1 {}",
+                 "ur.execute-reply.%s.disco1" % a.uuid)):
+            serving0 = a.count_log("serving requests")
+            b.cmd("drop-after 3")
+            b.cmd("publish " + publish)
+            a.wait_log_n("serving requests", serving0 + 1)
+            self.assertTrue(b.wait_count(key, 1).startswith("ok"), a.log_tail(20))
+            self.assertEqual(a.count_log("lost the broker connection"), n)
+
     def test_a_node_with_every_slot_taken_still_answers_discovers(self):
         # Review: with its slots taken and as many requests waiting, unacked,
         # the prefetch (--max-concurrency) held everything else in the
