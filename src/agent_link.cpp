@@ -428,7 +428,11 @@ void Agent::handle_events(uint64_t now) {
                 // the 10 s cap), not at every retry of a lasting refusal.
                 unsigned attempt = ping_backoff_.attempts();
                 log::write(attempt == 1 || attempt % 360 == 0 ? log::Level::Warn : log::Level::Debug,
-                           ev.code == 403
+                           ev.code == 403 && ev.text.find("in exclusive use") != std::string::npos
+                               ? "403 ACCESS_REFUSED on the ping queue: another connection "
+                                 "consumes it exclusively; pings go unanswered until it lets go "
+                                 "(tried again with backoff)"
+                           : ev.code == 403
                                ? "403 ACCESS_REFUSED on the ping queue: the login lacks a "
                                  "permission on the vhost (configure, write and read on ur.* "
                                  "queues, read on amq.topic); pings go unanswered until it is "

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 
+import pika
+
 from npm_fixtures import find_bunyan
-from urharness import (BUNYAN_FIELDS, WAIT, AgentTestCase, make_sysinfo,
+from urharness import (BUNYAN_FIELDS, RABBITMQ_PORT, WAIT, AgentTestCase, make_sysinfo,
                        rabbitmqctl, random_token, wait_until, write_executable)
 
 
@@ -670,6 +672,26 @@ def add_rabbitmq_user(test, configure=".*", write=".*", read=".*"):
 
 
 class Credentials(AgentTestCase):
+
+    def test_a_ping_queue_another_connection_consumes_exclusively_is_named(self):
+        # Was logged as a missing permission on the vhost ("until it is
+        # set up again"): the broker's text says "in exclusive use".
+        a = self.new_agent()
+        other = pika.BlockingConnection(pika.ConnectionParameters(
+            host="127.0.0.1", port=int(RABBITMQ_PORT)))
+        self.addCleanup(lambda: other.is_open and other.close())
+        ch = other.channel()
+        ch.queue_declare("ur.ping." + a.uuid, auto_delete=True)
+        ch.basic_consume("ur.ping." + a.uuid, lambda *args: None, exclusive=True)
+        a.start()
+        self.client.wait_ready(a.uuid)
+        rec = a.wait_log(lambda r: r.get("msg", "").startswith(
+            "403 ACCESS_REFUSED on the ping queue"), what="the refusal")
+        self.assertIn("another connection consumes it exclusively", rec["msg"])
+        self.assertReply(self.client.execute(a.uuid, "#!/bin/sh\necho x\n"), 0, "x\n")
+        other.close()
+        a.wait_log(lambda r: r.get("msg") == "answering pings again", what="pings again")
+        self.assertIsNotNone(self.client.ping(a.uuid))
 
     def test_missing_permissions_are_named(self):
         # A login allowed in but not allowed what the agent does was
