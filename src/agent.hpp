@@ -164,7 +164,8 @@ private:
     void enqueue(OutMessage m, uint64_t now);
     std::string cut_reply(const OutMessage& m, uint64_t limit, FitReason why);
     void publish_outbox(uint64_t now);
-    void give_up(const OutMessage& m, const std::string& why, uint64_t now);
+    void give_up(const OutMessage& m, const std::string& why, uint64_t now,
+                 log::Level level = log::Level::Error);
     void on_confirmed(std::vector<OutMessage> done, uint64_t now);
     // Sysinfo
     void want_sysinfo(SysinfoWaiter w, uint64_t now);

@@ -18,6 +18,12 @@ inline constexpr char kRebootJob[] = ".reboot";
 // Replies that may reach a client that has only just connected wait this
 // long after the request arrived: see answer_broadcast(), ping_reply_due().
 inline constexpr uint64_t kFreshClientReplyDelayMs = 100;
+// Answers up to this size are published mandatory: one that no queue took
+// (its requester has not bound its reply queue yet: urclient after it
+// connects or reconnects) comes back and is sent again (Outbox::confirm).
+// Larger ones would come back whole each time; they take long enough to
+// make that their requester's binds are done.
+inline constexpr uint64_t kReturnableBytes = 64 * 1024;
 // Bytes of the requests waiting for a slot that the agent acks at receipt,
 // at most (ack_waiting(); their number is --max-waiting).
 inline constexpr uint64_t kMaxAckedWaitingBytes = 32u << 20;

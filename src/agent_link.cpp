@@ -315,7 +315,13 @@ void Agent::handle_events(uint64_t now) {
             on_delivery(ev, now);
             break;
         case amqp::EventKind::Confirmed:
-            if (ev.channel == pub_ch_) on_confirmed(outbox_.confirm(ev.delivery_tag, ev.multiple), now);
+            if (ev.channel == pub_ch_) {
+                std::vector<OutMessage> unrouted;
+                on_confirmed(outbox_.confirm(ev.delivery_tag, ev.multiple, now, &unrouted), now);
+                for (OutMessage& m : unrouted)
+                    give_up(m, "no queue took it in " + std::to_string(m.returns) +
+                                   " tries (its requester is gone)", now, log::Level::Info);
+            }
             break;
         case amqp::EventKind::Nacked:
             if (ev.channel == pub_ch_) {
@@ -337,8 +343,16 @@ void Agent::handle_events(uint64_t now) {
             }
             break;
         case amqp::EventKind::Returned:
-            log::warn("message returned by the broker", {{"routing_key", field(ev.routing_key)},
-                                                         {"code", json::Value(int64_t(ev.code))}});
+            // No queue took an answer (published mandatory): its requester
+            // may not have bound its reply queue yet.  Sent again once
+            // its confirm, which follows, comes.
+            if (ev.channel == pub_ch_ && outbox_.returned(ev.routing_key))
+                log::debug("no queue took the answer; sending it again shortly",
+                           {{"routing_key", field(ev.routing_key)}});
+            else
+                log::warn("message returned by the broker",
+                          {{"routing_key", field(ev.routing_key)},
+                           {"code", json::Value(int64_t(ev.code))}});
             break;
         case amqp::EventKind::ServerCancel:
             log::warn("the broker cancelled our consumer (queue deleted?); setting it up again",

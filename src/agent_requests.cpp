@@ -505,6 +505,7 @@ void Agent::release_held(uint64_t now) {
 
 void Agent::enqueue(OutMessage m, uint64_t now) {
     m.queued_ms = now;
+    m.mandatory = m.body.size() <= kReturnableBytes && is_answer_key(m.routing_key);
     // Past --max-pending-bytes of replies not yet sent (the broker away or
     // blocking publishes; what is in flight does not count), replies give
     // up output rather than their place: every request still gets its exit
@@ -549,7 +550,7 @@ void Agent::publish_outbox(uint64_t now) {
             outbox_.replace_body(m, cut_reply(*m, broker_max_message_, FitReason::BrokerMax));
         }
         uint64_t seq = conn_->basic_publish(pub_ch_, "amq.topic", m->routing_key,
-                                            json_properties(), m->body.shared());
+                                            json_properties(), m->body.shared(), m->mandatory);
         if (log::enabled(log::Level::Debug))  // spares building the fields per reply
             log::debug("published", {{"routing_key", field(m->routing_key)},
                                      {"bytes", json::Value(int64_t(m->body.size()))},
@@ -577,15 +578,16 @@ std::string Agent::cut_reply(const OutMessage& m, uint64_t limit, FitReason why)
 
 // A message that will not be sent (again): said at error, and its reply
 // no longer owed (the journal entry goes; a reboot waiting for it runs).
-void Agent::give_up(const OutMessage& m, const std::string& why, uint64_t now) {
+void Agent::give_up(const OutMessage& m, const std::string& why, uint64_t now,
+                    log::Level level) {
     // Replies to pings and discovers carry no request id of ours: their
     // routing key says whose they were.
     if (m.req_id.empty())
-        log::error("message given up, not sent again: " + why,
+        log::write(level, "message given up, not sent again: " + why,
                    {{"routing_key", field(m.routing_key)},
                     {"bytes", json::Value(int64_t(m.body.size()))}});
     else
-        log::error("message given up, not sent again: " + why,
+        log::write(level, "message given up, not sent again: " + why,
                    {{"req_id", field(m.req_id)}, {"routing_key", field(m.routing_key)},
                     {"bytes", json::Value(int64_t(m.body.size()))}});
     journal_.remove(m.journal_key);

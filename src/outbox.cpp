@@ -77,7 +77,8 @@ void Outbox::mark_published(Ref m, uint64_t seq) {
     unpublished_bytes_ -= cost(*m);
 }
 
-std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
+std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple, uint64_t now_ms,
+                                        std::vector<OutMessage>* unrouted) {
     std::vector<OutMessage> done;
     auto end = multiple ? by_seq_.upper_bound(seq) : by_seq_.find(seq);
     auto begin = multiple ? by_seq_.begin() : end;
@@ -89,11 +90,34 @@ std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple) {
     for (auto i = begin; i != end; ++i) its.push_back(i->second);
     by_seq_.erase(begin, end);
     for (auto it : its) {
+        if (it->returned) {
+            it->returned = false;
+            it->seq = 0;
+            unpublished_bytes_ += cost(*it);
+            if (++it->returns > kMaxReturns) {
+                OutMessage m = take(it);
+                if (unrouted) unrouted->push_back(std::move(m));
+                continue;
+            }
+            it->not_before = now_ms + (kReturnRetryMs << (it->returns - 1));
+            ++waiting_;
+            continue;
+        }
         bytes_ -= cost(*it);
         done.push_back(std::move(*it));
         messages_.erase(it);
     }
     return done;
+}
+
+bool Outbox::returned(const std::string& routing_key) {
+    for (auto& [seq, it] : by_seq_) {
+        if (it->mandatory && !it->returned && it->routing_key == routing_key) {
+            it->returned = true;
+            return true;
+        }
+    }
+    return false;
 }
 
 std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_ms) {
@@ -109,6 +133,7 @@ std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_m
     by_seq_.erase(begin, end);
     for (auto it : its) {
         it->seq = 0;
+        it->returned = false;
         unpublished_bytes_ += cost(*it);
         refuse(it, now_ms, given_up);
     }
@@ -140,6 +165,7 @@ void Outbox::connection_lost() {
     for (auto it = messages_.begin(); it != messages_.end();) {
         auto next = std::next(it);
         it->seq = 0;
+        it->returned = false;  // its confirm will not come: sent again anyway
         if (!it->keep) take(it);
         it = next;
     }

@@ -55,6 +55,9 @@ struct OutMessage {
     uint64_t seq = 0;         // publish sequence number, 0 = not published
     uint64_t queued_ms = 0;
     unsigned refusals = 0;    // broker refusals so far (nacks, 403s on its key)
+    bool mandatory = false;   // published mandatory: one no queue took comes back (returned)
+    bool returned = false;    // came back (basic.return) while in flight; its confirm follows
+    unsigned returns = 0;     // times no queue took it
     uint64_t not_before = 0;  // not published before this (ms): a refused one's retry, a delay
 };
 
@@ -109,8 +112,18 @@ public:
     void replace_body(Ref m, std::string body);
 
     // A broker confirm (basic.ack) for `seq` (and all before it when
-    // `multiple`): removes and returns the covered messages.
-    std::vector<OutMessage> confirm(uint64_t seq, bool multiple);
+    // `multiple`): removes and returns the covered messages.  One that
+    // came back (returned()) is not done: it is sent again after 100,
+    // 200, 400 and 800 ms, and at its fifth return moved to `unrouted`.
+    static constexpr unsigned kMaxReturns = 4;
+    static constexpr uint64_t kReturnRetryMs = 100;
+    std::vector<OutMessage> confirm(uint64_t seq, bool multiple, uint64_t now_ms = 0,
+                                    std::vector<OutMessage>* unrouted = nullptr);
+    // A basic.return of a mandatory message with this routing key (no
+    // queue took it: a requester that has not bound its reply queue yet,
+    // or is gone): marks the oldest such in flight, whose confirm follows.
+    // False when none is.
+    bool returned(const std::string& routing_key);
     // A broker basic.nack for `seq` (and all before it when `multiple`):
     // some queue refused the message (a full one with overflow
     // reject-publish, say) while others may have taken it, so sending it

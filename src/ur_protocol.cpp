@@ -282,6 +282,10 @@ std::string ping_reply_key(std::string_view client_id, std::string_view uuid) {
     return s;
 }
 
+bool is_answer_key(std::string_view routing_key) {
+    return routing_key.substr(0, 17) == "ur.execute-reply." || routing_key.substr(0, 6) == "ur.ack";
+}
+
 std::string startup_key(std::string_view uuid) { return "ur.startup." + std::string(uuid); }
 
 std::string sysinfo_key(std::string_view uuid, std::string_view id) {

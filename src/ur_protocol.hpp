@@ -54,6 +54,8 @@ Request parse_request(const Identity& self, std::string_view routing_key, std::s
 
 std::string execute_reply_key(std::string_view uuid, std::string_view req_id);
 std::string ping_reply_key(std::string_view client_id, std::string_view uuid);
+// Whether a routing key is one of the two above: an answer to a requester.
+bool is_answer_key(std::string_view routing_key);
 std::string startup_key(std::string_view uuid);
 std::string sysinfo_key(std::string_view uuid, std::string_view id);
 std::string request_queue_name(const Identity& self);  // ur.request.<uuid>[.<mac>]

@@ -437,6 +437,52 @@ TEST_CASE("outbox: a message whose key the broker refuses (403) waits while the 
     CHECK(box.size() == 1);
 }
 
+TEST_CASE("outbox: an answer no queue took (returned) is sent again, then given up") {
+    Outbox box(1000, true);
+    std::vector<OutMessage> dropped, unrouted;
+    OutMessage late = msg("ur.ackC.u", 10);
+    late.mandatory = true;
+    box.push(late, dropped);
+    box.push(msg("other", 10), dropped);  // not mandatory: never marked
+    uint64_t seq = 0, t = 5000;
+    for (auto m : box.unpublished(t)) box.mark_published(m, ++seq);
+    CHECK_FALSE(box.returned("other"));
+    CHECK_FALSE(box.returned("ur.ackD.u"));
+    REQUIRE(box.returned("ur.ackC.u"));
+    CHECK_FALSE(box.returned("ur.ackC.u"));  // one return per message in flight
+    // The confirm that follows the return: "other" is done, the answer waits.
+    auto done = box.confirm(2, true, t, &unrouted);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].routing_key == "other");
+    CHECK(unrouted.empty());
+    for (uint64_t wait : {100, 200, 400, 800}) {
+        CAPTURE(wait);
+        CHECK(box.next_due() == t + wait);
+        CHECK(box.unpublished(t + wait - 1).empty());
+        t += wait;
+        auto un = box.unpublished(t);
+        REQUIRE(un.size() == 1);
+        box.mark_published(un[0], ++seq);
+        REQUIRE(box.returned("ur.ackC.u"));
+        CHECK(box.confirm(seq, false, t, &unrouted).empty());
+        if (wait < 800) CHECK(unrouted.empty());
+    }
+    REQUIRE(unrouted.size() == 1);  // the fifth return
+    CHECK(unrouted[0].returns == 5);
+    CHECK(box.empty());
+    CHECK(box.bytes() == 0);
+    CHECK(box.unpublished_bytes() == 0);
+    // Returned, then the connection went before its confirm: sent again as
+    // any unconfirmed one is, and a later confirm is a plain one.
+    box.push(late, dropped);
+    box.mark_published(box.unpublished(t)[0], 1);
+    REQUIRE(box.returned("ur.ackC.u"));
+    box.connection_lost();
+    box.mark_published(box.unpublished(t)[0], 1);
+    CHECK(box.confirm(1, false, t, &unrouted).size() == 1);
+    CHECK(box.empty());
+}
+
 TEST_CASE("outbox: the bound is on unpublished bytes; never drops one in flight or the new one") {
     Outbox box(100, true);
     std::vector<OutMessage> dropped;

@@ -287,6 +287,15 @@ TEST_CASE("RabbitMQ 4.3 and later deny transient non-exclusive queues: known by 
     CHECK_FALSE(is_transient_queue_refusal("PRECONDITION_FAILED - inequivalent arg 'exclusive'"));
 }
 
+TEST_CASE("answers to a requester are told by their routing key") {
+    CHECK(is_answer_key(execute_reply_key("u", "r")));
+    CHECK(is_answer_key(ping_reply_key("c", "u")));
+    CHECK_FALSE(is_answer_key(startup_key("u")));
+    CHECK_FALSE(is_answer_key(sysinfo_key("u", "1")));
+    CHECK_FALSE(is_answer_key("ur.execute-repl"));
+    CHECK_FALSE(is_answer_key(""));
+}
+
 TEST_CASE("a 403 on a publish names the routing key a topic permission refuses") {
     const std::string text = "ACCESS_REFUSED - access to topic 'ur.execute-reply.u.evil' in "
                              "exchange 'amq.topic' in vhost '/' refused for user 'guest'";

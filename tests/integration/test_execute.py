@@ -7,7 +7,10 @@ import re
 import signal
 import time
 
-from urharness import WRAPPER, AgentTestCase, alive, wait_until, write_executable
+import pika
+
+from urharness import (RABBITMQ_PORT, WRAPPER, AgentTestCase, alive, wait_until,
+                       write_executable)
 
 # What sh itself may add to an otherwise empty environment (dash: PWD;
 # bash: PWD, SHLVL, _, OLDPWD).
@@ -507,3 +510,68 @@ class Concurrency(AgentTestCase):
             peak = max(peak, running)
         self.assertLessEqual(peak, 4, "more than 4 scripts ran at once")
         self.assertGreaterEqual(peak, 2, "requests were not run concurrently")
+
+
+class LateRequester(AgentTestCase):
+    """urclient publishes before its reply queue's bindings exist (after it
+    connects, and again after each reconnect).  An answer faster than them
+    was unroutable and lost: a 127 for a missing program (4 of 500 sdcadm
+    style runs in a black-box test), a ping from a reconnected client (19
+    of 30).  Answers are published mandatory; one no queue took comes back
+    and is sent again, 100, 200, 400 and 800 ms later, then given up."""
+
+    def test_an_answer_no_queue_took_is_sent_again_then_given_up(self):
+        a = self.start_agent()
+        self.client.close()  # its ur.execute-reply.*.* binding takes every reply
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            host="127.0.0.1", port=int(RABBITMQ_PORT)))
+        self.addCleanup(lambda: conn.is_open and conn.close())
+        ch = conn.channel()
+        q = ch.queue_declare("", exclusive=True).method.queue
+        props = pika.BasicProperties(content_type="application/json")
+
+        def wait_body(key, secs=5):
+            deadline = time.monotonic() + secs
+            while time.monotonic() < deadline:
+                method, _, body = ch.basic_get(q, auto_ack=True)
+                if method and method.routing_key == key:
+                    return json.loads(body)
+                conn.sleep(0.01)
+            raise AssertionError("no message on " + key)
+
+        # A 127, answered in a millisecond; the binding 300 ms later.
+        ch.basic_publish("amq.topic", "ur.execute.%s.late1" % a.uuid,
+                         json.dumps({"type": "file", "file": "/nonexistent"}), props)
+        conn.sleep(0.3)
+        key = "ur.execute-reply.%s.late1" % a.uuid
+        ch.queue_bind(q, "amq.topic", key)
+        self.assertEqual(wait_body(key)["exit_status"], 127)
+        # A client already answered once (its pings are answered at once)
+        # binds again late, as after a reconnect.
+        ack = "ur.ackLATE.%s" % a.uuid
+        ch.queue_bind(q, "amq.topic", ack)
+        ch.basic_publish("amq.topic", "ur.ping." + a.uuid,
+                         json.dumps({"client_id": "LATE", "id": "p1"}), props)
+        self.assertEqual(wait_body(ack)["req_id"], "p1")
+        ch.queue_unbind(q, "amq.topic", ack)
+        ch.basic_publish("amq.topic", "ur.ping." + a.uuid,
+                         json.dumps({"client_id": "LATE", "id": "p2"}), props)
+        conn.sleep(0.3)
+        ch.queue_bind(q, "amq.topic", ack)
+        self.assertEqual(wait_body(ack)["req_id"], "p2")
+        # Nobody binds: given up (at info: a requester gone is no fault
+        # of ours) and its journal entry removed.
+        t0 = time.monotonic()
+        ch.basic_publish("amq.topic", "ur.execute.%s.gone" % a.uuid,
+                         json.dumps({"type": "file", "file": "/bin/true"}), props)
+        rec = a.wait_log(lambda r: r.get("msg", "").startswith(
+            "message given up, not sent again: no queue took it in 5 tries"),
+            what="the unroutable reply given up")
+        self.assertGreaterEqual(time.monotonic() - t0, 1.4)
+        self.assertEqual((rec.get("req_id"), rec.get("level")), ("gone", 30), rec)
+        self.assertEqual(a.count_log("message returned by the broker"), 0)
+        inflight = os.path.join(a.state_dir, ".ur-agent-inflight")
+        self.assertTrue(os.path.isdir(inflight))
+        for name in os.listdir(inflight):
+            with open(os.path.join(inflight, name), "rb") as f:
+                self.assertNotIn(b".gone", f.read(), name)
