@@ -319,7 +319,8 @@ void Agent::answer_leftovers(uint64_t now) {
             journal_.remove(e.key);
             continue;
         }
-        log::warn("answering a request that was running when the agent stopped",
+        log::warn("answering a request in flight when the agent stopped (running, waiting for "
+                  "a slot, or its reply not yet confirmed)",
                   {{"req_id", field(e.req_id)}, {"routing_key", field(e.reply_key)}});
         ExecuteOutcome o;
         o.exit_status = 1;

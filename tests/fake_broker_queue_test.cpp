@@ -93,6 +93,27 @@ TEST_CASE("fake broker: topic, direct and default routing, mandatory return, con
     CHECK(r.cmd("last-message ur.execute.*.*") == "ok ur.execute.u2.r1 {\"n\":0}");
 }
 
+TEST_CASE("fake broker: --reply-sink takes Ur answers no queue is bound to, nothing else") {
+    fake::Options o;
+    o.reply_sink = true;
+    Running r(o);
+    Client c(r.broker.port());
+    REQUIRE(c.handshake());
+    REQUIRE(c.open_channel(1));
+    REQUIRE(c.confirm_select(1));
+    BasicAck ack;
+    for (const char* key : {"ur.execute-reply.u1.r1", "ur.ackC.u1"}) {
+        CAPTURE(key);
+        c.publish(1, "amq.topic", key, "{}", true);
+        REQUIRE(c.expect<BasicAck>(1, &ack));  // no return before it
+    }
+    c.publish(1, "amq.topic", "ur.execute.u1.r1", "{}", true);
+    BasicReturn ret;
+    REQUIRE(c.expect<BasicReturn>(1, &ret));
+    CHECK(ret.routing_key == "ur.execute.u1.r1");
+    CHECK(r.cmd("messages #") == "ok 3");
+}
+
 TEST_CASE("fake broker: exclusive queues are locked to their connection and go with it") {
     Running r;
     Client a(r.broker.port()), b(r.broker.port());

@@ -343,11 +343,23 @@ TEST_CASE("urctl reply parsing takes hostile bodies") {
         CHECK_FALSE_MESSAGE(b.ok, bad);
         CHECK_FALSE(b.error.empty());
     }
-    // Wrong types for optional members are ignored, not fatal.
-    r = parse_execute_reply(R"({"exit_status":0,"stdout":5,"timed_out":"yes"})");
+    // Wrong types for optional flags are ignored, not fatal; output that
+    // is no string is an error (it printed nothing and exited 0).
+    r = parse_execute_reply(R"({"exit_status":0,"stdout":"x","timed_out":"yes"})");
     CHECK(r.ok);
-    CHECK(r.out.empty());
+    CHECK(r.out == "x");
     CHECK_FALSE(r.timed_out);
+    r = parse_execute_reply(R"({"exit_status":0,"stdout":5})");
+    CHECK_FALSE(r.ok);
+    CHECK(r.error == "reply's stdout is not a string");
+    r = parse_execute_reply(R"({"exit_status":0,"stdout":"","stderr":{}})");
+    CHECK_FALSE(r.ok);
+    CHECK(r.error == "reply's stderr is not a string");
+    // An escaped lone surrogate (JSON.parse takes it) costs that character,
+    // not the whole reply.
+    r = parse_execute_reply(R"({"exit_status":0,"stdout":"a\ud800b"})");
+    CHECK(r.ok);
+    CHECK(r.out == "a\xEF\xBF\xBD" "b");
 
     NodeInfo n;
     std::string err;

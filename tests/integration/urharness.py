@@ -960,7 +960,9 @@ class FakeBroker:
     def __init__(self, workdir, name="fake", heartbeat=None, channel_max=None, verbose=False):
         self.name = name
         self.events = []  # with verbose: its "event ..." lines, in order, without "event "
-        argv = [FAKE_BROKER, "--port", "0"] + (["--verbose"] if verbose else [])
+        # --reply-sink: the tests read what the agent published instead of
+        # binding a requester's queue (its answers are published mandatory).
+        argv = [FAKE_BROKER, "--port", "0", "--reply-sink"] + (["--verbose"] if verbose else [])
         if heartbeat is not None:
             argv += ["--heartbeat", str(heartbeat)]
         if channel_max is not None:

@@ -34,6 +34,11 @@ struct Options {
     uint64_t max_body = 256u << 20;  // larger publishes get 406 (channel)
     int handshake_timeout_ms = 10000;  // a client not open by then is dropped
     bool verbose = false;         // write "event ..." lines to the control output
+    // Count the Ur agent's answers (ur.execute-reply.*, ur.ack*) as taken
+    // even when no queue is bound to them: tests read what was published
+    // (the "messages" commands) rather than bind a requester's queue, and
+    // a mandatory answer no queue takes is returned (and sent again).
+    bool reply_sink = false;
 };
 
 class Broker {

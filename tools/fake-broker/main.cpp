@@ -26,10 +26,12 @@ extern "C" void on_signal(int) {
 int usage(FILE* to = stderr, int status = 2) {
     fprintf(to,
             "usage: fake-broker [--port N] [--seed N] [--heartbeat SECS] [--channel-max N] "
-            "[--verbose]\n"
+            "[--verbose] [--reply-sink]\n"
             "Prints \"listening 127.0.0.1:PORT\", then reads control commands on stdin, one per\n"
             "line (\"help\" lists them), and exits at the end of stdin or on SIGTERM/SIGINT:\n"
-            "to keep it up by hand, give it a terminal or `sleep infinity |` on stdin.\n");
+            "to keep it up by hand, give it a terminal or `sleep infinity |` on stdin.\n"
+            "--reply-sink: Ur answers (ur.execute-reply.*, ur.ack*) that no queue takes count\n"
+            "as taken (never returned), as if their requester were listening.\n");
     return status;
 }
 
@@ -53,6 +55,8 @@ int main(int argc, char** argv) {
             return usage(stdout, 0);
         } else if (a == "--verbose") {
             opt.verbose = true;
+        } else if (a == "--reply-sink") {
+            opt.reply_sink = true;
         } else if (a == "--port" && i + 1 < argc && number(argv[i + 1], 65535, v)) {
             opt.port = uint16_t(v);
             i++;

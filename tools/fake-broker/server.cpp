@@ -558,6 +558,9 @@ int Broker::Impl::route(const std::string& exchange, const std::string& key,
         q->second.ready.push_back(Message{exchange, key, props, body, false});
         dirty.insert(t);
     }
+    if (targets.empty() && opt.reply_sink &&
+        (key.rfind("ur.execute-reply.", 0) == 0 || key.rfind("ur.ack", 0) == 0))
+        return 1;
     return int(targets.size());
 }
 

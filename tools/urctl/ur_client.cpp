@@ -154,7 +154,9 @@ namespace {
 
 bool parse_object(std::string_view body, json::Value& out, std::string& error) {
     json::ParseError pe;
-    if (!json::parse(body, out, pe)) {
+    // As urclient (JSON.parse) reads them: another agent's reply may hold
+    // an escaped lone surrogate, and lose no more than that character.
+    if (!json::parse(body, out, pe, json::javascript_options())) {
         error = "reply is not JSON (" + pe.to_string() + ")";
         return false;
     }
@@ -189,6 +191,13 @@ ExecuteReply parse_execute_reply(std::string_view body) {
         return r;
     }
     r.exit_status = status->as_int();
+    for (const char* name : {"stdout", "stderr"}) {
+        const json::Value* v = r.body.find(name);
+        if (v && !v->is_string()) {
+            r.error = std::string("reply's ") + name + " is not a string";
+            return r;
+        }
+    }
     r.out = text(r.body, "stdout");
     r.err = text(r.body, "stderr");
     r.timed_out = flag(r.body, "timed_out");
