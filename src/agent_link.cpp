@@ -346,13 +346,15 @@ void Agent::handle_events(uint64_t now) {
             // No queue took an answer (published mandatory): its requester
             // may not have bound its reply queue yet.  Sent again once
             // its confirm, which follows, comes.
-            if (ev.channel == pub_ch_ && outbox_.returned(ev.routing_key))
+            if (ev.channel == pub_ch_) {
+                outbox_.returned(ev.routing_key);
                 log::debug("no queue took the answer; sending it again shortly",
                            {{"routing_key", field(ev.routing_key)}});
-            else
+            } else {
                 log::warn("message returned by the broker",
                           {{"routing_key", field(ev.routing_key)},
                            {"code", json::Value(int64_t(ev.code))}});
+            }
             break;
         case amqp::EventKind::ServerCancel:
             log::warn("the broker cancelled our consumer (queue deleted?); setting it up again",
@@ -482,8 +484,9 @@ void Agent::handle_events(uint64_t now) {
                 pub_retry_at_ = now + delay;
                 log::write(lasting_refusal_level(pub_backoff_.attempts()),
                            refused > 0 ? "403 ACCESS_REFUSED on a publish to one routing key (a "
-                                         "topic permission): the other messages go first, that "
-                                         "one is sent again after 1, 2 and 4 s, then given up"
+                                         "topic permission): the other messages go first; a reply "
+                                         "on it is sent again after 1, 2, 4 s and on up to every "
+                                         "60 s, a ping or discover answer given up after 4 tries"
                            : ev.code == 403
                                ? "403 ACCESS_REFUSED on a publish: the login lacks write "
                                  "permission on amq.topic; replies wait, and the channel is "
@@ -495,7 +498,7 @@ void Agent::handle_events(uint64_t now) {
                 for (OutMessage& m : gone)
                     give_up(m, "the broker refused its routing key " +
                                    std::to_string(m.refusals) + " times (403: a topic permission)",
-                            now);
+                            now);  // never an owed one
                 if (uint64_t limit = max_size_from_close(ev.code, ev.text);
                     limit && limit != broker_max_message_) {
                     broker_max_message_ = limit;

@@ -88,7 +88,10 @@ std::string default_route_interface(const std::string& root) {
 json::Value boot_parameters(const std::string& root) {
     json::Value params = json::Value::object();
     const std::string cmdline = slurp(root + "/proc/cmdline");
-    auto space = [](char c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+    // The kernel's isspace(): Latin-1's no-break space (0xA0) too.
+    auto space = [](char c) {
+        return c == ' ' || (c >= '\t' && c <= '\r') || static_cast<unsigned char>(c) == 0xA0;
+    };
     size_t i = 0;
     while (i < cmdline.size()) {
         if (space(cmdline[i])) {
@@ -100,7 +103,9 @@ json::Value boot_parameters(const std::string& root) {
         size_t start = i, eq = std::string::npos;
         bool in_quote = quoted;
         for (; i < cmdline.size() && (in_quote || !space(cmdline[i])); ++i) {
-            if (cmdline[i] == '=' && eq == std::string::npos) eq = i;
+            // An '=' first in the word is part of the name (the kernel's
+            // "equals == 0" test): "=a=b" names "=a", "=x" is a flag.
+            if (cmdline[i] == '=' && eq == std::string::npos && i > start) eq = i;
             if (cmdline[i] == '"') in_quote = !in_quote;
         }
         std::string_view word(cmdline.data() + start, i - start);

@@ -89,9 +89,24 @@ std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple, uint64_t no
     std::vector<List::iterator> its;
     for (auto i = begin; i != end; ++i) its.push_back(i->second);
     by_seq_.erase(begin, end);
-    for (auto it : its) {
-        if (it->returned) {
-            it->returned = false;
+    // Returns come just before the ack of their message, whose tag this
+    // ack's is (or, for a multiple one, among those it covers): each
+    // applies to the newest covered message with its key; any left over
+    // were for nothing of ours.
+    std::vector<bool> came_back(its.size(), false);
+    for (size_t i = its.size(); i-- > 0 && !returned_keys_.empty();) {
+        if (!its[i]->mandatory) continue;
+        for (auto k = returned_keys_.begin(); k != returned_keys_.end(); ++k) {
+            if (*k == its[i]->routing_key) {
+                returned_keys_.erase(k);
+                came_back[i] = true;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < its.size(); ++i) {
+        auto it = its[i];
+        if (came_back[i]) {
             it->seq = 0;
             unpublished_bytes_ += cost(*it);
             if (++it->returns > kMaxReturns) {
@@ -107,17 +122,13 @@ std::vector<OutMessage> Outbox::confirm(uint64_t seq, bool multiple, uint64_t no
         done.push_back(std::move(*it));
         messages_.erase(it);
     }
+    returned_keys_.clear();
     return done;
 }
 
-bool Outbox::returned(const std::string& routing_key) {
-    for (auto& [seq, it] : by_seq_) {
-        if (it->mandatory && !it->returned && it->routing_key == routing_key) {
-            it->returned = true;
-            return true;
-        }
-    }
-    return false;
+void Outbox::returned(const std::string& routing_key) {
+    // Bounded: a broker that returned without ever acking.
+    if (returned_keys_.size() < 4096) returned_keys_.push_back(routing_key);
 }
 
 std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_ms) {
@@ -131,9 +142,9 @@ std::vector<OutMessage> Outbox::nack(uint64_t seq, bool multiple, uint64_t now_m
     std::vector<List::iterator> its;
     for (auto i = begin; i != end; ++i) its.push_back(i->second);
     by_seq_.erase(begin, end);
+    returned_keys_.clear();
     for (auto it : its) {
         it->seq = 0;
-        it->returned = false;
         unpublished_bytes_ += cost(*it);
         refuse(it, now_ms, given_up);
     }
@@ -144,7 +155,16 @@ std::vector<OutMessage> Outbox::refuse_unpublished(const Pick& which, uint64_t n
     std::vector<OutMessage> given_up;
     for (auto it = messages_.begin(); it != messages_.end();) {
         auto next = std::next(it);
-        if (it->seq == 0 && which(*it)) refuse(it, now_ms, given_up);
+        if (it->seq == 0 && which(*it)) {
+            if (it->keep && it->owed) {
+                unsigned shift = std::min(it->refusals++, 6u);
+                if (it->not_before == 0) ++waiting_;
+                it->not_before = std::max(
+                    it->not_before, now_ms + std::min(kRefusalRetryMs << shift, kMaxRefusedWaitMs));
+            } else {
+                refuse(it, now_ms, given_up);
+            }
+        }
         it = next;
     }
     return given_up;
@@ -161,11 +181,11 @@ void Outbox::refuse(List::iterator it, uint64_t now_ms, std::vector<OutMessage>&
 
 void Outbox::connection_lost() {
     by_seq_.clear();
+    returned_keys_.clear();  // their confirms will not come: all are sent again anyway
     unpublished_bytes_ = bytes_;
     for (auto it = messages_.begin(); it != messages_.end();) {
         auto next = std::next(it);
         it->seq = 0;
-        it->returned = false;  // its confirm will not come: sent again anyway
         if (!it->keep) take(it);
         it = next;
     }

@@ -56,7 +56,6 @@ struct OutMessage {
     uint64_t queued_ms = 0;
     unsigned refusals = 0;    // broker refusals so far (nacks, 403s on its key)
     bool mandatory = false;   // published mandatory: one no queue took comes back (returned)
-    bool returned = false;    // came back (basic.return) while in flight; its confirm follows
     unsigned returns = 0;     // times no queue took it
     uint64_t not_before = 0;  // not published before this (ms): a refused one's retry, a delay
 };
@@ -121,9 +120,11 @@ public:
                                     std::vector<OutMessage>* unrouted = nullptr);
     // A basic.return of a mandatory message with this routing key (no
     // queue took it: a requester that has not bound its reply queue yet,
-    // or is gone): marks the oldest such in flight, whose confirm follows.
-    // False when none is.
-    bool returned(const std::string& routing_key);
+    // or is gone).  The broker sends it just before that message's ack, so
+    // the next confirm() applies it to the message with this key among
+    // those it covers (answers to one client share a key, and an older
+    // one may still await its queue's confirm).
+    void returned(const std::string& routing_key);
     // A broker basic.nack for `seq` (and all before it when `multiple`):
     // some queue refused the message (a full one with overflow
     // reject-publish, say) while others may have taken it, so sending it
@@ -134,9 +135,13 @@ public:
     static constexpr uint64_t kRefusalRetryMs = 1000;
     std::vector<OutMessage> nack(uint64_t seq, bool multiple, uint64_t now_ms);
     // The broker closed the channel over the unpublished messages `which`
-    // picks (a 403 naming their routing key: a topic permission): each is
-    // counted and delayed as a nack is, so that the others go first, and
-    // those given up are removed and returned.
+    // picks (a 403 naming their routing key: a topic permission), so that
+    // the others go first.  An owed one (a reply, the start-up
+    // announcement) waits 1, 2, 4 ... s, then every kMaxRefusedWaitMs, and
+    // is never given up: the permission may be fixed, and refusing every
+    // reply key looks the same, key by key.  Others are counted and
+    // delayed as a nack is; those given up are removed and returned.
+    static constexpr uint64_t kMaxRefusedWaitMs = 60000;
     using Pick = std::function<bool(const OutMessage&)>;
     std::vector<OutMessage> refuse_unpublished(const Pick& which, uint64_t now_ms);
     // The earliest not_before of an unpublished message waiting for it; 0
@@ -171,6 +176,7 @@ private:
     uint64_t bytes_ = 0;
     uint64_t unpublished_bytes_ = 0;            // of the messages with seq == 0
     size_t waiting_ = 0;                        // unpublished with not_before != 0
+    std::vector<std::string> returned_keys_;    // returns the next confirm applies
     List messages_;                             // oldest first
     std::map<uint64_t, List::iterator> by_seq_;  // published, awaiting confirm
 };
