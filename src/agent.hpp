@@ -235,6 +235,7 @@ private:
     // capped at 10 s, as reconnects are by default: the refusal may be a
     // permission that an operator restores.
     Backoff pub_backoff_{100, 10000};
+    uint64_t last_key_refusal_ms_ = 0;  // the last 403 naming one of our routing keys
     uint64_t pub_retry_at_ = 0;        // 0 = none scheduled
     uint64_t broker_max_message_ = 0;  // learned from a refusal; 0 = unknown
     bool consuming_ = false;            // serving: the request consumer is up (see ping_ready_)

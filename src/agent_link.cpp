@@ -479,8 +479,13 @@ void Agent::handle_events(uint64_t now) {
                         return named;
                     },
                     now);
+                // At once, but not at every close: new answers on a
+                // refused key (a denied client's pings) each close it again,
+                // and each close sends what was in flight again.
                 uint64_t delay = pub_backoff_.next(random32());
-                if (refused > 0) delay = 0;
+                if (refused > 0 && (last_key_refusal_ms_ == 0 || now - last_key_refusal_ms_ >= 1000))
+                    delay = 0;
+                if (refused > 0) last_key_refusal_ms_ = now;
                 pub_retry_at_ = now + delay;
                 log::write(lasting_refusal_level(pub_backoff_.attempts()),
                            refused > 0 ? "403 ACCESS_REFUSED on a publish to one routing key (a "
