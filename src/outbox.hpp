@@ -2,9 +2,9 @@
 //
 // A message is queued, published (given the channel's publish sequence
 // number) and removed when a confirm covers that number.  When the
-// connection drops, kept messages (replies, startup) go back to
-// "unpublished" and are sent again after reconnecting, oldest first;
-// ephemeral ones (ping replies, sysinfo heartbeats) are dropped.  The bound
+// connection drops, kept messages (replies, startup, ping and discover
+// answers) go back to "unpublished" and are sent again after reconnecting,
+// oldest first; ephemeral ones (sysinfo heartbeats) are dropped.  The bound
 // is on the bytes not yet published (while the broker is away or blocks
 // publishing): past it the oldest unpublished messages are dropped and
 // returned to the caller, who logs them (the agent first cuts replies, see
