@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "src/ur_protocol.hpp"
 #include "tools/fake-broker/broker_impl.hpp"
 #include "tools/fake-broker/topic.hpp"
 
@@ -558,9 +559,7 @@ int Broker::Impl::route(const std::string& exchange, const std::string& key,
         q->second.ready.push_back(Message{exchange, key, props, body, false});
         dirty.insert(t);
     }
-    if (targets.empty() && opt.reply_sink &&
-        (key.rfind("ur.execute-reply.", 0) == 0 || key.rfind("ur.ack", 0) == 0))
-        return 1;
+    if (targets.empty() && opt.reply_sink && ur::is_answer_key(key)) return 1;
     return int(targets.size());
 }
 
